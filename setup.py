@@ -1,0 +1,28 @@
+"""Builds pyhexz and its Cython extensions.
+
+`pip install -e .` or, as in the original pyhexz, `python3 setup.py build_ext --build-lib=src`
+(which puts the compiled modules next to their sources in src/pyhexz).
+"""
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+extensions = [
+    Extension(
+        f"pyhexz.{name}",
+        [f"src/pyhexz/{name}.pyx"],
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=["-O3"],
+    )
+    for name in ("board",)
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={"language_level": "3"},
+        include_path=["src"],
+    ),
+)
