@@ -1,0 +1,256 @@
+"""The `pyhexz` command line (also `python -m pyhexz`).
+
+    pyhexz train --dir DIR              train on this machine (self-play + training)
+    pyhexz selfplay --output-dir DIR    self-play games to files
+    pyhexz arena P1 P2                  a match over the fixture openings, both seats
+    pyhexz export CHECKPOINT OUT        a checkpoint as a hexz TorchScript file
+
+Every flag can also be set by a HEXZ_* environment variable (for the containers), named after
+the flag: --runs-per-move is HEXZ_RUNS_PER_MOVE. A flag on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+log = logging.getLogger("pyhexz.cli")
+
+
+class _EnvDefaults(argparse.ArgumentParser):
+    """An ArgumentParser whose flag defaults come from HEXZ_* variables when set."""
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        long = next((a for a in args if a.startswith("--")), None)
+        if long and action.default is not argparse.SUPPRESS:
+            env = "HEXZ_" + long[2:].upper().replace("-", "_")
+            if env in os.environ:
+                raw = os.environ[env]
+                try:
+                    action.default = action.type(raw) if action.type else (
+                        raw.lower() in ("1", "true", "yes") if isinstance(action.const, bool) else raw)
+                except (ValueError, argparse.ArgumentTypeError):
+                    self.error(f"{env}={raw!r} is not a valid value for {long}")
+            if action.help and action.help is not argparse.SUPPRESS:
+                action.help += f" [{env}]"
+        return action
+
+
+def _positive(kind: Callable):
+    def parse(s: str):
+        v = kind(s)
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
+        return v
+    parse.__name__ = kind.__name__
+    return parse
+
+
+pos_int, pos_float = _positive(int), _positive(float)
+
+
+def _add_search_flags(p: argparse.ArgumentParser, runs: int) -> None:
+    p.add_argument("--runs-per-move", type=pos_int, default=runs, help="MCTS simulations per move")
+    p.add_argument("--parallel-games", type=pos_int, default=32,
+                   help="games each process plays at once (the network's batch size)")
+    p.add_argument("--c-puct", type=pos_float, default=1.5, help="PUCT exploration constant")
+    p.add_argument("--dirichlet-alpha", type=float, default=0.55, help="root noise concentration")
+    p.add_argument("--dirichlet-weight", type=float, default=0.25, help="root noise weight")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
+
+
+def _search_config(a: argparse.Namespace):
+    from pyhexz.selfplay import SearchConfig
+    return SearchConfig(runs_per_move=a.runs_per_move, c_puct=a.c_puct,
+                        dirichlet_alpha=a.dirichlet_alpha, dirichlet_weight=a.dirichlet_weight)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _EnvDefaults(prog="pyhexz", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING")
+    parser.add_argument("--threads", type=pos_int, default=1, help="torch threads per process")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_EnvDefaults)
+
+    p = sub.add_parser("train", help="self-play and training on this machine")
+    p.add_argument("--dir", type=Path, default=Path("runs/local"),
+                   help="where checkpoints and games live")
+    p.add_argument("--model-name", default="local", help="model name (a plain name)")
+    p.add_argument("--num-workers", type=pos_int, default=max(1, (os.cpu_count() or 2) - 1),
+                   help="self-play processes")
+    p.add_argument("--minutes", type=pos_float, help="stop after this many minutes")
+    p.add_argument("--checkpoints", type=pos_int, help="stop after this many new checkpoints")
+    p.add_argument("--blocks", type=pos_int, default=5, help="residual blocks (new model)")
+    p.add_argument("--filters", type=pos_int, default=64, help="filters per conv (new model)")
+    p.add_argument("--minibatch-size", type=pos_int, default=2048,
+                   help="new examples that trigger a training run")
+    p.add_argument("--replay-window", type=pos_int, default=50_000, help="newest examples trained on")
+    p.add_argument("--samples-per-example", type=pos_float, default=4.0,
+                   help="samples trained per new example")
+    p.add_argument("--batch-size", type=pos_int, default=256, help="training batch size")
+    p.add_argument("--learning-rate", type=pos_float, default=3e-4, help="initial Adam rate")
+    p.add_argument("--seed", type=int, default=0, help="seed for training and self-play")
+    _add_search_flags(p, runs=100)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("selfplay", help="self-play games written to files")
+    p.add_argument("--model", help="checkpoint, TorchScript file or model directory "
+                   "(default: a fresh random network)")
+    p.add_argument("--num-workers", type=pos_int, default=1, help="self-play processes")
+    p.add_argument("--max-games", type=pos_int, help="stop after this many games in total")
+    p.add_argument("--max-seconds", type=pos_float, help="stop after this many seconds")
+    p.add_argument("--output-dir", type=Path, required=True, help="where game files go")
+    p.add_argument("--seed", type=int, help="random seed")
+    _add_search_flags(p, runs=800)
+    p.set_defaults(func=cmd_selfplay)
+
+    p = sub.add_parser("arena", help="a match between two players over fixed openings")
+    p.add_argument("player1", help="random | rollout:RUNS | MODEL_PATH[:RUNS]")
+    p.add_argument("player2", help="random | rollout:RUNS | MODEL_PATH[:RUNS]")
+    p.add_argument("--games", type=pos_int, help="use only the first N openings (x2 seats)")
+    p.add_argument("--openings", type=Path, help="JSONL openings (default: the hexz fixture)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--device", default="cpu", help="torch device for neural players")
+    p.add_argument("--seed", type=int, default=0, help="seed for random and rollout players")
+    p.set_defaults(func=cmd_arena)
+
+    p = sub.add_parser("export", help="export a checkpoint as a hexz TorchScript file")
+    p.add_argument("checkpoint", help="pyhexz checkpoint file or model directory")
+    p.add_argument("output", type=Path, help="TorchScript file to write")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from pyhexz import local
+    from pyhexz.training import TrainConfig
+    cfg = local.LocalConfig(
+        dir=a.dir, name=a.model_name, num_workers=a.num_workers, parallel_games=a.parallel_games,
+        device=a.device, minutes=a.minutes, checkpoints=a.checkpoints, search=_search_config(a),
+        train=TrainConfig(blocks=a.blocks, filters=a.filters, batch_size=a.batch_size,
+                          learning_rate=a.learning_rate, samples_per_example=a.samples_per_example,
+                          replay_window=a.replay_window, trigger_examples=a.minibatch_size,
+                          seed=a.seed))
+    n = local.run(cfg)
+    print(f"model {a.model_name}: checkpoint {n} in {a.dir}/models/flagz/{a.model_name}/checkpoints/{n}")
+    return 0
+
+
+def _selfplay_process(model: Optional[str], search, parallel_games: int, device: str,
+                      max_games: Optional[int], max_seconds: Optional[float], output_dir: str,
+                      seed: Optional[int], progress) -> None:
+    from pyhexz.process import init_worker_process
+    init_worker_process()
+    import torch
+
+    from pyhexz import hexz_pb2 as pb
+    from pyhexz.examples import GAME_FILE_SUFFIX, write_game_file
+    from pyhexz.model import HexzNet, Predictor
+    from pyhexz.players import resolve_model_path
+    from pyhexz.selfplay import run_selfplay
+    if model:
+        path = resolve_model_path(model)
+        predictor = Predictor.from_path(path, device)
+        key = pb.ModelKey(name=path.parent.parent.parent.name if path.parent.name.isdigit()
+                          else path.stem, checkpoint=int(path.parent.name) if path.parent.name.isdigit() else 0)
+    else:
+        torch.manual_seed(seed or 0)
+        predictor = Predictor(HexzNet(), device)
+        key = pb.ModelKey(name="random-init", checkpoint=0)
+    out = Path(output_dir)
+
+    def sink(req) -> None:
+        write_game_file(out / f"{req.execution_id}-{req.game_id}{GAME_FILE_SUFFIX}", req)
+        progress.put(len(req.examples))
+
+    stats = run_selfplay(lambda: (predictor, key), sink, search, parallel_games=parallel_games,
+                         max_games=max_games, max_seconds=max_seconds, seed=seed)
+    progress.put(("done", stats.nn_share))
+
+
+def cmd_selfplay(a: argparse.Namespace) -> int:
+    from pyhexz.process import spawn_context
+    a.output_dir.mkdir(parents=True, exist_ok=True)
+    ctx = spawn_context()
+    progress = ctx.Queue()
+    per = None if a.max_games is None else [a.max_games // a.num_workers + (i < a.max_games % a.num_workers)
+                                             for i in range(a.num_workers)]
+    procs = [ctx.Process(target=_selfplay_process, daemon=True, args=(
+        a.model, _search_config(a), a.parallel_games, a.device, None if per is None else per[i],
+        a.max_seconds, str(a.output_dir), None if a.seed is None else a.seed + i, progress))
+        for i in range(a.num_workers) if per is None or per[i] > 0]
+    for p in procs:
+        p.start()
+    t0 = last = time.monotonic()
+    games = examples = done = 0
+    import queue
+    try:
+        while done < len(procs):
+            try:
+                item = progress.get(timeout=1)
+            except queue.Empty:
+                if not any(p.is_alive() for p in procs):
+                    break
+                item = None
+            if isinstance(item, tuple):
+                done += 1
+            elif item is not None:
+                games += 1
+                examples += item
+            if time.monotonic() - last >= 10:
+                last = time.monotonic()
+                el = last - t0
+                log.info("selfplay elapsed=%.0fs games=%d examples=%d examples_per_s=%.1f",
+                         el, games, examples, examples / el)
+    except KeyboardInterrupt:
+        log.info("selfplay interrupted; finished games are in %s", a.output_dir)
+    for p in procs:
+        p.join(timeout=5)
+    el = time.monotonic() - t0
+    print(f"selfplay: {games} games, {examples} examples in {el:.0f} s "
+          f"({examples / max(el, 1e-9):.1f} examples/s) -> {a.output_dir}")
+    return 0 if all(p.exitcode == 0 for p in procs) else 1
+
+
+def cmd_arena(a: argparse.Namespace) -> int:
+    from pyhexz.arena import load_openings, play_match, result_json
+    from pyhexz.players import make_player
+    openings = load_openings(a.openings)
+    if a.games:
+        openings = openings[:a.games]
+    n = len(openings)
+    p1 = make_player(a.player1, device=a.device, seed=a.seed, max_games=2 * n)
+    p2 = make_player(a.player2, device=a.device, seed=a.seed + 1, max_games=2 * n)
+    result = play_match(p1, p2, openings, progress=True)
+    print(result_json(result) if a.json else result.summary())
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from pyhexz.model import export_torchscript, load_checkpoint
+    from pyhexz.players import resolve_model_path
+    path = resolve_model_path(a.checkpoint)
+    export_torchscript(load_checkpoint(path).model, a.output)
+    print(f"exported {path} -> {a.output}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pyhexz.process import configure_logging, setup_torch
+    configure_logging(args.log_level)
+    setup_torch(args.threads)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"pyhexz {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Training on one machine: self-play worker processes feeding an in-process trainer.
+
+    python -m pyhexz train --dir DIR
+
+Everything lives under DIR with embedded defaults (no Redis, no cloud):
+
+    DIR/models/flagz/{name}/checkpoints/{N}/...   the checkpoint repository (storage.py)
+    DIR/models/flagz/{name}/incoming/*.pb.gz      finished games not yet in a checkpoint
+
+Crash-safety contract (after KataGo's): the job may be killed at any point and restarted with
+the same directory. Each finished game is written to `incoming/` (atomically) before it counts;
+a checkpoint records the names of the games it was trained from, and on restart the games in
+`incoming/` that the newest checkpoint already holds are dropped, the others are trained in
+the next run. So no finished game is lost and none is counted twice. Games still being played
+when the job stops are dropped: they have no result yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from pyhexz import hexz_pb2 as pb
+from pyhexz.examples import GAME_FILE_SUFFIX, read_game_file, write_game_file
+from pyhexz.process import init_worker_process, spawn_context
+from pyhexz.selfplay import SearchConfig, run_selfplay
+from pyhexz.storage import MODEL_FILE, CheckpointRepo, LocalStorage
+from pyhexz.training import TrainConfig, Trainer, trained_game_names
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LocalConfig:
+    dir: Path
+    name: str = "local"
+    num_workers: int = max(1, (os.cpu_count() or 2) - 1)
+    parallel_games: int = 32
+    device: str = "cpu"
+    minutes: Optional[float] = None
+    checkpoints: Optional[int] = None     # stop after this many new checkpoints
+    search: SearchConfig = field(default_factory=lambda: SearchConfig(runs_per_move=100))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        trigger_examples=2048, replay_window=50_000))
+    progress_seconds: float = 15.0
+
+
+def load_predictor(repo: CheckpointRepo, n: int, device: str):
+    """A Predictor for checkpoint n, its file checked against the recorded SHA-256."""
+    import tempfile
+
+    from pyhexz.model import Predictor
+    data = repo.read_verified(n, MODEL_FILE)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / MODEL_FILE
+        path.write_bytes(data)
+        return Predictor.from_path(path, device)
+
+
+def _selfplay_worker(root: str, name: str, search: SearchConfig, parallel_games: int,
+                     device: str, latest, stop, out, seed: int) -> None:
+    init_worker_process()
+    repo = CheckpointRepo(LocalStorage(root), name)
+    current: dict = {"n": None}
+
+    def model():
+        n = latest.value
+        if n != current["n"]:
+            current.update(n=n, predictor=load_predictor(repo, n, device),
+                           key=pb.ModelKey(name=name, checkpoint=n))
+            log.info("selfplay model=%s checkpoint=%d", name, n)
+        return current["predictor"], current["key"]
+
+    run_selfplay(model, lambda req: out.put(req.SerializeToString()), search,
+                 parallel_games=parallel_games, should_stop=stop.is_set, seed=seed)
+
+
+def run(cfg: LocalConfig) -> int:
+    """Runs the job until --minutes / --checkpoints or Ctrl-C; returns the last checkpoint."""
+    root = Path(cfg.dir)
+    repo = CheckpointRepo(LocalStorage(root), cfg.name)
+    trainer = Trainer(repo, cfg.train, cfg.device)
+    spool = root / "models" / "flagz" / cfg.name / "incoming"
+    spool.mkdir(parents=True, exist_ok=True)
+    _recover_spool(spool, repo, trainer)
+
+    ctx = spawn_context()
+    latest = ctx.Value("i", trainer.checkpoint)
+    stop = ctx.Event()
+    games_q = ctx.Queue()
+    workers = [ctx.Process(target=_selfplay_worker, name=f"selfplay-{i}", daemon=True, args=(
+        str(root), cfg.name, cfg.search, cfg.parallel_games, cfg.device, latest, stop, games_q,
+        cfg.train.seed * 1000 + trainer.checkpoint * 100 + i)) for i in range(cfg.num_workers)]
+    for w in workers:
+        w.start()
+    log.info("train dir=%s model=%s checkpoint=%d workers=%d runs_per_move=%d", root, cfg.name,
+             trainer.checkpoint, cfg.num_workers, cfg.search.runs_per_move)
+
+    t0 = time.monotonic()
+    first_checkpoint = trainer.checkpoint
+    games = examples = 0
+    last_report = t0
+
+    def receive(data: bytes) -> None:
+        nonlocal games, examples
+        req = pb.AddTrainingExamplesRequest.FromString(data)
+        fname = f"{time.time_ns()}-{req.game_id}{GAME_FILE_SUFFIX}"
+        write_game_file(spool / fname, req)  # durable before it counts
+        examples += trainer.add(fname, req)
+        games += 1
+
+    try:
+        while True:
+            if cfg.minutes is not None and time.monotonic() - t0 >= cfg.minutes * 60:
+                log.info("train stopping reason=minutes")
+                break
+            if cfg.checkpoints is not None and trainer.checkpoint - first_checkpoint >= cfg.checkpoints:
+                log.info("train stopping reason=checkpoints")
+                break
+            if not any(w.is_alive() for w in workers):
+                raise RuntimeError("all self-play workers died; see their log lines above")
+            try:
+                receive(games_q.get(timeout=1.0))
+            except queue.Empty:
+                pass
+            if trainer.ready():
+                trained = [name for name, _ in trainer.pending]
+                stats = trainer.train_and_publish()
+                latest.value = trainer.checkpoint
+                for name in trained:
+                    (spool / name).unlink(missing_ok=True)
+                log.info("checkpoint model=%s checkpoint=%d examples_trained=%d policy_loss=%.4f "
+                         "value_loss=%.4f train_seconds=%.1f", cfg.name, trainer.checkpoint,
+                         trainer.examples_trained, stats["policy_loss"], stats["value_loss"],
+                         stats["seconds"])
+            now = time.monotonic()
+            if now - last_report >= cfg.progress_seconds:
+                last_report = now
+                el = now - t0
+                log.info("progress elapsed=%.0fs checkpoint=%d games=%d examples=%d "
+                         "examples_per_s=%.1f pending=%d/%d window=%d", el, trainer.checkpoint,
+                         games, examples, examples / el, trainer.pending_examples,
+                         cfg.train.trigger_examples, len(trainer.window))
+    except KeyboardInterrupt:
+        log.info("train stopping reason=interrupt")
+    finally:
+        stop.set()
+        # Keep what finished while the workers wind down.
+        deadline = time.monotonic() + 60
+        while any(w.is_alive() for w in workers) and time.monotonic() < deadline:
+            try:
+                receive(games_q.get(timeout=0.2))
+            except queue.Empty:
+                pass
+            except KeyboardInterrupt:
+                break
+        while True:
+            try:
+                receive(games_q.get_nowait())
+            except (queue.Empty, KeyboardInterrupt):
+                break
+        for w in workers:
+            w.join(timeout=5)
+            if w.is_alive():
+                w.terminate()
+        log.info("train stopped checkpoint=%d games=%d examples=%d pending_in_spool=%d",
+                 trainer.checkpoint, games, examples, trainer.pending_examples)
+    return trainer.checkpoint
+
+
+def _recover_spool(spool: Path, repo: CheckpointRepo, trainer: Trainer) -> None:
+    done = trained_game_names(repo, repo.latest())
+    n = 0
+    for f in sorted(spool.glob("*" + GAME_FILE_SUFFIX)):
+        if f.name in done:
+            f.unlink()  # trained before the last stop; its checkpoint has it
+            continue
+        n += trainer.add(f.name, read_game_file(f))
+    for f in spool.glob(".*.tmp"):
+        f.unlink()  # a write that never completed
+    if n:
+        log.info("recovered examples=%d from %s", n, spool)
