@@ -55,7 +55,8 @@ class SearchConfig:
 class SelfPlayStats:
     games: int = 0
     examples: int = 0
-    simulations: int = 0
+    positions: int = 0      # searched positions, finished games or not
+    simulations: int = 0    # leaves evaluated by the network
     nn_seconds: float = 0.0
     nn_calls: int = 0
     started: float = field(default_factory=time.perf_counter)
@@ -169,6 +170,7 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig = Sear
                 move_number=g.board.move, model_key=key, root_value=mcts.root_value(t)))
             g.board.play(row, col, typ)
             mcts.play(t, move)
+            stats.positions += 1
             if g.board.is_over:
                 _finish(g, execution_id, sink)
                 stats.games += 1
