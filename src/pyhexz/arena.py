@@ -37,9 +37,11 @@ def load_openings(path: Optional[Path] = None) -> list[Board]:
         if line.strip():
             try:
                 state = json_format.ParseDict(json.loads(line)["state"], pb.GameEngineState())
-            except (ValueError, KeyError, json_format.ParseError) as e:
+                boards.append(Board.from_proto(state))
+            except (ValueError, KeyError, TypeError, AttributeError, json_format.ParseError) as e:
                 raise ValueError(f"{path}:{lineno}: not an opening ({e})") from None
-            boards.append(Board.from_proto(state))
+    if not boards:
+        raise ValueError(f"{path}: no openings in the file")
     return boards
 
 

@@ -66,3 +66,4 @@ cdef void encode_state(const State* s, float* planes, uint8_t* mask) noexcept no
 
 cdef class Board:
     cdef State st
+    cdef _play(self, int row, int col, int type)

@@ -476,12 +476,19 @@ cdef class Board:
                     out.append(_MOVE_TUPLES[i][0])
         return out
 
-    def play(self, int row, int col, int type=CELL_NORMAL) -> None:
+    def play(self, row, col, type=CELL_NORMAL) -> None:
         """Makes a move for the player to move.
 
         Raises IllegalMoveError, saying why, and leaves the board unchanged if the move is not
         legal.
         """
+        try:
+            self._play(row, col, type)
+        except OverflowError:
+            raise IllegalMoveError(
+                f"({row}, {col}) with type {type} is not a move on this board") from None
+
+    cdef _play(self, int row, int col, int type):
         cdef int p = self.st.turn - 1
         cdef int i
         if self.st.over:
@@ -609,8 +616,8 @@ cdef class Board:
                 f"score, resources and normal_moves need 2 entries each, got "
                 f"{len(b.score)}, {len(b.resources)}, {len(fz.normal_moves)}")
         if b.state not in (pb.Board.RUNNING, pb.Board.FINISHED):
-            raise InvalidStateError(
-                f"game state {pb.Board.GameState.Name(b.state)}: a Flagz game is RUNNING or FINISHED")
+            name = pb.Board.GameState.Name(b.state) if b.state == pb.Board.INITIAL else b.state
+            raise InvalidStateError(f"game state {name}: a Flagz game is RUNNING or FINISHED")
         cdef Board out = Board.__new__(Board)
         cdef State* s = &out.st
         cdef int i, p, nflags

@@ -133,4 +133,7 @@ def read_game_file(path: Path) -> pb.AddTrainingExamplesRequest:
         req.ParseFromString(gzip.decompress(Path(path).read_bytes()))
     except Exception as e:
         raise InvalidExampleError(f"{path}: not a gzip AddTrainingExamplesRequest ({e})") from None
+    if not req.examples:
+        raise InvalidExampleError(
+            f"{path}: not a gzip AddTrainingExamplesRequest (no examples: empty or truncated file)")
     return req

@@ -95,7 +95,8 @@ def run(cfg: LocalConfig) -> int:
     games_q = ctx.Queue()
     workers = [ctx.Process(target=_selfplay_worker, name=f"selfplay-{i}", daemon=True, args=(
         str(root), cfg.name, cfg.search, cfg.parallel_games, cfg.device, latest, stop, games_q,
-        cfg.train.seed * 1000 + trainer.checkpoint * 100 + i)) for i in range(cfg.num_workers)]
+        # Fresh entropy: a restart from the same checkpoint must not replay the same games.
+        int.from_bytes(os.urandom(8), "little"))) for i in range(cfg.num_workers)]
     for w in workers:
         w.start()
     log.info("train dir=%s model=%s checkpoint=%d workers=%d runs_per_move=%d", root, cfg.name,

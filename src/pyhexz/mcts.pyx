@@ -18,6 +18,11 @@ player to move wins. Inside the tree every W is kept from player 1's view and tu
 chooser's view when a child is selected, so a skipped turn (the same player moving twice) needs
 no special case. Finished positions are scored exactly from the final score.
 
+After a move, `play` keeps the subtree below it with the network's outputs (priors and value
+of every evaluated node) but, by default, resets the visit statistics, as hexz found best: the
+next search starts afresh yet needs no network call for positions it evaluated before. So the
+visit distribution of every move holds exactly the simulations of that move.
+
 Selection is PUCT (AlphaZero): argmax Q + c_puct * P * sqrt(N_parent) / (1 + N_child), with
 unvisited children valued at their parent's Q ("first play urgency" = parent). With more than
 one leaf per tree in a batch, virtual losses keep the selections apart.
@@ -54,6 +59,7 @@ cdef struct Node:
     int vl              # virtual losses of selections still waiting for the network
     float w             # sum of backed-up values, player 1's view
     float p             # prior probability of the move that led here
+    float nnv           # the network's value here, player 1's view (cached for reuse)
     signed char turn    # player to move here; 0 until first reached
     signed char terminal
     signed char pending # selected as a leaf in the current batch
@@ -89,6 +95,7 @@ cdef class MCTS:
     cdef short* slot_moves
     cdef int nslots
     cdef readonly long long terminal_hits
+    cdef readonly long long cache_hits
 
     def __cinit__(self, int num_trees, float c_puct=1.5, float dirichlet_alpha=0.0,
                   float dirichlet_weight=0.25, int leaves_per_tree=1, seed=None):
@@ -160,11 +167,16 @@ cdef class MCTS:
             tr.nodes[i].vl = 0
             tr.nodes[i].w = 0
             tr.nodes[i].p = 0
+            tr.nodes[i].nnv = 0
             tr.nodes[i].turn = 0
             tr.nodes[i].terminal = 0
             tr.nodes[i].pending = 0
         tr.size += k
         return first
+
+    def _check_no_batch(self):
+        if self.nslots:
+            raise RuntimeError("a batch of leaves waits for apply(); trees cannot change now")
 
     cdef Tree* _tree(self, int t) except NULL:
         if not 0 <= t < self.num_trees:
@@ -174,6 +186,7 @@ cdef class MCTS:
     def set_root(self, int t, Board board) -> None:
         """Starts a fresh tree for tree t at the given position."""
         cdef Tree* tr = self._tree(t)
+        self._check_no_batch()
         memcpy(&tr.root, &board.st, sizeof(State))
         tr.size = 0
         tr.todo = 0
@@ -181,13 +194,16 @@ cdef class MCTS:
         tr.nodes[0].turn = tr.root.turn
         tr.nodes[0].terminal = tr.root.over
 
-    def play(self, int t, int move) -> None:
-        """Advances tree t's root by a move (policy index), keeping the subtree below it."""
+    def play(self, int t, int move, bint keep_stats=False) -> None:
+        """Advances tree t's root by a move (policy index), reusing the subtree below it.
+
+        The subtree keeps its cached network outputs; its visit counts and values are reset
+        unless `keep_stats`.
+        """
         cdef Tree* tr = self._tree(t)
         if tr.size == 0:
             raise ValueError(f"tree {t} has no root; call set_root first")
-        if self.nslots:
-            raise RuntimeError("play called between collect and apply")
+        self._check_no_batch()
         cdef int moves[NMOVES]
         cdef int n = legal_policy_moves(&tr.root, moves)
         cdef int i, child = -1
@@ -201,15 +217,18 @@ cdef class MCTS:
             if root.first_child >= 0 and tr.nodes[i].move == move:
                 child = i
         apply_policy_move(&tr.root, move)
-        if child < 0 or tr.nodes[child].n == 0:
+        if child < 0 or tr.nodes[child].first_child < 0:
             tr.size = 0
             self._alloc(tr, 1)
             tr.nodes[0].turn = tr.root.turn
             tr.nodes[0].terminal = tr.root.over
         else:
             self._reroot(tr, child)
-            if tr.nodes[0].first_child >= 0:
-                self._add_noise(tr)
+            if not keep_stats:
+                for i in range(tr.size):
+                    tr.nodes[i].n = 0
+                    tr.nodes[i].w = 0
+            self._add_noise(tr)
         tr.todo = 0
 
     cdef int _reroot(self, Tree* tr, int child) except -1:
@@ -247,7 +266,10 @@ cdef class MCTS:
             raise ValueError(f"tree {t} has no root; call set_root first")
         if tr.root.over:
             raise ValueError(f"the game of tree {t} is over; there is nothing to search")
-        tr.todo += simulations
+        if simulations < 0:
+            raise ValueError("simulations must be >= 0")
+        # The root's own first visit (its evaluation) is not one of the simulations.
+        tr.todo += simulations + (1 if tr.nodes[0].n == 0 and tr.todo == 0 else 0)
 
     def busy(self) -> bool:
         """True while some tree has simulations to run."""
@@ -268,10 +290,10 @@ cdef class MCTS:
         while True:
             nd = &tr.nodes[x]
             nd.vl += 1
-            if nd.first_child < 0 or nd.terminal:
+            if nd.first_child < 0 or nd.terminal or nd.n == 0:
                 return x
             chooser = nd.turn
-            ntot = nd.n + nd.vl
+            ntot = nd.n + nd.vl - 1   # visits so far, without this descent's own
             if nd.n > 0:
                 q_parent = _value_for(nd.w, chooser) / nd.n
             else:
@@ -286,7 +308,8 @@ cdef class MCTS:
                 ch = &tr.nodes[i]
                 if ch.n + ch.vl == 0:
                     if uct:
-                        score = 1e20 + ch.p   # every move once before any twice
+                        # Every move once before any twice, in random order.
+                        score = 1e20 + <float>(rng_next(&self.rng) >> 40)
                     else:
                         score = q_parent + u_scale * ch.p
                 else:
@@ -375,21 +398,28 @@ cdef class MCTS:
             raise ValueError("buffers must be (B, 11, 11, 10) float32 and (B, 2, 11, 10) uint8")
         if self.nslots:
             raise RuntimeError("collect called twice without apply")
-        cdef int t, k, x, n = 0, nm, i
+        cdef int t, k, x, n = 0, nm, i, taken
         cdef Tree* tr
         cdef State s
         cdef int moves[NMOVES]
         with nogil:
             for t in range(self.num_trees):
                 tr = &self.trees[t]
+                taken = 0
                 for k in range(self.leaves_per_tree):
-                    if tr.todo <= 0:
+                    if tr.todo - taken <= 0:
                         break
                     x = self._select(tr, &s, False, self.c_puct)
                     if tr.nodes[x].terminal:
                         self._backup(tr, x, MCTS._terminal_value(&s))
                         tr.todo -= 1
                         self.terminal_hits += 1
+                        continue
+                    if tr.nodes[x].first_child >= 0:
+                        # Evaluated before the statistics were reset: reuse its value.
+                        self._backup(tr, x, tr.nodes[x].nnv)
+                        tr.todo -= 1
+                        self.cache_hits += 1
                         continue
                     if tr.nodes[x].pending:
                         # Another selection of this batch already waits for this leaf.
@@ -404,6 +434,7 @@ cdef class MCTS:
                     self.slot_tree[n] = t
                     self.slot_node[n] = x
                     n += 1
+                    taken += 1
         self.nslots = n
         return n
 
@@ -426,7 +457,8 @@ cdef class MCTS:
             self._expand(tr, x, &self.slot_moves[j * NMOVES], self.slot_nmoves[j], &probs[j, 0])
             tr.nodes[x].pending = 0
             v = values[j]
-            self._backup(tr, x, _value_for(v, tr.nodes[x].turn))
+            tr.nodes[x].nnv = _value_for(v, tr.nodes[x].turn)
+            self._backup(tr, x, tr.nodes[x].nnv)
             tr.todo -= 1
 
     def run_rollouts(self, int t, int simulations, double max_seconds=0.0) -> int:
@@ -437,6 +469,7 @@ cdef class MCTS:
         """
         import time
         cdef Tree* tr = self._tree(t)
+        self._check_no_batch()
         if tr.size == 0 or tr.root.over:
             raise ValueError(f"tree {t} has no position to search")
         cdef State s
@@ -449,10 +482,11 @@ cdef class MCTS:
             for i in range(chunk):
                 x = self._select(tr, &s, True, self.c_puct)
                 if not tr.nodes[x].terminal:
-                    nm = legal_policy_moves(&s, moves)
-                    for k in range(nm):
-                        smoves[k] = moves[k]
-                    self._expand(tr, x, smoves, nm, NULL)
+                    if tr.nodes[x].first_child < 0:
+                        nm = legal_policy_moves(&s, moves)
+                        for k in range(nm):
+                            smoves[k] = moves[k]
+                        self._expand(tr, x, smoves, nm, NULL)
                     playout_state(&s, &self.rng)
                 self._backup(tr, x, MCTS._terminal_value(&s))
             done += chunk
@@ -494,13 +528,34 @@ cdef class MCTS:
         return _value_for(tr.nodes[0].w, tr.root.turn) / tr.nodes[0].n
 
     def root_visits(self, int t) -> int:
-        return self._tree(t).nodes[0].n
+        return self._rooted(t).nodes[0].n
 
     def tree_size(self, int t) -> int:
         return self._tree(t).size
 
-    def root_board(self, int t) -> Board:
+    def best_move(self, int t) -> int:
+        """The most visited root move (policy index); ties go to the better mean value."""
+        cdef Tree* tr = self._rooted(t)
+        cdef Node* root = &tr.nodes[0]
+        if root.first_child < 0:
+            raise ValueError(f"tree {t} has not been searched")
+        cdef int i, best = -1
+        cdef float q, best_q = -1e30
+        cdef int best_n = -1
+        for i in range(root.first_child, root.first_child + root.nchildren):
+            q = _value_for(tr.nodes[i].w, root.turn) / tr.nodes[i].n if tr.nodes[i].n else -2
+            if tr.nodes[i].n > best_n or (tr.nodes[i].n == best_n and q > best_q):
+                best, best_n, best_q = i, tr.nodes[i].n, q
+        return tr.nodes[best].move
+
+    cdef Tree* _rooted(self, int t) except NULL:
         cdef Tree* tr = self._tree(t)
+        if tr.size == 0:
+            raise ValueError(f"tree {t} has no root; call set_root first")
+        return tr
+
+    def root_board(self, int t) -> Board:
+        cdef Tree* tr = self._rooted(t)
         cdef Board b = Board.__new__(Board)
         memcpy(&b.st, &tr.root, sizeof(State))
         return b

@@ -54,7 +54,7 @@ class RolloutPlayer:
         for b in boards:
             self.mcts.set_root(0, b)
             self.mcts.run_rollouts(0, self.runs)
-            out.append(policy_move_tuple(int(np.argmax(self.mcts.visits(0)))))
+            out.append(policy_move_tuple(self.mcts.best_move(0)))
         return out
 
 
@@ -78,7 +78,7 @@ class NeuralPlayer:
                 self.mcts.set_root(t, b)
                 self.mcts.start(t, self.runs)
             search(self.mcts, self.predictor, self.planes, self.masks)
-            out += [policy_move_tuple(int(np.argmax(self.mcts.visits(t)))) for t in range(len(chunk))]
+            out += [policy_move_tuple(self.mcts.best_move(t)) for t in range(len(chunk))]
         return out
 
 
@@ -88,8 +88,12 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     if p.is_file():
         return p
     ckpts = p / "checkpoints" if (p / "checkpoints").is_dir() else p
-    nums = sorted((int(d.name) for d in ckpts.iterdir() if d.name.isdigit()
-                   and (d / "model.pt").exists()), reverse=True) if ckpts.is_dir() else []
+    dirs = [d for d in ckpts.iterdir() if d.name.isdigit() and (d / "model.pt").exists()] \
+        if ckpts.is_dir() else []
+    # pyhexz publishes a checkpoint by writing meta.json last: ignore ones still being written.
+    # Directories from the hexz project have no meta.json at all; take those as they are.
+    published = [d for d in dirs if (d / "meta.json").exists()]
+    nums = sorted((int(d.name) for d in (published or dirs)), reverse=True)
     if not nums:
         raise FileNotFoundError(f"{path}: no model file and no checkpoints/N/model.pt below it")
     return ckpts / str(nums[0]) / "model.pt"

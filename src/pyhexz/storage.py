@@ -41,7 +41,7 @@ class CheckpointExistsError(StorageError):
 
 def validate_model_name(name: str) -> str:
     """Model names become path and key parts; only plain names may escape nothing."""
-    if not _NAME_RE.match(name or "") or ".." in name:
+    if not _NAME_RE.fullmatch(name or "") or ".." in name:
         raise ValueError(
             f"invalid model name {name!r}: use 1-64 letters, digits, '_', '-', '.' "
             f"(starting with a letter or digit)")

@@ -143,7 +143,9 @@ def train_steps(net: torch.nn.Module, optimizer: torch.optim.Optimizer, window: 
         bad = [n for n, p in net.named_parameters() if not torch.isfinite(p).all()]
         if bad:
             raise NonFiniteError(f"non-finite weights in {', '.join(bad[:5])}")
-    except NonFiniteError:
+    except BaseException:
+        # Whatever went wrong (non-finite values, an overflow inside the optimizer, Ctrl-C),
+        # a half-applied run must not survive.
         net.load_state_dict(saved[0])
         optimizer.load_state_dict(saved[1])
         raise

@@ -1,0 +1,432 @@
+"""Tests for pyhexz.arena, pyhexz.players and the command line (pyhexz.cli, pyhexz.hexz)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pyhexz import cli
+from pyhexz.arena import (
+    default_openings_path,
+    elo,
+    load_openings,
+    play_match,
+    result_json,
+    summarize,
+)
+from pyhexz.board import Board
+from pyhexz.examples import GAME_FILE_SUFFIX, decode, read_game_file
+from pyhexz.model import HexzNet, load_model, save_checkpoint
+from pyhexz.players import RandomPlayer, make_player, resolve_model_path
+from pyhexz.storage import MODEL_FILE, CheckpointRepo, LocalStorage
+from pyhexz.training import TrainConfig, Trainer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def restore_process_state(monkeypatch):
+    """cli.main configures logging and torch threads for the whole process; undo that, and
+    run torch with one thread meanwhile (busy cores make the default pool very slow)."""
+    for k in [k for k in os.environ if k.startswith("HEXZ_")]:
+        monkeypatch.delenv(k)
+    root = logging.getLogger()
+    pyhexz_log = logging.getLogger("pyhexz")
+    saved = (root.handlers[:], root.level, pyhexz_log.level, torch.get_num_threads())
+    torch.set_num_threads(1)
+    yield
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    pyhexz_log.setLevel(saved[2])
+    torch.set_num_threads(saved[3])
+
+
+@pytest.fixture(scope="module")
+def openings() -> list[Board]:
+    return load_openings()
+
+
+# --------------------------------------------------------------------------
+# Scores and Elo
+# --------------------------------------------------------------------------
+
+
+def test_elo_values() -> None:
+    assert elo(0.5) == 0
+    assert elo(1.0) == math.inf and elo(0.0) == -math.inf
+    assert elo(0.75) == pytest.approx(400 * math.log10(3))
+    assert elo(0.25) == pytest.approx(-elo(0.75))
+    xs = [elo(s) for s in (0.1, 0.3, 0.5, 0.7, 0.9)]
+    assert xs == sorted(xs)
+
+
+def test_summarize_all_wins() -> None:
+    r = summarize("a", "b", [1.0] * 8, 1.5)
+    assert (r.games, r.wins, r.draws, r.losses) == (8, 8, 0, 0)
+    assert r.score == 1.0 and r.elo == math.inf
+    assert r.score_low == r.score_high == 1.0
+    d = json.loads(result_json(r))
+    assert d["elo"] is None and d["score"] == 1.0  # JSON has no inf
+    assert "inf" in r.summary()
+
+
+def test_summarize_all_losses() -> None:
+    r = summarize("a", "b", [0.0] * 4, 0)
+    assert r.score == 0 and r.elo == -math.inf and r.losses == 4
+
+
+def test_summarize_even() -> None:
+    r = summarize("a", "b", [1.0, 0.0, 0.5, 0.5, 1.0, 0.0], 2)
+    assert (r.wins, r.draws, r.losses) == (2, 2, 2)
+    assert r.score == 0.5 and r.elo == 0
+    assert r.score_low < 0.5 < r.score_high
+    assert r.elo_low < 0 < r.elo_high
+    assert r.elo_low == pytest.approx(-r.elo_high)
+
+
+@pytest.mark.parametrize("outcomes", [[1.0, 0.0], [1.0, 1.0, 0.0], [1.0] * 9 + [0.0],
+                                      [0.5] * 5, [0.0, 0.5, 0.5, 1.0, 1.0, 1.0, 0.0]])
+def test_summarize_confidence_interval(outcomes) -> None:
+    r = summarize("a", "b", outcomes, 0)
+    assert r.score == pytest.approx(sum(outcomes) / len(outcomes))
+    assert 0.0 <= r.score_low <= r.score <= r.score_high <= 1.0
+    assert r.elo_low <= r.elo <= r.elo_high
+    n = len(outcomes)
+    sd = np.std(outcomes, ddof=1)
+    assert r.score_high == pytest.approx(min(1.0, r.score + 1.96 * sd / math.sqrt(n)))
+
+
+# --------------------------------------------------------------------------
+# Matches
+# --------------------------------------------------------------------------
+
+
+class Recording(RandomPlayer):
+    """A random player that remembers the positions it was asked to move in."""
+
+    def __init__(self, name: str, seed: int) -> None:
+        super().__init__(seed)
+        self.name = name
+        self.first_moves: list[bytes] = []
+        self.calls = 0
+
+    def choose(self, boards):
+        self.calls += 1
+        for b in boards:
+            assert not b.is_over
+            if b.move == 0:
+                self.first_moves.append(b._state_bytes())
+        return super().choose(boards)
+
+
+def test_play_match_both_seats(openings) -> None:
+    ops = openings[:4]
+    snapshot = [o._state_bytes() for o in ops]
+    a, b = Recording("a", 1), Recording("b", 2)
+    r = play_match(a, b, ops)
+    assert r.games == 8 and r.wins + r.draws + r.losses == 8
+    assert (r.player1, r.player2) == ("a", "b")
+    # Each opening's first move was made once by each player.
+    assert sorted(a.first_moves) == sorted(snapshot) == sorted(b.first_moves)
+    # The openings themselves are not played on.
+    assert [o._state_bytes() for o in ops] == snapshot
+    # Batched: far fewer calls than moves.
+    assert a.calls < 8 * 40
+
+
+def test_play_match_same_player_object_is_even(openings) -> None:
+    p = RandomPlayer(3)
+    r = play_match(p, p, openings[:3])
+    assert r.games == 6
+
+
+def test_rollout_200_beats_random(openings) -> None:
+    r = play_match(make_player("rollout:200", seed=1), make_player("random", seed=2), openings[:4])
+    assert r.games == 8
+    assert r.wins >= 7, r.summary()
+    assert r.score_low > 0.5
+
+
+def test_rollout_with_few_runs_is_not_lowest_index(openings) -> None:
+    from pyhexz.board import policy_index
+    p = make_player("rollout:50", seed=1)
+    moves = p.choose([o.copy() for o in openings[:8]])
+    lowest = [min(o.legal_moves(), key=lambda m: policy_index(*m)) for o in openings[:8]]
+    assert moves != lowest
+
+
+# --------------------------------------------------------------------------
+# Openings files
+# --------------------------------------------------------------------------
+
+
+def test_load_openings_default(openings, fixtures_dir: Path) -> None:
+    assert len(openings) == 128
+    assert default_openings_path().read_bytes() == (fixtures_dir / "flagz_initial_v1.jsonl").read_bytes()
+    assert all(o.move == 0 and o.turn == 1 and not o.is_over for o in openings)
+
+
+GOOD_LINE = default_openings_path().read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize("line, match", [
+    ("hello", "not an opening"),
+    ('{"id": 1}', "not an opening"),
+    ('{"id": 1, "state": "abc"}', "not an opening"),
+    ('{"id": 1, "state": {"flagz": {"bogus": 1}}}', "not an opening"),
+    ('[1, 2]', "not an opening"),
+    ('{"id": 1, "state": {}}', ""),
+    ('{"id": 1, "state": {"flagz": {}}}', ""),
+])
+def test_load_openings_bad_line(tmp_path: Path, line: str, match: str) -> None:
+    path = tmp_path / "openings.jsonl"
+    path.write_text(GOOD_LINE + "\n\n" + line + "\n")
+    with pytest.raises(ValueError, match=rf"openings\.jsonl:3: .*{match}"):
+        load_openings(path)
+
+
+def test_load_openings_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        load_openings(tmp_path / "nope.jsonl")
+
+
+def test_load_openings_skips_blank_lines(tmp_path: Path) -> None:
+    path = tmp_path / "o.jsonl"
+    path.write_text("\n" + GOOD_LINE + "\n   \n" + GOOD_LINE + "\n")
+    assert len(load_openings(path)) == 2
+
+
+# --------------------------------------------------------------------------
+# Command line, in process
+# --------------------------------------------------------------------------
+
+
+def test_cli_arena_json(capsys) -> None:
+    rc = cli.main(["arena", "random", "random", "--games", "2", "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    d = json.loads(out)
+    assert d["games"] == 4 and d["player1"] == "random" and d["player2"] == "random"
+    assert d["wins"] + d["draws"] + d["losses"] == 4
+    assert 0 <= d["score_low"] <= d["score"] <= d["score_high"] <= 1
+
+
+def test_cli_arena_text(capsys) -> None:
+    assert cli.main(["arena", "rollout:20", "random", "--games", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("rollout:20 vs random: 2 games")
+
+
+def test_cli_arena_empty_openings(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n")
+    rc = cli.main(["arena", "random", "random", "--openings", str(path)])
+    assert rc == 2 and "empty.jsonl" in capsys.readouterr().err
+
+
+def test_cli_arena_bad_openings_file(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text("garbage\n")
+    assert cli.main(["arena", "random", "random", "--openings", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "pyhexz arena: error:" in err and "bad.jsonl:1" in err
+
+
+def test_cli_arena_missing_model(tmp_path: Path, capsys) -> None:
+    assert cli.main(["arena", str(tmp_path / "nothing"), "random", "--games", "1"]) == 2
+    assert "nothing" in capsys.readouterr().err
+
+
+def test_env_sets_default_and_flag_wins(monkeypatch) -> None:
+    monkeypatch.setenv("HEXZ_RUNS_PER_MOVE", "17")
+    p = cli.build_parser()
+    assert p.parse_args(["selfplay", "--output-dir", "x"]).runs_per_move == 17
+    assert p.parse_args(["train"]).runs_per_move == 17
+    assert p.parse_args(["selfplay", "--output-dir", "x", "--runs-per-move", "5"]).runs_per_move == 5
+    monkeypatch.delenv("HEXZ_RUNS_PER_MOVE")
+    p = cli.build_parser()
+    assert p.parse_args(["selfplay", "--output-dir", "x"]).runs_per_move == 800
+    assert p.parse_args(["train"]).runs_per_move == 100
+
+
+def test_env_other_kinds(monkeypatch) -> None:
+    monkeypatch.setenv("HEXZ_JSON", "true")
+    monkeypatch.setenv("HEXZ_C_PUCT", "2.5")
+    monkeypatch.setenv("HEXZ_DIR", "/tmp/somewhere")
+    monkeypatch.setenv("HEXZ_MODEL_NAME", "m1")
+    p = cli.build_parser()
+    a = p.parse_args(["arena", "random", "random"])
+    assert a.json is True
+    t = p.parse_args(["train"])
+    assert t.c_puct == 2.5 and t.dir == Path("/tmp/somewhere") and t.model_name == "m1"
+    monkeypatch.setenv("HEXZ_JSON", "0")
+    assert cli.build_parser().parse_args(["arena", "random", "random"]).json is False
+
+
+def test_env_named_in_help(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["selfplay", "--help"])
+    assert "[HEXZ_RUNS_PER_MOVE]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-3", "1.5", ""])
+def test_env_bad_value(monkeypatch, capsys, value: str) -> None:
+    monkeypatch.setenv("HEXZ_RUNS_PER_MOVE", value)
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser()
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"HEXZ_RUNS_PER_MOVE={value!r} is not a valid value for --runs-per-move" in err
+
+
+@pytest.mark.parametrize("argv", [["selfplay", "--output-dir", "x", "--runs-per-move", "0"],
+                                  ["train", "--minutes", "-1"], ["arena", "random"],
+                                  ["train", "--parallel-games", "x"]])
+def test_bad_flags_exit(argv, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser().parse_args(argv)
+    assert e.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------
+# Export and model players
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> tuple[Path, HexzNet]:
+    torch.manual_seed(0)
+    net = HexzNet(2, 16).eval()
+    path = tmp_path / "ckpt" / "model.pt"
+    path.parent.mkdir()
+    save_checkpoint(path, net, model_name="unit", checkpoint=0)
+    return path, net
+
+
+def _random_inputs(n: int = 3):
+    rng = np.random.default_rng(0)
+    boards = torch.from_numpy(rng.integers(0, 6, (n, 11, 11, 10)).astype(np.float32))
+    masks = torch.from_numpy(rng.random((n, 2, 11, 10)) < 0.3)
+    masks[:, 0, 0, 0] = True
+    return boards, masks
+
+
+def test_cli_export(checkpoint, tmp_path: Path, capsys) -> None:
+    path, net = checkpoint
+    out = tmp_path / "export" / "model.pt"
+    out.parent.mkdir()
+    assert cli.main(["export", str(path), str(out)]) == 0
+    assert "exported" in capsys.readouterr().out
+    m = load_model(out)
+    assert isinstance(m, torch.jit.ScriptModule)
+    b, mk = _random_inputs()
+    with torch.no_grad():
+        for x, y in zip(m(b, mk), net(b, mk)):
+            torch.testing.assert_close(x, y)
+    assert cli.main(["export", str(tmp_path / "missing.pt"), str(tmp_path / "x.pt")]) == 2
+
+
+def test_cli_export_from_model_directory(tmp_path: Path) -> None:
+    repo = CheckpointRepo(LocalStorage(tmp_path / "d"), "unit")
+    t = Trainer(repo, TrainConfig(blocks=2, filters=16))
+    out = tmp_path / "out.pt"
+    assert cli.main(["export", str(tmp_path / "d/models/flagz/unit"), str(out)]) == 0
+    b, mk = _random_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(out)(b, mk)[0], t.net.eval()(b, mk)[0])
+
+
+def test_cli_arena_with_checkpoint_player(checkpoint, tmp_path: Path, capsys) -> None:
+    path, _ = checkpoint
+    spec = f"{path}:4"
+    assert cli.main(["arena", spec, "random", "--games", "1", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["player1"] == spec and d["games"] == 2
+
+
+def test_arena_with_torchscript_and_directory_players(checkpoint, tmp_path: Path,
+                                                      openings) -> None:
+    path, _ = checkpoint
+    ts = tmp_path / "ts.pt"
+    assert cli.main(["export", str(path), str(ts)]) == 0
+    repo = CheckpointRepo(LocalStorage(tmp_path / "d"), "unit")
+    Trainer(repo, TrainConfig(blocks=2, filters=16))
+    a = make_player(f"{ts}:3", max_games=2)
+    b = make_player(f"{tmp_path / 'd/models/flagz/unit'}:3", max_games=2)
+    r = play_match(a, b, openings[:1])
+    assert r.games == 2
+
+
+def test_arena_with_hexz_fixture_model(fixtures_dir: Path, openings) -> None:
+    model = fixtures_dir / "hexz_conv2d_scriptmodule.pt"
+    if not model.exists():
+        pytest.skip("hexz fixture model missing")
+    r = play_match(make_player(f"{model}:2", max_games=2), make_player("random", seed=0),
+                   openings[:1])
+    assert r.games == 2
+
+
+def test_resolve_model_path(tmp_path: Path, checkpoint) -> None:
+    path, _ = checkpoint
+    assert resolve_model_path(path) == path
+    repo = CheckpointRepo(LocalStorage(tmp_path / "d"), "unit")
+    Trainer(repo, TrainConfig(blocks=2, filters=16))
+    model_dir = tmp_path / "d/models/flagz/unit"
+    want = model_dir / "checkpoints/0" / MODEL_FILE
+    assert resolve_model_path(model_dir) == want
+    assert resolve_model_path(model_dir / "checkpoints") == want
+    with pytest.raises(FileNotFoundError):
+        resolve_model_path(tmp_path / "empty-nothing")
+
+
+def test_resolve_model_path_ignores_unpublished_checkpoint(tmp_path: Path) -> None:
+    repo = CheckpointRepo(LocalStorage(tmp_path / "d"), "unit")
+    Trainer(repo, TrainConfig(blocks=2, filters=16))
+    model_dir = tmp_path / "d/models/flagz/unit"
+    half = model_dir / "checkpoints/1" / MODEL_FILE
+    half.parent.mkdir(parents=True)
+    half.write_bytes((model_dir / "checkpoints/0" / MODEL_FILE).read_bytes())
+    assert repo.checkpoints() == [0]
+    assert resolve_model_path(model_dir) == model_dir / "checkpoints/0" / MODEL_FILE
+
+
+# --------------------------------------------------------------------------
+# The 2023 command form, as a real process
+# --------------------------------------------------------------------------
+
+
+def test_hexz_mode_selfplay_subprocess(tmp_path: Path) -> None:
+    out = tmp_path / "games"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEXZ_")}
+    env["PYTHONPATH"] = str(REPO_ROOT / "src")
+    r = subprocess.run(
+        [sys.executable, "-m", "pyhexz.hexz", "--mode=selfplay", "--num-workers=1",
+         "--max-games=1", "--runs-per-move=4", "--parallel-games=1", f"--output-dir={out}"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    files = list(out.iterdir())
+    assert len(files) == 1 and files[0].name.endswith(GAME_FILE_SUFFIX), files
+    req = read_game_file(files[0])
+    a = decode(list(req.examples))
+    assert len(a) > 10
+    assert files[0].name == f"{req.execution_id}-{req.game_id}{GAME_FILE_SUFFIX}"
+    assert {ex.model_key.name for ex in req.examples} == {"random-init"}
+    assert set(a.results.tolist()) <= {-1.0, 0.0, 1.0}
+    assert [ex.move.move for ex in req.examples] == list(range(len(a)))
+    assert "selfplay: 1 games" in r.stdout
+
+
+def test_hexz_mode_missing(capsys) -> None:
+    from pyhexz import hexz
+    assert hexz.main([]) == 2
+    assert "usage" in capsys.readouterr().err

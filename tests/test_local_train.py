@@ -1,0 +1,215 @@
+"""End to end: `python -m pyhexz train` as a real process, and its crash-safety contract.
+
+The contract (src/pyhexz/local.py): the job may be killed at any point and restarted with the
+same directory; no finished game is lost and none is counted twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pyhexz.examples import GAME_FILE_SUFFIX, read_game_file
+from pyhexz.storage import CheckpointRepo, LocalStorage
+from pyhexz.training import read_examples_archive
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--blocks", "2", "--filters", "8", "--runs-per-move", "4", "--num-workers", "1"]
+
+pytestmark = pytest.mark.slow
+
+
+def env() -> dict:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("HEXZ_")}
+    e["PYTHONPATH"] = str(REPO_ROOT / "src")
+    return e
+
+
+def train_cmd(d: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "pyhexz", "train", "--dir", str(d), *TINY, *extra]
+
+
+def run_train(d: Path, log: Path, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    with log.open("ab") as err:
+        proc = subprocess.Popen(train_cmd(d, *extra), cwd=REPO_ROOT, env=env(),
+                                stdout=subprocess.PIPE, stderr=err, start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            pytest.fail(f"train did not finish in {timeout} s; log:\n{tail(log)}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), "")
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the job and its self-play workers (started in their own session)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def tail(log: Path, n: int = 4000) -> str:
+    return log.read_text(errors="replace")[-n:] if log.exists() else "(no log)"
+
+
+class Job:
+    def __init__(self, d: Path, name: str = "local") -> None:
+        self.repo = CheckpointRepo(LocalStorage(d), name)
+        self.incoming = d / "models" / "flagz" / name / "incoming"
+
+    def games_in_incoming(self) -> set[str]:
+        try:
+            return {p.name for p in self.incoming.iterdir() if p.name.endswith(GAME_FILE_SUFFIX)
+                    and not p.name.startswith(".")}
+        except FileNotFoundError:
+            return set()
+
+    def names_by_checkpoint(self) -> dict[int, list[str]]:
+        return {n: self.repo.meta(n).get("game_names", []) for n in self.repo.checkpoints()}
+
+    def all_trained(self) -> set[str]:
+        return {g for names in self.names_by_checkpoint().values() for g in names}
+
+
+def check_consistency(job: Job) -> None:
+    """No game in two checkpoints; archives match the metadata; counters add up."""
+    by_ckpt = job.names_by_checkpoint()
+    counts = collections.Counter(g for names in by_ckpt.values() for g in names)
+    twice = [g for g, c in counts.items() if c > 1]
+    assert not twice, f"games counted twice: {twice}"
+    game_ids = collections.Counter()
+    prev_trained = 0
+    for n in sorted(by_ckpt):
+        meta = job.repo.meta(n)
+        entries = []
+        for arch in job.repo.example_archives(n):
+            entries += read_examples_archive(job.repo.read_verified(n, f"examples/{arch}"))
+        assert [name for name, _ in entries] == by_ckpt[n]
+        new_examples = sum(len(r.examples) for _, r in entries)
+        assert meta["new_examples"] == new_examples and meta["games"] == len(entries)
+        assert meta["examples_trained"] == prev_trained + new_examples
+        prev_trained = meta["examples_trained"]
+        game_ids.update(r.game_id for _, r in entries)
+    dup_ids = [g for g, c in game_ids.items() if c > 1]
+    assert not dup_ids, f"game ids trained twice: {dup_ids}"
+    leftover = job.games_in_incoming() & set(counts)
+    assert not leftover, f"trained games still in incoming/: {leftover}"
+
+
+def test_train_then_kill_and_resume(tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    log = tmp_path / "train.log"
+    job = Job(d)
+
+    # 1. A short run to two new checkpoints.
+    r = run_train(d, log, "--parallel-games", "8", "--minibatch-size", "256", "--checkpoints", "2")
+    assert r.returncode == 0, tail(log)
+    assert job.repo.checkpoints() == [0, 1, 2], tail(log)
+    assert "checkpoint 2" in r.stdout
+    for n in (0, 1, 2):
+        ckpt_dir = d / job.repo.prefix / str(n)
+        assert (ckpt_dir / "model.pt").is_file() and (ckpt_dir / "scriptmodule.pt").is_file()
+        assert (ckpt_dir / "meta.json").is_file()
+        if n:
+            assert job.repo.example_archives(n) == [f"{n:06d}.zip"]
+    check_consistency(job)
+
+    # 2. Run again without a limit and kill -9 it (workers too) while games wait in incoming/.
+    seen: set[str] = set()
+    with log.open("ab") as err:
+        proc = subprocess.Popen(train_cmd(d, "--parallel-games", "8", "--minibatch-size", "256"),
+                                cwd=REPO_ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, f"train exited early:\n{tail(log)}"
+                assert time.monotonic() < deadline, f"no pending games seen:\n{tail(log)}"
+                now = job.games_in_incoming()
+                seen |= now
+                # Wait until the restarted job trained once and has fresh, untrained games.
+                if job.repo.latest() >= 3 and now - job.all_trained():
+                    break
+                time.sleep(0.02)
+        finally:
+            kill_group(proc)
+    at_kill = job.games_in_incoming()
+    seen |= at_kill
+    n_kill = job.repo.latest()
+    trained_at_kill = set(job.repo.meta(n_kill).get("game_names", []))
+    waiting = at_kill - trained_at_kill
+    assert waiting, "expected untrained games in incoming/ at the kill"
+    assert not (seen - at_kill - job.all_trained()), "games vanished before the restart"
+
+    # 3. Restart with the same directory for one more checkpoint.
+    log.write_text(log.read_text(errors="replace") + "\n--- restart ---\n")
+    r = run_train(d, log, "--parallel-games", "8", "--minibatch-size", "256", "--checkpoints", "1")
+    restart_log = log.read_text(errors="replace").split("--- restart ---")[-1]
+    assert r.returncode == 0, restart_log
+    assert f"resumed model=local checkpoint={n_kill} " in restart_log
+    assert job.repo.checkpoints() == list(range(n_kill + 2)), restart_log
+    new_names = set(job.repo.meta(n_kill + 1)["game_names"])
+    # None lost: every untrained game at the kill is in the new checkpoint ...
+    assert waiting <= new_names, f"lost: {waiting - new_names}"
+    # ... and every game ever seen in incoming/ was trained or is still waiting.
+    lost = seen - job.all_trained() - job.games_in_incoming()
+    assert not lost, f"games lost: {lost}"
+    # None counted twice.
+    check_consistency(job)
+    assert not list(job.incoming.glob(".*.tmp"))
+    assert f"checkpoint {n_kill + 1}" in r.stdout
+
+
+def _move_sequences(job: Job) -> list[tuple]:
+    out = []
+    for name in sorted(job.games_in_incoming()):
+        req = read_game_file(job.incoming / name)
+        out.append(tuple((e.move.row, e.move.col, e.move.cell_type) for e in req.examples))
+    return out
+
+
+def run_until_games(d: Path, log: Path, job: Job, n: int, *extra: str) -> None:
+    """Runs train until incoming/ holds at least n games, then kill -9s it."""
+    with log.open("ab") as err:
+        proc = subprocess.Popen(train_cmd(d, *extra), cwd=REPO_ROOT, env=env(),
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while len(job.games_in_incoming()) < n:
+                assert proc.poll() is None, f"train exited early:\n{tail(log)}"
+                assert time.monotonic() < deadline, f"too few games:\n{tail(log)}"
+                time.sleep(0.05)
+        finally:
+            kill_group(proc)
+
+
+class GamesPlayedTwice(AssertionError):
+    pass
+
+
+@pytest.mark.xfail(strict=True, raises=GamesPlayedTwice, reason=(
+    "BUG local.run: self-play workers are seeded with train.seed*1000 + checkpoint*100 + i, so "
+    "a job restarted from the same checkpoint replays exactly the games of the previous "
+    "session; those still in incoming/ are then trained twice under different names"))
+def test_restart_from_same_checkpoint_plays_new_games(tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    log = tmp_path / "train.log"
+    job = Job(d)
+    args = ("--parallel-games", "2", "--minibatch-size", "1000000")
+    run_until_games(d, log, job, 2, *args)
+    first = _move_sequences(job)
+    run_until_games(d, log, job, 2 * len(first), *args)
+    assert job.repo.checkpoints() == [0]
+    games = _move_sequences(job)
+    dups = [g for g, c in collections.Counter(games).items() if c > 1]
+    if dups:
+        raise GamesPlayedTwice(f"{len(dups)} of {len(games)} games were played twice")

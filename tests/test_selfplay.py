@@ -1,0 +1,253 @@
+"""Tests for pyhexz.selfplay: games to examples, with a tiny real network."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from pyhexz import hexz_pb2 as pb
+from pyhexz import selfplay
+from pyhexz.board import Board, policy_index
+from pyhexz.examples import decode
+from pyhexz.model import HexzNet, Predictor
+from pyhexz.selfplay import SearchConfig, policy_move_tuple, run_selfplay, sample_move
+
+RUNS = 8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One torch thread, as every pyhexz process runs (process.setup_torch): on busy cores
+    torch's default thread pool makes each tiny forward pass hundreds of times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def uniform(planes: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n = len(planes)
+    m = masks.reshape(n, -1).astype(np.float32)
+    return m / m.sum(1, keepdims=True), np.zeros(n, np.float32)
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    torch.manual_seed(0)
+    return Predictor(HexzNet(2, 16))
+
+
+class _RecordingBoard:
+    """Stands in for selfplay.Board to remember every initial position created."""
+
+    created: list
+
+    @staticmethod
+    def new(seed=None) -> Board:
+        b = Board.new(seed)
+        _RecordingBoard.created.append(b.copy())
+        return b
+
+
+@pytest.fixture(scope="module")
+def played(predictor: Predictor):
+    """Two games with the tiny network: (requests, initial boards, model calls)."""
+    mp = pytest.MonkeyPatch()
+    _RecordingBoard.created = []
+    mp.setattr(selfplay, "Board", _RecordingBoard)
+    calls = []
+
+    def source():
+        calls.append(1)
+        return predictor, pb.ModelKey(name="tiny", checkpoint=3)
+
+    games: list[pb.AddTrainingExamplesRequest] = []
+    try:
+        stats = run_selfplay(source, games.append, SearchConfig(runs_per_move=RUNS),
+                             parallel_games=2, max_games=2, seed=11, execution_id="exec-1")
+    finally:
+        mp.undo()
+    return games, list(_RecordingBoard.created), len(calls), stats
+
+
+def test_two_games_finish(played) -> None:
+    games, initial, ncalls, stats = played
+    assert len(games) == 2 and len(initial) == 2
+    assert stats.games == 2
+    assert stats.examples == sum(len(g.examples) for g in games)
+    assert {g.execution_id for g in games} == {"exec-1"}
+    assert len({g.game_id for g in games}) == 2 and all(g.game_id for g in games)
+    # The model source is asked once per move of the longest game (both start together).
+    assert ncalls == max(len(g.examples) for g in games)
+
+
+def test_every_example_decodes_with_legal_probs(played) -> None:
+    games = played[0]
+    for g in games:
+        a = decode(list(g.examples))
+        sums = a.probs.reshape(len(a), -1).sum(1)
+        np.testing.assert_allclose(sums, 1.0, atol=1e-5)
+        assert not (a.probs[~a.masks] > 0).any()
+        for ex, probs in zip(g.examples, a.probs):
+            # probs are visit counts / total: integral multiples of 1/visit_count.
+            counts = probs.reshape(-1) * ex.visit_count
+            np.testing.assert_allclose(counts, np.round(counts), atol=1e-3)
+            # The move played was searched.
+            assert probs.reshape(-1)[policy_index(ex.move.row, ex.move.col, ex.move.cell_type)] > 0
+
+
+def test_visit_count_at_least_runs_per_move_minus_one(played) -> None:
+    for g in played[0]:
+        for ex in g.examples:
+            assert ex.visit_count >= RUNS - 1
+
+
+def test_visit_count_equals_runs_per_move(played) -> None:
+    counts = [ex.visit_count for g in played[0] for ex in g.examples]
+    assert counts == [RUNS] * len(counts)
+
+
+def test_replay_matches_examples_and_results(played) -> None:
+    """Replays each game from its initial position: boards, turns, moves and results agree."""
+    games, initial, _, _ = played
+    init_planes = [b.encode()[0] for b in initial]
+    for g in games:
+        a = decode(list(g.examples))
+        i = next(i for i, p in enumerate(init_planes) if np.array_equal(p, a.boards[0]))
+        board = initial[i].copy()
+        for k, ex in enumerate(g.examples):
+            planes, mask = board.encode()
+            np.testing.assert_array_equal(a.boards[k], planes)
+            np.testing.assert_array_equal(a.masks[k], mask)
+            assert ex.turn == board.turn == ex.move.player_num
+            assert ex.move.move == board.move == k  # move numbers increase from 0
+            assert ex.model_key == pb.ModelKey(name="tiny", checkpoint=3)
+            move = (ex.move.row, ex.move.col, ex.move.cell_type)
+            assert move in board.legal_moves()
+            board.play(*move)
+        assert board.is_over
+        winner = board.winner
+        s1, s2 = board.score
+        assert winner == (0 if s1 == s2 else 1 if s1 > s2 else 2)
+        for ex in g.examples:
+            want = 0.0 if winner == 0 else (1.0 if ex.turn == winner else -1.0)
+            assert ex.result == want
+
+
+def test_results_consistent_with_turn(played) -> None:
+    for g in played[0]:
+        by_turn = {}
+        for ex in g.examples:
+            assert ex.result in (-1.0, 0.0, 1.0)
+            by_turn.setdefault(ex.turn, set()).add(ex.result)
+        assert all(len(v) == 1 for v in by_turn.values())
+        r1, r2 = by_turn[1].pop(), by_turn[2].pop()
+        assert r1 == -r2
+
+
+def test_hot_swap_model_key_per_move() -> None:
+    """The source is asked before every move; each example carries that move's key."""
+    keys = []
+    used = {0: [], 1: []}  # evaluator -> number of keys handed out when it was called
+
+    def evaluator(which: int):
+        def evaluate(planes, masks):
+            used[which].append(len(keys))
+            return uniform(planes, masks)
+        return evaluate
+
+    old, new = evaluator(0), evaluator(1)
+
+    def source():
+        k = pb.ModelKey(name="m", checkpoint=0 if len(keys) < 10 else 1 + len(keys) // 20)
+        keys.append(k)
+        return (old if k.checkpoint == 0 else new), k
+
+    games = []
+    run_selfplay(source, games.append, SearchConfig(runs_per_move=4), parallel_games=2,
+                 max_games=2, seed=3)
+    assert len(games) == 2
+    for g in games:
+        for ex in g.examples:
+            assert ex.model_key == keys[ex.move.move]
+        assert g.examples[0].model_key.checkpoint == 0
+        assert g.examples[-1].model_key.checkpoint >= 2  # games last ~72 plies
+    assert len(keys) == max(len(g.examples) for g in games)
+    # After the swap only the new evaluator runs.
+    assert used[0] and max(used[0]) <= 10
+    assert used[1] and min(used[1]) > 10
+
+
+def test_max_games_with_more_parallel_slots() -> None:
+    games = []
+    stats = run_selfplay(lambda: (uniform, pb.ModelKey(name="u")), games.append,
+                         SearchConfig(runs_per_move=2), parallel_games=3, max_games=1, seed=5)
+    assert len(games) == 1 and stats.games == 1
+
+
+def test_max_seconds_stops_and_drops_unfinished() -> None:
+    def slow(planes, masks):
+        time.sleep(0.002)
+        return uniform(planes, masks)
+
+    games = []
+    t0 = time.monotonic()
+    stats = run_selfplay(lambda: (slow, pb.ModelKey(name="u")), games.append,
+                         SearchConfig(runs_per_move=16), parallel_games=2, max_seconds=0.3, seed=1)
+    took = time.monotonic() - t0
+    assert took < 3.0
+    assert games == [] and stats.games == 0  # no game can finish in 0.3 s; none half-sent
+    assert stats.nn_calls > 0
+
+
+def test_should_stop_stops() -> None:
+    asked = []
+
+    def should_stop() -> bool:
+        asked.append(1)
+        return len(asked) > 30
+
+    games = []
+    stats = run_selfplay(lambda: (uniform, pb.ModelKey(name="u")), games.append,
+                         SearchConfig(runs_per_move=2), parallel_games=2, should_stop=should_stop,
+                         seed=2)
+    assert games == [] and stats.games == 0
+    assert 30 < len(asked) < 40
+
+
+def test_should_stop_before_start_plays_nothing() -> None:
+    games = []
+    called = []
+    stats = run_selfplay(lambda: called.append(1) or (uniform, pb.ModelKey()), games.append,
+                         SearchConfig(runs_per_move=2), parallel_games=2, should_stop=lambda: True)
+    assert games == [] and called == [] and stats.games == 0
+
+
+def test_search_config_rejects_zero_runs() -> None:
+    with pytest.raises(ValueError, match="runs_per_move"):
+        SearchConfig(runs_per_move=0)
+
+
+def test_sample_move_follows_visits() -> None:
+    rng = np.random.default_rng(0)
+    visits = np.zeros(220, np.int32)
+    visits[[3, 117, 200]] = [10, 30, 60]
+    draws = np.array([sample_move(visits, rng) for _ in range(4000)])
+    assert set(draws) <= {3, 117, 200}
+    freq = {m: np.mean(draws == m) for m in (3, 117, 200)}
+    assert freq[3] == pytest.approx(0.1, abs=0.03)
+    assert freq[117] == pytest.approx(0.3, abs=0.03)
+    assert freq[200] == pytest.approx(0.6, abs=0.03)
+    only = np.zeros(220, np.int32)
+    only[42] = 1
+    assert all(sample_move(only, rng) == 42 for _ in range(20))
+
+
+def test_policy_move_tuple_inverts_policy_index() -> None:
+    for idx in (0, 9, 10, 109, 110, 115, 219):
+        r, c, t = policy_move_tuple(idx)
+        assert t in (0, 5)
+        assert policy_index(r, c, t) == idx
