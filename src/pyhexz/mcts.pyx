@@ -309,7 +309,8 @@ cdef class MCTS:
                 if ch.n + ch.vl == 0:
                     if uct:
                         # Every move once before any twice, in random order.
-                        score = 1e20 + <float>(rng_next(&self.rng) >> 40)
+                        # (float32: the random part must not vanish next to the base)
+                        score = 1e6 + <float>(rng_next(&self.rng) >> 44)
                     else:
                         score = q_parent + u_scale * ch.p
                 else:
