@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import benchlib  # noqa: E402,F401  (puts src/ on the path)
 
 
 def main() -> None:
@@ -32,10 +32,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    pinned = False
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {0})
-        pinned = True
+    pinned = benchlib.pin_to_one_core()
     import torch
     torch.set_num_threads(1)
     from pyhexz import hexz_pb2 as pb
@@ -44,7 +41,7 @@ def main() -> None:
 
     print(f"# self-play benchmark: python {platform.python_version()}, torch {torch.__version__}, "
           f"net {args.blocks}x{args.filters}, {args.parallel_games} games at once, "
-          f"{args.runs_per_move} runs/move, {'pinned to CPU 0' if pinned else 'not pinned'}")
+          f"{args.runs_per_move} runs/move, {pinned}")
     torch.manual_seed(0)
     predictor = Predictor(HexzNet(args.blocks, args.filters))
     key = pb.ModelKey(name="bench", checkpoint=0)

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import benchlib  # noqa: E402,F401  (puts src/ on the path)
 
 
 def main() -> None:

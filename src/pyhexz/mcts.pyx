@@ -499,26 +499,20 @@ cdef class MCTS:
 
     def visits(self, int t):
         """Visit counts of the root's children, as a (220,) int32 array by policy index."""
-        cdef Tree* tr = self._tree(t)
-        out = np.zeros(NMOVES, dtype=np.int32)
-        cdef int[::1] o = out
-        cdef Node* root = &tr.nodes[0]
-        cdef int i
-        if tr.size and root.first_child >= 0:
-            for i in range(root.first_child, root.first_child + root.nchildren):
-                o[tr.nodes[i].move] = tr.nodes[i].n
-        return out
+        return self._root_children(t, False).astype(np.int32)
 
     def priors(self, int t):
         """Priors of the root's children (after any noise), as a (220,) float32 array."""
+        return self._root_children(t, True).astype(np.float32)
+
+    cdef _root_children(self, int t, bint prior):
         cdef Tree* tr = self._tree(t)
-        out = np.zeros(NMOVES, dtype=np.float32)
-        cdef float[::1] o = out
-        cdef Node* root = &tr.nodes[0]
+        out = np.zeros(NMOVES, dtype=np.float64)
+        cdef double[::1] o = out
         cdef int i
-        if tr.size and root.first_child >= 0:
-            for i in range(root.first_child, root.first_child + root.nchildren):
-                o[tr.nodes[i].move] = tr.nodes[i].p
+        if tr.size and tr.nodes[0].first_child >= 0:
+            for i in range(tr.nodes[0].first_child, tr.nodes[0].first_child + tr.nodes[0].nchildren):
+                o[tr.nodes[i].move] = tr.nodes[i].p if prior else tr.nodes[i].n
         return out
 
     def root_value(self, int t) -> float:
