@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from pyhexz.selfplay import uniform_evaluator as uniform
 import torch
 
 from pyhexz import hexz_pb2 as pb
@@ -37,22 +39,6 @@ from pyhexz.training import (
 )
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread, as every pyhexz process runs: on busy cores torch's default thread
-    pool makes each tiny forward pass hundreds of times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def uniform(planes: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    n = len(planes)
-    m = masks.reshape(n, -1).astype(np.float32)
-    return m / m.sum(1, keepdims=True), np.zeros(n, np.float32)
 
 
 @pytest.fixture(scope="module")

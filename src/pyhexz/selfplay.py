@@ -75,6 +75,12 @@ class SelfPlayStats:
         return self.nn_seconds / max(self.seconds, 1e-9)
 
 
+def uniform_evaluator(planes: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Equal priors over the legal moves and value 0: search without a network, for tests."""
+    m = masks.reshape(len(masks), -1).astype(np.float32)
+    return m / np.maximum(m.sum(1, keepdims=True), 1), np.zeros(len(masks), np.float32)
+
+
 def search(mcts: MCTS, evaluate: Evaluator, planes: np.ndarray, masks: np.ndarray,
            stats: Optional[SelfPlayStats] = None) -> None:
     """Runs the scheduled simulations of every tree, one network call per batch of leaves."""
