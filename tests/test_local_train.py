@@ -196,10 +196,6 @@ class GamesPlayedTwice(AssertionError):
     pass
 
 
-@pytest.mark.xfail(strict=True, raises=GamesPlayedTwice, reason=(
-    "BUG local.run: self-play workers are seeded with train.seed*1000 + checkpoint*100 + i, so "
-    "a job restarted from the same checkpoint replays exactly the games of the previous "
-    "session; those still in incoming/ are then trained twice under different names"))
 def test_restart_from_same_checkpoint_plays_new_games(tmp_path: Path) -> None:
     d = tmp_path / "run"
     log = tmp_path / "train.log"
