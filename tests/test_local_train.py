@@ -209,3 +209,30 @@ def test_restart_from_same_checkpoint_plays_new_games(tmp_path: Path) -> None:
     dups = [g for g, c in collections.Counter(games).items() if c > 1]
     if dups:
         raise GamesPlayedTwice(f"{len(dups)} of {len(games)} games were played twice")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_gracefully_and_keeps_finished_games(tmp_path: Path, sig: int) -> None:
+    """Ctrl-C or SIGTERM: the job exits 0 and every finished game is in incoming/ or trained."""
+    d = tmp_path / "run"
+    log = tmp_path / "train.log"
+    job = Job(d)
+    with log.open("ab") as err:
+        # The signal handling must not depend on an inherited SIGINT disposition: start the
+        # job the way a background shell does, with SIGINT ignored.
+        proc = subprocess.Popen(train_cmd(d, "--parallel-games", "2", "--minibatch-size", "1000000"),
+                                cwd=REPO_ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        try:
+            deadline = time.monotonic() + 90
+            while not job.games_in_incoming() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            before = job.games_in_incoming()
+            assert before, f"no game finished in time; log:\n{tail(log)}"
+            proc.send_signal(sig)
+            assert proc.wait(timeout=60) == 0, tail(log)
+        finally:
+            kill_group(proc)
+    assert "reason=signal" in tail(log)
+    assert before <= job.games_in_incoming() | job.all_trained()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,11 @@ def run(cfg: LocalConfig) -> int:
         examples += trainer.add(fname, req)
         games += 1
 
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    # Ctrl-C and SIGTERM (docker stop, Cloud Run) both stop the job gracefully. Installed
+    # explicitly, because a job started in the background inherits an ignored SIGINT.
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while True:
             if cfg.minutes is not None and time.monotonic() - t0 >= cfg.minutes * 60:
@@ -148,7 +154,7 @@ def run(cfg: LocalConfig) -> int:
                          games, examples, examples / el, trainer.pending_examples,
                          cfg.train.trigger_examples, len(trainer.window))
     except KeyboardInterrupt:
-        log.info("train stopping reason=interrupt")
+        log.info("train stopping reason=signal")
     finally:
         stop.set()
         # Keep what finished while the workers wind down.
@@ -169,6 +175,8 @@ def run(cfg: LocalConfig) -> int:
             w.join(timeout=5)
             if w.is_alive():
                 w.terminate()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         log.info("train stopped checkpoint=%d games=%d examples=%d pending_in_spool=%d",
                  trainer.checkpoint, games, examples, trainer.pending_examples)
     return trainer.checkpoint
