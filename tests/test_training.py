@@ -345,7 +345,7 @@ def repo_at(path: Path, name: str = "unit") -> CheckpointRepo:
 def check_meta_hashes(repo: CheckpointRepo, n: int) -> dict:
     meta = repo.meta(n)
     d = repo.storage.root / repo.prefix / str(n)
-    files = sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file() and p.name != META_FILE)
+    files = sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file() and p.name not in (META_FILE, ".claim"))
     assert sorted(meta["sha256"]) == files
     for f, h in meta["sha256"].items():
         assert sha256((d / f).read_bytes()) == h, f
@@ -538,10 +538,6 @@ def test_publish_refuses_existing_checkpoint(tmp_path: Path) -> None:
     assert issubclass(CheckpointExistsError, StorageError)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG storage.CheckpointRepo.publish: with two concurrent writers both pass the meta.json "
-    "check, the loser overwrites the winner's files before its conditional meta.json write "
-    "fails, leaving the published checkpoint's files out of step with its SHA-256s"))
 def test_publish_race_loser_does_not_clobber_winner(tmp_path: Path, monkeypatch) -> None:
     repo = repo_at(tmp_path)
     real_exists = LocalStorage.exists
@@ -552,6 +548,19 @@ def test_publish_race_loser_does_not_clobber_winner(tmp_path: Path, monkeypatch)
         repo.publish(1, {"model.pt": b"loser"}, {})
     monkeypatch.setattr(LocalStorage, "exists", real_exists)
     assert repo.read_verified(1, "model.pt") == b"winner"
+
+
+def test_a_dead_writers_claim_is_cleared_by_the_next_trainer(tmp_path: Path) -> None:
+    repo = repo_at(tmp_path)
+    repo.publish(0, {"model.pt": b"zero"}, {})
+    repo.storage.write(repo.key(1, ".claim"), b"dead writer", if_absent=True)
+    with pytest.raises(CheckpointExistsError, match="another writer"):
+        repo.publish(1, {"model.pt": b"one"}, {})
+    repo.clear_stale_claim(1)
+    repo.publish(1, {"model.pt": b"one"}, {})
+    assert repo.latest() == 1
+    repo.clear_stale_claim(1)  # a published checkpoint keeps its claim
+    assert repo.storage.exists(repo.key(1, ".claim"))
 
 
 def test_storage_conditional_write_and_listing(tmp_path: Path) -> None:

@@ -10,7 +10,10 @@ Layout (the same in a local directory and, later, a bucket):
                                                          losses, time; written last
 
 A checkpoint exists once its meta.json exists, and meta.json is created only if absent, so a
-half-written checkpoint is never read and two writers cannot both publish checkpoint N.
+half-written checkpoint is never read. Before writing any file, a writer claims checkpoint N by
+creating `checkpoints/{N}/.claim` only if absent, so of two writers the loser stops before it
+can overwrite the winner's files. A claim without meta.json is left by a writer that died; the
+trainer, the one writer of its model, clears it when it starts.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pyhexz.atomicfile import atomic_write_bytes
 MODEL_FILE = "model.pt"
 SCRIPT_FILE = "scriptmodule.pt"
 META_FILE = "meta.json"
+CLAIM_FILE = ".claim"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -92,6 +96,9 @@ class LocalStorage:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
     def list(self, prefix: str) -> list[str]:
         """Keys of the immediate children of a 'directory' prefix (names only)."""
         path = self._path(prefix.rstrip("/"))
@@ -143,6 +150,12 @@ class CheckpointRepo:
         """Writes checkpoint n: every file, then meta.json (if absent) as the commit point."""
         if self.storage.exists(self.key(n, META_FILE)):
             raise CheckpointExistsError(f"checkpoint {n} of {self.name} exists already")
+        try:
+            self.storage.write(self.key(n, CLAIM_FILE), os.urandom(16).hex().encode(),
+                               if_absent=True)
+        except CheckpointExistsError:
+            raise CheckpointExistsError(
+                f"checkpoint {n} of {self.name} is being written by another writer") from None
         for file, data in files.items():
             self.storage.write(self.key(n, file), data)
         meta = dict(meta, model=self.name, checkpoint=n, created=time.time(),
@@ -150,6 +163,11 @@ class CheckpointRepo:
         self.storage.write(self.key(n, META_FILE), json.dumps(meta, indent=1).encode(),
                            if_absent=True)
         return meta
+
+    def clear_stale_claim(self, n: int) -> None:
+        """Drops the claim on an unpublished checkpoint n (left by a writer that died)."""
+        if not self.storage.exists(self.key(n, META_FILE)):
+            self.storage.delete(self.key(n, CLAIM_FILE))
 
     def example_archives(self, n: int) -> list[str]:
         return [f for f in self.storage.list(f"{self.prefix}/{n}/examples") if f.endswith(".zip")]

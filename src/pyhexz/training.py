@@ -190,6 +190,7 @@ class Trainer:
         self.examples_trained = 0
         self.last_losses: dict = {}
         latest = repo.latest()
+        repo.clear_stale_claim(0 if latest is None else latest + 1)
         if latest is None:
             self.net = modellib.HexzNet(config.blocks, config.filters).to(self.device)
             self.optimizer = self._new_optimizer()
