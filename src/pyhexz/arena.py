@@ -100,18 +100,17 @@ def play_match(p1: Player, p2: Player, openings: list[Board],
     players = {False: (p1, p2), True: (p2, p1)}
     last_report = t0
     while True:
-        running = [(i, b, swap) for i, (b, swap) in enumerate(games) if not b.is_over]
-        if not running:
+        if all(b.is_over for b, _ in games):
             break
         for who in (p1, p2):
-            mine = [b for _, b, swap in running
-                    if not b.is_over and players[swap][b.turn - 1] is who]
+            mine = [b for b, swap in games if not b.is_over and players[swap][b.turn - 1] is who]
             if mine:
                 for b, m in zip(mine, who.choose(mine)):
                     b.play(*m)
         if progress and time.perf_counter() - last_report > 10:
             last_report = time.perf_counter()
-            log.info("arena games_running=%d of %d", len(running), len(games))
+            log.info("arena games_running=%d of %d", sum(not b.is_over for b, _ in games),
+                     len(games))
     outcomes = []
     for b, swap in games:
         w = b.winner

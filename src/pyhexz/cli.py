@@ -156,8 +156,10 @@ def _selfplay_process(model: Optional[str], search, parallel_games: int, device:
     if model:
         path = resolve_model_path(model)
         predictor = Predictor.from_path(path, device)
-        key = pb.ModelKey(name=path.parent.parent.parent.name if path.parent.name.isdigit()
-                          else path.stem, checkpoint=int(path.parent.name) if path.parent.name.isdigit() else 0)
+        # .../{name}/checkpoints/{N}/model.pt names itself; any other file goes by its stem.
+        in_repo = path.parent.name.isdigit() and path.parent.parent.name == "checkpoints"
+        key = pb.ModelKey(name=path.parents[2].name if in_repo else path.stem,
+                          checkpoint=int(path.parent.name) if in_repo else 0)
     else:
         torch.manual_seed(seed or 0)
         predictor = Predictor(HexzNet(), device)

@@ -53,13 +53,8 @@ class LocalConfig:
 
 def load_predictor(repo: CheckpointRepo, n: int, device: str):
     """A Predictor for checkpoint n, its file checked against the recorded SHA-256."""
-    import tempfile
-
     from pyhexz.model import Predictor
-    data = repo.read_verified(n, MODEL_FILE)
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / MODEL_FILE
-        path.write_bytes(data)
+    with repo.verified_copy(n, MODEL_FILE) as path:
         return Predictor.from_path(path, device)
 
 

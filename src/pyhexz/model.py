@@ -161,6 +161,12 @@ class ResidualBlock(nn.Module):
         return torch.relu(x + y)
 
 
+def _squeeze(filters: int, channels: int) -> list[nn.Module]:
+    """The start of a head: a 1x1 conv down to a few channels, flattened per position."""
+    return [nn.Conv2d(filters, channels, 1, bias=False), nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True), nn.Flatten()]
+
+
 class HexzNet(nn.Module):
     """Residual policy/value CNN with the hexz TorchScript interface.
 
@@ -182,17 +188,11 @@ class HexzNet(nn.Module):
         )
         self.tower = nn.Sequential(*[ResidualBlock(filters) for _ in range(blocks)])
         self.policy_head = nn.Sequential(
-            nn.Conv2d(filters, POLICY_CHANNELS, 1, bias=False),
-            nn.BatchNorm2d(POLICY_CHANNELS),
-            nn.ReLU(inplace=True),
-            nn.Flatten(),
+            *_squeeze(filters, POLICY_CHANNELS),
             nn.Linear(POLICY_CHANNELS * NUM_CELLS, NUM_ACTIONS),
         )
         self.value_head = nn.Sequential(
-            nn.Conv2d(filters, VALUE_CHANNELS, 1, bias=False),
-            nn.BatchNorm2d(VALUE_CHANNELS),
-            nn.ReLU(inplace=True),
-            nn.Flatten(),
+            *_squeeze(filters, VALUE_CHANNELS),
             nn.Linear(VALUE_CHANNELS * NUM_CELLS, VALUE_HIDDEN),
             nn.ReLU(inplace=True),
             nn.Linear(VALUE_HIDDEN, 1),

@@ -22,9 +22,11 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from pyhexz.atomicfile import atomic_write_bytes
 
@@ -145,6 +147,18 @@ class CheckpointRepo:
         if want is not None and sha256(data) != want:
             raise StorageError(f"{self.key(n, file)}: SHA-256 mismatch, the file is corrupt")
         return data
+
+    @contextmanager
+    def verified_copy(self, n: int, file: str) -> Iterator[Path]:
+        """A checkpoint file, checked against its SHA-256, as a temporary local file.
+
+        torch loads from paths; a copy also keeps a reader safe from a concurrent writer.
+        """
+        data = self.read_verified(n, file)
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / file
+            path.write_bytes(data)
+            yield path
 
     def publish(self, n: int, files: dict[str, bytes], meta: dict) -> dict:
         """Writes checkpoint n: every file, then meta.json (if absent) as the commit point."""

@@ -206,10 +206,7 @@ class Trainer:
                                  weight_decay=self.config.weight_decay)
 
     def _load(self, n: int) -> None:
-        data = self.repo.read_verified(n, MODEL_FILE)
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / MODEL_FILE
-            path.write_bytes(data)
+        with self.repo.verified_copy(n, MODEL_FILE) as path:
             ckpt = modellib.load_checkpoint(path, map_location=self.device)
         self.net = ckpt.model.to(self.device)
         self.optimizer = self._new_optimizer()
