@@ -61,3 +61,87 @@ def fixture_states(fixture_records: list) -> list:
     Session-scoped and shared: tests must not mutate these messages (copy them first).
     """
     return [state for _, state in fixture_records]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server of our own on a free port (no persistence), restartable for fault tests."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.tmp = tmp
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import shutil
+        import subprocess
+        import time
+
+        import redis
+
+        self.proc = subprocess.Popen(
+            [shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.tmp)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> str:
+    """A real Redis: our own redis-server when one is installed, else the one on 6379 (db 15).
+
+    Tests use unique model names, so they never see each other's keys.
+    """
+    import shutil
+
+    if shutil.which("redis-server"):
+        server = RedisServer(tmp_path_factory.mktemp("redis"))
+        server.start()
+        yield server.url
+        server.stop()
+        return
+    import redis
+
+    url = "redis://127.0.0.1:6379/15"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.ConnectionError:
+        pytest.skip("no redis-server installed and none on 127.0.0.1:6379")
+    yield url
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> "RedisServer":
+    """A redis-server of this test's own, to stop and restart (skipped if none is installed)."""
+    import shutil
+
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
