@@ -422,3 +422,13 @@ def test_hexz_fixture_model() -> None:
     p1, v1 = pred(boards[1:2], masks[1:2])
     np.testing.assert_allclose(p1[0], probs[1], rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(v1[0], values[1], rtol=1e-4, atol=1e-6)
+
+
+def test_load_model_bytes_names_its_source(tmp_path):
+    from pyhexz.model import HexzNet, ModelLoadError, export_torchscript, load_model_bytes
+
+    export_torchscript(HexzNet(1, 8), tmp_path / "s.pt")
+    m = load_model_bytes((tmp_path / "s.pt").read_bytes(), source="redis key k")
+    assert m is not None
+    with pytest.raises(ModelLoadError, match="redis key k"):
+        load_model_bytes(b"garbage", source="redis key k")

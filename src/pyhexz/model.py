@@ -83,10 +83,12 @@ import copy
 import json
 import os
 import pickle
+import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Tuple
 
 import numpy as np
@@ -108,6 +110,7 @@ __all__ = [
     "load_checkpoint",
     "export_torchscript",
     "load_model",
+    "load_model_bytes",
     "Predictor",
 ]
 
@@ -544,6 +547,22 @@ def load_model(path: StrPath, device: str | torch.device = "cpu") -> nn.Module:
     else:
         module = load_checkpoint(p, map_location="cpu").model
     return module.to(dev).eval()
+
+
+def load_model_bytes(data: bytes, device: str | torch.device = "cpu",
+                     source: str = "<bytes>") -> nn.Module:
+    """``load_model`` for model bytes from Redis or HTTP; ``source`` names them in errors.
+
+    The bytes go through a temporary file so that format detection and every check are the
+    same as for a file on disk.
+    """
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "model.pt"
+        path.write_bytes(data)
+        try:
+            return load_model(path, device)
+        except ModelLoadError as e:
+            raise ModelLoadError(source, e.reason) from e
 
 
 # --------------------------------------------------------------------------
