@@ -2,6 +2,7 @@
 
     pyhexz train --dir DIR              train on this machine (self-play + training)
     pyhexz selfplay --output-dir DIR    self-play games to files
+    pyhexz worker --server-url URL      self-play streamed to a training server (Cloud Run)
     pyhexz arena P1 P2                  a match over the fixture openings, both seats
     pyhexz export CHECKPOINT OUT        a checkpoint as a hexz TorchScript file
 
@@ -108,6 +109,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed")
     _add_search_flags(p, runs=800)
     p.set_defaults(func=cmd_selfplay)
+
+    p = sub.add_parser("worker", help="self-play streamed to a training server (Cloud Run task)")
+    p.add_argument("--server-url", help="training server, e.g. http://10.0.0.2:8080 (required)")
+    p.add_argument("--redis-url", help="Redis with the models (optional; else the server serves them)")
+    p.add_argument("--model-name", help="model to play for (required with --redis-url)")
+    p.add_argument("--max-seconds", type=pos_float, help="time budget of the task, uploads included")
+    p.add_argument("--auth-token", help="bearer token the training server expects")
+    p.add_argument("--num-workers", type=pos_int, default=1, help="self-play processes")
+    p.add_argument("--grace-seconds", type=pos_float, default=8.0,
+                   help="time to send finished games after SIGTERM or before --max-seconds")
+    p.add_argument("--model-poll-seconds", type=pos_float, default=30.0,
+                   help="re-read the latest model this often (pub/sub may miss announcements)")
+    p.add_argument("--progress-seconds", type=pos_float, default=60.0, help="progress log interval")
+    p.add_argument("--upload-buffer", type=pos_int, default=64,
+                   help="finished games held while the server is unreachable")
+    p.add_argument("--seed", type=int, help="random seed (default: fresh entropy)")
+    _add_search_flags(p, runs=800)
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("arena", help="a match between two players over fixed openings")
     p.add_argument("player1", help="random | rollout:RUNS | MODEL_PATH[:RUNS]")
@@ -217,6 +236,18 @@ def cmd_selfplay(a: argparse.Namespace) -> int:
     print(f"selfplay: {games} games, {examples} examples in {el:.0f} s "
           f"({examples / max(el, 1e-9):.1f} examples/s) -> {a.output_dir}")
     return 0 if all(p.exitcode == 0 for p in procs) else 1
+
+
+def cmd_worker(a: argparse.Namespace) -> int:
+    from pyhexz import worker
+    if not a.server_url:
+        raise ValueError("--server-url (or HEXZ_SERVER_URL) is required")
+    return worker.run(worker.WorkerConfig(
+        server_url=a.server_url, redis_url=a.redis_url, model_name=a.model_name,
+        max_seconds=a.max_seconds, parallel_games=a.parallel_games, search=_search_config(a),
+        device=a.device, auth_token=a.auth_token, num_workers=a.num_workers,
+        grace_seconds=a.grace_seconds, model_poll_seconds=a.model_poll_seconds,
+        progress_seconds=a.progress_seconds, upload_buffer=a.upload_buffer, seed=a.seed))
 
 
 def cmd_arena(a: argparse.Namespace) -> int:
