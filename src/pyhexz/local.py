@@ -28,9 +28,10 @@ from typing import Optional
 
 from pyhexz import hexz_pb2 as pb
 from pyhexz.examples import GAME_FILE_SUFFIX, read_game_file, write_game_file
+from pyhexz.players import load_predictor
 from pyhexz.process import init_worker_process, spawn_context
 from pyhexz.selfplay import SearchConfig, run_selfplay
-from pyhexz.storage import MODEL_FILE, CheckpointRepo, LocalStorage
+from pyhexz.storage import CheckpointRepo, LocalStorage
 from pyhexz.training import TrainConfig, Trainer, trained_game_names
 
 log = logging.getLogger(__name__)
@@ -49,13 +50,6 @@ class LocalConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         trigger_examples=2048, replay_window=50_000))
     progress_seconds: float = 15.0
-
-
-def load_predictor(repo: CheckpointRepo, n: int, device: str):
-    """A Predictor for checkpoint n, its file checked against the recorded SHA-256."""
-    from pyhexz.model import Predictor
-    with repo.verified_copy(n, MODEL_FILE) as path:
-        return Predictor.from_path(path, device)
 
 
 def _selfplay_worker(root: str, name: str, search: SearchConfig, parallel_games: int,

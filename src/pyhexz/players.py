@@ -14,13 +14,16 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import TYPE_CHECKING, Optional, Protocol
 
 import numpy as np
 
 from pyhexz.board import Board, policy_index
 from pyhexz.mcts import MCTS
 from pyhexz.selfplay import new_buffers, policy_move_tuple, search
+
+if TYPE_CHECKING:
+    from pyhexz.storage import CheckpointRepo
 
 Move = tuple[int, int, int]
 
@@ -99,6 +102,14 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     return ckpts / str(nums[0]) / "model.pt"
 
 
+def load_predictor(repo: CheckpointRepo, n: int, device: str = "cpu"):
+    """A Predictor for checkpoint n of a repository, its file checked against its SHA-256."""
+    from pyhexz.model import Predictor
+    from pyhexz.storage import MODEL_FILE
+    with repo.verified_copy(n, MODEL_FILE) as path:
+        return Predictor.from_path(path, device)
+
+
 def make_player(spec: str, *, device: str = "cpu", seed: Optional[int] = None,
                 max_games: int = 64) -> Player:
     """A player from its spec string (see the module docstring)."""
@@ -116,4 +127,4 @@ def make_player(spec: str, *, device: str = "cpu", seed: Optional[int] = None,
 
 
 __all__ = ["Player", "RandomPlayer", "RolloutPlayer", "NeuralPlayer", "make_player",
-           "policy_index", "resolve_model_path"]
+           "policy_index", "resolve_model_path", "load_predictor"]
