@@ -102,6 +102,15 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     return ckpts / str(nums[0]) / "model.pt"
 
 
+def model_key_for_path(path: str | os.PathLike) -> tuple[str, int]:
+    """(model name, checkpoint) of a model file: `.../{name}/checkpoints/{N}/model.pt` names
+    itself; any other file goes by its stem, as checkpoint 0."""
+    p = Path(path)
+    if p.parent.name.isdigit() and p.parent.parent.name == "checkpoints":
+        return p.parents[2].name, int(p.parent.name)
+    return p.stem, 0
+
+
 def load_predictor(repo: CheckpointRepo, n: int, device: str = "cpu"):
     """A Predictor for checkpoint n of a repository, its file checked against its SHA-256."""
     from pyhexz.model import Predictor
@@ -127,4 +136,4 @@ def make_player(spec: str, *, device: str = "cpu", seed: Optional[int] = None,
 
 
 __all__ = ["Player", "RandomPlayer", "RolloutPlayer", "NeuralPlayer", "make_player",
-           "policy_index", "resolve_model_path", "load_predictor"]
+           "policy_index", "resolve_model_path", "load_predictor", "model_key_for_path"]
