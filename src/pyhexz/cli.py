@@ -3,6 +3,7 @@
     pyhexz train --dir DIR              train on this machine (self-play + training)
     pyhexz selfplay --output-dir DIR    self-play games to files
     pyhexz worker --server-url URL      self-play streamed to a training server (Cloud Run)
+    pyhexz server --storage DIR|gs://B  the training server (Flask; production: gunicorn)
     pyhexz arena P1 P2                  a match over the fixture openings, both seats
     pyhexz export CHECKPOINT OUT        a checkpoint as a hexz TorchScript file
 
@@ -72,6 +73,26 @@ def _search_config(a: argparse.Namespace):
                         dirichlet_alpha=a.dirichlet_alpha, dirichlet_weight=a.dirichlet_weight)
 
 
+def _add_train_flags(p: argparse.ArgumentParser, minibatch: int, window: int) -> None:
+    p.add_argument("--blocks", type=pos_int, default=5, help="residual blocks (new model)")
+    p.add_argument("--filters", type=pos_int, default=64, help="filters per conv (new model)")
+    p.add_argument("--minibatch-size", type=pos_int, default=minibatch,
+                   help="new examples that trigger a training run")
+    p.add_argument("--replay-window", type=pos_int, default=window, help="newest examples trained on")
+    p.add_argument("--samples-per-example", type=pos_float, default=4.0,
+                   help="samples trained per new example")
+    p.add_argument("--batch-size", type=pos_int, default=256, help="training batch size")
+    p.add_argument("--learning-rate", type=pos_float, default=3e-4, help="initial Adam rate")
+
+
+def _train_config(a: argparse.Namespace):
+    from pyhexz.training import TrainConfig
+    return TrainConfig(blocks=a.blocks, filters=a.filters, batch_size=a.batch_size,
+                       learning_rate=a.learning_rate, samples_per_example=a.samples_per_example,
+                       replay_window=a.replay_window, trigger_examples=a.minibatch_size,
+                       seed=a.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _EnvDefaults(prog="pyhexz", description=__doc__.split("\n\n")[0])
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING")
@@ -86,15 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="self-play processes")
     p.add_argument("--minutes", type=pos_float, help="stop after this many minutes")
     p.add_argument("--checkpoints", type=pos_int, help="stop after this many new checkpoints")
-    p.add_argument("--blocks", type=pos_int, default=5, help="residual blocks (new model)")
-    p.add_argument("--filters", type=pos_int, default=64, help="filters per conv (new model)")
-    p.add_argument("--minibatch-size", type=pos_int, default=2048,
-                   help="new examples that trigger a training run")
-    p.add_argument("--replay-window", type=pos_int, default=50_000, help="newest examples trained on")
-    p.add_argument("--samples-per-example", type=pos_float, default=4.0,
-                   help="samples trained per new example")
-    p.add_argument("--batch-size", type=pos_int, default=256, help="training batch size")
-    p.add_argument("--learning-rate", type=pos_float, default=3e-4, help="initial Adam rate")
+    _add_train_flags(p, minibatch=2048, window=50_000)
     p.add_argument("--seed", type=int, default=0, help="seed for training and self-play")
     _add_search_flags(p, runs=100)
     p.set_defaults(func=cmd_train)
@@ -138,6 +151,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for random and rollout players")
     p.set_defaults(func=cmd_arena)
 
+    p = sub.add_parser("server", help="the training server (Flask, for local debugging; "
+                       "production runs create_app() under gunicorn with the same HEXZ_* variables)")
+    p.add_argument("--storage", default="runs/server", help="checkpoints: a directory or "
+                   "gs://bucket/prefix")
+    p.add_argument("--model-name", default="flagz", help="model name (a plain name)")
+    p.add_argument("--state-dir", help="write-ahead log directory, on a local persistent disk "
+                   "(default STORAGE/wal/NAME; required with gs:// storage)")
+    p.add_argument("--redis-url", help="publish models and announcements to this Redis")
+    p.add_argument("--auth-token", help="require 'Authorization: Bearer TOKEN' (prefer the "
+                   "environment variable: flags show in ps)")
+    _add_train_flags(p, minibatch=4096, window=100_000)
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--max-model-age", type=int, default=5, help="accept examples from the latest "
+                   "checkpoint and this many before it")
+    p.add_argument("--max-pending", type=pos_int, help="untrained examples held before "
+                   "REJECTED_AT_CAPACITY (default 8 minibatches)")
+    p.add_argument("--max-request-bytes", type=pos_int, default=32 << 20,
+                   help="request body limit, also after gunzip")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
+    p.add_argument("--host", default="127.0.0.1", help="listen address")
+    p.add_argument("--port", type=int, default=8080, help="listen port")
+    p.set_defaults(func=cmd_server)
+
     p = sub.add_parser("export", help="export a checkpoint as a hexz TorchScript file")
     p.add_argument("checkpoint", help="pyhexz checkpoint file or model directory")
     p.add_argument("output", type=Path, help="TorchScript file to write")
@@ -147,14 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(a: argparse.Namespace) -> int:
     from pyhexz import local
-    from pyhexz.training import TrainConfig
     cfg = local.LocalConfig(
         dir=a.dir, name=a.model_name, num_workers=a.num_workers, parallel_games=a.parallel_games,
         device=a.device, minutes=a.minutes, checkpoints=a.checkpoints, search=_search_config(a),
-        train=TrainConfig(blocks=a.blocks, filters=a.filters, batch_size=a.batch_size,
-                          learning_rate=a.learning_rate, samples_per_example=a.samples_per_example,
-                          replay_window=a.replay_window, trigger_examples=a.minibatch_size,
-                          seed=a.seed))
+        train=_train_config(a))
     n = local.run(cfg)
     print(f"model {a.model_name}: checkpoint {n} in {a.dir}/models/flagz/{a.model_name}/checkpoints/{n}")
     return 0
@@ -170,15 +202,13 @@ def _selfplay_process(model: Optional[str], search, parallel_games: int, device:
     from pyhexz import hexz_pb2 as pb
     from pyhexz.examples import GAME_FILE_SUFFIX, write_game_file
     from pyhexz.model import HexzNet, Predictor
-    from pyhexz.players import resolve_model_path
+    from pyhexz.players import model_key_for_path, resolve_model_path
     from pyhexz.selfplay import run_selfplay
     if model:
         path = resolve_model_path(model)
         predictor = Predictor.from_path(path, device)
-        # .../{name}/checkpoints/{N}/model.pt names itself; any other file goes by its stem.
-        in_repo = path.parent.name.isdigit() and path.parent.parent.name == "checkpoints"
-        key = pb.ModelKey(name=path.parents[2].name if in_repo else path.stem,
-                          checkpoint=int(path.parent.name) if in_repo else 0)
+        name, n = model_key_for_path(path)
+        key = pb.ModelKey(name=name, checkpoint=n)
     else:
         torch.manual_seed(seed or 0)
         predictor = Predictor(HexzNet(), device)
@@ -261,6 +291,21 @@ def cmd_arena(a: argparse.Namespace) -> int:
     p2 = make_player(a.player2, device=a.device, seed=a.seed + 1, max_games=2 * n)
     result = play_match(p1, p2, openings, progress=True)
     print(result_json(result) if a.json else result.summary())
+    return 0
+
+
+def server_config(a: argparse.Namespace):
+    """The training server's configuration from `pyhexz server` flags (or their HEXZ_* values)."""
+    from pyhexz.training_service import ServerConfig
+    return ServerConfig(
+        model_name=a.model_name, storage=a.storage, state_dir=a.state_dir, redis_url=a.redis_url,
+        auth_token=a.auth_token, device=a.device, max_model_age=a.max_model_age,
+        max_pending=a.max_pending, max_request_bytes=a.max_request_bytes, train=_train_config(a))
+
+
+def cmd_server(a: argparse.Namespace) -> int:
+    from pyhexz.training_server import serve
+    serve(server_config(a), a.host, a.port)
     return 0
 
 

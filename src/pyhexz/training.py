@@ -23,7 +23,7 @@ import time
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -174,12 +174,18 @@ def read_examples_archive(data: bytes) -> list[tuple[str, pb.AddTrainingExamples
     return out
 
 
+# Called after a checkpoint is in storage with (n, its files by name, its meta.json contents),
+# e.g. to copy the model to Redis.
+PublishHook = Callable[[int, dict, dict], None]
+
+
 class Trainer:
     """Model + optimizer + replay window of one model in a checkpoint repository."""
 
     def __init__(self, repo: CheckpointRepo, config: TrainConfig = TrainConfig(),
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", on_published: Optional[PublishHook] = None) -> None:
         self.repo = repo
+        self.on_published = on_published
         self.config = config
         self.device = torch.device(device)
         self.rng = np.random.default_rng(config.seed)
@@ -233,9 +239,14 @@ class Trainer:
     def model_key(self) -> pb.ModelKey:
         return pb.ModelKey(name=self.repo.name, checkpoint=self.checkpoint)
 
-    def add(self, name: str, request: pb.AddTrainingExamplesRequest) -> int:
-        """Adds a game (validated); `name` identifies it in the checkpoint's archive."""
-        arrays = decode(list(request.examples))
+    def add(self, name: str, request: pb.AddTrainingExamplesRequest,
+            arrays: Optional[Arrays] = None) -> int:
+        """Adds a game (validated); `name` identifies it in the checkpoint's archive.
+
+        `arrays`: the request's examples already decoded (the server validated them).
+        """
+        if arrays is None:
+            arrays = decode(list(request.examples))
         self.window.add(arrays)
         self.pending.append((name, request))
         self.pending_examples += len(arrays)
@@ -244,8 +255,11 @@ class Trainer:
     def ready(self) -> bool:
         return self.pending_examples >= self.config.trigger_examples
 
-    def train_and_publish(self) -> dict:
-        """Trains on the window and publishes the next checkpoint with the pending games."""
+    def train_and_publish(self, meta: Optional[dict] = None) -> dict:
+        """Trains on the window and publishes the next checkpoint with the pending games.
+
+        `meta`: more entries for the checkpoint's meta.json (the server records its WAL position).
+        """
         cfg = self.config
         for g in self.optimizer.param_groups:
             g["lr"] = cfg.lr_at(self.checkpoint + 1)
@@ -254,13 +268,19 @@ class Trainer:
         stats = train_steps(self.net, self.optimizer, self.window, num_samples, cfg.batch_size,
                             self.rng, self.device)
         stats["seconds"] = time.perf_counter() - t0
+        before, n = self.examples_trained, self.checkpoint + 1
         self.examples_trained += self.pending_examples
-        self._publish(self.checkpoint + 1, self.pending, stats)
+        try:
+            self._publish(n, self.pending, stats, meta)
+        except BaseException:
+            if self.checkpoint != n:  # not published: a retry must not count these twice
+                self.examples_trained = before
+            raise
         self.last_losses = stats
         self.pending, self.pending_examples = [], 0
         return stats
 
-    def _publish(self, n: int, games: list, stats: dict) -> None:
+    def _publish(self, n: int, games: list, stats: dict, extra: Optional[dict] = None) -> None:
         with tempfile.TemporaryDirectory() as d:
             mpath, spath = Path(d) / MODEL_FILE, Path(d) / SCRIPT_FILE
             modellib.save_checkpoint(mpath, self.net, self.optimizer, model_name=self.repo.name,
@@ -269,14 +289,16 @@ class Trainer:
             files = {MODEL_FILE: mpath.read_bytes(), SCRIPT_FILE: spath.read_bytes()}
         if games:
             files[f"examples/{n:06d}.zip"] = examples_archive(games)
-        self.repo.publish(n, files, {
+        meta = self.repo.publish(n, files, dict(extra or {}, **{
             "examples_trained": self.examples_trained, "games": len(games),
             "new_examples": sum(len(r.examples) for _, r in games),
             "params": {"blocks": self.config.blocks, "filters": self.config.filters},
             "config": asdict(self.config), "stats": stats,
             "game_names": [name for name, _ in games],
-        })
+        }))
         self.checkpoint = n
+        if self.on_published is not None:
+            self.on_published(n, files, meta)
 
 
 def trained_game_names(repo: CheckpointRepo, n: Optional[int]) -> set[str]:

@@ -1,0 +1,490 @@
+"""The training service behind the HTTP server: durable ingestion, one trainer, publishing.
+
+    request thread:  parse + validate -> WAL append (group commit, fdatasync) -> ACCEPTED
+    WAL writer:      durable records, in log order -> trainer queue
+    trainer thread:  queue -> Trainer (replay window) -> every `trigger_examples` new examples:
+                     train -> checkpoint N+1 in storage (meta.json records the WAL position)
+                     -> Redis (ModelBus: bytes, pointer, announcement) -> trim the WAL
+
+Crash-safety contract: the server may be killed at any point (kill -9 included) and restarted
+with the same state directory and storage. Every example answered ACCEPTED is in the WAL on
+disk before the answer is sent. A checkpoint's meta.json records `wal: {id, position}`: every
+record before `position` of WAL `id` is in that checkpoint (and its examples archive). On start
+the newest checkpoint of this WAL gives the position; the records after it are replayed into
+the trainer as pending examples, so nothing acknowledged is lost and nothing is trained twice;
+the trigger counts them again exactly as before the crash. A torn tail record is truncated by
+the WAL (it was never acknowledged). A checkpoint half-written when the process died has no
+meta.json, so it does not exist; its claim is cleared by the Trainer on start.
+
+Why a thread, not a process, trains: torch releases the GIL in its kernels, so request
+threads keep running during training; BENCHMARKS.md ("Training server") measures ingestion
+latency idle and while training. A thread also dies with the process on kill -9, so a restarted
+server can never meet an orphaned trainer still writing checkpoints. Exactly one trainer per
+server: the service owns the WAL, whose directory lock (flock) a second server on the same
+state directory cannot take; two servers on different state directories but one storage are
+kept apart by the checkpoint claims (a losing writer stops, see storage.py).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import re
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from google.protobuf.message import DecodeError
+
+from pyhexz import hexz_pb2 as pb
+from pyhexz.examples import Arrays, InvalidExampleError, decode
+from pyhexz.storage import (META_FILE, MODEL_FILE, SCRIPT_FILE, CheckpointExistsError, CheckpointRepo,
+                            open_storage, sha256, validate_model_name)
+from pyhexz.training import NonFiniteError, TrainConfig, Trainer
+from pyhexz.wal import Record, WALError, WriteAheadLog
+
+log = logging.getLogger(__name__)
+
+Status = pb.AddTrainingExamplesResponse
+
+# WAL payload: one byte telling how the request body is stored, then the body as received
+# (a gzip body is kept compressed: less disk, and no CPU spent recompressing).
+_RAW, _GZIP = b"\x00", b"\x01"
+_SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+@dataclass
+class ServerConfig:
+    model_name: str = "flagz"
+    storage: str = "runs/server"          # a directory or gs://bucket/prefix
+    state_dir: Optional[str] = None       # the WAL; default {storage}/wal/{model_name} (local only)
+    redis_url: Optional[str] = None
+    auth_token: Optional[str] = None
+    device: str = "cpu"
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(trigger_examples=4096))
+    max_model_age: int = 5                # accept examples of checkpoints >= latest - this
+    max_pending: Optional[int] = None     # untrained examples held; default 8 minibatches
+    max_request_bytes: int = 32 << 20     # request body, and the body after gunzip
+    segment_bytes: int = 64 << 20         # WAL segment size
+    startup_wait_seconds: float = 10.0    # how long a request waits for a starting trainer
+
+    def __post_init__(self) -> None:
+        validate_model_name(self.model_name)
+        if self.max_model_age < 0:
+            raise ValueError(f"max_model_age must be >= 0, got {self.max_model_age}")
+        if self.max_pending is None:
+            self.max_pending = 8 * self.train.trigger_examples
+        if self.max_pending < self.train.trigger_examples:
+            raise ValueError(f"max_pending ({self.max_pending}) must be at least the minibatch "
+                             f"size ({self.train.trigger_examples}), or training never starts")
+        if self.state_dir is None:
+            if str(self.storage).startswith("gs://"):
+                raise ValueError("with gs:// storage, set --state-dir (HEXZ_STATE_DIR) to a "
+                                 "local persistent directory for the write-ahead log")
+            self.state_dir = str(Path(self.storage) / "wal" / self.model_name)
+
+
+class BadRequest(ValueError):
+    """The request is malformed; `http_status` says how (400, 413, 415)."""
+
+    def __init__(self, message: str, http_status: int = 400) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """A gzip body, decompressed to at most `limit` bytes (a gzip bomb stops there)."""
+    d = zlib.decompressobj(wbits=31)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise BadRequest(f"Content-Encoding is gzip but the body is not valid gzip ({e})") from None
+    if len(out) > limit:
+        raise BadRequest(f"decompressed body exceeds the limit of {limit} bytes", 413)
+    if not d.eof:
+        raise BadRequest("gzip body is truncated")
+    return out
+
+
+def parse_request(data: bytes) -> tuple[pb.AddTrainingExamplesRequest, Arrays]:
+    """The request and its decoded, validated examples; BadRequest says what is wrong."""
+    try:
+        req = pb.AddTrainingExamplesRequest.FromString(data)
+    except DecodeError as e:
+        raise BadRequest(f"body is not a binary AddTrainingExamplesRequest ({e})") from None
+    if not req.examples:
+        raise BadRequest("AddTrainingExamplesRequest has no examples")
+    try:
+        arrays = decode(list(req.examples))
+    except InvalidExampleError as e:
+        raise BadRequest(f"invalid training example: {e}") from None
+    return req, arrays
+
+
+def _decode_payload(payload: bytes, limit: int) -> pb.AddTrainingExamplesRequest:
+    body = payload[1:]
+    if payload[:1] == _GZIP:
+        body = gunzip(body, limit)
+    return pb.AddTrainingExamplesRequest.FromString(body)
+
+
+class _Rate:
+    """Examples per second over the last `seconds`."""
+
+    def __init__(self, seconds: float = 60.0) -> None:
+        self.seconds = seconds
+        self.events: collections.deque[tuple[float, int]] = collections.deque()
+        self.lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.events.append((time.monotonic(), n))
+
+    def rate(self, uptime: float) -> float:
+        now = time.monotonic()
+        with self.lock:
+            while self.events and self.events[0][0] < now - self.seconds:
+                self.events.popleft()
+            total = sum(n for _, n in self.events)
+        return total / max(1e-9, min(self.seconds, uptime))
+
+
+class TrainingService:
+    """Ingestion, the trainer thread and model files of one model (see the module docstring)."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = cfg = config
+        self.started = time.monotonic()
+        self.storage = open_storage(cfg.storage)
+        self.repo = CheckpointRepo(self.storage, cfg.model_name)
+        self.bus = None
+        if cfg.redis_url:
+            from pyhexz.modelbus import ModelBus
+            self.bus = ModelBus(cfg.redis_url, cfg.model_name)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._models: collections.OrderedDict = collections.OrderedDict()  # (name, n, file) -> bytes
+        self.latest: Optional[int] = None
+        self.pending = 0              # accepted (or recovered), not yet in a checkpoint
+        self.received = 0             # examples accepted since start
+        self.recovered = 0            # examples replayed from the WAL at start
+        self.requests: collections.Counter = collections.Counter()
+        self.training = False
+        self.training_runs = 0
+        self.training_failures = 0
+        self.last_stats: dict = {}
+        self.bus_checkpoint: Optional[int] = None
+        self.failure: Optional[str] = None
+        self._rate = _Rate()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self.wal = WriteAheadLog(Path(cfg.state_dir), segment_bytes=cfg.segment_bytes,
+                                 sink=self._on_durable)
+        try:
+            self._replay_from = self._trained_position()
+            self.wal.skip_to(self._replay_from)
+            self._replay_to = self.wal.end
+        except BaseException:
+            self.wal.close()
+            raise
+        self.position = self._replay_from   # WAL position the trainer has taken in up to
+        self.trained_position = self._replay_from  # ... and the newest checkpoint holds
+        self.trainer: Optional[Trainer] = None
+        self._thread = threading.Thread(target=self._train_loop, name="trainer", daemon=True)
+        self._thread.start()
+        log.info("server model=%s storage=%s state_dir=%s wal_id=%s replay_from=%d wal_end=%d "
+                 "redis=%s", cfg.model_name, cfg.storage, cfg.state_dir, self.wal.id,
+                 self._replay_from, self._replay_to, "yes" if self.bus else "no")
+
+    # ------------------------------------------------------------------ recovery
+
+    def _trained_position(self) -> int:
+        """The WAL position the newest checkpoint of this WAL was trained up to.
+
+        Checkpoints of another WAL (a previous state directory, or the local `train` job) say
+        nothing about this one, so the search goes back to the newest checkpoint of ours.
+        """
+        for n in reversed(self.repo.checkpoints()):
+            wal = self.repo.meta(n).get("wal") or {}
+            if wal.get("id") == self.wal.id:
+                return int(wal["position"])
+        return self.wal.first
+
+    def _replay(self) -> None:
+        """Untrained records of the WAL (from before this start) into the trainer."""
+        n = 0
+        for rec in self.wal.records(self._replay_from, self._replay_to):
+            try:
+                req = _decode_payload(rec.payload, self.config.max_request_bytes)
+                added = self.trainer.add(self._game_name(rec, req), req)
+            except (DecodeError, BadRequest, InvalidExampleError) as e:
+                # Validated before it was accepted, so only a change of the rules gets here.
+                log.error("wal record at %d no longer valid, skipped: %s", rec.start, e)
+                added = 0
+            self.position = rec.end
+            n += added
+        with self._lock:
+            self.pending += n
+            self.recovered = n
+        if n:
+            log.info("recovered examples=%d from wal positions %d..%d", n, self._replay_from,
+                     self._replay_to)
+
+    @staticmethod
+    def _game_name(rec: Record, req: pb.AddTrainingExamplesRequest) -> str:
+        return f"{rec.start:016x}-{_SAFE_ID.sub('_', req.game_id[:64]) or 'game'}"
+
+    # ------------------------------------------------------------------ ingestion
+
+    def ingest(self, body: bytes, gzipped: bool) -> tuple[int, pb.AddTrainingExamplesResponse]:
+        """Handles a POST /training/examples body: (HTTP status, response message).
+
+        Raises BadRequest for malformed input. ACCEPTED is returned only once the request is
+        durable in the WAL.
+        """
+        cfg = self.config
+        data = gunzip(body, cfg.max_request_bytes) if gzipped else body
+        req, arrays = parse_request(data)
+        if not self._ready.wait(cfg.startup_wait_seconds) or self.failure:
+            return 503, self.answer(Status.REJECTED_AT_CAPACITY,
+                                     self.failure or "server is starting; retry shortly")
+        latest = self.latest
+        oldest = latest - cfg.max_model_age
+        for ex in req.examples:
+            key = ex.model_key
+            if key.name != cfg.model_name or not oldest <= key.checkpoint <= latest:
+                return 200, self.answer(
+                    Status.REJECTED_WRONG_MODEL,
+                    f"example from model {key.name}:{key.checkpoint}; this server accepts "
+                    f"{cfg.model_name}:{max(0, oldest)}..{latest}")
+        n = len(arrays)
+        with self._lock:
+            if self.pending + n > cfg.max_pending:
+                full = True
+            else:
+                full, self.pending = False, self.pending + n
+        if full:
+            return 503, self.answer(
+                Status.REJECTED_AT_CAPACITY,
+                f"{self.pending} examples are waiting for training (limit {cfg.max_pending})")
+        payload = (_GZIP + body) if gzipped else (_RAW + body)
+        try:
+            self.wal.append(payload, (req, arrays))
+        except (WALError, OSError) as e:
+            with self._lock:
+                self.pending -= n
+            log.error("wal append failed: %s", e)
+            return 503, self.answer(Status.REJECTED_OTHER, f"could not store the examples: {e}")
+        with self._lock:
+            self.received += n
+        self._rate.add(n)
+        return 200, self.answer(Status.ACCEPTED)
+
+    def answer(self, status: int, error: str = "") -> pb.AddTrainingExamplesResponse:
+        with self._lock:
+            self.requests[Status.Status.Name(status)] += 1
+        resp = pb.AddTrainingExamplesResponse(status=status, error_message=error)
+        if self.latest is not None:
+            resp.latest_model.name = self.config.model_name
+            resp.latest_model.checkpoint = self.latest
+        return resp
+
+    def _on_durable(self, records: list[tuple[Record, Any]]) -> None:
+        """WAL writer: durable records, in log order, go to the trainer thread."""
+        for rec, attachment in records:
+            self._queue.put((rec, attachment))
+
+    # ------------------------------------------------------------------ the trainer thread
+
+    def _train_loop(self) -> None:
+        try:
+            self.trainer = Trainer(self.repo, self.config.train, self.config.device,
+                                   on_published=self._on_published)
+            self.latest = self.trainer.checkpoint
+            self._replay()
+            self._ready.set()
+            log.info("trainer ready model=%s checkpoint=%d pending=%d", self.config.model_name,
+                     self.latest, self.pending)
+            retry_at = 0.0
+            next_bus_check = 0.0
+            while not self._stop.is_set():
+                self._take_queued(timeout=0.2)
+                if self.bus is not None and time.monotonic() >= next_bus_check:
+                    next_bus_check = time.monotonic() + 10
+                    self._sync_bus()
+                if self.trainer.ready() and time.monotonic() >= retry_at:
+                    if not self._train_once():
+                        retry_at = time.monotonic() + 10
+        except BaseException as e:
+            self.failure = f"trainer stopped: {type(e).__name__}: {e}"
+            log.exception("trainer stopped")
+        finally:
+            self._ready.set()
+
+    def _take_queued(self, timeout: float) -> None:
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            rec, (req, arrays) = item
+            self.trainer.add(self._game_name(rec, req), req, arrays)
+            self.position = rec.end
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+
+    def _train_once(self) -> bool:
+        """One training run and checkpoint; False if it failed (and will be retried)."""
+        trainer = self.trainer
+        examples, position = trainer.pending_examples, self.position
+        n = trainer.checkpoint + 1
+        log.info("training model=%s checkpoint=%d new_examples=%d window=%d",
+                 self.config.model_name, n, examples, len(trainer.window))
+        self.training = True
+        try:
+            stats = trainer.train_and_publish(
+                meta={"wal": {"id": self.wal.id, "position": position}})
+        except CheckpointExistsError:
+            raise  # another server writes this model: stop training, loudly
+        except NonFiniteError as e:
+            self.training_failures += 1
+            log.warning("training run discarded model=%s checkpoint=%d reason=%s",
+                        self.config.model_name, n, e)
+            return False
+        except Exception as e:
+            self.training_failures += 1
+            log.exception("training run failed model=%s checkpoint=%d: %s",
+                          self.config.model_name, n, e)
+            self.repo.clear_stale_claim(n)
+            return False
+        finally:
+            self.training = False
+        with self._lock:
+            self.pending -= examples
+        self.training_runs += 1
+        self.last_stats = stats
+        self.trained_position = position
+        trimmed = self.wal.trim(position)
+        log.info("checkpoint model=%s checkpoint=%d examples_trained=%d policy_loss=%.4f "
+                 "value_loss=%.4f train_seconds=%.1f wal_segments_trimmed=%d",
+                 self.config.model_name, n, trainer.examples_trained, stats["policy_loss"],
+                 stats["value_loss"], stats["seconds"], trimmed)
+        return True
+
+    def _on_published(self, n: int, files: dict, meta: dict) -> None:
+        """Trainer hook: checkpoint n is in storage. Serve it, then copy it to Redis."""
+        with self._lock:
+            for file in (SCRIPT_FILE, MODEL_FILE):
+                self._remember((self.config.model_name, n, file), files[file])
+        self.latest = n
+        if self.bus is not None:
+            self._bus_publish(n, files[SCRIPT_FILE], int(meta.get("examples_trained", 0)))
+
+    def _bus_publish(self, n: int, data: bytes, examples_trained: int) -> None:
+        import redis
+        try:
+            self.bus.publish(n, data, examples_trained=examples_trained)
+            self.bus_checkpoint = n
+            log.info("redis published model=%s checkpoint=%d", self.config.model_name, n)
+        except redis.RedisError as e:
+            # Storage holds the checkpoint; Redis is a copy, brought up to date on a retry.
+            log.warning("redis publish failed model=%s checkpoint=%d error=%s (will retry)",
+                        self.config.model_name, n, e)
+
+    def _sync_bus(self) -> None:
+        """Puts the latest checkpoint in Redis if Redis lacks it (down, restarted, emptied)."""
+        import redis
+        n = self.latest
+        try:
+            if n is None or self.bus.latest() == n:
+                self.bus_checkpoint = n
+                return
+        except redis.RedisError as e:
+            log.warning("redis unavailable: %s", e)
+            return
+        name, n, data, _ = self.model_file(None, None, SCRIPT_FILE)
+        self._bus_publish(n, data, int(self.repo.meta(n).get("examples_trained", 0)))
+
+    # ------------------------------------------------------------------ models
+
+    def _remember(self, key: tuple, data: bytes) -> None:
+        self._models[key] = (data, sha256(data))
+        while len(self._models) > 6:
+            self._models.popitem(last=False)
+
+    def model_file(self, name: Optional[str], n: Optional[int],
+                   file: str = SCRIPT_FILE) -> tuple[str, int, bytes, str]:
+        """(name, checkpoint, bytes, SHA-256) of a model file; the latest by default.
+
+        Raises FileNotFoundError when the checkpoint does not exist, ValueError for a bad name.
+        """
+        name = validate_model_name(name or self.config.model_name)
+        if n is None:
+            n = self.latest if name == self.config.model_name else None
+            if n is None:
+                raise FileNotFoundError(f"model {name} has no checkpoint yet")
+        key = (name, n, file)
+        with self._lock:
+            hit = self._models.get(key)
+            if hit is not None:
+                self._models.move_to_end(key)
+        if hit is None:
+            repo = self.repo if name == self.config.model_name else CheckpointRepo(self.storage, name)
+            if not repo.storage.exists(repo.key(n, META_FILE)):
+                raise FileNotFoundError(f"model {name} has no checkpoint {n}")
+            data = repo.read_verified(n, file)
+            hit = (data, sha256(data))
+            with self._lock:
+                self._remember(key, data)
+        return name, n, hit[0], hit[1]
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict:
+        uptime = time.monotonic() - self.started
+        t = self.trainer
+        return {
+            "model": self.config.model_name,
+            "checkpoint": self.latest,
+            "ready": self._ready.is_set() and not self.failure,
+            "failure": self.failure,
+            "examples": {"received": self.received, "recovered": self.recovered,
+                         "pending": self.pending,
+                         "trained": t.examples_trained if t else None,
+                         "minibatch": self.config.train.trigger_examples,
+                         "max_pending": self.config.max_pending,
+                         "per_second": round(self._rate.rate(uptime), 1)},
+            "training": {"in_progress": self.training, "runs": self.training_runs,
+                         "failures": self.training_failures,
+                         "window": len(t.window) if t else 0,
+                         "last": dict(self.last_stats)},
+            "requests": dict(self.requests),
+            "wal": {"id": self.wal.id, "first": self.wal.first, "end": self.wal.end,
+                    "trained_position": self.trained_position,
+                    "segments": self.wal.segment_count(), "commits": self.wal.commits},
+            "redis": None if self.bus is None else {"checkpoint": self.bus_checkpoint,
+                                                   "channel": self.bus.channel},
+            "uptime_seconds": round(uptime, 1),
+        }
+
+    def healthy(self) -> bool:
+        return self._ready.is_set() and self.failure is None and self._thread.is_alive()
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stops taking examples (queued ones are written), then stops the trainer thread."""
+        self.wal.close()
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def wait_ready(self, timeout: Optional[float] = None) -> bool:
+        return self._ready.wait(timeout)
+
+
+__all__ = ["ServerConfig", "TrainingService", "BadRequest", "gunzip", "parse_request"]
