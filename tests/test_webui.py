@@ -1,0 +1,203 @@
+"""The web UI blueprint through Flask, on a real checkpoint repository with real self-play games,
+and the per-checkpoint evaluation behind its Elo curve."""
+
+import base64
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from flask import Flask
+
+from pyhexz import hexz_pb2 as pb
+from pyhexz.board import Board
+from pyhexz.charts import Series, line_chart, nice_ticks
+from pyhexz.evaluation import EVAL_FILE, EvalConfig, elo_curve, evaluate, evaluated, next_to_evaluate
+from pyhexz.selfplay import SearchConfig, run_selfplay, uniform_evaluator
+from pyhexz.storage import CheckpointRepo, LocalStorage
+from pyhexz.training import TrainConfig, Trainer
+from pyhexz.webui import RepoOpponents, create_ui, initial_board_from_planes, replay
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> CheckpointRepo:
+    """Checkpoints 0..2 of a tiny net, trained on real (uniform-search) self-play games."""
+    repo = CheckpointRepo(LocalStorage(tmp_path_factory.mktemp("ui")), "uitest")
+    trainer = Trainer(repo, TrainConfig(blocks=1, filters=8, trigger_examples=1, batch_size=16,
+                                        samples_per_example=0.2))
+    for ckpt in (1, 2):
+        games = []
+        key = pb.ModelKey(name="uitest", checkpoint=ckpt - 1)
+        run_selfplay(lambda: (uniform_evaluator, key), games.append, SearchConfig(runs_per_move=4),
+                     parallel_games=2, max_games=2, seed=ckpt)
+        for i, g in enumerate(games):
+            trainer.add(f"game-{ckpt}-{i}", g)
+        trainer.train_and_publish()
+    return repo
+
+
+@pytest.fixture(scope="module")
+def client(repo):
+    app = Flask(__name__)
+    app.register_blueprint(create_ui(repo=repo, status=lambda: {"model": "uitest", "checkpoint": 2},
+                                     opponents=RepoOpponents(repo, seconds=0.05)), url_prefix="/ui")
+    return app.test_client()
+
+
+def test_pages_are_served_with_their_scripts(client):
+    assert client.get("/ui/").headers["Location"].endswith("/ui/training")
+    for name in ("training", "checkpoints", "games", "play"):
+        r = client.get(f"/ui/{name}")
+        assert r.status_code == 200 and r.mimetype == "text/html"
+        assert b'src="static/board.js"' in r.data and b"http" not in r.data.split(b"<main>")[0]
+    assert client.get("/ui/static/board.js").data.startswith(b"// Draws a Flagz board")
+    assert client.get("/ui/nope").status_code == 404
+    assert client.get("/ui/static/../webui.py").status_code == 404
+    assert client.get("/ui/api/pages").json == {"pages": ["training", "checkpoints", "games", "play"]}
+
+
+def test_checkpoints_listing_and_downloads(client, repo):
+    rows = client.get("/ui/api/checkpoints").json["checkpoints"]
+    assert [r["checkpoint"] for r in rows] == [0, 1, 2]
+    assert rows[2]["examples_trained"] > rows[1]["examples_trained"] > 0
+    assert rows[2]["policy_loss"] > 0
+    f = {x["name"]: x for x in rows[2]["files"]}["model.pt"]
+    r = client.get("/ui/api/checkpoints/2/files/model.pt")
+    assert r.status_code == 200 and len(r.data) == f["size"]
+    import hashlib
+    assert hashlib.sha256(r.data).hexdigest() == f["sha256"]
+    assert client.get("/ui/api/checkpoints/2/files/meta.json").status_code == 404
+    assert client.get("/ui/api/checkpoints/9/files/model.pt").status_code == 404
+
+
+@pytest.mark.parametrize("name", ["loss", "throughput", "elo"])
+def test_charts_are_svg(client, name):
+    r = client.get(f"/ui/api/charts/{name}.svg")
+    assert r.status_code == 200 and r.mimetype == "image/svg+xml"
+    first = r.data.decode().split("\n<!-- rollout -->")[0]
+    root = ET.fromstring(first)
+    assert root.tag.endswith("svg")
+
+
+def test_line_chart_draws_each_series_and_handles_no_data():
+    svg = line_chart([Series("a", [(0, 1.0), (1, 0.5), (2, 0.25)]), Series("b", [(0, 2.0)])],
+                     title="t")
+    root = ET.fromstring(svg)
+    lines = [e for e in root.iter() if e.tag.endswith("polyline")]
+    assert len(lines) == 2 and len(lines[0].get("points").split()) == 3
+    assert "no data yet" in line_chart([Series("a", [])])
+    assert nice_ticks(0, 1) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert nice_ticks(3, 3)[0] <= 3 <= nice_ticks(3, 3)[-1]
+
+
+def test_initial_board_from_planes_round_trips():
+    for seed in range(20):
+        b = Board.new(seed)
+        again = initial_board_from_planes(b.encode()[0])
+        assert str(again) == str(b)
+        assert np.array_equal(again.encode()[0], b.encode()[0])
+
+
+def test_games_replay_move_by_move(client, repo):
+    games = client.get("/ui/api/games").json["games"]
+    assert len(games) == 4 and games[0]["checkpoint"] == 2
+    g = games[0]
+    data = client.get(f"/ui/api/games/{g['checkpoint']}/{g['name']}").json
+    pos = data["positions"]
+    assert len(pos) == g["plies"] + 1
+    assert pos[0]["move"] == 0 and pos[-1]["over"] and pos[-1]["played"] is None
+    for p in pos[:-1]:
+        assert p["played"] in p["legal"]
+        assert abs(sum(v["share"] for v in p["visits"]) - 1) < 1e-5 or len(p["visits"]) == 8
+    assert client.get("/ui/api/games/2/no-such-game").status_code == 404
+
+
+def test_replay_rejects_a_game_that_does_not_add_up(repo):
+    from pyhexz.training import read_examples_archive
+    name = repo.example_archives(1)[0]
+    _, req = read_examples_archive(repo.storage.read(repo.key(1, f"examples/{name}")))[0]
+    req.examples[3].move.row = (req.examples[3].move.row + 5) % 11
+    with pytest.raises(ValueError):
+        replay(req)
+
+
+def test_play_a_whole_game_against_rollout(client):
+    new = client.post("/ui/api/play/new", json={"seed": 7}).json
+    state, board = new["state"], new["board"]
+    assert board["turn"] == 1 and board["move"] == 0
+    rng = np.random.default_rng(0)
+    while not board["over"]:
+        move = [int(x) for x in board["legal"][rng.integers(len(board["legal"]))]]
+        r = client.post("/ui/api/play/move", json={"state": state, "move": move, "seat": 1,
+                                                   "opponent": "rollout"})
+        assert r.status_code == 200, r.json
+        state, board = r.json["state"], r.json["board"]
+        for reply in r.json["cpu"]:
+            assert -1 <= reply["value"] <= 1 and reply["moves"]
+        assert board["over"] or board["turn"] == 1
+    assert board["winner"] in (0, 1, 2)
+
+
+def test_play_against_a_checkpoint_opening_as_second(client):
+    opps = client.get("/ui/api/play/opponents").json["opponents"]
+    assert [o["id"] for o in opps] == ["checkpoint:2", "checkpoint:1", "checkpoint:0", "rollout"]
+    new = client.post("/ui/api/play/new", json={"seed": 1}).json
+    r = client.post("/ui/api/play/move", json={"state": new["state"], "move": None, "seat": 2,
+                                               "opponent": "checkpoint:2"})
+    assert r.status_code == 200
+    assert r.json["board"]["turn"] == 2 and r.json["board"]["move"] == 1
+
+
+@pytest.mark.parametrize("body, message", [
+    (None, "JSON object"),
+    ({"state": "%%%", "seat": 1, "move": [0, 0, 5], "opponent": "rollout"}, "base64"),
+    ({"state": base64.b64encode(b"\x08\x99").decode(), "seat": 1, "move": [0, 0, 5],
+      "opponent": "rollout"}, "GameEngineState"),
+    ({"seat": 3, "move": [0, 0, 5], "opponent": "rollout"}, "seat"),
+    ({"seat": 1, "move": [0, 0], "opponent": "rollout"}, "move must be"),
+    ({"seat": 2, "move": [0, 0, 5], "opponent": "rollout"}, "turn"),
+    ({"seat": 1, "move": [0, 0, 0], "opponent": "rollout"}, "illegal move"),
+    ({"seat": 1, "move": [0, 0, 5], "opponent": "nobody"}, "unknown opponent"),
+])
+def test_play_rejects_bad_requests_with_400(client, body, message):
+    b = Board.new(3)
+    free = next((r, c) for r in range(11) for c in range(10 - r % 2) if b.cell(r, c)[0] == 0)
+    if body is not None:
+        body.setdefault("state", base64.b64encode(b.to_proto().SerializeToString()).decode())
+        if body.get("move") == [0, 0, 5]:
+            body["move"] = [free[0], free[1], 5]
+    r = client.post("/ui/api/play/move", json=body) if body is not None else \
+        client.post("/ui/api/play/move", data=b"nope", content_type="application/json")
+    assert r.status_code == 400
+    assert message.lower() in r.json["error"].lower()
+
+
+def test_cpu_server_mode_offers_only_play(repo):
+    app = Flask(__name__)
+    app.register_blueprint(create_ui(), url_prefix="/ui")
+    c = app.test_client()
+    assert c.get("/ui/").headers["Location"].endswith("/ui/play")
+    assert c.get("/ui/training").status_code == 404
+    assert c.get("/ui/api/checkpoints").status_code == 404
+    assert c.get("/ui/api/pages").json == {"pages": ["play"]}
+
+
+def test_evaluation_writes_eval_json_and_chains_elo(repo, client):
+    cfg = EvalConfig(openings=1, runs=4, rollout_runs=8)
+    assert next_to_evaluate(repo) == 2
+    first = evaluate(repo, 0, cfg)
+    assert first["opponent"] is None and set(first["matches"]) == {"rollout"}
+    second = evaluate(repo, 2, cfg)
+    assert second["opponent"] == 0
+    m = second["matches"]["previous"]
+    assert m["games"] == 2 and m["wins"] + m["draws"] + m["losses"] == 2
+    assert next_to_evaluate(repo) == 1
+    saved = json.loads(repo.storage.read(repo.key(2, EVAL_FILE)))
+    assert saved["matches"] == second["matches"]
+    curve = elo_curve(evaluated(repo))
+    assert [p["checkpoint"] for p in curve] == [0, 2]
+    assert curve[0]["elo"] == 0
+    assert curve[1]["elo"] == pytest.approx(max(-400, min(400, m["elo"])))
+    rows = {r["checkpoint"]: r for r in client.get("/ui/api/checkpoints").json["checkpoints"]}
+    assert rows[2]["matches"]["previous"]["score"] == m["score"]
+    assert rows[2]["elo"] == curve[1]["elo"] and rows[1]["elo"] is None
