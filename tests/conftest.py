@@ -145,3 +145,40 @@ def redis_server(tmp_path) -> "RedisServer":
     server.start()
     yield server
     server.stop()
+
+
+class GCSEmulator:
+    """gcp-storage-emulator in this process, in memory; the official client reaches it through
+    STORAGE_EMULATOR_HOST (set while it runs, so subprocesses started by tests inherit it)."""
+
+    bucket = "pyhexz-test"
+
+    def __init__(self) -> None:
+        from gcp_storage_emulator.server import create_server
+
+        self.port = free_port()
+        self.host = f"http://127.0.0.1:{self.port}"
+        self.server = create_server("127.0.0.1", self.port, in_memory=True,
+                                    default_bucket=self.bucket)
+
+    def url(self, prefix: str) -> str:
+        return f"gs://{self.bucket}/{prefix}"
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """A running GCS emulator; tests use unique prefixes in its one bucket."""
+    import logging
+    import os
+
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
+    emulator = GCSEmulator()
+    emulator.server.start()
+    before = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = emulator.host
+    yield emulator
+    if before is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = before
+    emulator.server.stop()

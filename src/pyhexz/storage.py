@@ -1,6 +1,12 @@
 """The checkpoint repository: where models and the examples they learned from are kept.
 
-Layout (the same in a local directory and, later, a bucket):
+Storage is one small interface (`Storage`: read, exists, write, delete, list of flat keys) with
+two backends: `LocalStorage` (a directory) and `GCSStorage` (a Google Cloud Storage bucket and
+prefix); `open_storage` picks one from a path or `gs://bucket/prefix` URL. In both, a write is
+atomic (readers see the old object or the new one, never part of one) and `if_absent=True`
+makes it conditional: it raises CheckpointExistsError if the object exists.
+
+Layout (the same in a local directory and a bucket):
 
     models/flagz/{name}/checkpoints/{N}/model.pt         pyhexz checkpoint: weights, parameters,
                                                          optimizer state (torch.save)
@@ -26,7 +32,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Protocol
 
 from pyhexz.atomicfile import atomic_write_bytes
 
@@ -58,6 +64,31 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def check_key(key: str) -> str:
+    """Keys are relative paths; none may climb out of the storage root or prefix."""
+    if not key or key.startswith("/") or ".." in key.split("/") or "\0" in key:
+        raise ValueError(f"invalid storage key {key!r}")
+    return key
+
+
+class Storage(Protocol):
+    """Objects under flat, '/'-separated keys."""
+
+    def read(self, key: str) -> bytes:
+        """The object's bytes; FileNotFoundError if it does not exist."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def write(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        """Atomic; with if_absent, CheckpointExistsError if the key exists."""
+
+    def delete(self, key: str) -> None:
+        """Removes the object; no error if it does not exist."""
+
+    def list(self, prefix: str) -> list[str]:
+        """Names of the immediate children of a 'directory' prefix, sorted, hidden ones left out."""
+
+
 class LocalStorage:
     """Objects as files under a root directory; writes are atomic (temp file, rename)."""
 
@@ -68,9 +99,7 @@ class LocalStorage:
         return f"LocalStorage({str(self.root)!r})"
 
     def _path(self, key: str) -> Path:
-        if key.startswith("/") or ".." in key.split("/"):
-            raise ValueError(f"invalid storage key {key!r}")
-        return self.root / key
+        return self.root / check_key(key)
 
     def read(self, key: str) -> bytes:
         try:
@@ -109,18 +138,109 @@ class LocalStorage:
         return sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
 
 
-def open_storage(url: str | os.PathLike) -> LocalStorage:
-    """Storage for a local directory path (gs:// buckets come with the training server)."""
+class GCSStorage:
+    """Objects in a Google Cloud Storage bucket under a prefix (google-cloud-storage).
+
+    Every call has a timeout (`timeout` seconds per HTTP request) and a bounded retry
+    (transient errors retried with backoff for at most `retry_seconds`): the client's default
+    would retry for up to 120 s, stalling the trainer. Objects appear whole when an upload
+    completes, so writes are atomic. Conditional writes use `if_generation_match=0`, which GCS
+    enforces atomically: of two servers writing one checkpoint's claim, one gets 412. A retried
+    conditional upload whose first attempt did succeed also gets 412; it is told apart by
+    reading the object back (our bytes: our write).
+
+    The gcp-storage-emulator (tests; STORAGE_EMULATOR_HOST) ignores generation preconditions,
+    so a conditional write also checks existence first: that catches a conflict with an
+    earlier writer anywhere, and a simultaneous one only on real GCS.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", *, client=None, timeout: float = 30.0,
+                 retry_seconds: float = 60.0) -> None:
+        from google.cloud import storage as gcs
+        from google.cloud.storage.retry import DEFAULT_RETRY
+        if not bucket or "/" in bucket:
+            raise ValueError(f"invalid bucket name {bucket!r}")
+        self.prefix = prefix.strip("/")
+        if self.prefix:
+            check_key(self.prefix)
+        self.client = client or gcs.Client()
+        self.bucket = self.client.bucket(bucket)
+        self.timeout = timeout
+        self.retry = DEFAULT_RETRY.with_timeout(retry_seconds)
+
+    def __repr__(self) -> str:
+        return f"GCSStorage('gs://{self.bucket.name}/{self.prefix}')"
+
+    def _name(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _url(self, key: str) -> str:
+        return f"gs://{self.bucket.name}/{self._name(key)}"
+
+    def read(self, key: str) -> bytes:
+        from google.api_core.exceptions import NotFound
+        try:
+            return self.bucket.blob(self._name(key)).download_as_bytes(
+                timeout=self.timeout, retry=self.retry)
+        except NotFound:
+            raise FileNotFoundError(f"{self._url(key)} does not exist") from None
+
+    def exists(self, key: str) -> bool:
+        return self.bucket.blob(self._name(key)).exists(timeout=self.timeout, retry=self.retry)
+
+    def write(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        from google.api_core.exceptions import PreconditionFailed
+        blob = self.bucket.blob(self._name(key))
+        if if_absent and self.exists(key):
+            raise CheckpointExistsError(f"{self._url(key)} exists already")
+        try:
+            # The retry is explicit: the client retries unconditional uploads not at all by
+            # default, and ours are idempotent (the same bytes again).
+            blob.upload_from_string(data, content_type="application/octet-stream",
+                                    if_generation_match=0 if if_absent else None,
+                                    timeout=self.timeout, retry=self.retry)
+        except PreconditionFailed:
+            try:
+                if self.read(key) == data:
+                    return  # an earlier attempt of this very call succeeded
+            except FileNotFoundError:
+                pass
+            raise CheckpointExistsError(f"{self._url(key)} exists already") from None
+
+    def delete(self, key: str) -> None:
+        from google.api_core.exceptions import NotFound
+        try:
+            self.bucket.blob(self._name(key)).delete(timeout=self.timeout, retry=self.retry)
+        except NotFound:
+            pass
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._name(prefix.rstrip("/")) + "/"
+        it = self.client.list_blobs(self.bucket, prefix=base, delimiter="/",
+                                    timeout=self.timeout, retry=self.retry)
+        names = {b.name[len(base):] for b in it}  # iterating fills it.prefixes
+        names |= {p[len(base):].rstrip("/") for p in it.prefixes}
+        return sorted(n for n in names if n and not n.startswith("."))
+
+
+def open_storage(url: str | os.PathLike) -> Storage:
+    """LocalStorage for a directory path, GCSStorage for gs://bucket[/prefix].
+
+    GCS credentials are the usual Application Default Credentials; with STORAGE_EMULATOR_HOST
+    set, the client talks to that emulator without credentials.
+    """
     url = str(url)
     if url.startswith("gs://"):
-        raise NotImplementedError("Google Cloud Storage is not supported yet; use a directory")
+        bucket, _, prefix = url[len("gs://"):].partition("/")
+        return GCSStorage(bucket, prefix)
     return LocalStorage(url)
 
 
 class CheckpointRepo:
     """The checkpoints of one model in a storage."""
 
-    def __init__(self, storage: LocalStorage, name: str) -> None:
+    def __init__(self, storage: Storage, name: str) -> None:
         self.storage = storage
         self.name = validate_model_name(name)
         self.prefix = f"models/flagz/{self.name}/checkpoints"
@@ -134,8 +254,9 @@ class CheckpointRepo:
         return sorted(n for n in nums if self.storage.exists(self.key(n, META_FILE)))
 
     def latest(self) -> Optional[int]:
-        nums = self.checkpoints()
-        return nums[-1] if nums else None
+        # From the top down: one existence check in the usual case (a remote call each on GCS).
+        nums = sorted((int(x) for x in self.storage.list(self.prefix) if x.isdigit()), reverse=True)
+        return next((n for n in nums if self.storage.exists(self.key(n, META_FILE))), None)
 
     def meta(self, n: int) -> dict:
         return json.loads(self.storage.read(self.key(n, META_FILE)))
