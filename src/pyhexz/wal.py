@@ -34,6 +34,7 @@ segments whose records all lie before P (trained and archived in a checkpoint).
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import logging
 import os
@@ -49,8 +50,10 @@ log = logging.getLogger(__name__)
 
 SEGMENT_MAGIC = b"HXZWAL01"
 _FRAME = struct.Struct("<II")
-MAX_RECORD_BYTES = 1 << 30
-_MAX_BATCH_BYTES = 32 << 20  # one group commit writes at most this much (bounds its latency)
+# One group commit writes at most this many bytes (frames included): it bounds the latency of
+# a commit and the size of a torn tail, which recovery uses to tell a torn write from damage.
+_MAX_BATCH_BYTES = 64 << 20
+MAX_RECORD_BYTES = _MAX_BATCH_BYTES - _FRAME.size
 
 
 class WALError(RuntimeError):
@@ -139,7 +142,7 @@ class WriteAheadLog:
             raise
         self._fd = os.open(self._segment_path(self._segments[-1]), os.O_WRONLY | os.O_APPEND)
         self._cond = threading.Condition()
-        self._queue: list[_Pending] = []
+        self._queue: collections.deque[_Pending] = collections.deque()
         self._closed = False
         self._failed: Optional[BaseException] = None
         self.commits = 0       # group commits (fdatasync calls), for metrics
@@ -182,6 +185,11 @@ class WriteAheadLog:
         valid = len(SEGMENT_MAGIC)
         for _, valid, _ in _scan(data, len(SEGMENT_MAGIC)):
             pass
+        if len(data) - valid > _MAX_BATCH_BYTES:
+            # More than one group commit's worth after the bad record: not a torn last write
+            # but damage to acknowledged records, which truncating would throw away.
+            raise WALCorruptError(f"{path}: bad record at byte {valid} followed by "
+                                  f"{len(data) - valid} bytes; refusing to truncate them")
         if valid < len(data):
             log.warning("wal truncating torn tail segment=%s bytes=%d", path.name,
                         len(data) - valid)
@@ -260,10 +268,10 @@ class WriteAheadLog:
             while not self._queue and not self._closed:
                 self._cond.wait()
             batch, size = [], 0
-            while self._queue and (not batch or size + len(self._queue[0].payload) <= _MAX_BATCH_BYTES):
-                item = self._queue.pop(0)
+            while self._queue and size + _FRAME.size + len(self._queue[0].payload) <= _MAX_BATCH_BYTES:
+                item = self._queue.popleft()
                 batch.append(item)
-                size += len(item.payload)
+                size += _FRAME.size + len(item.payload)
             return batch
 
     def _write_loop(self) -> None:
