@@ -147,6 +147,33 @@ def redis_server(tmp_path) -> "RedisServer":
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def trained_repo_factory(tmp_path_factory):
+    """make(name): a repository with checkpoints 0..2 of a tiny net, trained on real self-play
+    games (uniform-prior search, a few runs per move), two games per checkpoint."""
+
+    def make(name: str):
+        from pyhexz import hexz_pb2 as pb
+        from pyhexz.selfplay import SearchConfig, run_selfplay, uniform_evaluator
+        from pyhexz.storage import CheckpointRepo, LocalStorage
+        from pyhexz.training import TrainConfig, Trainer
+
+        repo = CheckpointRepo(LocalStorage(tmp_path_factory.mktemp(name)), name)
+        trainer = Trainer(repo, TrainConfig(blocks=1, filters=8, trigger_examples=1,
+                                            batch_size=16, samples_per_example=0.2))
+        for ckpt in (1, 2):
+            games: list = []
+            key = pb.ModelKey(name=name, checkpoint=ckpt - 1)
+            run_selfplay(lambda: (uniform_evaluator, key), games.append,
+                         SearchConfig(runs_per_move=4), parallel_games=2, max_games=2, seed=ckpt)
+            for i, g in enumerate(games):
+                trainer.add(f"game-{ckpt}-{i}", g)
+            trainer.train_and_publish()
+        return repo
+
+    return make
+
+
 class GCSEmulator:
     """gcp-storage-emulator in this process, in memory; the official client reaches it through
     STORAGE_EMULATOR_HOST (set while it runs, so subprocesses started by tests inherit it)."""

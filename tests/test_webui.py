@@ -13,27 +13,13 @@ from pyhexz import hexz_pb2 as pb
 from pyhexz.board import Board
 from pyhexz.charts import Series, line_chart, nice_ticks
 from pyhexz.evaluation import EVAL_FILE, EvalConfig, elo_curve, evaluate, evaluated, next_to_evaluate
-from pyhexz.selfplay import SearchConfig, run_selfplay, uniform_evaluator
-from pyhexz.storage import CheckpointRepo, LocalStorage
-from pyhexz.training import TrainConfig, Trainer
+from pyhexz.storage import CheckpointRepo
 from pyhexz.webui import RepoOpponents, create_ui, initial_board_from_planes, replay
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> CheckpointRepo:
-    """Checkpoints 0..2 of a tiny net, trained on real (uniform-search) self-play games."""
-    repo = CheckpointRepo(LocalStorage(tmp_path_factory.mktemp("ui")), "uitest")
-    trainer = Trainer(repo, TrainConfig(blocks=1, filters=8, trigger_examples=1, batch_size=16,
-                                        samples_per_example=0.2))
-    for ckpt in (1, 2):
-        games = []
-        key = pb.ModelKey(name="uitest", checkpoint=ckpt - 1)
-        run_selfplay(lambda: (uniform_evaluator, key), games.append, SearchConfig(runs_per_move=4),
-                     parallel_games=2, max_games=2, seed=ckpt)
-        for i, g in enumerate(games):
-            trainer.add(f"game-{ckpt}-{i}", g)
-        trainer.train_and_publish()
-    return repo
+def repo(trained_repo_factory) -> CheckpointRepo:
+    return trained_repo_factory("uitest")
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +187,9 @@ def test_evaluation_writes_eval_json_and_chains_elo(repo, client):
     rows = {r["checkpoint"]: r for r in client.get("/ui/api/checkpoints").json["checkpoints"]}
     assert rows[2]["matches"]["previous"]["score"] == m["score"]
     assert rows[2]["elo"] == curve[1]["elo"] and rows[1]["elo"] is None
+
+
+def test_ticks_cover_the_data_and_stay_whole_for_checkpoints():
+    t = nice_ticks(1326.0, 1408.0)
+    assert t[0] <= 1326 and t[-1] >= 1408
+    assert nice_ticks(1, 2, integer=True) == [1, 2]

@@ -25,8 +25,9 @@ class Series:
     color: str = ""
 
 
-def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """About `count` round tick values covering [lo, hi] (1, 2 or 5 times a power of ten)."""
+def nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> list[float]:
+    """About `count` round tick values from <= lo to >= hi (1, 2 or 5 times a power of ten);
+    whole numbers only when `integer` (checkpoint numbers)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return [0.0]
     if hi <= lo:
@@ -34,11 +35,11 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     raw = (hi - lo) / max(1, count)
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
-    first = math.floor(lo / step) * step
-    ticks, t = [], first
-    while t <= hi + step * 0.5:
-        ticks.append(round(t, 12))
-        t += step
+    if integer:
+        step = max(1, round(step))
+    ticks = [math.floor(lo / step) * step]
+    while ticks[-1] < hi - 1e-9 * step:
+        ticks.append(round(ticks[-1] + step, 12))
     return ticks
 
 
@@ -65,7 +66,7 @@ def line_chart(series: Sequence[Series], *, title: str = "", x_label: str = "",
         return "".join(out)
     xs = [p[0] for s in series for p in s.points]
     ys = [p[1] for s in series for p in s.points if math.isfinite(p[1])]
-    xt = nice_ticks(min(xs), max(xs))
+    xt = nice_ticks(min(xs), max(xs), integer=all(float(x).is_integer() for x in xs))
     yt = nice_ticks(min(ys, default=0.0), max(ys, default=1.0))
     x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
 
