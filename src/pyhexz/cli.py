@@ -6,6 +6,7 @@
     pyhexz server --storage DIR|gs://B  the training server (Flask; production: gunicorn)
     pyhexz arena P1 P2                  a match over the fixture openings, both seats
     pyhexz export CHECKPOINT OUT        a checkpoint as a hexz TorchScript file
+    pyhexz cpu-server --model-path M    the remote CPU player service (gunicorn)
 
 Every flag can also be set by a HEXZ_* environment variable (for the containers), named after
 the flag: --runs-per-move is HEXZ_RUNS_PER_MOVE. A flag on the command line wins.
@@ -174,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="listen port")
     p.set_defaults(func=cmd_server)
 
+    p = sub.add_parser("cpu-server", help="the remote CPU player service for game servers "
+                       "(runs gunicorn with 'pyhexz.cpu_server:create_app()')")
+    _add_cpu_server_flags(p)
+    p.set_defaults(func=cmd_cpu_server)
+
     p = sub.add_parser("export", help="export a checkpoint as a hexz TorchScript file")
     p.add_argument("checkpoint", help="pyhexz checkpoint file or model directory")
     p.add_argument("output", type=Path, help="TorchScript file to write")
@@ -307,6 +313,46 @@ def cmd_server(a: argparse.Namespace) -> int:
     from pyhexz.training_server import serve
     serve(server_config(a), a.host, a.port)
     return 0
+
+
+def _add_cpu_server_flags(p: argparse.ArgumentParser) -> None:
+    import dataclasses
+
+    from pyhexz.cpu_server import CpuServerConfig
+    # The service reads the same settings from HEXZ_* variables under plain gunicorn, so the
+    # flags are made from its config: one list of names, types and defaults.
+    for f in dataclasses.fields(CpuServerConfig):
+        p.add_argument("--" + f.name.replace("_", "-"), type=f.metadata["parse"],
+                       default=f.default, help=f.metadata["help"])
+    p.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0 in containers)")
+    p.add_argument("--port", type=int, default=os.environ.get("PORT", "8080"),
+                   help="listen port (default: $PORT, as Cloud Run sets it, else 8080)")
+    p.add_argument("--http-threads", type=pos_int, default=8,
+                   help="gunicorn threads: requests handled at once")
+    p.add_argument("--workers", type=pos_int, default=1,
+                   help="gunicorn processes, each with its own model and search thread")
+
+
+def cmd_cpu_server(a: argparse.Namespace) -> int:
+    import dataclasses
+
+    from pyhexz.cpu_server import CpuServerConfig
+    values = {f.name: getattr(a, f.name) for f in dataclasses.fields(CpuServerConfig)}
+    CpuServerConfig(**values)   # bad settings fail here, before gunicorn starts
+    env = dict(os.environ, HEXZ_LOG_LEVEL=a.log_level, HEXZ_TORCH_THREADS=str(a.threads))
+    for name, value in values.items():
+        env.pop(CpuServerConfig.env_name(name), None)
+        if value is not None:
+            env[CpuServerConfig.env_name(name)] = str(value)
+    argv = [sys.executable, "-m", "gunicorn", "--bind", f"{a.host}:{a.port}",
+            "--workers", str(a.workers), "--threads", str(a.http_threads), "--timeout", "0",
+            "pyhexz.cpu_server:create_app()"]
+    log.info("cpu-server exec %s", " ".join(argv[1:]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # exec, not a child: gunicorn gets the signals, and no process forks after torch started.
+    os.execve(sys.executable, argv, env)
+    return 1   # not reached
 
 
 def cmd_export(a: argparse.Namespace) -> int:
