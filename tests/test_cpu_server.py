@@ -699,8 +699,8 @@ def test_original_readme_commands_and_the_cli_serve_the_cpu_player(tmp_path: Pat
                 if p.poll() is not None:
                     raise AssertionError(f"exited {p.returncode}: {p.stderr.read().decode()[-2000:]}")
                 try:
-                    return requests.get(url + "/healthz", timeout=2).ok
-                except requests.ConnectionError:
+                    return requests.get(url + "/healthz", timeout=5).ok
+                except requests.RequestException:   # not listening yet, or still loading
                     return False
             wait_for(up, 60)
             r = post_json(url, {"maxThinkTime": 200_000_000, "gameEngineState": state_b64(b)})

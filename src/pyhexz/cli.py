@@ -318,7 +318,7 @@ def cmd_server(a: argparse.Namespace) -> int:
 def _add_cpu_server_flags(p: argparse.ArgumentParser) -> None:
     import dataclasses
 
-    from pyhexz.cpu_server import CpuServerConfig
+    from pyhexz.cpu_config import CpuServerConfig
     # The service reads the same settings from HEXZ_* variables under plain gunicorn, so the
     # flags are made from its config: one list of names, types and defaults.
     for f in dataclasses.fields(CpuServerConfig):
@@ -336,7 +336,7 @@ def _add_cpu_server_flags(p: argparse.ArgumentParser) -> None:
 def cmd_cpu_server(a: argparse.Namespace) -> int:
     import dataclasses
 
-    from pyhexz.cpu_server import CpuServerConfig
+    from pyhexz.cpu_config import CpuServerConfig
     values = {f.name: getattr(a, f.name) for f in dataclasses.fields(CpuServerConfig)}
     CpuServerConfig(**values)   # bad settings fail here, before gunicorn starts
     env = dict(os.environ, HEXZ_LOG_LEVEL=a.log_level, HEXZ_TORCH_THREADS=str(a.threads))
