@@ -311,7 +311,12 @@ def server_config(a: argparse.Namespace):
 
 def cmd_server(a: argparse.Namespace) -> int:
     from pyhexz.training_server import serve
-    serve(server_config(a), a.host, a.port)
+    from pyhexz.wal import WALError
+    try:
+        serve(server_config(a), a.host, a.port)
+    except WALError as e:  # e.g. another server owns the state directory
+        print(f"pyhexz server: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -209,6 +209,7 @@ def prometheus_text(s: dict) -> str:
 def serve(config: ServerConfig, host: str, port: int) -> None:
     """The Flask app on werkzeug's threaded server (local debugging; production: gunicorn)."""
     from werkzeug.serving import make_server
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # quiet: no line per request
     app = create_app(config)
     server = make_server(host, port, app, threaded=True)
     log.info("serving http://%s:%d model=%s pid=%d", host, server.server_port, config.model_name,

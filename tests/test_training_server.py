@@ -1,0 +1,453 @@
+"""The training server over real HTTP: in-process (werkzeug in a thread) and under gunicorn,
+with a real Redis, the GCS emulator, real protobuf bytes and real self-play games."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import requests
+import torch
+
+from conftest import free_port
+from pyhexz import hexz_pb2 as pb
+from pyhexz.examples import decode
+from pyhexz.model import load_model_bytes
+from pyhexz.modelbus import ModelBus
+from pyhexz.selfplay import SearchConfig, run_selfplay, uniform_evaluator
+from pyhexz.storage import CheckpointRepo, open_storage, sha256
+from pyhexz.training import TrainConfig, read_examples_archive
+from pyhexz.training_server import create_app
+from pyhexz.training_service import ServerConfig
+
+Resp = pb.AddTrainingExamplesResponse
+PROTO = {"Content-Type": "application/x-protobuf"}
+TINY = dict(blocks=1, filters=8, batch_size=16, samples_per_example=0.5)
+
+
+@pytest.fixture(scope="module")
+def games() -> list[pb.AddTrainingExamplesRequest]:
+    """Eight real self-play games (uniform priors, 2 runs a move), about 70 examples each."""
+    out: list[pb.AddTrainingExamplesRequest] = []
+    run_selfplay(lambda: (uniform_evaluator, pb.ModelKey(name="x", checkpoint=0)), out.append,
+                 SearchConfig(runs_per_move=2), parallel_games=8, max_games=8, seed=11)
+    return out
+
+
+def keyed(req: pb.AddTrainingExamplesRequest, name: str, checkpoint: int = 0,
+          game_id: str = "") -> pb.AddTrainingExamplesRequest:
+    """A copy of a game whose examples carry model key name:checkpoint."""
+    out = pb.AddTrainingExamplesRequest()
+    out.CopyFrom(req)
+    out.game_id = game_id or uuid.uuid4().hex[:12]
+    for ex in out.examples:
+        ex.model_key.name, ex.model_key.checkpoint = name, checkpoint
+    return out
+
+
+class Served:
+    """The app on werkzeug's threaded server in a thread of this process."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        from werkzeug.serving import make_server
+        self.config = config
+        self.app = create_app(config)
+        self.service = self.app.config["service"]
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        assert self.service.wait_ready(60)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.service.close()
+
+
+@pytest.fixture
+def serve():
+    import logging
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    servers: list[Served] = []
+
+    def start(config: ServerConfig) -> Served:
+        servers.append(Served(config))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def post(url: str, req, *, gzip_body: bool = False, headers: dict | None = None,
+         body: bytes | None = None) -> tuple[requests.Response, Resp]:
+    data = req.SerializeToString() if body is None else body
+    h = dict(PROTO)
+    if gzip_body:
+        data = gzip.compress(data, compresslevel=1)
+        h["Content-Encoding"] = "gzip"
+    h.update(headers or {})
+    r = requests.post(f"{url}/training/examples", data=data, headers=h, timeout=30)
+    return r, Resp.FromString(r.content)
+
+
+def wait_for(what: Callable[[], object], timeout: float = 60, step: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = what()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(step)
+
+
+def status(url: str, token: str | None = None) -> dict:
+    h = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.get(f"{url}/status", headers=h, timeout=30).json()
+
+
+def archived(repo: CheckpointRepo, n: int) -> list[pb.AddTrainingExamplesRequest]:
+    return [req for name in repo.example_archives(n)
+            for _, req in read_examples_archive(repo.storage.read(repo.key(n, f"examples/{name}")))]
+
+
+# --------------------------------------------------------------------------
+# The whole path: ingest, train, storage (GCS emulator), Redis, announcement, HTTP download
+# --------------------------------------------------------------------------
+
+
+def test_ingest_train_publish_to_gcs_and_redis(serve, games, gcs_emulator, redis_url, tmp_path):
+    name = f"full-{uuid.uuid4().hex[:6]}"
+    store = gcs_emulator.url(f"{name}/runs")
+    bus = ModelBus(redis_url, name)
+    announced: list[int] = []
+    listening = threading.Event()
+
+    def listen() -> None:
+        for n in bus.announcements(poll_seconds=0.05):
+            listening.set()
+            if n is not None:
+                announced.append(n)
+                if n == 1:
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert listening.wait(10)
+    s = serve(ServerConfig(model_name=name, storage=store, state_dir=str(tmp_path / "state"),
+                           redis_url=redis_url,
+                           train=TrainConfig(trigger_examples=200, **TINY)))
+    # Checkpoint 0 is in storage and Redis from the start.
+    assert status(s.url)["checkpoint"] == 0
+    wait_for(lambda: bus.latest() == 0, 15)
+    sent = [keyed(g, name, 0, f"g{i}") for i, g in enumerate(games[:4])]
+    for i, req in enumerate(sent):
+        r, resp = post(s.url, req, gzip_body=i % 2 == 0)
+        assert (r.status_code, resp.status) == (200, Resp.ACCEPTED), resp.error_message
+        assert (resp.latest_model.name, resp.latest_model.checkpoint) == (name, 0)
+    total = sum(len(g.examples) for g in sent)
+    assert total >= 200
+    wait_for(lambda: status(s.url)["checkpoint"] == 1, 60)
+    listener.join(30)
+    assert announced == [0, 1]  # checkpoint 0 when the server created it
+
+    repo = CheckpointRepo(open_storage(store), name)
+    assert repo.checkpoints() == [0, 1]
+    meta = repo.meta(1)
+    assert meta["examples_trained"] == total and meta["new_examples"] == total
+    assert meta["wal"]["position"] > 0
+    assert set(meta["sha256"]) == {"model.pt", "scriptmodule.pt", "examples/000001.zip"}
+    # The archive holds exactly the requests sent, byte for byte (gzip or not on the wire).
+    assert sorted(r.SerializeToString() for r in archived(repo, 1)) == \
+        sorted(r.SerializeToString() for r in sent)
+    script = repo.read_verified(1, "scriptmodule.pt")
+    m = bus.fetch(1)
+    assert m.data == script and m.sha256 == meta["sha256"]["scriptmodule.pt"] == sha256(script)
+    assert bus.latest() == 1
+
+    r = requests.get(f"{s.url}/models/latest", timeout=30)
+    assert r.status_code == 200 and r.content == script
+    assert r.headers["X-Model-Name"] == name and r.headers["X-Model-Checkpoint"] == "1"
+    assert r.headers["X-Model-SHA256"] == sha256(r.content)
+    net = load_model_bytes(r.content, source="GET /models/latest")
+    arrays = decode(list(sent[0].examples))
+    logits, value = net(torch.from_numpy(arrays.boards[:3]), torch.from_numpy(arrays.masks[:3]))
+    assert logits.shape == (3, 220) and value.shape == (3, 1)
+    r = requests.get(f"{s.url}/models/{name}/checkpoints/0?file=model.pt", timeout=30)
+    assert r.status_code == 200 and r.content == repo.read_verified(0, "model.pt")
+    assert r.headers["X-Model-SHA256"] == sha256(r.content)
+
+    # Later answers name the new model; the status and metrics tell the story.
+    r, resp = post(s.url, keyed(games[4], name, 1))
+    assert resp.status == Resp.ACCEPTED and resp.latest_model.checkpoint == 1
+    st = status(s.url)
+    assert st["examples"]["received"] == total + len(games[4].examples)
+    assert st["examples"]["trained"] == total
+    assert st["examples"]["pending"] == len(games[4].examples)
+    assert st["training"]["runs"] == 1 and st["training"]["last"]["policy_loss"] > 0
+    assert st["redis"]["checkpoint"] == 1
+    metrics = requests.get(f"{s.url}/metrics", timeout=30).text
+    assert f'pyhexz_checkpoint{{model="{name}"}} 1\n' in metrics
+    assert f'pyhexz_requests_total{{model="{name}",status="ACCEPTED"}} 5\n' in metrics
+
+
+# --------------------------------------------------------------------------
+# Restarts: the WAL replays exactly the untrained suffix
+# --------------------------------------------------------------------------
+
+
+def test_restart_trains_the_untrained_examples_exactly_once(serve, games, tmp_path):
+    name = "restart"
+    cfg = ServerConfig(model_name=name, storage=str(tmp_path / "store"), max_model_age=0,
+                       train=TrainConfig(trigger_examples=250, **TINY))
+    s = serve(cfg)
+    first = [keyed(g, name, 0) for g in games[:3]]
+    more = [keyed(g, name, 0) for g in games[3:5]]
+    n_first = sum(len(g.examples) for g in first)
+    assert n_first < 250 <= n_first + sum(len(g.examples) for g in more)
+    for req in first:
+        assert post(s.url, req)[1].status == Resp.ACCEPTED
+    s.stop()  # a stop looks like a crash to the WAL: only what was fsync'ed counts
+
+    s = serve(cfg)
+    st = status(s.url)
+    assert st["examples"]["recovered"] == n_first == st["examples"]["pending"]
+    assert st["checkpoint"] == 0
+    for req in more:
+        assert post(s.url, req)[1].status == Resp.ACCEPTED
+    wait_for(lambda: status(s.url)["checkpoint"] == 1)
+    repo = CheckpointRepo(open_storage(cfg.storage), name)
+    assert repo.meta(1)["examples_trained"] == n_first + sum(len(g.examples) for g in more)
+    assert sorted(r.SerializeToString() for r in archived(repo, 1)) == \
+        sorted(r.SerializeToString() for r in first + more)
+    # max_model_age 0: examples of checkpoint 0 are now too old.
+    r, resp = post(s.url, keyed(games[5], name, 0))
+    assert (r.status_code, resp.status) == (200, Resp.REJECTED_WRONG_MODEL)
+    assert resp.latest_model.checkpoint == 1 and "accepts restart:1..1" in resp.error_message
+    late = keyed(games[6], name, 1)
+    assert post(s.url, late)[1].status == Resp.ACCEPTED
+    s.stop()
+
+    s = serve(cfg)  # nothing is counted twice: only the one request after checkpoint 1
+    st = status(s.url)
+    assert st["examples"]["recovered"] == len(late.examples) == st["examples"]["pending"]
+    assert st["examples"]["trained"] == repo.meta(1)["examples_trained"]
+    # The WAL kept no segment that checkpoint 1 holds entirely (one segment here: the active one).
+    assert st["wal"]["segments"] == 1
+
+
+def test_examples_from_another_wal_are_not_mistaken_for_trained(serve, games, tmp_path):
+    """A new state directory (lost disk, new VM) with an existing storage: checkpoints of the
+    old WAL say nothing about the new one, whose records all count as new."""
+    name = "lineage"
+    cfg = dict(model_name=name, storage=str(tmp_path / "store"),
+               train=TrainConfig(trigger_examples=90, **TINY))
+    s = serve(ServerConfig(state_dir=str(tmp_path / "a"), **cfg))
+    assert sum(len(g.examples) for g in games[:2]) >= 90
+    for g in games[:2]:
+        post(s.url, keyed(g, name, 0))
+    wait_for(lambda: status(s.url)["checkpoint"] == 1)
+    s.stop()
+    s = serve(ServerConfig(state_dir=str(tmp_path / "b"), **cfg))
+    req = keyed(games[2], name, 1)
+    assert post(s.url, req)[1].status == Resp.ACCEPTED
+    s.stop()
+    s = serve(ServerConfig(state_dir=str(tmp_path / "b"), **cfg))
+    st = status(s.url)
+    assert st["checkpoint"] == 1 and st["examples"]["recovered"] == len(req.examples)
+
+
+# --------------------------------------------------------------------------
+# kill -9 under gunicorn, mid-training
+# --------------------------------------------------------------------------
+
+
+def _gunicorn(env: dict, port: int, log: Path) -> subprocess.Popen:
+    exe = Path(sys.executable).with_name("gunicorn")
+    return subprocess.Popen(
+        [str(exe), "--workers", "1", "--threads", "8", "--bind", f"127.0.0.1:{port}",
+         "--no-control-socket", "pyhexz.training_server:create_app()"],
+        env={**os.environ, **env}, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/healthz", timeout=2).status_code == 200
+    except requests.RequestException:  # not listening yet, or the worker is still booting
+        return False
+
+
+def test_kill_9_during_training_then_restart_recovers(games, tmp_path):
+    name = "crash"
+    token = "s3cret"
+    env = {"HEXZ_MODEL_NAME": name, "HEXZ_STORAGE": str(tmp_path / "store"),
+           "HEXZ_MINIBATCH_SIZE": "150", "HEXZ_BLOCKS": "2", "HEXZ_FILTERS": "16",
+           "HEXZ_BATCH_SIZE": "64", "HEXZ_SAMPLES_PER_EXAMPLE": "2000",  # a long run to kill
+           "HEXZ_AUTH_TOKEN": token, "HEXZ_LOG_LEVEL": "WARNING"}
+    auth = {"Authorization": f"Bearer {token}"}
+    port, log = free_port(), tmp_path / "server.log"
+    url = f"http://127.0.0.1:{port}"
+    proc = _gunicorn(env, port, log)
+    try:
+        wait_for(lambda: _healthy(url), 60, 0.2)
+        # A second server on the same state directory refuses to start.
+        second = subprocess.run(
+            [sys.executable, "-m", "pyhexz", "server", "--port", str(free_port())],
+            env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2 and "in use by another process" in second.stderr
+        sent = [keyed(g, name, 0) for g in games[:3]]
+        for req in sent:
+            r, resp = post(url, req, headers=auth)
+            assert resp.status == Resp.ACCEPTED, (r.status_code, resp.error_message)
+        wait_for(lambda: status(url, token)["training"]["in_progress"], 30, 0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        repo = CheckpointRepo(open_storage(tmp_path / "store"), name)
+        assert repo.checkpoints() == [0]
+
+        # Restart with a short run: the three requests are pending again and get trained.
+        proc = _gunicorn({**env, "HEXZ_SAMPLES_PER_EXAMPLE": "0.5"}, port, log)
+        wait_for(lambda: _healthy(url), 60, 0.2)
+        wait_for(lambda: status(url, token)["checkpoint"] == 1, 60)
+        st = status(url, token)
+        total = sum(len(g.examples) for g in sent)
+        assert st["examples"]["recovered"] == total and st["examples"]["pending"] == 0
+        assert repo.meta(1)["examples_trained"] == total
+        assert sorted(r.SerializeToString() for r in archived(repo, 1)) == \
+            sorted(r.SerializeToString() for r in sent)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+    assert "Traceback" not in log.read_text()
+
+
+# --------------------------------------------------------------------------
+# Bad input: 4xx with a message, and the server keeps serving
+# --------------------------------------------------------------------------
+
+
+def _example_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def test_bad_requests_get_4xx_and_the_server_keeps_serving(serve, games, tmp_path):
+    name, token = "guarded", "tok-123"
+    s = serve(ServerConfig(model_name=name, storage=str(tmp_path / "store"), auth_token=token,
+                           max_request_bytes=1 << 20, max_pending=400,
+                           train=TrainConfig(trigger_examples=400, **TINY)))
+    auth = {"Authorization": f"Bearer {token}"}
+    good = keyed(games[0], name, 0)
+
+    def bad(expect: int, match: str, req=good, **kw) -> None:
+        r, resp = post(s.url, req, headers={**auth, **kw.pop("headers", {})}, **kw)
+        assert r.status_code == expect, (r.status_code, resp.error_message)
+        assert resp.status == Resp.REJECTED_OTHER and match in resp.error_message, resp.error_message
+
+    # Authorization: every endpoint but /healthz.
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {token}"}):
+        r, resp = post(s.url, good, headers=headers)
+        assert r.status_code == 401 and resp.status == Resp.REJECTED_OTHER
+        assert "Bearer" in r.headers["WWW-Authenticate"]
+        for path in ("/status", "/metrics", "/models/latest", f"/models/{name}/checkpoints/0"):
+            assert requests.get(s.url + path, headers=headers, timeout=10).status_code == 401
+    assert requests.get(f"{s.url}/healthz", timeout=10).json()["ok"] is True
+
+    # Malformed bodies.
+    bad(400, "not a binary AddTrainingExamplesRequest", body=b"\xff\xff\xff garbage")
+    bad(400, "has no examples", req=pb.AddTrainingExamplesRequest(game_id="empty"))
+    ex = good.examples[5]
+    mask = np.load(io.BytesIO(ex.action_mask))
+    probs = np.load(io.BytesIO(ex.move_probs))
+    broken = {
+        "move_probs must be non-negative and sum to 1": dict(move_probs=_example_bytes(probs * 0.5)),
+        "move_probs puts weight on illegal moves": dict(move_probs=_example_bytes(
+            ((~mask) / (~mask).sum()).astype(np.float32))),
+        "board or move_probs has non-finite values": dict(board=_example_bytes(np.full((11, 11, 10), np.nan, np.float32))),
+        "expected float32 (11, 11, 10)": dict(board=_example_bytes(np.zeros((11, 10, 11), np.float32))),
+        "result 2.0 outside [-1, 1]": dict(result=2.0),
+    }
+    for match, fields in broken.items():
+        req = keyed(games[0], name, 0)
+        for k, v in fields.items():
+            setattr(req.examples[5], k, v)
+        bad(400, f"example 5: {match}" if "expected" not in match else match, req=req)
+    bad(400, "not valid gzip", body=b"not gzip at all", headers={"Content-Encoding": "gzip"})
+    bad(400, "truncated", body=gzip.compress(good.SerializeToString())[:-20],
+        headers={"Content-Encoding": "gzip"})
+    bad(415, "Content-Type must be application/x-protobuf",
+        headers={"Content-Type": "application/json"})
+    bad(415, "Content-Encoding must be gzip", headers={"Content-Encoding": "br"})
+    # Size limits: the body, and the body after gunzip (a small bomb).
+    bad(413, "exceeds the limit", body=b"\0" * ((1 << 20) + 1))
+    bad(413, "decompressed body exceeds", body=gzip.compress(b"\0" * (4 << 20)),
+        headers={"Content-Encoding": "gzip"})
+    # Examples of another model, or from the future.
+    for key in (("other", 0), (name, 7)):
+        r, resp = post(s.url, keyed(games[0], *key), headers=auth)
+        assert (r.status_code, resp.status) == (200, Resp.REJECTED_WRONG_MODEL)
+        assert (resp.latest_model.name, resp.latest_model.checkpoint) == (name, 0)
+    # Model downloads with bad names or files.
+    for path, code in (("/models/..%2Fx/checkpoints/0", 404), ("/models/a..b/checkpoints/0", 400),
+                       (f"/models/{name}/checkpoints/99", 404),
+                       (f"/models/{name}/checkpoints/0?file=../../meta.json", 400),
+                       ("/models/latest?file=meta.json", 400), ("/nothing", 404)):
+        r = requests.get(s.url + path, headers=auth, timeout=10)
+        assert r.status_code == code, (path, r.status_code, r.text)
+        assert r.json()["error"]
+
+    # Still serving: a good request is accepted, until the pending limit is reached.
+    accepted = 0
+    for i in range(8):
+        r, resp = post(s.url, keyed(games[i], name, 0), headers=auth, gzip_body=True)
+        if resp.status != Resp.ACCEPTED:
+            break
+        accepted += len(games[i].examples)
+    assert (r.status_code, resp.status) == (503, Resp.REJECTED_AT_CAPACITY)
+    assert r.headers["Retry-After"] and "waiting for training (limit 400)" in resp.error_message
+    assert 0 < accepted <= 400
+    st = status(s.url, token)
+    assert st["examples"]["pending"] == accepted and st["ready"]
+    assert st["requests"]["REJECTED_OTHER"] >= 15 and st["requests"]["REJECTED_AT_CAPACITY"] == 1
+    assert requests.get(f"{s.url}/healthz", timeout=10).status_code == 200
+
+
+def test_decode_takes_other_npy_layouts_too():
+    """Arrays saved in another layout (Fortran order) take decode's slow path, same values."""
+    from pyhexz.examples import make_example
+
+    board = np.random.default_rng(0).random((11, 11, 10), np.float32)
+    mask = np.zeros((2, 11, 10), bool)
+    mask[1, 3, 4] = mask[0, 2, 2] = True
+    visits = mask.astype(np.float32) * 3
+    ex = make_example(board, mask, visits, turn=1, move=(3, 4, 0), move_number=0,
+                      model_key=pb.ModelKey(name="m", checkpoint=0))
+    fortran = pb.TrainingExample()
+    fortran.CopyFrom(ex)
+    fortran.board = _example_bytes(np.asfortranarray(board))
+    a, b = decode([ex]), decode([fortran])
+    assert np.array_equal(a.boards, b.boards) and np.array_equal(a.probs, b.probs)
+    bad_bool = pb.TrainingExample()
+    bad_bool.CopyFrom(ex)
+    raw = bytearray(ex.action_mask)
+    raw[-1] = 7
+    bad_bool.action_mask = bytes(raw)
+    with pytest.raises(ValueError, match="action_mask: bool bytes not 0 or 1"):
+        decode([ex, bad_bool])
