@@ -177,7 +177,7 @@ class _Job:
 class SearchOptions:
     slots: int = 8
     leaves_per_round: int = 8
-    round_seconds: float = 0.02
+    round_seconds: Optional[float] = None    # TimedSearch's default
     max_tree_nodes: int = 4_000_000
     c_puct: float = 1.5
     uct_c: float = 1.0

@@ -8,9 +8,10 @@ positions that arrive together share one core fairly and a position stops within
 round of its deadline. In neural mode one round is one network batch over all running
 positions, which is cheaper per leaf than a batch per position.
 
-Rounds are kept short (`round_seconds`) by scaling the leaves per position to the measured
-cost of a leaf, and a position stops early when the next round would overrun its deadline,
-so the wall time tracks the think time instead of exceeding it by a round.
+Rounds are kept short (`round_seconds`: 20 ms for network rounds, whose batches need a few
+leaves per position to pay off, 5 ms for rollout rounds) by scaling the leaves per position to
+the measured cost of a leaf, and a position stops early when the next round would overrun its
+deadline, so the wall time tracks the think time instead of exceeding it by a round.
 
 `TimedPlayer` plays a whole game this way (`Player` protocol, for timed matches).
 """
@@ -77,8 +78,11 @@ class TimedSearch:
     """
 
     def __init__(self, slots: int, evaluate: Optional[Evaluator] = None, *, c_puct: float = 1.5,
-                 uct_c: float = 1.0, leaves_per_round: int = 8, round_seconds: float = 0.02,
-                 max_tree_nodes: int = 4_000_000, seed: Optional[int] = None) -> None:
+                 uct_c: float = 1.0, leaves_per_round: int = 8,
+                 round_seconds: Optional[float] = None, max_tree_nodes: int = 4_000_000,
+                 seed: Optional[int] = None) -> None:
+        if round_seconds is None:
+            round_seconds = 0.005 if evaluate is None else 0.02
         if slots < 1 or leaves_per_round < 1 or round_seconds <= 0 or max_tree_nodes < 1000:
             raise ValueError("need slots >= 1, leaves_per_round >= 1, round_seconds > 0 and "
                              "max_tree_nodes >= 1000")
