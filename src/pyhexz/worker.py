@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -340,7 +341,11 @@ class LiveModel:
 
 
 def _short(e: BaseException) -> str:
+    """One line for a log: requests' connection errors run to several hundred characters."""
     text = str(e).strip().splitlines()
+    if isinstance(e, requests.ConnectionError) and e.request is not None:
+        errno = re.search(r"\[Errno -?\d+\] [^'\")]+", str(e))
+        return f"cannot reach {e.request.url}: {errno.group(0) if errno else type(e).__name__}"
     return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
 
 

@@ -1,0 +1,380 @@
+"""The worker's pieces with real parts: Redis (ModelBus) for models and hot-swaps, real HTTP
+for uploads.
+
+The upload tests talk to a small Flask app that answers as scripted (503, at capacity, wrong
+model, ...): a double of a remote failure, to test the worker's own retry policy. Everything
+that needs the training server itself runs against the real one (test_worker_e2e.py).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+from flask import Flask, request
+from werkzeug.serving import make_server
+
+from conftest import free_port
+from pyhexz import hexz_pb2 as pb
+from pyhexz.examples import make_example
+from pyhexz.model import HexzNet, export_torchscript
+from pyhexz.modelbus import ModelBus
+from pyhexz.storage import sha256
+from pyhexz.uploader import Backoff, ServerClient, Uploader
+from pyhexz.worker import LiveModel, ModelFetcher, WorkerConfig
+
+Status = pb.AddTrainingExamplesResponse.Status
+FAST = Backoff(0.01, 0.05)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+@contextmanager
+def served(app: Flask, port: int = 0):
+    """`app` on a real HTTP port in a thread; yields the base URL."""
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class ScriptedServer:
+    """POST /training/examples answering from a script; records what arrived."""
+
+    def __init__(self, answers: list[tuple[int, pb.AddTrainingExamplesResponse | bytes]]) -> None:
+        self.answers = list(answers)
+        self.received: list[tuple[pb.AddTrainingExamplesRequest, dict]] = []
+        self.app = Flask("scripted")
+        self.app.add_url_rule("/training/examples", "examples", self._examples, methods=["POST"])
+
+    def _examples(self):
+        assert request.headers["Content-Encoding"] == "gzip"
+        req = pb.AddTrainingExamplesRequest.FromString(gzip.decompress(request.get_data()))
+        self.received.append((req, dict(request.headers)))
+        code, body = self.answers.pop(0) if self.answers else (200, accepted())
+        return (body if isinstance(body, bytes) else body.SerializeToString(), code,
+                {"Content-Type": "application/x-protobuf"})
+
+
+def accepted(checkpoint: int = 0, name: str = "m") -> pb.AddTrainingExamplesResponse:
+    return pb.AddTrainingExamplesResponse(status=Status.ACCEPTED,
+                                          latest_model=pb.ModelKey(name=name, checkpoint=checkpoint))
+
+
+def game(game_id: str, n: int = 3) -> pb.AddTrainingExamplesRequest:
+    import numpy as np
+
+    from pyhexz.board import Board
+    board = Board.new(1)
+    planes, mask = board.encode()
+    visits = mask.reshape(-1).astype(np.float32)
+    examples = [make_example(planes, mask, visits, turn=board.turn, move=(0, 0, 5), move_number=i,
+                             model_key=pb.ModelKey(name="m", checkpoint=0)) for i in range(n)]
+    return pb.AddTrainingExamplesRequest(examples=examples, execution_id="test", game_id=game_id)
+
+
+def wait_for(cond, seconds: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + seconds
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def script_bytes(tmp_path: Path, seed: int) -> bytes:
+    torch.manual_seed(seed)
+    path = tmp_path / f"model-{seed}.pt"
+    export_torchscript(HexzNet(1, 8), path)
+    return path.read_bytes()
+
+
+# --- backoff ---------------------------------------------------------------------------------
+
+def test_backoff_is_full_jitter_under_an_exponential_cap():
+    b = Backoff(base=0.5, cap=4.0)
+    for attempt, bound in [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (10, 4.0), (1000, 4.0)]:
+        delays = [b.delay(attempt) for _ in range(400)]
+        assert all(0.0 <= d <= bound for d in delays)
+        # Spread over the whole range, not clustered: what keeps many workers apart.
+        assert min(delays) < 0.2 * bound and max(delays) > 0.8 * bound
+
+
+# --- uploads ---------------------------------------------------------------------------------
+
+def test_upload_retries_5xx_then_delivers_the_same_game_once():
+    server = ScriptedServer([(503, b"busy"), (500, b"<html>oops</html>"), (200, accepted(2))])
+    hints = []
+    with served(server.app) as url:
+        up = Uploader(ServerClient(url, "s3cret"), on_model=lambda k, f: hints.append((k, f)),
+                      backoff=FAST).start()
+        assert up.put(game("g1", 5))
+        wait_for(lambda: up.stats.games == 1, what="the game to be accepted")
+        assert up.close(1.0) == 0
+    assert [r.game_id for r, _ in server.received] == ["g1", "g1", "g1"]
+    assert all(h["Authorization"] == "Bearer s3cret" for _, h in server.received)
+    assert all(len(r.examples) == 5 for r, _ in server.received)
+    assert (up.stats.retries, up.stats.examples, up.stats.lost) == (2, 5, 0)
+    assert hints == [(pb.ModelKey(name="m", checkpoint=2), False)]
+
+
+def test_capacity_backs_off_and_resends():
+    server = ScriptedServer([(200, pb.AddTrainingExamplesResponse(status=Status.REJECTED_AT_CAPACITY)),
+                             (429, b""), (200, accepted())])
+    with served(server.app) as url:
+        up = Uploader(ServerClient(url), backoff=FAST).start()
+        up.put(game("g1"))
+        up.put(game("g2"))
+        wait_for(lambda: up.stats.games == 2, what="both games")
+        up.close(1.0)
+    assert [r.game_id for r, _ in server.received] == ["g1", "g1", "g1", "g2"]
+    assert up.stats.at_capacity == 2
+
+
+def test_wrong_model_drops_the_game_and_forces_a_switch(caplog):
+    wrong = pb.AddTrainingExamplesResponse(status=Status.REJECTED_WRONG_MODEL,
+                                           latest_model=pb.ModelKey(name="m", checkpoint=7))
+    server = ScriptedServer([(200, wrong), (200, accepted(7))])
+    hints = []
+    with served(server.app) as url, caplog.at_level(logging.INFO, "pyhexz"):
+        up = Uploader(ServerClient(url), on_model=lambda k, f: hints.append((k.checkpoint, f)),
+                      backoff=FAST).start()
+        up.put(game("old"))
+        up.put(game("new"))
+        wait_for(lambda: up.stats.games == 1, what="the second game")
+        up.close(1.0)
+    assert [r.game_id for r, _ in server.received] == ["old", "new"]
+    assert (up.stats.wrong_model, up.stats.retries) == (1, 0)
+    assert hints == [(7, True), (7, False)]
+    assert "reason=wrong_model" in caplog.text and "game dropped" in caplog.text
+
+
+@pytest.mark.parametrize("code, body", [
+    (400, pb.AddTrainingExamplesResponse(status=Status.REJECTED_OTHER,
+                                         error_message="example 0: board has shape (3,)")),
+    (401, b"missing bearer token"),
+    (200, pb.AddTrainingExamplesResponse(status=Status.REJECTED_OTHER, error_message="nope")),
+])
+def test_other_refusals_drop_the_game_with_a_clear_log_line(caplog, code, body):
+    server = ScriptedServer([(code, body)])
+    with served(server.app) as url, caplog.at_level(logging.INFO, "pyhexz"):
+        up = Uploader(ServerClient(url), backoff=FAST).start()
+        up.put(game("bad"))
+        up.put(game("good"))
+        wait_for(lambda: up.stats.games == 1, what="the next game")
+        up.close(1.0)
+    assert [r.game_id for r, _ in server.received] == ["bad", "good"]
+    assert (up.stats.rejected, up.stats.retries) == (1, 0)
+    line = next(r for r in caplog.records if "upload rejected" in r.getMessage())
+    assert line.levelno == logging.ERROR and f"http={code}" in line.getMessage()
+    if isinstance(body, pb.AddTrainingExamplesResponse):
+        assert body.error_message in line.getMessage()
+
+
+def test_server_down_then_up_resends_every_finished_game():
+    port = free_port()
+    up = Uploader(ServerClient(f"http://127.0.0.1:{port}", timeout=2), buffer_games=8,
+                  backoff=Backoff(0.05, 0.2)).start()
+    for i in range(3):
+        assert up.put(game(f"g{i}"))
+    wait_for(lambda: up.stats.retries >= 3, what="failed attempts while the server is down")
+    assert up.stats.games == 0 and up.pending == 3
+    server = ScriptedServer([])
+    with served(server.app, port):
+        wait_for(lambda: up.stats.games == 3, what="the games after the server came up")
+        assert up.close(1.0) == 0
+    assert sorted(r.game_id for r, _ in server.received) == ["g0", "g1", "g2"]
+
+
+def test_full_buffer_holds_self_play_back_and_stop_bounds_the_drain():
+    up = Uploader(ServerClient(f"http://127.0.0.1:{free_port()}", timeout=1), buffer_games=2,
+                  backoff=Backoff(0.05, 0.2)).start()
+    stop = threading.Event()
+    results = []
+
+    def play() -> None:
+        for i in range(4):
+            results.append(up.put(game(f"g{i}"), stop.is_set))
+    player = threading.Thread(target=play)
+    player.start()
+    # One game in flight and two in the buffer: the fourth put waits.
+    wait_for(lambda: len(results) == 3, what="three games queued")
+    time.sleep(0.3)
+    assert len(results) == 3 and player.is_alive()
+    stop.set()
+    player.join(5)
+    assert results == [True, True, True, False]
+    t0 = time.monotonic()
+    assert up.close(0.5) == 3
+    assert time.monotonic() - t0 < 2.0
+    assert up.stats.lost == 4
+
+
+def test_bad_server_url_is_refused():
+    with pytest.raises(ValueError, match="http:// or https://"):
+        ServerClient("localhost:8080")
+
+
+# --- models from Redis: start, hot-swap, refusals --------------------------------------------
+
+@pytest.fixture
+def name() -> str:
+    return f"w-{uuid.uuid4().hex[:8]}"
+
+
+def live_model(redis_url: str, name: str, **kw) -> LiveModel:
+    # No training server here: the port is closed, so Redis is the only source.
+    client = ServerClient(f"http://127.0.0.1:{free_port()}", timeout=1)
+    return LiveModel(ModelFetcher(client, ModelBus(redis_url, name), name=name),
+                     tick_seconds=0.1, backoff=Backoff(0.05, 0.3), **kw)
+
+
+def test_waits_for_the_first_model_then_hot_swaps_on_announcement(redis_url, name, tmp_path, caplog):
+    bus = ModelBus(redis_url, name)
+    live = live_model(redis_url, name)
+    stop = threading.Event()
+    got = []
+    with caplog.at_level(logging.INFO, "pyhexz"):
+        waiter = threading.Thread(target=lambda: got.append(live.wait_first(stop, Backoff(0.05, 0.1))),
+                                  daemon=True)
+        waiter.start()
+        try:
+            time.sleep(0.3)
+            # Nothing in Redis, no server either: it keeps asking, and says why.
+            assert waiter.is_alive() and "worker waiting for a model" in caplog.text
+            assert "Connection refused" in caplog.text
+            bus.publish(0, script_bytes(tmp_path, 0))
+            waiter.join(10)
+        finally:
+            stop.set()
+    assert got == [True] and live.current()[1] == pb.ModelKey(name=name, checkpoint=0)
+    live.start()
+    try:
+        bus.publish(1, script_bytes(tmp_path, 1))
+        wait_for(lambda: live.current()[1].checkpoint == 1, what="the swap to checkpoint 1")
+        assert live.swaps == 1 and live.model.sha256 == bus.fetch(1).sha256
+        # The swapped-in model evaluates (it is a working Predictor, not just a key).
+        probs, values = live.current()[0](*_batch())
+        assert probs.shape == (2, 220) and values.shape == (2,)
+    finally:
+        live.close()
+
+
+def _batch():
+    import numpy as np
+
+    from pyhexz.board import Board
+    planes, mask = Board.new(3).encode()
+    return np.stack([planes, planes]), np.stack([mask, mask])
+
+
+def test_corrupt_model_in_redis_is_refused_and_the_old_one_kept(redis_url, name, tmp_path, caplog):
+    bus = ModelBus(redis_url, name)
+    bus.publish(0, script_bytes(tmp_path, 0))
+    live = live_model(redis_url, name)
+    assert live.wait_first(threading.Event())
+    live.start()
+    try:
+        with caplog.at_level(logging.INFO, "pyhexz"):
+            good = script_bytes(tmp_path, 1)
+            bus.publish(1, good)
+            wait_for(lambda: live.current()[1].checkpoint == 1, what="checkpoint 1")
+            # Checkpoint 2 arrives with bytes that do not match their SHA-256.
+            bus.redis.hset(bus.checkpoint_key(2), mapping={"data": good[:-10] + b"x" * 10,
+                                                           "sha256": sha256(good)})
+            bus.redis.set(bus.latest_key, 2)
+            bus.redis.publish(bus.channel, 2)
+            wait_for(lambda: live.refused >= 1, what="the refusal")
+            time.sleep(0.3)
+        assert live.current()[1].checkpoint == 1 and live.model.sha256 == sha256(good)
+        refusal = [r for r in caplog.records if "model refused source=redis" in r.getMessage()]
+        assert refusal and refusal[0].levelno == logging.ERROR
+        assert "SHA-256" in refusal[0].getMessage() and bus.checkpoint_key(2) in refusal[0].getMessage()
+        assert "keeping " + name + ":1" in caplog.text
+        # Fixed bytes for 2 are taken at the next announcement.
+        bus.publish(2, script_bytes(tmp_path, 2))
+        wait_for(lambda: live.current()[1].checkpoint == 2, what="the repaired checkpoint 2")
+    finally:
+        live.close()
+
+
+def test_bytes_that_are_not_a_model_are_refused(redis_url, name, tmp_path, caplog):
+    bus = ModelBus(redis_url, name)
+    bus.publish(0, script_bytes(tmp_path, 0))
+    live = live_model(redis_url, name)
+    assert live.wait_first(threading.Event())
+    live.start()
+    try:
+        with caplog.at_level(logging.INFO, "pyhexz"):
+            bus.publish(1, b"PK\x03\x04 this is not a TorchScript archive")   # checksum is right
+            wait_for(lambda: live.refused >= 1, what="the refusal")
+        assert live.current()[1].checkpoint == 0
+        assert "model switch refused to=" + name + ":1" in caplog.text
+    finally:
+        live.close()
+
+
+def test_upload_answers_and_the_periodic_check_find_missed_announcements(redis_url, name, tmp_path):
+    bus = ModelBus(redis_url, name)
+    bus.publish(0, script_bytes(tmp_path, 0))
+    live = live_model(redis_url, name, poll_seconds=0.5)
+    assert live.wait_first(threading.Event())
+    live.start()
+    try:
+        # Stored without an announcement: what a worker sees when pub/sub dropped the message.
+        data = script_bytes(tmp_path, 1)
+        bus.redis.hset(bus.checkpoint_key(1), mapping={"data": data, "sha256": sha256(data)})
+        live.offer(pb.ModelKey(name=name, checkpoint=1))   # as from an upload answer
+        wait_for(lambda: live.current()[1].checkpoint == 1, what="the offered checkpoint")
+        data = script_bytes(tmp_path, 2)
+        bus.redis.hset(bus.checkpoint_key(2), mapping={"data": data, "sha256": sha256(data)})
+        bus.redis.set(bus.latest_key, 2)
+        wait_for(lambda: live.current()[1].checkpoint == 2, what="the periodic pointer check")
+        # Older keys are ignored unless the server insists (REJECTED_WRONG_MODEL).
+        live.offer(pb.ModelKey(name=name, checkpoint=1))
+        time.sleep(0.4)
+        assert live.current()[1].checkpoint == 2
+        live.offer(pb.ModelKey(name=name, checkpoint=1), force=True)
+        wait_for(lambda: live.current()[1].checkpoint == 1, what="the forced switch back")
+    finally:
+        live.close()
+
+
+def test_redis_restart_reconnects_and_catches_up(redis_server, name, tmp_path, caplog):
+    bus = ModelBus(redis_server.url, name)
+    bus.publish(0, script_bytes(tmp_path, 0))
+    live = live_model(redis_server.url, name)
+    assert live.wait_first(threading.Event())
+    live.start()
+    try:
+        with caplog.at_level(logging.INFO, "pyhexz"):
+            time.sleep(0.3)
+            redis_server.stop()
+            wait_for(lambda: "model watch lost redis" in caplog.text, what="the lost connection")
+            redis_server.start()   # empty: no persistence
+            # Published while the worker may still be reconnecting: the pointer read on
+            # reconnect catches it even if the announcement went unheard.
+            bus.publish(1, script_bytes(tmp_path, 1))
+            wait_for(lambda: live.current()[1].checkpoint == 1, what="the model after the restart")
+            assert live.current()[0] is live.model.predictor
+    finally:
+        live.close()
+
+
+def test_config_checks():
+    with pytest.raises(ValueError, match="model name is required"):
+        WorkerConfig(server_url="http://x", redis_url="redis://x")
+    with pytest.raises(ValueError, match="invalid model name"):
+        WorkerConfig(server_url="http://x", model_name="../etc")
+    with pytest.raises(ValueError, match="grace period"):
+        WorkerConfig(server_url="http://x", max_seconds=5, grace_seconds=8)
