@@ -232,6 +232,7 @@ class Uploader:
             return _RETRY
         self.stats.games += 1
         self.stats.examples += game.examples
+        log.debug("upload accepted game=%s examples=%d", game.game_id, game.examples)
         if answer.HasField("latest_model"):
             self.on_model(answer.latest_model, False)
         return _DONE

@@ -403,10 +403,11 @@ def run_worker(cfg: WorkerConfig, stop: Optional[threading.Event] = None,
         el = time.monotonic() - t0
         u = uploader.stats
         log.info("worker %s elapsed=%.0fs games=%d examples=%d examples_per_s=%.2f model=%s "
-                 "swaps=%d uploaded=%d buffered=%d upload_retries=%d at_capacity=%d "
-                 "wrong_model_dropped=%d rejected=%d lost=%d", "done" if final else "progress",
-                 el, stats.games, stats.examples, stats.examples / max(el, 1e-9),
-                 live.model.label, live.swaps, u.games, uploader.pending, u.retries,
+                 "swaps=%d uploaded=%d uploaded_examples=%d buffered=%d upload_retries=%d "
+                 "at_capacity=%d wrong_model_dropped=%d rejected=%d lost=%d",
+                 "done" if final else "progress", el, stats.games, stats.examples,
+                 stats.examples / max(el, 1e-9), live.model.label, live.swaps, u.games,
+                 u.examples, uploader.pending, u.retries,
                  u.at_capacity, u.wrong_model, u.rejected, u.lost)
 
     def model_source():
