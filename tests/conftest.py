@@ -5,6 +5,7 @@ the hexz Go server (FLAGZ.md section 10) live in `../shared/fixtures` relative t
 """
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,38 @@ def gcs_emulator():
     else:
         os.environ["STORAGE_EMULATOR_HOST"] = before
     emulator.server.stop()
+
+
+@contextmanager
+def serve_app(app):
+    """A WSGI app behind a real HTTP server (werkzeug, threaded) in a thread; yields its URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def stop_processes(procs: list) -> None:
+    """Stops subprocesses started with start_new_session=True, their children too: SIGTERM to
+    each process group, SIGKILL for what is still running after 15 s."""
+    import os
+    import signal
+    import subprocess
+
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()

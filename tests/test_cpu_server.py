@@ -13,7 +13,6 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -26,9 +25,8 @@ import requests
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from werkzeug.serving import make_server
 
-from conftest import free_port
+from conftest import free_port, serve_app, stop_processes
 from pyhexz import hexz_pb2 as pb
 from pyhexz.arena import load_openings
 from pyhexz.board import Board
@@ -48,13 +46,10 @@ SUGGEST = SUGGEST_PATH
 def served(cfg: CpuServerConfig):
     """The app of `cfg` behind a real HTTP server in a thread; yields its base URL."""
     app = create_app(cfg)
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
     try:
-        yield f"http://127.0.0.1:{srv.server_port}"
+        with serve_app(app) as url:
+            yield url
     finally:
-        srv.shutdown()
         app.extensions["hexz_cpu_player"].close()
 
 
@@ -709,12 +704,4 @@ def test_original_readme_commands_and_the_cli_serve_the_cpu_player(tmp_path: Pat
         cfg = requests.get(f"http://127.0.0.1:{ports[3]}/status", timeout=5).json()["config"]
         assert cfg["max_think_ms"] == 100
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, 15)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, 9)
-                p.wait()
+        stop_processes(procs)

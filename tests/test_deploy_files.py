@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import free_port
+from conftest import free_port, stop_processes
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILES = ["Dockerfile.server", "Dockerfile.worker"]
@@ -204,18 +204,6 @@ def _wait_healthy(proc: subprocess.Popen, url: str, seconds: float = 90) -> None
     raise AssertionError(f"{url} not healthy after {seconds} s")
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, 15)
-    for p in procs:
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, 9)
-            p.wait()
-
-
 def _dependency_scripts(venv: Path) -> None:
     """The console scripts of the dependencies (gunicorn, ...), as pip would have installed
     them into the new venv: this venv's scripts with the new interpreter in their #! line."""
@@ -304,7 +292,7 @@ def test_image_build_and_commands_work_from_a_fresh_venv(tmp_path: Path, ignore,
         assert r.status_code == 200, r.text
         assert pb.SuggestMoveResponse.FromString(r.content).move.cell_type == pb.Field.FLAG
     finally:
-        _stop(procs)
+        stop_processes(procs)
 
 
 # --------------------------------------------------------------------------

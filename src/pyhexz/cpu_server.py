@@ -34,9 +34,9 @@ import json
 import logging
 import math
 import statistics
+import sys
 import threading
 import time
-import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Optional
@@ -50,6 +50,9 @@ from pyhexz import hexz_pb2 as pb
 from pyhexz.board import Board, IllegalMoveError, InvalidStateError
 from pyhexz.cpu_config import CpuServerConfig
 from pyhexz.timedsearch import SearchResult
+# The training server's: a request the client got wrong (message, HTTP status); bounded gunzip.
+from pyhexz.training_service import BadRequest as BadInput
+from pyhexz.training_service import gunzip
 
 if TYPE_CHECKING:
     from pyhexz.cpu_player import CpuPlayer
@@ -61,14 +64,6 @@ PROTOBUF = "application/x-protobuf"
 _PROTOBUF_TYPES = (PROTOBUF, "application/protobuf", "application/octet-stream")
 MAX_BODY_BYTES = 1 << 20      # a GameEngineState is about 4 KB
 SUGGEST_PATH = "/hexz/cpu/suggest"
-
-
-class BadInput(Exception):
-    """A request the service cannot answer as asked: the client's fault, never a 500."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -85,16 +80,7 @@ def _decoded_body() -> bytes:
         return data
     if encoding != "gzip":
         raise BadInput(f"Content-Encoding {encoding!r} is not supported (use gzip or none)", 415)
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(data, MAX_BODY_BYTES + 1)
-    except zlib.error as e:
-        raise BadInput(f"the body is not valid gzip: {e}") from None
-    if len(out) > MAX_BODY_BYTES:
-        raise BadInput(f"the body is larger than {MAX_BODY_BYTES} bytes after gunzip", 413)
-    if not d.eof:
-        raise BadInput("the gzip body is truncated")
-    return out
+    return gunzip(data, MAX_BODY_BYTES)
 
 
 def _board(state) -> Board:
@@ -286,11 +272,15 @@ def _live_model(cfg: CpuServerConfig):
 def create_app(config: Optional[CpuServerConfig] = None,
                player: Optional[CpuPlayer] = None) -> Flask:
     """The Flask app (a gunicorn/flask factory). Without arguments it reads HEXZ_* variables
-    and sets up logging and torch for the process, as under gunicorn."""
+    and sets up the process for serving (logging, torch, GIL switching), as under gunicorn."""
     if config is None:
         from pyhexz.process import configure_logging, setup_torch
         configure_logging()
         setup_torch()
+        # The compiled rollout search holds the GIL for milliseconds at a time; a request
+        # thread waiting for it asks for a switch after this interval (default 5 ms). 1 ms
+        # keeps concurrent requests' wall times close to their think times.
+        sys.setswitchinterval(0.001)
         config = CpuServerConfig.from_env()
     from pyhexz.cpu_player import SearchUnavailable
     cfg = config
@@ -307,7 +297,7 @@ def create_app(config: Optional[CpuServerConfig] = None,
 
     @app.errorhandler(BadInput)
     def bad_input(e: BadInput) -> Response:
-        return error(str(e), e.status)
+        return error(str(e), e.http_status)
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException) -> Response:
