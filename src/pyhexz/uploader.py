@@ -25,6 +25,7 @@ import gzip
 import logging
 import queue
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -207,7 +208,7 @@ class Uploader:
         try:
             return self._post(game, timeout)
         except requests.RequestException as e:
-            log.info("upload failed game=%s error=%s; will retry", game.game_id, _first_line(e))
+            log.info("upload failed game=%s error=%s; will retry", game.game_id, short_error(e))
         except Exception:
             # A bug here must not stop the stream for good: log it and keep retrying.
             log.exception("upload failed game=%s; will retry", game.game_id)
@@ -263,6 +264,11 @@ def _parse_answer(body: bytes) -> Optional[pb.AddTrainingExamplesResponse]:
     return answer if answer.status != Status.STATUS_UNSPECIFIED else None
 
 
-def _first_line(e: BaseException) -> str:
+def short_error(e: BaseException) -> str:
+    """One line for a log: requests' connection errors run to several hundred characters."""
+    if isinstance(e, requests.ConnectionError) and e.request is not None:
+        errno = re.search(r"\[Errno -?\d+\] [^'\")]+|Connection (?:reset|aborted|refused)[^'\")]*",
+                          str(e))
+        return f"cannot reach {e.request.url}: {errno.group(0) if errno else type(e).__name__}"
     text = str(e).strip().splitlines()
-    return (text[0][:200] if text else type(e).__name__)
+    return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__

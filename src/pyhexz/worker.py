@@ -25,7 +25,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import re
 import signal
 import threading
 import time
@@ -43,7 +42,7 @@ from pyhexz.modelbus import ModelBus, ModelIntegrityError
 from pyhexz.process import init_worker_process, spawn_context
 from pyhexz.selfplay import SearchConfig, run_selfplay
 from pyhexz.storage import validate_model_name
-from pyhexz.uploader import Backoff, ServerClient, UploadStats, Uploader
+from pyhexz.uploader import Backoff, ServerClient, UploadStats, Uploader, short_error
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +220,7 @@ class LiveModel:
                     return True
                 reason = "no model published yet"
             except _LOAD_ERRORS + (redis.RedisError,) as e:
-                reason = _short(e)
+                reason = short_error(e)
             delay = backoff.delay(attempt)
             attempt += 1
             log.info("worker waiting for a model reason=%r retry_in=%.1fs", reason, delay)
@@ -271,7 +270,7 @@ class LiveModel:
             except redis.RedisError as e:
                 delay = self.backoff.delay(attempt)
                 attempt += 1
-                log.warning("model watch lost redis error=%s; reconnecting in %.1fs", _short(e), delay)
+                log.warning("model watch lost redis error=%s; reconnecting in %.1fs", short_error(e), delay)
                 self._stop.wait(delay)
             except Exception:
                 # The watcher must outlive any surprise: self-play goes on with the old model.
@@ -301,7 +300,7 @@ class LiveModel:
         try:
             key = self.fetcher.latest()
         except _LOAD_ERRORS + (redis.RedisError,) as e:
-            log.info("model check failed error=%r", _short(e))
+            log.info("model check failed error=%r", short_error(e))
             return
         if key is not None:
             self._consider(key, False)
@@ -327,7 +326,7 @@ class LiveModel:
             self._not_before[k] = (time.monotonic() + self.backoff.base * 2 ** min(failures, 6),
                                    failures + 1)
             log.error("model switch refused to=%s:%d error=%r; keeping %s", key.name,
-                      key.checkpoint, _short(e), m.label)
+                      key.checkpoint, short_error(e), m.label)
             return
         self._not_before.pop(k, None)
         self._install(loaded)
@@ -340,15 +339,6 @@ class LiveModel:
                  loaded.sha256[:12], loaded.source, old.label if old else "none")
 
 
-def _short(e: BaseException) -> str:
-    """One line for a log: requests' connection errors run to several hundred characters."""
-    text = str(e).strip().splitlines()
-    if isinstance(e, requests.ConnectionError) and e.request is not None:
-        errno = re.search(r"\[Errno -?\d+\] [^'\")]+", str(e))
-        return f"cannot reach {e.request.url}: {errno.group(0) if errno else type(e).__name__}"
-    return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
-
-
 class _Stopped(Exception):
     """Raised from the evaluator to end a search step at once when the worker must stop."""
 
@@ -357,10 +347,12 @@ class _Stopped(Exception):
 class WorkerStats:
     games: int = 0
     examples: int = 0
+    simulations: int = 0        # leaves the network evaluated: the work, finished games or not
     model: str = ""
     swaps: int = 0
     refused: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0        # the whole run, the wait for a first model included
+    play_seconds: float = 0.0   # self-play alone: what examples/s is measured over
     upload: UploadStats = field(default_factory=UploadStats)
 
 
@@ -397,18 +389,18 @@ def run_worker(cfg: WorkerConfig, stop: Optional[threading.Event] = None,
     live.start()
     uploader = Uploader(ServerClient(cfg.server_url, cfg.auth_token), buffer_games=cfg.upload_buffer,
                         on_model=live.offer).start()
-    last_report = time.monotonic()
+    last_report = play_start = time.monotonic()
 
     def report(final: bool = False) -> None:
-        el = time.monotonic() - t0
         u = uploader.stats
+        play = stats.play_seconds or time.monotonic() - play_start
         log.info("worker %s elapsed=%.0fs games=%d examples=%d examples_per_s=%.2f model=%s "
                  "swaps=%d uploaded=%d uploaded_examples=%d buffered=%d upload_retries=%d "
                  "at_capacity=%d wrong_model_dropped=%d rejected=%d lost=%d",
-                 "done" if final else "progress", el, stats.games, stats.examples,
-                 stats.examples / max(el, 1e-9), live.model.label, live.swaps, u.games,
-                 u.examples, uploader.pending, u.retries,
-                 u.at_capacity, u.wrong_model, u.rejected, u.lost)
+                 "done" if final else "progress", time.monotonic() - t0, stats.games,
+                 stats.examples, stats.examples / max(play, 1e-9), live.model.label, live.swaps,
+                 u.games, u.examples, uploader.pending, u.retries, u.at_capacity, u.wrong_model,
+                 u.rejected, u.lost)
 
     def model_source():
         nonlocal last_report
@@ -420,6 +412,7 @@ def run_worker(cfg: WorkerConfig, stop: Optional[threading.Event] = None,
         def evaluate(planes: np.ndarray, masks: np.ndarray):
             if stopping():
                 raise _Stopped
+            stats.simulations += len(planes)
             return predictor(planes, masks)
         return evaluate, key
 
@@ -437,6 +430,7 @@ def run_worker(cfg: WorkerConfig, stop: Optional[threading.Event] = None,
     except _Stopped:
         pass
     finally:
+        stats.play_seconds = time.monotonic() - play_start
         stop.set()
         uploader.close(cfg.grace_seconds)
         live.close()

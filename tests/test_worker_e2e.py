@@ -1,0 +1,248 @@
+"""Workers end to end, all real processes: a gunicorn training server, a redis-server of the
+test's own, and `python -m pyhexz worker` processes with a tiny network and few runs per move.
+
+One run goes through the life of a training job: checkpoints 1 and 2 are trained from the
+workers' games and the workers switch to them (visible in the model keys of later examples);
+then a corrupt model in Redis, a Redis restart and a training server restart, each while the
+workers play; at the end SIGTERM, and every example a worker had acknowledged is in the
+server. A second test runs a worker without Redis against its time budget.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import free_port
+from pyhexz.modelbus import ModelBus
+from pyhexz.storage import CheckpointRepo, open_storage, sha256
+from pyhexz.training import read_examples_archive
+
+NAME = "e2e"
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+pytestmark = pytest.mark.skipif(not Path(sys.executable).with_name("gunicorn").exists(),
+                                reason="gunicorn is not installed")
+
+
+# --- processes -------------------------------------------------------------------------------
+
+def _env(extra: dict) -> dict:
+    # Only what the test sets: a HEXZ_* variable of the caller's shell must not change a flag.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEXZ_")}
+    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    return {**env, **extra}
+
+
+class Server:
+    """The training server under gunicorn, restartable on the same storage and WAL."""
+
+    def __init__(self, tmp: Path, redis_url: str | None, minibatch: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.store = tmp / "store"
+        self.log = tmp / "server.log"
+        self.env = _env({"HEXZ_MODEL_NAME": NAME, "HEXZ_STORAGE": str(self.store),
+                         "HEXZ_MINIBATCH_SIZE": str(minibatch), "HEXZ_BLOCKS": "1",
+                         "HEXZ_FILTERS": "8", "HEXZ_BATCH_SIZE": "64",
+                         "HEXZ_SAMPLES_PER_EXAMPLE": "1", "HEXZ_MAX_PENDING": str(50 * minibatch),
+                         **({"HEXZ_REDIS_URL": redis_url} if redis_url else {})})
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("gunicorn")), "--workers", "1", "--threads", "8",
+             "--bind", f"127.0.0.1:{self.port}", "--no-control-socket",
+             "pyhexz.training_server:create_app()"],
+            env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        wait_for(self.healthy, 90, "the training server to start")
+
+    def healthy(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def status(self) -> dict:
+        return requests.get(f"{self.url}/status", timeout=10).json()
+
+    def stop(self) -> None:
+        """SIGTERM, as a VM shutdown or a redeploy sends it: gunicorn finishes what it serves."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(60)
+        self.proc = None
+
+    def repo(self) -> CheckpointRepo:
+        return CheckpointRepo(open_storage(self.store), NAME)
+
+
+class Worker:
+    def __init__(self, tmp: Path, i: int, server_url: str, *flags: str) -> None:
+        self.log = tmp / f"worker-{i}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pyhexz", "--log-level", "DEBUG", "worker",
+             "--server-url", server_url, "--model-name", NAME, "--runs-per-move", "8",
+             "--parallel-games", "4", "--progress-seconds", "5", "--grace-seconds", "4",
+             "--seed", str(i), *flags],
+            env=_env({}), stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def models(self, since: int = 0) -> list[tuple[int, str]]:
+        """(checkpoint, source) of every model it switched to, from offset `since` of its log."""
+        return [(int(n), src) for n, src in re.findall(
+            rf"worker model={NAME}:(\d+) sha256=\S+ source=(\w+)", self.text()[since:])]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def wait_for(cond, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def _archived(repo: CheckpointRepo) -> list[tuple[int, str, list[int]]]:
+    """(checkpoint, game name, model-key checkpoints of its examples) for every archived game."""
+    out = []
+    for n in repo.checkpoints():
+        for archive in repo.example_archives(n):
+            data = repo.storage.read(repo.key(n, f"examples/{archive}"))
+            for name, req in read_examples_archive(data):
+                assert all(ex.model_key.name == NAME for ex in req.examples)
+                out.append((n, name, [ex.model_key.checkpoint for ex in req.examples]))
+    return out
+
+
+def _settled_totals(server: Server) -> tuple[int, int]:
+    """(examples trained, examples pending) once no training run is changing them."""
+    last = None
+    for _ in range(100):
+        s = server.status()
+        now = (s["examples"]["trained"], s["examples"]["pending"])
+        if not s["training"]["in_progress"] and now == last:
+            return now
+        last = now
+        time.sleep(0.3)
+    raise AssertionError("the server kept training")
+
+
+# --- the tests -------------------------------------------------------------------------------
+
+def test_two_workers_train_switch_and_ride_out_faults(redis_server, tmp_path):
+    server = Server(tmp_path, redis_server.url, minibatch=1000)
+    server.start()
+    bus = ModelBus(redis_server.url, NAME)
+    workers = [Worker(tmp_path, i, server.url, "--redis-url", redis_server.url,
+                      "--model-poll-seconds", "5") for i in range(2)]
+    try:
+        # 1. Checkpoints 1 and 2 are trained from the workers' games; the workers switch.
+        wait_for(lambda: (server.status()["checkpoint"] or 0) >= 2, 90, "checkpoints 1 and 2")
+        for w in workers:
+            wait_for(lambda: {1, 2} <= {n for n, _ in w.models()}, 30,
+                     f"{w.log.name} to load checkpoints 1 and 2")
+        archived = _archived(server.repo())
+        assert {n for n, _, _ in archived} >= {1, 2}
+        for n, _, keys in archived:
+            assert max(keys) < n   # checkpoint n learnt only from models before it
+        assert max(k for _, _, keys in archived for k in keys) >= 1   # the switch, in the data
+
+        # 2. A corrupt model in Redis: refused with a clear line, the old model kept.
+        bogus = 10**6
+        bus.redis.hset(bus.checkpoint_key(bogus), mapping={"data": b"not the model",
+                                                           "sha256": sha256(b"the model")})
+        bus.redis.publish(bus.channel, bogus)
+        for w in workers:
+            wait_for(lambda: f"model switch refused to={NAME}:{bogus}" in w.text(), 30,
+                     f"{w.log.name} to refuse the corrupt model")
+            line = next(x for x in w.text().splitlines() if "model refused source=redis" in x)
+            assert " ERROR " in line and "SHA-256" in line and bus.checkpoint_key(bogus) in line
+            assert all(n < bogus for n, _ in w.models())
+
+        # 3. Redis restarts (empty: no persistence). Workers reconnect and follow new checkpoints.
+        marks = [len(w.text()) for w in workers]
+        before = server.status()["checkpoint"]
+        redis_server.stop()
+        time.sleep(1.0)
+        redis_server.start()
+        for w, mark in zip(workers, marks):
+            wait_for(lambda: "model watch lost redis" in w.text()[mark:], 30,
+                     f"{w.log.name} to notice the restart")
+            wait_for(lambda: any(n > before + 1 and src == "redis" for n, src in w.models(mark)),
+                     60, f"{w.log.name} to take a new checkpoint from the restarted Redis")
+
+        # 4. The training server restarts; the workers resend and carry on.
+        marks = [len(w.text()) for w in workers]
+        server.stop()
+        before = max(server.repo().checkpoints())
+        for w, mark in zip(workers, marks):
+            wait_for(lambda: "upload failed" in w.text()[mark:], 30, f"{w.log.name} to retry")
+        server.start()
+        wait_for(lambda: server.status()["checkpoint"] > before + 1, 60,
+                 "training to go on after the restart")
+        for w, mark in zip(workers, marks):
+            wait_for(lambda: "upload accepted" in w.text()[mark:], 30, f"{w.log.name} to carry on")
+
+        # 5. SIGTERM: finished games are sent, exit 0 well inside Cloud Run's 10 s.
+        t0 = time.monotonic()
+        for w in workers:
+            os.killpg(w.proc.pid, signal.SIGTERM)
+        for w in workers:
+            assert w.proc.wait(20) == 0
+        assert time.monotonic() - t0 < 10
+        # Nothing a worker saw acknowledged is missing: trained + pending = acknowledged.
+        acked = {}
+        for w in workers:
+            for game, n in re.findall(r"upload accepted game=(\w+) examples=(\d+)", w.text()):
+                acked[game] = int(n)
+            done = re.search(r"worker done .* uploaded_examples=(\d+)", w.text())
+            assert done, f"no final line in {w.log.name}"
+        trained, pending = _settled_totals(server)
+        assert trained + pending == sum(acked.values())
+        archived = _archived(server.repo())
+        names = [name.split("-", 1)[1] for _, name, _ in archived]
+        assert len(names) == len(set(names)) and set(names) <= set(acked)
+        assert sum(acked[g] for g in names) == trained
+    finally:
+        for w in workers:
+            w.kill()
+        server.stop()
+    for w in workers:
+        assert "Traceback" not in w.text(), w.text()[-3000:]
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_worker_without_redis_follows_the_server_and_keeps_its_time_budget(tmp_path):
+    server = Server(tmp_path, None, minibatch=600)
+    server.start()
+    try:
+        t0 = time.monotonic()
+        w = Worker(tmp_path, 0, server.url, "--max-seconds", "20", "--model-poll-seconds", "2")
+        assert w.proc.wait(40) == 0
+        elapsed = time.monotonic() - t0
+        # The budget holds from the worker's start; the interpreter's start comes on top.
+        assert elapsed < 20 + 8, elapsed
+        models = w.models()
+        assert models[0] == (0, "server") and len(models) >= 3
+        assert all(src == "server" for _, src in models)
+        assert "reason=time_budget" in w.text()
+        done = re.search(r"worker done .* uploaded=(\d+) .* lost=(\d+)", w.text())
+        assert done and int(done.group(1)) > 0 and done.group(2) == "0"
+    finally:
+        server.stop()
