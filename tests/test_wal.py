@@ -15,6 +15,7 @@ from pyhexz.wal import (SEGMENT_MAGIC, WALClosedError, WALCorruptError, WALError
                         WriteAheadLog)
 
 FRAME = 8
+SEG = 1 << 16  # small segments: each is zero-filled when created
 
 
 def payloads(n: int, size: int = 10) -> list[bytes]:
@@ -27,9 +28,12 @@ def read_all(wal: WriteAheadLog, start: int = 0) -> list[bytes]:
 
 def test_positions_records_and_sink_order(tmp_path) -> None:
     seen = []
-    wal = WriteAheadLog(tmp_path, sink=lambda batch: seen.extend((r.end, a) for r, a in batch))
+    wal = WriteAheadLog(tmp_path, segment_bytes=SEG,
+                        sink=lambda batch: seen.extend((end, a) for _, end, a in batch))
     data = payloads(5, 10) + [b""]
-    ends = [wal.append(p, attachment=i) for i, p in enumerate(data)]
+    ends = [wal.append(p, attachment=i) for i, p in enumerate(data[:4])]
+    ends.append(wal.append((data[4][:3], b"", data[4][3:]), attachment=4))  # in parts
+    ends.append(wal.append(data[5], attachment=5))
     assert ends == [18, 36, 54, 72, 90, 98]  # 8-byte frame + payload each
     assert wal.end == 98 and seen == list(zip(ends, range(6)))
     recs = list(wal.records(0))
@@ -40,7 +44,7 @@ def test_positions_records_and_sink_order(tmp_path) -> None:
     wal.close()
     with pytest.raises(WALClosedError):
         wal.append(b"late")
-    again = WriteAheadLog(tmp_path)  # positions continue after a restart
+    again = WriteAheadLog(tmp_path, segment_bytes=SEG)  # positions continue after a restart
     assert again.id == wal.id and again.end == 98 and read_all(again) == data
     assert again.append(b"x") == 98 + FRAME + 1
     again.close()
@@ -52,11 +56,11 @@ def test_group_commit_one_flush_for_concurrent_appends(tmp_path) -> None:
     batches = []
 
     def sink(batch):
-        batches.append([a for _, a in batch])
+        batches.append([a for _, _, a in batch])
         first_batch_in.set()
         release.wait(10)
 
-    wal = WriteAheadLog(tmp_path, sink=sink)
+    wal = WriteAheadLog(tmp_path, segment_bytes=SEG, sink=sink)
     t0 = threading.Thread(target=wal.append, args=(b"first", "first"))
     t0.start()
     assert first_batch_in.wait(10)  # the writer is inside commit 1
@@ -73,8 +77,8 @@ def test_group_commit_one_flush_for_concurrent_appends(tmp_path) -> None:
     wal.close()
 
 
-def test_torn_tail_is_truncated_and_appending_continues(tmp_path) -> None:
-    wal = WriteAheadLog(tmp_path)
+def test_torn_tail_is_zeroed_and_appending_continues(tmp_path) -> None:
+    wal = WriteAheadLog(tmp_path, segment_bytes=4096)
     data = payloads(3)
     for p in data:
         wal.append(p)
@@ -82,18 +86,36 @@ def test_torn_tail_is_truncated_and_appending_continues(tmp_path) -> None:
     wal.close()
     seg = tmp_path / f"{0:020d}.wal"
     size = seg.stat().st_size
+    assert size == len(SEGMENT_MAGIC) + 4096  # created full size, zero-filled
+    at = len(SEGMENT_MAGIC) + good_end
     for torn in (b"\x05\x00", (100).to_bytes(4, "little") + b"\x00\x00\x00\x00" + b"short",
                  (3).to_bytes(4, "little") + b"\xde\xad\xbe\xef" + b"abc"):  # partial / bad CRC
-        with open(seg, "ab") as f:
+        with open(seg, "r+b") as f:  # what a crash in the middle of a write leaves
+            f.seek(at)
             f.write(torn)
-        wal = WriteAheadLog(tmp_path)
+        wal = WriteAheadLog(tmp_path, segment_bytes=4096)
         assert wal.end == good_end and seg.stat().st_size == size
+        assert seg.read_bytes()[at:] == bytes(size - at)  # the torn bytes are gone
         assert read_all(wal) == data
         wal.close()
-    wal = WriteAheadLog(tmp_path)
+    wal = WriteAheadLog(tmp_path, segment_bytes=4096)
     assert wal.append(b"after") == good_end + FRAME + 5
     assert read_all(wal) == data + [b"after"]
     wal.close()
+
+
+def test_damage_larger_than_a_torn_write_is_refused(tmp_path, monkeypatch) -> None:
+    import pyhexz.wal as walmod
+    monkeypatch.setattr(walmod, "_MAX_BATCH_BYTES", 100)  # a small limit instead of 64 MiB
+    wal = WriteAheadLog(tmp_path, segment_bytes=4096)
+    ends = [wal.append(p) for p in payloads(10, 20)]
+    wal.close()
+    seg = tmp_path / f"{0:020d}.wal"
+    raw = bytearray(seg.read_bytes())
+    raw[len(SEGMENT_MAGIC) + ends[1] + FRAME] ^= 0xFF  # the third of ten records: 196 bytes follow
+    seg.write_bytes(bytes(raw))
+    with pytest.raises(WALCorruptError, match="refusing to drop them"):
+        WriteAheadLog(tmp_path, segment_bytes=4096)
 
 
 def test_damage_before_the_tail_is_refused(tmp_path) -> None:
@@ -105,23 +127,23 @@ def test_damage_before_the_tail_is_refused(tmp_path) -> None:
     raw = bytearray(first.read_bytes())
     raw[len(SEGMENT_MAGIC) + FRAME + 3] ^= 0xFF  # a bit flip inside the first record
     first.write_bytes(bytes(raw))
-    wal = WriteAheadLog(tmp_path)  # only the last segment is scanned when opening
+    wal = WriteAheadLog(tmp_path, segment_bytes=SEG)  # only the last segment is scanned when opening
     with pytest.raises(WALCorruptError, match="bad record at byte 8"):
         list(wal.records(0))
     wal.close()
 
 
 def test_a_second_owner_is_refused(tmp_path) -> None:
-    wal = WriteAheadLog(tmp_path)
+    wal = WriteAheadLog(tmp_path, segment_bytes=SEG)
     with pytest.raises(WALLockedError, match="in use by another process"):
-        WriteAheadLog(tmp_path)
+        WriteAheadLog(tmp_path, segment_bytes=SEG)
     # Also from another process (flock is per open file, so this is what servers meet).
     code = (f"from pyhexz.wal import WriteAheadLog, WALLockedError\n"
             f"try:\n    WriteAheadLog({str(tmp_path)!r})\nexcept WALLockedError:\n    print('locked')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "locked", out.stderr
     wal.close()
-    WriteAheadLog(tmp_path).close()
+    WriteAheadLog(tmp_path, segment_bytes=SEG).close()
 
 
 def test_segments_roll_and_trim_keeps_untrained_records(tmp_path) -> None:
@@ -142,7 +164,7 @@ def test_segments_roll_and_trim_keeps_untrained_records(tmp_path) -> None:
 
 
 def test_skip_to_moves_the_end_forward(tmp_path) -> None:
-    wal = WriteAheadLog(tmp_path)
+    wal = WriteAheadLog(tmp_path, segment_bytes=SEG)
     wal.append(b"a")
     wal.skip_to(5)    # behind the end: nothing happens
     assert wal.end == 9
@@ -150,7 +172,7 @@ def test_skip_to_moves_the_end_forward(tmp_path) -> None:
     assert wal.end == 1000 and wal.append(b"b") == 1000 + FRAME + 1
     assert [r.start for r in wal.records(1000)] == [1000]
     wal.close()
-    wal = WriteAheadLog(tmp_path)
+    wal = WriteAheadLog(tmp_path, segment_bytes=SEG)
     assert wal.end == 1009
     wal.close()
 

@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "REJECTED_AT_CAPACITY (default 8 minibatches)")
     p.add_argument("--max-request-bytes", type=pos_int, default=32 << 20,
                    help="request body limit, also after gunzip")
+    p.add_argument("--wal-segment-bytes", type=pos_int, default=64 << 20,
+                   help="size of a write-ahead log segment (preallocated)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
     p.add_argument("--host", default="127.0.0.1", help="listen address")
     p.add_argument("--port", type=int, default=8080, help="listen port")
@@ -306,7 +308,8 @@ def server_config(a: argparse.Namespace):
     return ServerConfig(
         model_name=a.model_name, storage=a.storage, state_dir=a.state_dir, redis_url=a.redis_url,
         auth_token=a.auth_token, device=a.device, max_model_age=a.max_model_age,
-        max_pending=a.max_pending, max_request_bytes=a.max_request_bytes, train=_train_config(a))
+        max_pending=a.max_pending, max_request_bytes=a.max_request_bytes,
+        segment_bytes=a.wal_segment_bytes, train=_train_config(a))
 
 
 def cmd_server(a: argparse.Namespace) -> int:

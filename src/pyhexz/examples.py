@@ -114,13 +114,15 @@ def _decode_field(examples: list[pb.TrainingExample], field: str) -> np.ndarray:
     hl = len(header)
     raw = [getattr(ex, field) for ex in examples]
     if all(len(b) == hl + nbytes and b.startswith(header) for b in raw):
-        flat = np.frombuffer(b"".join(b[hl:] for b in raw), np.uint8 if dtype is np.bool_ else dtype)
+        # One copy: memoryview slices into a bytearray, which numpy then uses as it is.
+        joined = bytearray().join(memoryview(b)[hl:] for b in raw)
+        flat = np.frombuffer(joined, np.uint8 if dtype is np.bool_ else dtype)
         if dtype is np.bool_:
             if (flat > 1).any():  # np.load would give such bytes as True; reject them instead
                 raise InvalidExampleError(
                     f"example {int(np.argmax(flat > 1)) // nbytes} {field}: bool bytes not 0 or 1")
             flat = flat.view(np.bool_)
-        return flat.reshape((len(raw),) + shape).copy()
+        return flat.reshape((len(raw),) + shape)
     return np.stack([decode_array(b, shape, dtype, f"example {i} {field}") for i, b in enumerate(raw)]
                     ) if raw else np.zeros((0,) + shape, dtype)
 

@@ -46,7 +46,7 @@ from pyhexz.examples import Arrays, InvalidExampleError, decode
 from pyhexz.storage import (META_FILE, MODEL_FILE, SCRIPT_FILE, CheckpointExistsError, CheckpointRepo,
                             open_storage, sha256, validate_model_name)
 from pyhexz.training import NonFiniteError, TrainConfig, Trainer
-from pyhexz.wal import Record, WALError, WriteAheadLog
+from pyhexz.wal import WALError, WriteAheadLog
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class TrainingService:
         for rec in self.wal.records(self._replay_from, self._replay_to):
             try:
                 req = _decode_payload(rec.payload, self.config.max_request_bytes)
-                added = self.trainer.add(self._game_name(rec, req), req)
+                added = self.trainer.add(self._game_name(rec.start, req), req)
             except (DecodeError, BadRequest, InvalidExampleError) as e:
                 # Validated before it was accepted, so only a change of the rules gets here.
                 log.error("wal record at %d no longer valid, skipped: %s", rec.start, e)
@@ -236,8 +236,9 @@ class TrainingService:
                      self._replay_to)
 
     @staticmethod
-    def _game_name(rec: Record, req: pb.AddTrainingExamplesRequest) -> str:
-        return f"{rec.start:016x}-{_SAFE_ID.sub('_', req.game_id[:64]) or 'game'}"
+    def _game_name(position: int, req: pb.AddTrainingExamplesRequest) -> str:
+        """The archive entry name of a request: its WAL position (unique) and its game id."""
+        return f"{position:016x}-{_SAFE_ID.sub('_', req.game_id[:64]) or 'game'}"
 
     # ------------------------------------------------------------------ ingestion
 
@@ -272,9 +273,8 @@ class TrainingService:
             return 503, self.answer(
                 Status.REJECTED_AT_CAPACITY,
                 f"{self.pending} examples are waiting for training (limit {cfg.max_pending})")
-        payload = (_GZIP + body) if gzipped else (_RAW + body)
         try:
-            self.wal.append(payload, (req, arrays))
+            self.wal.append((_GZIP if gzipped else _RAW, body), (req, arrays))
         except (WALError, OSError) as e:
             with self._lock:
                 self.pending -= n
@@ -294,10 +294,10 @@ class TrainingService:
             resp.latest_model.checkpoint = self.latest
         return resp
 
-    def _on_durable(self, records: list[tuple[Record, Any]]) -> None:
+    def _on_durable(self, records: list[tuple[int, int, Any]]) -> None:
         """WAL writer: durable records, in log order, go to the trainer thread."""
-        for rec, attachment in records:
-            self._queue.put((rec, attachment))
+        for start, end, attachment in records:
+            self._queue.put((start, end, attachment))
 
     # ------------------------------------------------------------------ the trainer thread
 
@@ -332,9 +332,9 @@ class TrainingService:
         except queue.Empty:
             return
         while True:
-            rec, (req, arrays) = item
-            self.trainer.add(self._game_name(rec, req), req, arrays)
-            self.position = rec.end
+            start, end, (req, arrays) = item
+            self.trainer.add(self._game_name(start, req), req, arrays)
+            self.position = end
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
