@@ -213,13 +213,16 @@ def gcs_emulator():
 
 
 @contextmanager
-def serve_app(app):
-    """A WSGI app behind a real HTTP server (werkzeug, threaded) in a thread; yields its URL."""
+def serve_app(app, port: int = 0):
+    """A WSGI app behind a real HTTP server (werkzeug, threaded) in a thread; yields its URL.
+
+    `port` 0 takes a free one; a given port lets a test bring a server up where a client has
+    been knocking (a server restart)."""
     import threading
 
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -13,15 +13,13 @@ import logging
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 from flask import Flask, request
-from werkzeug.serving import make_server
 
-from conftest import free_port
+from conftest import free_port, serve_app
 from pyhexz import hexz_pb2 as pb
 from pyhexz.examples import make_example
 from pyhexz.model import HexzNet, export_torchscript
@@ -35,19 +33,6 @@ FAST = Backoff(0.01, 0.05)
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-@contextmanager
-def served(app: Flask, port: int = 0):
-    """`app` on a real HTTP port in a thread; yields the base URL."""
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
 
 class ScriptedServer:
     """POST /training/examples answering from a script; records what arrived."""
@@ -115,7 +100,7 @@ def test_backoff_is_full_jitter_under_an_exponential_cap():
 def test_upload_retries_5xx_then_delivers_the_same_game_once():
     server = ScriptedServer([(503, b"busy"), (500, b"<html>oops</html>"), (200, accepted(2))])
     hints = []
-    with served(server.app) as url:
+    with serve_app(server.app) as url:
         up = Uploader(ServerClient(url, "s3cret"), on_model=lambda k, f: hints.append((k, f)),
                       backoff=FAST).start()
         assert up.put(game("g1", 5))
@@ -131,7 +116,7 @@ def test_upload_retries_5xx_then_delivers_the_same_game_once():
 def test_capacity_backs_off_and_resends():
     server = ScriptedServer([(200, pb.AddTrainingExamplesResponse(status=Status.REJECTED_AT_CAPACITY)),
                              (429, b""), (200, accepted())])
-    with served(server.app) as url:
+    with serve_app(server.app) as url:
         up = Uploader(ServerClient(url), backoff=FAST).start()
         up.put(game("g1"))
         up.put(game("g2"))
@@ -146,7 +131,7 @@ def test_wrong_model_drops_the_game_and_forces_a_switch(caplog):
                                            latest_model=pb.ModelKey(name="m", checkpoint=7))
     server = ScriptedServer([(200, wrong), (200, accepted(7))])
     hints = []
-    with served(server.app) as url, caplog.at_level(logging.INFO, "pyhexz"):
+    with serve_app(server.app) as url, caplog.at_level(logging.INFO, "pyhexz"):
         up = Uploader(ServerClient(url), on_model=lambda k, f: hints.append((k.checkpoint, f)),
                       backoff=FAST).start()
         up.put(game("old"))
@@ -167,7 +152,7 @@ def test_wrong_model_drops_the_game_and_forces_a_switch(caplog):
 ])
 def test_other_refusals_drop_the_game_with_a_clear_log_line(caplog, code, body):
     server = ScriptedServer([(code, body)])
-    with served(server.app) as url, caplog.at_level(logging.INFO, "pyhexz"):
+    with serve_app(server.app) as url, caplog.at_level(logging.INFO, "pyhexz"):
         up = Uploader(ServerClient(url), backoff=FAST).start()
         up.put(game("bad"))
         up.put(game("good"))
@@ -190,7 +175,7 @@ def test_server_down_then_up_resends_every_finished_game():
     wait_for(lambda: up.stats.retries >= 3, what="failed attempts while the server is down")
     assert up.stats.games == 0 and up.pending == 3
     server = ScriptedServer([])
-    with served(server.app, port):
+    with serve_app(server.app, port):
         wait_for(lambda: up.stats.games == 3, what="the games after the server came up")
         assert up.close(1.0) == 0
     assert sorted(r.game_id for r, _ in server.received) == ["g0", "g1", "g2"]
