@@ -659,6 +659,29 @@ def test_starts_from_a_model_file_and_switches_to_the_announced_one(redis_url, t
         assert status()["model"]["name"] == name
 
 
+def test_follows_a_training_run_through_the_training_server(tmp_path: Path, openings) -> None:
+    """No Redis: the models come from the training server's GET /models/latest."""
+    from pyhexz.training import TrainConfig
+    from pyhexz.training_server import create_app as training_app
+    from pyhexz.training_service import ServerConfig
+    name = f"viaserver{os.getpid()}"
+    tapp = training_app(ServerConfig(model_name=name, storage=str(tmp_path / "store"),
+                                     auth_token="secret", train=TrainConfig(blocks=1, filters=8)))
+    try:
+        with serve_app(tapp) as server_url:
+            cfg = CpuServerConfig(server_url=server_url, auth_token="secret", model_name=name,
+                                  model_poll_seconds=0.5)
+            with served(cfg) as url:
+                status = lambda: requests.get(url + "/status", timeout=10).json()  # noqa: E731
+                s = wait_for(lambda: (lambda s: s if s["model"] else None)(status()))
+                assert (s["model"]["name"], s["model"]["checkpoint"]) == (name, 0)
+                assert s["model"]["source"].startswith("server ")
+                r = post_proto(url, suggest_request(openings[15], think_ms=30))
+                assert r.headers["X-Hexz-Model"] == f"{name}:0"
+    finally:
+        tapp.config["service"].close()
+
+
 # --------------------------------------------------------------------------
 # The commands of the original README, and `pyhexz cpu-server`
 # --------------------------------------------------------------------------

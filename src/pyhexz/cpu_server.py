@@ -39,7 +39,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask, Response, request
@@ -49,13 +49,17 @@ from werkzeug.exceptions import HTTPException
 from pyhexz import hexz_pb2 as pb
 from pyhexz.board import Board, IllegalMoveError, InvalidStateError
 from pyhexz.cpu_config import CpuServerConfig
+from pyhexz.cpu_player import (
+    BusFetcher, CpuPlayer, ModelFollower, NoModelYet, SearchOptions, SearchUnavailable,
+    load_served_model,
+)
+from pyhexz.modelbus import ModelBus
 from pyhexz.timedsearch import SearchResult
 # The training server's: a request the client got wrong (message, HTTP status); bounded gunzip.
 from pyhexz.training_service import BadRequest as BadInput
 from pyhexz.training_service import gunzip
-
-if TYPE_CHECKING:
-    from pyhexz.cpu_player import CpuPlayer
+from pyhexz.uploader import ServerClient
+from pyhexz.worker import LiveModel, ModelFetcher
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +110,8 @@ def _int_field(obj: dict, key: str) -> int:
 
 
 def parse_json_request(body: bytes) -> SuggestRequest:
+    """The JSON form the hexz Go server sends (maxThinkTime in nanoseconds, the state as
+    standard base64); BadInput says what is wrong."""
     try:
         obj = json.loads(body)
     except (ValueError, RecursionError) as e:
@@ -127,6 +133,7 @@ def parse_json_request(body: bytes) -> SuggestRequest:
 
 
 def parse_proto_request(body: bytes) -> SuggestRequest:
+    """A binary SuggestMoveRequest; BadInput says what is wrong."""
     msg = pb.SuggestMoveRequest()
     try:
         msg.ParseFromString(body)
@@ -156,12 +163,15 @@ def _deadline_header(now: float) -> Optional[float]:
 
 
 def json_response(result: SearchResult, board: Board) -> Response:
+    """The JSON answer (FLAGZ.md section 9): the move, at the board's move counter."""
     row, col, typ = result.move
     body = {"move": {"move": board.move, "row": row, "col": col, "type": typ}}
     return Response(json.dumps(body), mimetype=JSON)
 
 
 def proto_response(result: SearchResult, board: Board) -> Response:
+    """A SuggestMoveResponse: the move, and per root move its visit share (FINAL, first) and
+    prior (MCTS_PRIOR), with the root value from the mover's view."""
     row, col, typ = result.move
     stats = pb.SuggestMoveStats(value=result.value)
     for (r, c, t), share, prior in result.scored_moves():
@@ -224,16 +234,13 @@ def _redacted(url: Optional[str]) -> Optional[str]:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
     user = f"{parts.username}:***@" if parts.username else ":***@"
     return urlunsplit(parts._replace(netloc=user + host))
 
 
 def build_player(cfg: CpuServerConfig) -> CpuPlayer:
     """The CPU player the settings describe: its model loaded, its follower started."""
-    # Here, not at the top: torch loads with the model, and `pyhexz --help` should not wait.
-    from pyhexz.cpu_player import (
-        CpuPlayer, ModelFollower, NoModelYet, SearchOptions, load_served_model)
     model = None
     following = bool(cfg.redis_url or cfg.server_url)
     if cfg.model_path:
@@ -256,15 +263,11 @@ def build_player(cfg: CpuServerConfig) -> CpuPlayer:
 
 def _live_model(cfg: CpuServerConfig):
     """The worker's LiveModel over Redis and/or the training server."""
-    from pyhexz.modelbus import ModelBus
-    from pyhexz.worker import LiveModel, ModelFetcher
     bus = ModelBus(cfg.redis_url, cfg.model_name) if cfg.redis_url else None
     if cfg.server_url:
-        from pyhexz.uploader import ServerClient
         fetcher = ModelFetcher(ServerClient(cfg.server_url, cfg.auth_token), bus, cfg.device,
                                cfg.model_name)
     else:
-        from pyhexz.cpu_player import BusFetcher
         fetcher = BusFetcher(bus, cfg.device)
     return LiveModel(fetcher, poll_seconds=cfg.model_poll_seconds)
 
@@ -282,7 +285,6 @@ def create_app(config: Optional[CpuServerConfig] = None,
         # keeps concurrent requests' wall times close to their think times.
         sys.setswitchinterval(0.001)
         config = CpuServerConfig.from_env()
-    from pyhexz.cpu_player import SearchUnavailable
     cfg = config
     player = player or build_player(cfg)
     requests_log = RequestLog()
