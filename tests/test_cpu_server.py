@@ -254,11 +254,14 @@ def test_max_iterations_caps_the_simulations(which, rollout_url, neural_url, ope
     assert r.headers["X-Hexz-Iterations"] == "12"
     assert wall < 0.35
     stats = check_stats(pb.SuggestMoveResponse.FromString(r.content), b)
-    # Rollout search spends its first simulation on expanding the root; neural search
-    # evaluates the root besides the simulations.
-    children = 11 if which == "rollout" else 12
-    visits = [share * children for share, _ in stats.values()]
-    assert np.allclose(visits, np.round(visits), atol=1e-3) and round(sum(visits)) == children
+    # The root's own expansion (rollout) or evaluation (neural) is not one of the 12.
+    visits = [share * 12 for share, _ in stats.values()]
+    assert np.allclose(visits, np.round(visits), atol=1e-3) and round(sum(visits)) == 12
+    # One simulation: one visit, to the move played.
+    r = post_proto(url, suggest_request(b, think_ms=400, iterations=1))
+    resp = pb.SuggestMoveResponse.FromString(r.content)
+    stats = check_stats(resp, b)
+    assert stats[(resp.move.row, resp.move.col, resp.move.cell_type)][0] == 1.0
 
 
 def test_server_maximum_iterations_caps_requests(openings) -> None:

@@ -177,7 +177,13 @@ class TimedSearch:
         for slot, p in self._positions.items():
             # max_seconds=0 would mean "no time limit" to run_rollouts.
             seconds = max(1e-4, min(share, p.deadline - time.monotonic()))
-            p.iterations += self.mcts.run_rollouts(slot, p.cap - p.iterations, seconds)
+            # A rollout search's first simulation only expands the root; like the root's
+            # evaluation in neural search, it is not one of the simulations asked for, so
+            # that `max_iterations` simulations give that many visits to the root's moves.
+            root = self.mcts.root_visits(slot)
+            todo = p.cap - p.iterations + (1 if root == 0 else 0)
+            self.mcts.run_rollouts(slot, min(todo, _MAX_SIMS), seconds)
+            p.iterations = self.mcts.root_visits(slot) - 1
 
     def _result(self, slot: int, now: float) -> SearchResult:
         p = self._positions[slot]
