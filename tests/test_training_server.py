@@ -207,6 +207,29 @@ def test_ingest_train_publish_to_gcs_and_redis(serve, games, gcs_emulator, redis
     assert f'pyhexz_requests_total{{model="{name}",status="ACCEPTED"}} 5\n' in metrics
 
 
+def test_training_goes_on_while_redis_is_down_and_redis_catches_up(serve, games, redis_server,
+                                                                    tmp_path):
+    """Redis is a copy: a checkpoint published while Redis is down reaches it once it is back
+    (here an empty Redis, as after a restart without persistence)."""
+    name = "flaky-redis"
+    s = serve(ServerConfig(model_name=name, storage=str(tmp_path / "store"),
+                           redis_url=redis_server.url, redis_sync_seconds=0.2,
+                           train=TrainConfig(trigger_examples=90, **TINY)))
+    bus = ModelBus(redis_server.url, name)
+    wait_for(lambda: bus.latest() == 0, 15)
+    redis_server.stop()
+    for g in games[:2]:
+        assert post(s.url, keyed(g, name, 0))[1].status == Resp.ACCEPTED
+    wait_for(lambda: status(s.url)["checkpoint"] == 1)
+    st = status(s.url)
+    assert st["ready"] and st["redis"]["checkpoint"] == 0
+    assert requests.get(f"{s.url}/healthz", timeout=10).status_code == 200
+    redis_server.start()
+    wait_for(lambda: status(s.url)["redis"]["checkpoint"] == 1, 30)
+    repo = CheckpointRepo(open_storage(tmp_path / "store"), name)
+    assert bus.latest() == 1 and bus.fetch(1).data == repo.read_verified(1, "scriptmodule.pt")
+
+
 # --------------------------------------------------------------------------
 # Restarts: the WAL replays exactly the untrained suffix
 # --------------------------------------------------------------------------

@@ -72,6 +72,7 @@ class ServerConfig:
     max_request_bytes: int = 32 << 20     # request body, and the body after gunzip
     segment_bytes: int = 64 << 20         # WAL segment size
     startup_wait_seconds: float = 10.0    # how long a request waits for a starting trainer
+    redis_sync_seconds: float = 10.0      # how often Redis is checked for the latest model
 
     def __post_init__(self) -> None:
         validate_model_name(self.model_name)
@@ -315,7 +316,7 @@ class TrainingService:
             while not self._stop.is_set():
                 self._take_queued(timeout=0.2)
                 if self.bus is not None and time.monotonic() >= next_bus_check:
-                    next_bus_check = time.monotonic() + 10
+                    next_bus_check = time.monotonic() + self.config.redis_sync_seconds
                     self._sync_bus()
                 if self.trainer.ready() and time.monotonic() >= retry_at:
                     if not self._train_once():
