@@ -448,8 +448,8 @@ def _execution_id(index: int) -> str:
     return f"{base}-{index}"
 
 
-def _child(cfg: WorkerConfig, stop, index: int) -> None:
-    init_worker_process()
+def _child(cfg: WorkerConfig, stop, index: int, log_level: int) -> None:
+    init_worker_process(log_level=log_level)
     event = threading.Event()
     signal.signal(signal.SIGTERM, lambda s, f: event.set())
     threading.Thread(target=lambda: (stop.wait(), event.set()), daemon=True).start()
@@ -474,7 +474,8 @@ def run(cfg: WorkerConfig) -> int:
             return 0
         ctx = spawn_context()
         shared_stop = ctx.Event()
-        procs = [ctx.Process(target=_child, args=(cfg, shared_stop, i), name=f"worker-{i}")
+        level = logging.getLogger("pyhexz").getEffectiveLevel()
+        procs = [ctx.Process(target=_child, args=(cfg, shared_stop, i, level), name=f"worker-{i}")
                  for i in range(cfg.num_workers)]
         for p in procs:
             p.start()
