@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="request body limit, also after gunzip")
     p.add_argument("--wal-segment-bytes", type=pos_int, default=64 << 20,
                    help="size of a write-ahead log segment (preallocated)")
+    p.add_argument("--trainer-nice", type=int, default=10, help="nice increment of the trainer "
+                   "thread, so that answering requests comes first (0: none)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
     p.add_argument("--host", default="127.0.0.1", help="listen address")
     p.add_argument("--port", type=int, default=8080, help="listen port")
@@ -309,7 +311,7 @@ def server_config(a: argparse.Namespace):
         model_name=a.model_name, storage=a.storage, state_dir=a.state_dir, redis_url=a.redis_url,
         auth_token=a.auth_token, device=a.device, max_model_age=a.max_model_age,
         max_pending=a.max_pending, max_request_bytes=a.max_request_bytes,
-        segment_bytes=a.wal_segment_bytes, train=_train_config(a))
+        segment_bytes=a.wal_segment_bytes, trainer_nice=a.trainer_nice, train=_train_config(a))
 
 
 def cmd_server(a: argparse.Namespace) -> int:

@@ -73,6 +73,7 @@ class ServerConfig:
     segment_bytes: int = 64 << 20         # WAL segment size
     startup_wait_seconds: float = 10.0    # how long a request waits for a starting trainer
     redis_sync_seconds: float = 10.0      # how often Redis is checked for the latest model
+    trainer_nice: int = 10                # the trainer thread's nice increment (Linux)
 
     def __post_init__(self) -> None:
         validate_model_name(self.model_name)
@@ -303,6 +304,13 @@ class TrainingService:
     # ------------------------------------------------------------------ the trainer thread
 
     def _train_loop(self) -> None:
+        if self.config.trainer_nice:
+            # Linux nice values are per thread: requests keep their CPU, training yields it.
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                               os.getpriority(os.PRIO_PROCESS, 0) + self.config.trainer_nice)
+            except (OSError, AttributeError) as e:
+                log.warning("cannot lower the trainer's priority: %s", e)
         try:
             self.trainer = Trainer(self.repo, self.config.train, self.config.device,
                                    on_published=self._on_published)
