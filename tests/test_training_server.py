@@ -244,8 +244,8 @@ def test_restart_trains_the_untrained_examples_exactly_once(serve, games, tmp_pa
     more = [keyed(g, name, 0) for g in games[3:5]]
     n_first = sum(len(g.examples) for g in first)
     assert n_first < 250 <= n_first + sum(len(g.examples) for g in more)
-    for req in first:
-        assert post(s.url, req)[1].status == Resp.ACCEPTED
+    for i, req in enumerate(first):  # gzip bodies are kept compressed in the WAL
+        assert post(s.url, req, gzip_body=i != 1)[1].status == Resp.ACCEPTED
     s.stop()  # a stop looks like a crash to the WAL: only what was fsync'ed counts
 
     s = serve(cfg)

@@ -56,6 +56,7 @@ Status = pb.AddTrainingExamplesResponse
 # (a gzip body is kept compressed: less disk, and no CPU spent recompressing).
 _RAW, _GZIP = b"\x00", b"\x01"
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
+PROGRESS_SECONDS = 60.0
 
 
 @dataclass
@@ -321,8 +322,16 @@ class TrainingService:
                      self.latest, self.pending)
             retry_at = 0.0
             next_bus_check = 0.0
+            next_progress = time.monotonic() + PROGRESS_SECONDS
             while not self._stop.is_set():
                 self._take_queued(timeout=0.2)
+                if time.monotonic() >= next_progress:
+                    next_progress = time.monotonic() + PROGRESS_SECONDS
+                    st = self.status()
+                    log.info("progress model=%s checkpoint=%s received=%d pending=%d "
+                             "examples_per_s=%.1f training_runs=%d", st["model"], st["checkpoint"],
+                             st["examples"]["received"], st["examples"]["pending"],
+                             st["examples"]["per_second"], st["training"]["runs"])
                 if self.bus is not None and time.monotonic() >= next_bus_check:
                     next_bus_check = time.monotonic() + self.config.redis_sync_seconds
                     self._sync_bus()
