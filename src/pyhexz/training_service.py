@@ -345,18 +345,16 @@ class TrainingService:
             self._ready.set()
 
     def _take_queued(self, timeout: float) -> None:
-        try:
-            item = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return
-        while True:
+        """Moves durable requests into the trainer, in log order: at most 10,000 a call, so a
+        flood of requests cannot keep a training run from starting."""
+        for i in range(10_000):
+            try:
+                item = self._queue.get(timeout=timeout) if i == 0 else self._queue.get_nowait()
+            except queue.Empty:
+                return
             start, end, (req, arrays) = item
             self.trainer.add(self._game_name(start, req), req, arrays)
             self.position = end
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
 
     def _train_once(self) -> bool:
         """One training run and checkpoint; False if it failed (and will be retried)."""
@@ -380,7 +378,10 @@ class TrainingService:
             self.training_failures += 1
             log.exception("training run failed model=%s checkpoint=%d: %s",
                           self.config.model_name, n, e)
-            self.repo.clear_stale_claim(n)
+            try:  # our own claim, or the retry would find checkpoint n "being written"
+                self.repo.clear_stale_claim(n)
+            except Exception as e2:
+                log.warning("could not clear the claim on checkpoint %d: %s", n, e2)
             return False
         finally:
             self.training = False
@@ -427,8 +428,13 @@ class TrainingService:
         except redis.RedisError as e:
             log.warning("redis unavailable: %s", e)
             return
-        name, n, data, _ = self.model_file(None, None, SCRIPT_FILE)
-        self._bus_publish(n, data, int(self.repo.meta(n).get("examples_trained", 0)))
+        try:
+            _, n, data, _ = self.model_file(None, n, SCRIPT_FILE)
+            trained = int(self.repo.meta(n).get("examples_trained", 0))
+        except Exception as e:  # storage unreachable: try again at the next sync
+            log.warning("cannot read checkpoint %d for redis: %s", n, e)
+            return
+        self._bus_publish(n, data, trained)
 
     # ------------------------------------------------------------------ models
 
