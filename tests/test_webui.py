@@ -193,3 +193,21 @@ def test_ticks_cover_the_data_and_stay_whole_for_checkpoints():
     t = nice_ticks(1326.0, 1408.0)
     assert t[0] <= 1326 and t[-1] >= 1408
     assert nice_ticks(1, 2, integer=True) == [1, 2]
+
+
+def test_cpu_server_serves_the_play_page_with_its_own_player():
+    from pyhexz.cpu_config import CpuServerConfig
+    from pyhexz.cpu_server import create_app
+
+    app = create_app(CpuServerConfig(default_think_ms=50))
+    c = app.test_client()
+    assert c.get("/").headers["Location"].endswith("/ui/play")
+    assert c.get("/ui/play").status_code == 200
+    assert c.get("/ui/training").status_code == 404
+    (opp,) = c.get("/ui/api/play/opponents").json["opponents"]
+    assert opp["id"] == "cpu" and "rollout" in opp["label"]
+    new = c.post("/ui/api/play/new", json={"seed": 5}).json
+    r = c.post("/ui/api/play/move", json={"state": new["state"], "move": None, "seat": 2,
+                                          "opponent": "cpu"})
+    assert r.status_code == 200 and r.json["board"]["move"] == 1
+    assert r.json["cpu"][0]["moves"]

@@ -42,7 +42,7 @@ from datetime import datetime
 from typing import Optional
 from urllib.parse import urlsplit, urlunsplit
 
-from flask import Flask, Response, request
+from flask import Flask, Response, redirect, request
 from google.protobuf.message import DecodeError
 from werkzeug.exceptions import HTTPException
 
@@ -59,6 +59,7 @@ from pyhexz.timedsearch import SearchResult
 from pyhexz.training_service import BadRequest as BadInput
 from pyhexz.training_service import gunzip
 from pyhexz.uploader import ServerClient
+from pyhexz.webui import cpu_player_opponents, create_ui
 from pyhexz.worker import LiveModel, ModelFetcher
 
 log = logging.getLogger(__name__)
@@ -371,6 +372,14 @@ def create_app(config: Optional[CpuServerConfig] = None,
     @app.get("/healthz")
     def healthz() -> Response:
         return Response("ok\n", mimetype="text/plain")
+
+    # People play the same player on the web UI's Play page.
+    app.register_blueprint(create_ui(opponents=cpu_player_opponents(
+        player, min(cfg.default_think_ms, cfg.max_think_ms) / 1000)), url_prefix="/ui")
+
+    @app.get("/")
+    def root() -> Response:
+        return redirect("/ui/play")
 
     return app
 

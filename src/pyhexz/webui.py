@@ -44,7 +44,8 @@ from pyhexz.selfplay import policy_move_tuple
 from pyhexz.storage import META_FILE, CheckpointRepo, StorageError
 
 if TYPE_CHECKING:
-    from pyhexz.timedsearch import TimedSearch
+    from pyhexz.cpu_player import CpuPlayer
+    from pyhexz.timedsearch import SearchResult, TimedSearch
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,31 @@ class SearchOpponent:
         with self._lock:
             if self._searcher is None:
                 self._searcher = self._make()
-            r = think(self._searcher, board, self.seconds)
-        return {"move": r.move, "value": r.value, "iterations": r.iterations,
-                "moves": [{"row": m[0], "col": m[1], "type": m[2], "share": share, "prior": prior}
-                          for m, share, prior in r.scored_moves()[:8]]}
+            return result_json(think(self._searcher, board, self.seconds))
+
+
+def result_json(r: "SearchResult") -> dict:
+    """A search result as the Play page shows it: the move, the value and the top moves."""
+    return {"move": r.move, "value": r.value, "iterations": r.iterations,
+            "moves": [{"row": m[0], "col": m[1], "type": m[2], "share": share, "prior": prior}
+                      for m, share, prior in r.scored_moves()[:8]]}
+
+
+def cpu_player_opponents(player: "CpuPlayer", seconds: float) -> Callable[[], list[Opponent]]:
+    """The CPU server's one opponent: its own player, searching like a /hexz/cpu/suggest call."""
+    import time
+
+    def think(board: Board) -> dict:
+        result, _ = player.suggest(board, time.monotonic() + seconds)
+        return result_json(result)
+
+    def opponents() -> list[Opponent]:
+        m = player.model
+        label = (f"{m.key.name} checkpoint {m.key.checkpoint}" if m is not None
+                 else "rollout MCTS (no model loaded)")
+        return [Opponent("cpu", f"{label} ({seconds:g} s/move)", think)]
+
+    return opponents
 
 
 class RepoOpponents:
