@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -97,31 +98,36 @@ def test_backoff_is_full_jitter_under_an_exponential_cap():
 
 # --- uploads ---------------------------------------------------------------------------------
 
-def test_upload_retries_5xx_then_delivers_the_same_game_once():
-    server = ScriptedServer([(503, b"busy"), (500, b"<html>oops</html>"), (200, accepted(2))])
-    hints = []
+def upload_through(answers: list, game_ids: list[str], accepted_games: int, token: str = "",
+                   hints: list | None = None) -> tuple[ScriptedServer, Uploader]:
+    """Sends the games to a server answering `answers`, until `accepted_games` are accepted."""
+    server = ScriptedServer(answers)
+    on_model = (lambda key, force: hints.append((key.checkpoint, force))) if hints is not None \
+        else (lambda key, force: None)
     with serve_app(server.app) as url:
-        up = Uploader(ServerClient(url, "s3cret"), on_model=lambda k, f: hints.append((k, f)),
-                      backoff=FAST).start()
-        assert up.put(game("g1", 5))
-        wait_for(lambda: up.stats.games == 1, what="the game to be accepted")
+        up = Uploader(ServerClient(url, token), on_model=on_model, backoff=FAST).start()
+        for g in game_ids:
+            assert up.put(game(g))
+        wait_for(lambda: up.stats.games == accepted_games, what=f"{accepted_games} accepted games")
         assert up.close(1.0) == 0
+    return server, up
+
+
+def test_upload_retries_5xx_then_delivers_the_same_game_once():
+    hints: list = []
+    server, up = upload_through([(503, b"busy"), (500, b"<html>oops</html>"), (200, accepted(2))],
+                                ["g1"], 1, token="s3cret", hints=hints)
     assert [r.game_id for r, _ in server.received] == ["g1", "g1", "g1"]
     assert all(h["Authorization"] == "Bearer s3cret" for _, h in server.received)
-    assert all(len(r.examples) == 5 for r, _ in server.received)
-    assert (up.stats.retries, up.stats.examples, up.stats.lost) == (2, 5, 0)
-    assert hints == [(pb.ModelKey(name="m", checkpoint=2), False)]
+    assert all(len(r.examples) == 3 for r, _ in server.received)
+    assert (up.stats.retries, up.stats.examples, up.stats.lost) == (2, 3, 0)
+    assert hints == [(2, False)]
 
 
 def test_capacity_backs_off_and_resends():
-    server = ScriptedServer([(200, pb.AddTrainingExamplesResponse(status=Status.REJECTED_AT_CAPACITY)),
-                             (429, b""), (200, accepted())])
-    with serve_app(server.app) as url:
-        up = Uploader(ServerClient(url), backoff=FAST).start()
-        up.put(game("g1"))
-        up.put(game("g2"))
-        wait_for(lambda: up.stats.games == 2, what="both games")
-        up.close(1.0)
+    server, up = upload_through(
+        [(200, pb.AddTrainingExamplesResponse(status=Status.REJECTED_AT_CAPACITY)), (429, b""),
+         (200, accepted())], ["g1", "g2"], 2)
     assert [r.game_id for r, _ in server.received] == ["g1", "g1", "g1", "g2"]
     assert up.stats.at_capacity == 2
 
@@ -129,15 +135,10 @@ def test_capacity_backs_off_and_resends():
 def test_wrong_model_drops_the_game_and_forces_a_switch(caplog):
     wrong = pb.AddTrainingExamplesResponse(status=Status.REJECTED_WRONG_MODEL,
                                            latest_model=pb.ModelKey(name="m", checkpoint=7))
-    server = ScriptedServer([(200, wrong), (200, accepted(7))])
-    hints = []
-    with serve_app(server.app) as url, caplog.at_level(logging.INFO, "pyhexz"):
-        up = Uploader(ServerClient(url), on_model=lambda k, f: hints.append((k.checkpoint, f)),
-                      backoff=FAST).start()
-        up.put(game("old"))
-        up.put(game("new"))
-        wait_for(lambda: up.stats.games == 1, what="the second game")
-        up.close(1.0)
+    hints: list = []
+    with caplog.at_level(logging.INFO, "pyhexz"):
+        server, up = upload_through([(200, wrong), (200, accepted(7))], ["old", "new"], 1,
+                                    hints=hints)
     assert [r.game_id for r, _ in server.received] == ["old", "new"]
     assert (up.stats.wrong_model, up.stats.retries) == (1, 0)
     assert hints == [(7, True), (7, False)]
@@ -151,13 +152,8 @@ def test_wrong_model_drops_the_game_and_forces_a_switch(caplog):
     (200, pb.AddTrainingExamplesResponse(status=Status.REJECTED_OTHER, error_message="nope")),
 ])
 def test_other_refusals_drop_the_game_with_a_clear_log_line(caplog, code, body):
-    server = ScriptedServer([(code, body)])
-    with serve_app(server.app) as url, caplog.at_level(logging.INFO, "pyhexz"):
-        up = Uploader(ServerClient(url), backoff=FAST).start()
-        up.put(game("bad"))
-        up.put(game("good"))
-        wait_for(lambda: up.stats.games == 1, what="the next game")
-        up.close(1.0)
+    with caplog.at_level(logging.INFO, "pyhexz"):
+        server, up = upload_through([(code, body)], ["bad", "good"], 1)
     assert [r.game_id for r, _ in server.received] == ["bad", "good"]
     assert (up.stats.rejected, up.stats.retries) == (1, 0)
     line = next(r for r in caplog.records if "upload rejected" in r.getMessage())
@@ -224,6 +220,20 @@ def live_model(redis_url: str, name: str, **kw) -> LiveModel:
                      tick_seconds=0.1, backoff=Backoff(0.05, 0.3), **kw)
 
 
+@contextmanager
+def running(redis_url: str, name: str, tmp_path: Path, **kw):
+    """Checkpoint 0 published, a LiveModel started on it; yields (bus, live), closes it after."""
+    bus = ModelBus(redis_url, name)
+    bus.publish(0, script_bytes(tmp_path, 0))
+    live = live_model(redis_url, name, **kw)
+    assert live.wait_first(threading.Event())
+    live.start()
+    try:
+        yield bus, live
+    finally:
+        live.close()
+
+
 def test_waits_for_the_first_model_then_hot_swaps_on_announcement(redis_url, name, tmp_path, caplog):
     bus = ModelBus(redis_url, name)
     live = live_model(redis_url, name)
@@ -264,12 +274,7 @@ def _batch():
 
 
 def test_corrupt_model_in_redis_is_refused_and_the_old_one_kept(redis_url, name, tmp_path, caplog):
-    bus = ModelBus(redis_url, name)
-    bus.publish(0, script_bytes(tmp_path, 0))
-    live = live_model(redis_url, name)
-    assert live.wait_first(threading.Event())
-    live.start()
-    try:
+    with running(redis_url, name, tmp_path) as (bus, live):
         with caplog.at_level(logging.INFO, "pyhexz"):
             good = script_bytes(tmp_path, 1)
             bus.publish(1, good)
@@ -289,33 +294,19 @@ def test_corrupt_model_in_redis_is_refused_and_the_old_one_kept(redis_url, name,
         # Fixed bytes for 2 are taken at the next announcement.
         bus.publish(2, script_bytes(tmp_path, 2))
         wait_for(lambda: live.current()[1].checkpoint == 2, what="the repaired checkpoint 2")
-    finally:
-        live.close()
 
 
 def test_bytes_that_are_not_a_model_are_refused(redis_url, name, tmp_path, caplog):
-    bus = ModelBus(redis_url, name)
-    bus.publish(0, script_bytes(tmp_path, 0))
-    live = live_model(redis_url, name)
-    assert live.wait_first(threading.Event())
-    live.start()
-    try:
+    with running(redis_url, name, tmp_path) as (bus, live):
         with caplog.at_level(logging.INFO, "pyhexz"):
             bus.publish(1, b"PK\x03\x04 this is not a TorchScript archive")   # checksum is right
             wait_for(lambda: live.refused >= 1, what="the refusal")
         assert live.current()[1].checkpoint == 0
         assert "model switch refused to=" + name + ":1" in caplog.text
-    finally:
-        live.close()
 
 
 def test_upload_answers_and_the_periodic_check_find_missed_announcements(redis_url, name, tmp_path):
-    bus = ModelBus(redis_url, name)
-    bus.publish(0, script_bytes(tmp_path, 0))
-    live = live_model(redis_url, name, poll_seconds=0.5)
-    assert live.wait_first(threading.Event())
-    live.start()
-    try:
+    with running(redis_url, name, tmp_path, poll_seconds=0.5) as (bus, live):
         # Stored without an announcement: what a worker sees when pub/sub dropped the message.
         data = script_bytes(tmp_path, 1)
         bus.redis.hset(bus.checkpoint_key(1), mapping={"data": data, "sha256": sha256(data)})
@@ -331,17 +322,10 @@ def test_upload_answers_and_the_periodic_check_find_missed_announcements(redis_u
         assert live.current()[1].checkpoint == 2
         live.offer(pb.ModelKey(name=name, checkpoint=1), force=True)
         wait_for(lambda: live.current()[1].checkpoint == 1, what="the forced switch back")
-    finally:
-        live.close()
 
 
 def test_redis_restart_reconnects_and_catches_up(redis_server, name, tmp_path, caplog):
-    bus = ModelBus(redis_server.url, name)
-    bus.publish(0, script_bytes(tmp_path, 0))
-    live = live_model(redis_server.url, name)
-    assert live.wait_first(threading.Event())
-    live.start()
-    try:
+    with running(redis_server.url, name, tmp_path) as (bus, live):
         with caplog.at_level(logging.INFO, "pyhexz"):
             time.sleep(0.3)
             redis_server.stop()
@@ -352,8 +336,6 @@ def test_redis_restart_reconnects_and_catches_up(redis_server, name, tmp_path, c
             bus.publish(1, script_bytes(tmp_path, 1))
             wait_for(lambda: live.current()[1].checkpoint == 1, what="the model after the restart")
             assert live.current()[0] is live.model.predictor
-    finally:
-        live.close()
 
 
 def test_config_checks():
