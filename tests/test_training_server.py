@@ -296,6 +296,27 @@ def test_examples_from_another_wal_are_not_mistaken_for_trained(serve, games, tm
     assert st["checkpoint"] == 1 and st["examples"]["recovered"] == len(req.examples)
 
 
+def test_two_servers_on_one_storage_the_second_writer_stops_loudly(serve, games, tmp_path):
+    name = "twins"
+    cfg = dict(model_name=name, storage=str(tmp_path / "store"),
+               train=TrainConfig(trigger_examples=90, **TINY))
+    a = serve(ServerConfig(state_dir=str(tmp_path / "a"), **cfg))
+    b = serve(ServerConfig(state_dir=str(tmp_path / "b"), **cfg))
+    for g in games[:2]:
+        assert post(a.url, keyed(g, name, 0))[1].status == Resp.ACCEPTED
+    wait_for(lambda: status(a.url)["checkpoint"] == 1)
+    repo = CheckpointRepo(open_storage(cfg["storage"]), name)
+    published = repo.read_verified(1, "model.pt")
+    for g in games[2:4]:  # b still believes in checkpoint 0 and tries to write checkpoint 1
+        assert post(b.url, keyed(g, name, 0))[1].status == Resp.ACCEPTED
+    wait_for(lambda: status(b.url)["failure"])
+    assert "CheckpointExistsError" in status(b.url)["failure"]
+    assert requests.get(f"{b.url}/healthz", timeout=10).status_code == 503
+    r, resp = post(b.url, keyed(games[4], name, 0))
+    assert (r.status_code, resp.status) == (503, Resp.REJECTED_AT_CAPACITY)
+    assert repo.checkpoints() == [0, 1] and repo.read_verified(1, "model.pt") == published
+
+
 # --------------------------------------------------------------------------
 # kill -9 under gunicorn, mid-training
 # --------------------------------------------------------------------------

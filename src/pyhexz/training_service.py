@@ -188,21 +188,17 @@ class TrainingService:
         self._stop = threading.Event()
         self.wal = WriteAheadLog(Path(cfg.state_dir), segment_bytes=cfg.segment_bytes,
                                  sink=self._on_durable)
-        try:
-            self._replay_from = self._trained_position()
-            self.wal.skip_to(self._replay_from)
-            self._replay_to = self.wal.end
-        except BaseException:
-            self.wal.close()
-            raise
-        self.position = self._replay_from   # WAL position the trainer has taken in up to
-        self.trained_position = self._replay_from  # ... and the newest checkpoint holds
+        self.position = 0           # WAL position the trainer has taken in up to
+        self.trained_position = 0   # ... and the newest checkpoint holds
         self.trainer: Optional[Trainer] = None
+        # Everything that reads storage happens in the trainer thread, before requests are
+        # taken: a gunicorn worker must finish booting within its timeout, however many
+        # checkpoints a bucket holds.
         self._thread = threading.Thread(target=self._train_loop, name="trainer", daemon=True)
         self._thread.start()
-        log.info("server model=%s storage=%s state_dir=%s wal_id=%s replay_from=%d wal_end=%d "
-                 "redis=%s", cfg.model_name, cfg.storage, cfg.state_dir, self.wal.id,
-                 self._replay_from, self._replay_to, "yes" if self.bus else "no")
+        log.info("server model=%s storage=%s state_dir=%s wal_id=%s wal_end=%d redis=%s",
+                 cfg.model_name, cfg.storage, cfg.state_dir, self.wal.id, self.wal.end,
+                 "yes" if self.bus else "no")
 
     # ------------------------------------------------------------------ recovery
 
@@ -210,18 +206,29 @@ class TrainingService:
         """The WAL position the newest checkpoint of this WAL was trained up to.
 
         Checkpoints of another WAL (a previous state directory, or the local `train` job) say
-        nothing about this one, so the search goes back to the newest checkpoint of ours.
+        nothing about this one, so the search goes back to the newest checkpoint of ours;
+        usually the newest of all, one read.
         """
-        for n in reversed(self.repo.checkpoints()):
-            wal = self.repo.meta(n).get("wal") or {}
+        numbers = [int(x) for x in self.storage.list(self.repo.prefix) if x.isdigit()]
+        for n in sorted(numbers, reverse=True):
+            try:
+                wal = self.repo.meta(n).get("wal") or {}
+            except FileNotFoundError:
+                continue  # not published (a writer died before its meta.json)
             if wal.get("id") == self.wal.id:
                 return int(wal["position"])
         return self.wal.first
 
     def _replay(self) -> None:
-        """Untrained records of the WAL (from before this start) into the trainer."""
+        """Untrained records of the WAL (from before this start) into the trainer.
+
+        Runs before requests are taken, so the WAL's end is the end of what came before.
+        """
+        start = self.position = self.trained_position = self._trained_position()
+        self.wal.skip_to(start)
+        stop = self.wal.end
         n = 0
-        for rec in self.wal.records(self._replay_from, self._replay_to):
+        for rec in self.wal.records(start, stop):
             try:
                 req = _decode_payload(rec.payload, self.config.max_request_bytes)
                 added = self.trainer.add(self._game_name(rec.start, req), req)
@@ -234,9 +241,7 @@ class TrainingService:
         with self._lock:
             self.pending += n
             self.recovered = n
-        if n:
-            log.info("recovered examples=%d from wal positions %d..%d", n, self._replay_from,
-                     self._replay_to)
+        log.info("wal replay examples=%d positions=%d..%d", n, start, stop)
 
     @staticmethod
     def _game_name(position: int, req: pb.AddTrainingExamplesRequest) -> str:
@@ -313,13 +318,7 @@ class TrainingService:
             except (OSError, AttributeError) as e:
                 log.warning("cannot lower the trainer's priority: %s", e)
         try:
-            self.trainer = Trainer(self.repo, self.config.train, self.config.device,
-                                   on_published=self._on_published)
-            self.latest = self.trainer.checkpoint
-            self._replay()
-            self._ready.set()
-            log.info("trainer ready model=%s checkpoint=%d pending=%d", self.config.model_name,
-                     self.latest, self.pending)
+            self._start()
             retry_at = 0.0
             next_bus_check = 0.0
             next_progress = time.monotonic() + PROGRESS_SECONDS
@@ -343,6 +342,33 @@ class TrainingService:
             log.exception("trainer stopped")
         finally:
             self._ready.set()
+
+    def _start(self) -> None:
+        """Loads (or creates) the model and replays the WAL; retried while storage fails.
+
+        A storage outage at start should not need a restart by hand; meanwhile /healthz says
+        what is wrong and requests are answered 503. A damaged WAL is not retried.
+        """
+        delay = 1.0
+        while True:
+            try:
+                self.trainer = Trainer(self.repo, self.config.train, self.config.device,
+                                       on_published=self._on_published)
+                self.latest = self.trainer.checkpoint
+                self._replay()
+                break
+            except WALError:
+                raise
+            except Exception as e:
+                self.failure = f"starting: {type(e).__name__}: {e}"
+                log.error("trainer start failed (retry in %.0f s): %s", delay, self.failure)
+                if self._stop.wait(delay):
+                    raise
+                delay = min(60.0, delay * 2)
+        self.failure = None
+        self._ready.set()
+        log.info("trainer ready model=%s checkpoint=%d pending=%d", self.config.model_name,
+                 self.latest, self.pending)
 
     def _take_queued(self, timeout: float) -> None:
         """Moves durable requests into the trainer, in log order: at most 10,000 a call, so a
