@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from pyhexz.storage import (META_FILE, CheckpointExistsError, CheckpointRepo, GCSStorage,
+from pyhexz.storage import (CheckpointExistsError, CheckpointRepo, GCSStorage,
                             LocalStorage, StorageError, open_storage)
 
 
