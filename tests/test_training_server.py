@@ -496,3 +496,36 @@ def test_decode_takes_other_npy_layouts_too():
     bad_bool.action_mask = bytes(raw)
     with pytest.raises(ValueError, match="action_mask: bool bytes not 0 or 1"):
         decode([ex, bad_bool])
+
+
+def test_web_ui_status_workers_and_checkpoint_matches(serve, games, tmp_path):
+    """The UI on the training server: public pages, token-guarded data, connected workers, and
+    the evaluator process writing each checkpoint's matches for the Elo curve."""
+    name = f"ui-{uuid.uuid4().hex[:6]}"
+    s = serve(ServerConfig(model_name=name, storage=str(tmp_path / "store"), auth_token="tok",
+                           eval_openings=1, eval_runs=4, play_seconds=0.05,
+                           train=TrainConfig(trigger_examples=50, **TINY)))
+    proc, stop = s.app.config["evaluator"]
+    try:
+        auth = {"Authorization": "Bearer tok"}
+        for g in games[:2]:
+            req = keyed(g, name)
+            req.execution_id = "worker-a"
+            r, resp = post(s.url, req, headers=auth)
+            assert resp.status == Resp.ACCEPTED, resp.error_message
+        assert requests.get(f"{s.url}/ui/training", timeout=10).status_code == 200
+        assert requests.get(f"{s.url}/", timeout=10, allow_redirects=False).status_code == 302
+        assert requests.get(f"{s.url}/ui/api/status", timeout=10).status_code == 401
+        st = wait_for(lambda: (lambda j: j if j["checkpoint"] >= 1 else None)(
+            requests.get(f"{s.url}/ui/api/status", headers=auth, timeout=10).json()))
+        assert st["workers"]["active"] == 1
+        rows = wait_for(lambda: (lambda rows: rows if "rollout" in rows[1]["matches"] else None)(
+            requests.get(f"{s.url}/ui/api/checkpoints", headers=auth, timeout=10)
+            .json()["checkpoints"]), timeout=120, step=1)
+        assert rows[1]["matches"]["rollout"]["games"] == 2
+        opps = requests.get(f"{s.url}/ui/api/play/opponents", headers=auth, timeout=10).json()
+        assert opps["opponents"][0]["id"] == "checkpoint:1"
+    finally:
+        stop.set()
+        proc.join(10)
+    assert proc.exitcode is not None

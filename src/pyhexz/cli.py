@@ -175,6 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trainer-nice", type=int, default=10, help="nice increment of the trainer "
                    "thread, so that answering requests comes first (0: none)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
+    p.add_argument("--eval-openings", type=int, default=8,
+                   help="after each checkpoint, a match over this many fixture openings (x2 "
+                        "seats) against the previous one and rollout MCTS, for the web UI's "
+                        "Elo curve, in a background process; 0: off")
+    p.add_argument("--eval-runs", type=pos_int, default=64, help="simulations per move in those "
+                   "matches (the rollout baseline gets 200)")
+    p.add_argument("--play-seconds", type=pos_float, default=1.0,
+                   help="think time per move of the web UI's Play page opponents")
     p.add_argument("--host", default="127.0.0.1", help="listen address")
     p.add_argument("--port", type=int, default=8080, help="listen port")
     p.set_defaults(func=cmd_server)
@@ -311,7 +319,8 @@ def server_config(a: argparse.Namespace):
         model_name=a.model_name, storage=a.storage, state_dir=a.state_dir, redis_url=a.redis_url,
         auth_token=a.auth_token, device=a.device, max_model_age=a.max_model_age,
         max_pending=a.max_pending, max_request_bytes=a.max_request_bytes,
-        segment_bytes=a.wal_segment_bytes, trainer_nice=a.trainer_nice, train=_train_config(a))
+        segment_bytes=a.wal_segment_bytes, trainer_nice=a.trainer_nice, train=_train_config(a),
+        eval_openings=a.eval_openings, eval_runs=a.eval_runs, play_seconds=a.play_seconds)
 
 
 def cmd_server(a: argparse.Namespace) -> int:

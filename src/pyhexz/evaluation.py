@@ -22,11 +22,19 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from typing import Optional, Protocol
 
 from pyhexz.storage import CheckpointRepo, StorageError
 
 log = logging.getLogger(__name__)
+
+
+class EventLike(Protocol):
+    """threading.Event or multiprocessing.Event: what the evaluator loop waits on."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: Optional[float] = None) -> bool: ...
 
 EVAL_FILE = "eval.json"
 MAX_ELO_STEP = 400.0
@@ -120,16 +128,16 @@ def next_to_evaluate(repo: CheckpointRepo) -> Optional[int]:
     return todo[-1] if todo else None
 
 
-def evaluator_loop(storage_url: str, name: str, cfg: EvalConfig,
-                   should_stop: Callable[[], bool], poll_seconds: float = 10.0) -> None:
-    """Evaluates new checkpoints until should_stop(); one failure is logged, not fatal."""
+def evaluator_loop(storage_url: str, name: str, cfg: EvalConfig, stop: "EventLike",
+                   poll_seconds: float = 10.0) -> None:
+    """Evaluates new checkpoints until `stop` is set; one failure is logged, not fatal."""
     from pyhexz.storage import open_storage
 
     repo = CheckpointRepo(open_storage(storage_url), name)
-    while not should_stop():
+    while not stop.is_set():
         n = next_to_evaluate(repo)
         if n is None:
-            time.sleep(poll_seconds)
+            stop.wait(poll_seconds)
             continue
         try:
             evaluate(repo, n, cfg)
@@ -145,7 +153,7 @@ def _evaluator_process(storage_url: str, name: str, cfg: EvalConfig, stop) -> No
     from pyhexz.process import init_worker_process
     init_worker_process()
     os.nice(10)  # training and serving come first
-    evaluator_loop(storage_url, name, cfg, stop.is_set)
+    evaluator_loop(storage_url, name, cfg, stop)
 
 
 def start_evaluator(storage_url: str, name: str, cfg: EvalConfig):

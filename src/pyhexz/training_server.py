@@ -10,6 +10,8 @@ or, for local debugging, `python -m pyhexz server`. Configuration comes from HEX
     GET  /models/{name}/checkpoints/{N}     the same for checkpoint N (?file=model.pt: the
                                             pyhexz checkpoint instead)
     GET  /status  /metrics  /healthz
+    GET  /ui/...                            the web UI (webui.py): training, checkpoints,
+                                            games, play
 
 docs/training-server.md describes the contract. Everything here is translation between HTTP
 and training_service.TrainingService; no request ever trains (the service's trainer thread
@@ -29,12 +31,13 @@ import logging
 import os
 from typing import Optional
 
-from flask import Flask, Response, request
+from flask import Flask, Response, redirect, request
 from werkzeug.exceptions import HTTPException
 
 from pyhexz import hexz_pb2 as pb
 from pyhexz.storage import MODEL_FILE, SCRIPT_FILE
 from pyhexz.training_service import BadRequest, ServerConfig, TrainingService
+from pyhexz.webui import RepoOpponents, create_ui
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,10 @@ def config_from_env() -> ServerConfig:
     """The configuration the `pyhexz server` flags would give, read from HEXZ_* variables."""
     from pyhexz.cli import build_parser, server_config
     return server_config(build_parser().parse_args(["server"]))
+
+
+def _public_ui_path(path: str) -> bool:
+    return path == "/" or (path.startswith("/ui/") and not path.startswith("/ui/api/"))
 
 
 def _json(obj: dict, status: int = 200) -> Response:
@@ -85,7 +92,7 @@ def create_app(config: Optional[ServerConfig] = None) -> Flask:
 
     @app.before_request
     def authorize() -> Optional[Response]:
-        if not token or request.path == "/healthz":
+        if not token or request.path == "/healthz" or _public_ui_path(request.path):
             return None
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
@@ -154,6 +161,24 @@ def create_app(config: Optional[ServerConfig] = None) -> Flask:
     @app.get("/status")
     def status() -> Response:
         return _json(service.status())
+
+    # The web UI: its pages and scripts are public (they hold no data); every /ui/api call
+    # they make carries the token the person types in.
+    app.register_blueprint(create_ui(
+        repo=service.repo, status=service.status,
+        opponents=RepoOpponents(service.repo, config.play_seconds, config.device)),
+        url_prefix="/ui")
+
+    @app.get("/")
+    def root() -> Response:
+        return redirect("/ui/training")
+
+    if config.eval_openings:
+        from pyhexz.evaluation import EvalConfig, start_evaluator
+        proc, stop = start_evaluator(config.storage, config.model_name, EvalConfig(
+            openings=config.eval_openings, runs=config.eval_runs, device=config.device))
+        atexit.register(lambda: (stop.set(), proc.join(5)))
+        app.config["evaluator"] = (proc, stop)
 
     @app.get("/healthz")
     def healthz() -> Response:

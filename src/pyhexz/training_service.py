@@ -75,9 +75,16 @@ class ServerConfig:
     startup_wait_seconds: float = 10.0    # how long a request waits for a starting trainer
     redis_sync_seconds: float = 10.0      # how often Redis is checked for the latest model
     trainer_nice: int = 10                # the trainer thread's nice increment (Linux)
+    # Matches per new checkpoint for the web UI (evaluation.py). Off unless asked for: the
+    # `pyhexz server` flag defaults to 8 openings; library users and tests opt in.
+    eval_openings: int = 0
+    eval_runs: int = 64
+    play_seconds: float = 1.0             # think time of the web UI's Play opponents
 
     def __post_init__(self) -> None:
         validate_model_name(self.model_name)
+        if self.eval_openings < 0 or self.eval_runs < 1 or not self.play_seconds > 0:
+            raise ValueError("eval_openings must be >= 0, eval_runs >= 1, play_seconds > 0")
         if self.max_model_age < 0:
             raise ValueError(f"max_model_age must be >= 0, got {self.max_model_age}")
         if self.max_pending is None:
@@ -90,6 +97,9 @@ class ServerConfig:
                 raise ValueError("with gs:// storage, set --state-dir (HEXZ_STATE_DIR) to a "
                                  "local persistent directory for the write-ahead log")
             self.state_dir = str(Path(self.storage) / "wal" / self.model_name)
+
+
+WORKER_ACTIVE_SECONDS = 300.0
 
 
 class BadRequest(ValueError):
@@ -184,6 +194,7 @@ class TrainingService:
         self.bus_checkpoint: Optional[int] = None
         self.failure: Optional[str] = None
         self._rate = _Rate()
+        self._workers: dict[str, float] = {}   # execution_id -> last accepted upload
         self._ready = threading.Event()
         self._stop = threading.Event()
         self.wal = WriteAheadLog(Path(cfg.state_dir), segment_bytes=cfg.segment_bytes,
@@ -290,6 +301,8 @@ class TrainingService:
             return 503, self.answer(Status.REJECTED_OTHER, f"could not store the examples: {e}")
         with self._lock:
             self.received += n
+            if req.execution_id:
+                self._workers[req.execution_id] = time.monotonic()
         self._rate.add(n)
         return 200, self.answer(Status.ACCEPTED)
 
@@ -516,6 +529,8 @@ class TrainingService:
                          "window": len(t.window) if t else 0,
                          "last": dict(self.last_stats)},
             "requests": dict(self.requests),
+            "workers": {"active": self.active_workers(),
+                        "window_seconds": WORKER_ACTIVE_SECONDS},
             "wal": {"id": self.wal.id, "first": self.wal.first, "end": self.wal.end,
                     "trained_position": self.trained_position,
                     "segments": self.wal.segment_count(), "commits": self.wal.commits},
@@ -523,6 +538,15 @@ class TrainingService:
                                                    "channel": self.bus.channel},
             "uptime_seconds": round(uptime, 1),
         }
+
+    def active_workers(self) -> int:
+        """Workers (execution IDs) with an accepted upload in the last few minutes: a worker
+        uploads once per finished game, so a quiet one is finished or gone."""
+        cutoff = time.monotonic() - WORKER_ACTIVE_SECONDS
+        with self._lock:
+            for k in [k for k, t in self._workers.items() if t < cutoff]:
+                del self._workers[k]
+            return len(self._workers)
 
     def healthy(self) -> bool:
         return self._ready.is_set() and self.failure is None and self._thread.is_alive()
