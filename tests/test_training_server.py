@@ -529,3 +529,34 @@ def test_web_ui_status_workers_and_checkpoint_matches(serve, games, tmp_path):
         stop.set()
         proc.join(10)
     assert proc.exitcode is not None
+
+
+def test_a_resent_game_is_accepted_once_even_across_restarts(serve, games, tmp_path):
+    """A worker resends a game whose answer it lost: ACCEPTED again, stored and trained once."""
+    name = f"dup-{uuid.uuid4().hex[:6]}"
+    cfg = dict(model_name=name, storage=str(tmp_path / "store"), state_dir=str(tmp_path / "st"),
+               train=TrainConfig(trigger_examples=10_000, **TINY))
+    s = serve(ServerConfig(**cfg))
+    a, b = keyed(games[0], name, game_id="game-a"), keyed(games[1], name, game_id="game-b")
+    for req in (a, a, b):
+        assert post(s.url, req)[1].status == Resp.ACCEPTED
+    st = status(s.url)
+    assert st["examples"]["pending"] == len(a.examples) + len(b.examples)
+    assert st["requests"]["duplicate_games"] == 1
+    s.stop()
+    # Restarted: the WAL replay remembers the untrained games.
+    s = serve(ServerConfig(**cfg))
+    assert post(s.url, b)[1].status == Resp.ACCEPTED
+    assert status(s.url)["examples"]["pending"] == len(a.examples) + len(b.examples)
+    s.stop()
+    # Trained into checkpoint 1, then restarted: the checkpoint's game names remember them.
+    cfg["train"] = TrainConfig(trigger_examples=50, **TINY)
+    s = serve(ServerConfig(**cfg))
+    wait_for(lambda: status(s.url)["checkpoint"] >= 1)
+    s.stop()
+    s = serve(ServerConfig(**cfg))
+    assert post(s.url, a)[1].status == Resp.ACCEPTED
+    st = status(s.url)
+    assert st["examples"]["pending"] == 0 and st["requests"]["duplicate_games"] == 1
+    games_trained = [r.game_id for r in archived(CheckpointRepo(open_storage(cfg["storage"]), name), 1)]
+    assert sorted(games_trained) == ["game-a", "game-b"]

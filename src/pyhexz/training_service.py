@@ -100,6 +100,13 @@ class ServerConfig:
 
 
 WORKER_ACTIVE_SECONDS = 300.0
+GAMES_REMEMBERED = 200_000   # game ids kept for recognising resent games
+GAME_CHECKPOINTS = 20        # newest checkpoints whose games are recalled at start
+
+
+def _game_key(req: pb.AddTrainingExamplesRequest) -> str:
+    """The id a resent game is recognised by, as archive names spell it ('' if it has none)."""
+    return _SAFE_ID.sub("_", req.game_id[:64])
 
 
 class BadRequest(ValueError):
@@ -195,6 +202,10 @@ class TrainingService:
         self.failure: Optional[str] = None
         self._rate = _Rate()
         self._workers: dict[str, float] = {}   # execution_id -> last accepted upload
+        # game_id -> True once durable (False while its WAL write is in flight): a worker that
+        # resends a game whose answer it never got (server crash, timeout) is answered
+        # ACCEPTED without storing it again, so no game is trained twice.
+        self._games: collections.OrderedDict[str, bool] = collections.OrderedDict()
         self._ready = threading.Event()
         self._stop = threading.Event()
         self.wal = WriteAheadLog(Path(cfg.state_dir), segment_bytes=cfg.segment_bytes,
@@ -243,6 +254,8 @@ class TrainingService:
             try:
                 req = _decode_payload(rec.payload, self.config.max_request_bytes)
                 added = self.trainer.add(self._game_name(rec.start, req), req)
+                if _game_key(req):
+                    self._remember_game(_game_key(req), durable=True)
             except (DecodeError, BadRequest, InvalidExampleError) as e:
                 # Validated before it was accepted, so only a change of the rules gets here.
                 log.error("wal record at %d no longer valid, skipped: %s", rec.start, e)
@@ -257,7 +270,7 @@ class TrainingService:
     @staticmethod
     def _game_name(position: int, req: pb.AddTrainingExamplesRequest) -> str:
         """The archive entry name of a request: its WAL position (unique) and its game id."""
-        return f"{position:016x}-{_SAFE_ID.sub('_', req.game_id[:64]) or 'game'}"
+        return f"{position:016x}-{_game_key(req) or 'game'}"
 
     # ------------------------------------------------------------------ ingestion
 
@@ -283,11 +296,20 @@ class TrainingService:
                     f"example from model {key.name}:{key.checkpoint}; this server accepts "
                     f"{cfg.model_name}:{max(0, oldest)}..{latest}")
         n = len(arrays)
+        game = _game_key(req)
         with self._lock:
-            if self.pending + n > cfg.max_pending:
-                full = True
-            else:
-                full, self.pending = False, self.pending + n
+            seen = self._games.get(game) if game else None
+            full = seen is None and self.pending + n > cfg.max_pending
+            if seen is None and not full:
+                self.pending += n
+                if game:
+                    self._remember_game(game, durable=False)
+        if seen:
+            self.requests["duplicate_games"] += 1
+            return 200, self.answer(Status.ACCEPTED)
+        if seen is False:
+            return 503, self.answer(Status.REJECTED_AT_CAPACITY,
+                                     f"game {game} is being stored by another request; retry")
         if full:
             return 503, self.answer(
                 Status.REJECTED_AT_CAPACITY,
@@ -297,9 +319,12 @@ class TrainingService:
         except (WALError, OSError) as e:
             with self._lock:
                 self.pending -= n
+                self._games.pop(game, None)
             log.error("wal append failed: %s", e)
             return 503, self.answer(Status.REJECTED_OTHER, f"could not store the examples: {e}")
         with self._lock:
+            if game:
+                self._games[game] = True
             self.received += n
             if req.execution_id:
                 self._workers[req.execution_id] = time.monotonic()
@@ -368,6 +393,7 @@ class TrainingService:
                 self.trainer = Trainer(self.repo, self.config.train, self.config.device,
                                        on_published=self._on_published)
                 self.latest = self.trainer.checkpoint
+                self._recall_games()
                 self._replay()
                 break
             except WALError:
@@ -538,6 +564,24 @@ class TrainingService:
                                                    "channel": self.bus.channel},
             "uptime_seconds": round(uptime, 1),
         }
+
+    def _remember_game(self, game: str, durable: bool) -> None:
+        """Records a game id (caller holds the lock); the oldest are forgotten beyond a cap,
+        which only has to outlast a worker's retries (minutes)."""
+        self._games[game] = durable
+        self._games.move_to_end(game)
+        while len(self._games) > GAMES_REMEMBERED:
+            self._games.popitem(last=False)
+
+    def _recall_games(self) -> None:
+        """After a restart: the game ids of the newest checkpoints (their meta.json names the
+        games they were trained from); the WAL replay adds the untrained ones."""
+        for n in reversed(self.repo.checkpoints()[-GAME_CHECKPOINTS:]):
+            for name in self.repo.meta(n).get("game_names", []):
+                _, _, game = name.partition("-")
+                if game and game != "game":
+                    self._games[game] = True
+                    self._games.move_to_end(game, last=False)
 
     def active_workers(self) -> int:
         """Workers (execution IDs) with an accepted upload in the last few minutes: a worker
