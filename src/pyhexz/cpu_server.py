@@ -55,9 +55,9 @@ from pyhexz.cpu_player import (
 )
 from pyhexz.modelbus import ModelBus
 from pyhexz.timedsearch import SearchResult
-# The training server's: a request the client got wrong (message, HTTP status); bounded gunzip.
-from pyhexz.training_service import BadRequest as BadInput
-from pyhexz.training_service import gunzip
+# A request the client got wrong (message, HTTP status); bounded gunzip.
+from pyhexz.httpbody import BadRequest as BadInput
+from pyhexz.httpbody import gunzip
 from pyhexz.uploader import ServerClient
 from pyhexz.webui import cpu_player_opponents, create_ui
 from pyhexz.worker import LiveModel, ModelFetcher

@@ -34,7 +34,6 @@ import queue
 import re
 import threading
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -43,6 +42,7 @@ from google.protobuf.message import DecodeError
 
 from pyhexz import hexz_pb2 as pb
 from pyhexz.examples import Arrays, InvalidExampleError, decode
+from pyhexz.httpbody import BadRequest, gunzip
 from pyhexz.storage import (META_FILE, MODEL_FILE, SCRIPT_FILE, CheckpointExistsError, CheckpointRepo,
                             open_storage, sha256, validate_model_name)
 from pyhexz.training import NonFiniteError, TrainConfig, Trainer
@@ -107,28 +107,6 @@ GAME_CHECKPOINTS = 20        # newest checkpoints whose games are recalled at st
 def _game_key(req: pb.AddTrainingExamplesRequest) -> str:
     """The id a resent game is recognised by, as archive names spell it ('' if it has none)."""
     return _SAFE_ID.sub("_", req.game_id[:64])
-
-
-class BadRequest(ValueError):
-    """The request is malformed; `http_status` says how (400, 413, 415)."""
-
-    def __init__(self, message: str, http_status: int = 400) -> None:
-        super().__init__(message)
-        self.http_status = http_status
-
-
-def gunzip(body: bytes, limit: int) -> bytes:
-    """A gzip body, decompressed to at most `limit` bytes (a gzip bomb stops there)."""
-    d = zlib.decompressobj(wbits=31)
-    try:
-        out = d.decompress(body, limit + 1)
-    except zlib.error as e:
-        raise BadRequest(f"Content-Encoding is gzip but the body is not valid gzip ({e})") from None
-    if len(out) > limit:
-        raise BadRequest(f"decompressed body exceeds the limit of {limit} bytes", 413)
-    if not d.eof:
-        raise BadRequest("gzip body is truncated")
-    return out
 
 
 def parse_request(data: bytes) -> tuple[pb.AddTrainingExamplesRequest, Arrays]:

@@ -1,0 +1,31 @@
+"""HTTP request bodies, shared by the training server and the CPU player service: the error a
+client's malformed request gets, and bounded gunzip."""
+
+from __future__ import annotations
+
+import zlib
+
+
+class BadRequest(ValueError):
+    """The request is malformed; `http_status` says how (400, 413, 415)."""
+
+    def __init__(self, message: str, http_status: int = 400) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """A gzip body, decompressed to at most `limit` bytes (a gzip bomb stops there)."""
+    d = zlib.decompressobj(wbits=31)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise BadRequest(f"Content-Encoding is gzip but the body is not valid gzip ({e})") from None
+    if len(out) > limit:
+        raise BadRequest(f"decompressed body exceeds the limit of {limit} bytes", 413)
+    if not d.eof:
+        raise BadRequest("gzip body is truncated")
+    return out
+
+
+__all__ = ["BadRequest", "gunzip"]
