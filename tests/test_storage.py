@@ -53,6 +53,23 @@ def test_list_gives_immediate_children_without_hidden(storage) -> None:
     assert storage.list("nothing/here") == []
 
 
+def test_list_holding_gives_the_children_with_that_object(storage) -> None:
+    for key in ("m/1/meta.json", "m/2/model.pt", "m/10/meta.json", "m/3/x/meta.json",
+                "m/meta.json", "m/.4/meta.json", "m/5/meta.json.tmp"):
+        storage.write(key, b"x")
+    assert storage.list_holding("m", "meta.json") == ["1", "10"] == storage.list_holding("m/", "meta.json")
+    assert storage.list_holding("nothing/here", "meta.json") == []
+
+
+def test_checkpoints_are_one_listing(storage, monkeypatch) -> None:
+    repo = CheckpointRepo(storage, "m1")
+    repo.publish(0, {"model.pt": b"w0"}, {})
+    repo.publish(1, {"model.pt": b"w1"}, {})
+    storage.write(repo.key(2, "model.pt"), b"half-written, no meta")
+    monkeypatch.setattr(storage, "exists", lambda key: pytest.fail(f"exists({key!r}) called"))
+    assert repo.checkpoints() == [0, 1] and repo.latest() == 1
+
+
 def test_delete_is_idempotent(storage) -> None:
     storage.write("d/x", b"1")
     storage.delete("d/x")

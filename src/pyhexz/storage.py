@@ -88,6 +88,9 @@ class Storage(Protocol):
     def list(self, prefix: str) -> list[str]:
         """Names of the immediate children of a 'directory' prefix, sorted, hidden ones left out."""
 
+    def list_holding(self, prefix: str, name: str) -> list[str]:
+        """Like list, only the children that hold an object `name` (one listing on GCS)."""
+
 
 class LocalStorage:
     """Objects as files under a root directory; writes are atomic (temp file, rename)."""
@@ -136,6 +139,10 @@ class LocalStorage:
         if not path.is_dir():
             return []
         return sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
+
+    def list_holding(self, prefix: str, name: str) -> list[str]:
+        return [child for child in self.list(prefix)
+                if self._path(f"{prefix.rstrip('/')}/{child}/{name}").is_file()]
 
 
 class GCSStorage:
@@ -223,6 +230,17 @@ class GCSStorage:
         names |= {p[len(base):].rstrip("/") for p in it.prefixes}
         return sorted(n for n in names if n and not n.startswith("."))
 
+    def list_holding(self, prefix: str, name: str) -> list[str]:
+        # One listing of just the `name` objects below the prefix (matchGlob), not a request
+        # per child. '**' keeps the prefix itself out of the pattern: it may hold glob
+        # characters; the depth is checked here.
+        base = self._name(prefix.rstrip("/")) + "/"
+        it = self.client.list_blobs(self.bucket, prefix=base, match_glob=f"**/{name}",
+                                    timeout=self.timeout, retry=self.retry)
+        children = (b.name[len(base):-len(name) - 1] for b in it
+                    if b.name.endswith(f"/{name}"))
+        return sorted(c for c in children if c and "/" not in c and not c.startswith("."))
+
 
 def open_storage(url: str | os.PathLike) -> Storage:
     """LocalStorage for a directory path, GCSStorage for gs://bucket[/prefix].
@@ -249,14 +267,13 @@ class CheckpointRepo:
         return f"{self.prefix}/{n}/{file}"
 
     def checkpoints(self) -> list[int]:
-        """Published checkpoint numbers, ascending."""
-        nums = [int(x) for x in self.storage.list(self.prefix) if x.isdigit()]
-        return sorted(n for n in nums if self.storage.exists(self.key(n, META_FILE)))
+        """Published checkpoint numbers (those with a meta.json), ascending: one listing."""
+        return sorted(int(x) for x in self.storage.list_holding(self.prefix, META_FILE)
+                      if x.isdigit())
 
     def latest(self) -> Optional[int]:
-        # From the top down: one existence check in the usual case (a remote call each on GCS).
-        nums = sorted((int(x) for x in self.storage.list(self.prefix) if x.isdigit()), reverse=True)
-        return next((n for n in nums if self.storage.exists(self.key(n, META_FILE))), None)
+        nums = self.checkpoints()
+        return nums[-1] if nums else None
 
     def meta(self, n: int) -> dict:
         return json.loads(self.storage.read(self.key(n, META_FILE)))
