@@ -56,7 +56,7 @@ def test_checkpoints_listing_and_downloads(client, repo):
     assert client.get("/ui/api/checkpoints/9/files/model.pt").status_code == 404
 
 
-@pytest.mark.parametrize("name", ["loss", "throughput", "elo"])
+@pytest.mark.parametrize("name", ["loss", "throughput", "elo", "rollout"])
 def test_charts_are_svg(client, name):
     r = client.get(f"/ui/api/charts/{name}.svg")
     assert r.status_code == 200 and r.mimetype == "image/svg+xml"

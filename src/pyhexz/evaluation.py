@@ -66,26 +66,35 @@ def _ok(e: dict) -> bool:
     return "rollout" in e.get("matches", {})
 
 
+def read_eval(repo: CheckpointRepo, n: int) -> Optional[dict]:
+    """Checkpoint n's eval.json, or None while it has none (or it cannot be read)."""
+    key = repo.key(n, EVAL_FILE)
+    try:
+        return json.loads(repo.storage.read(key))
+    except FileNotFoundError:
+        return None
+    except (ValueError, StorageError) as e:
+        log.warning("eval unreadable checkpoint=%d error=%s", n, e)
+        return None
+
+
 def evaluated(repo: CheckpointRepo) -> dict[int, dict]:
     """Checkpoint number -> its eval.json, for the checkpoints evaluated so far."""
-    out = {}
-    for n in repo.checkpoints():
-        key = repo.key(n, EVAL_FILE)
-        if repo.storage.exists(key):
-            try:
-                out[n] = json.loads(repo.storage.read(key))
-            except (ValueError, StorageError, FileNotFoundError) as e:
-                log.warning("eval unreadable checkpoint=%d error=%s", n, e)
-    return out
+    evals = {n: read_eval(repo, n) for n in repo.checkpoints()}
+    return {n: e for n, e in evals.items() if e is not None}
 
 
-def evaluate(repo: CheckpointRepo, n: int, cfg: EvalConfig = EvalConfig()) -> dict:
-    """Plays checkpoint n against its predecessor and the rollout baseline; writes eval.json."""
+def evaluate(repo: CheckpointRepo, n: int, cfg: EvalConfig = EvalConfig(),
+             done: Optional[dict[int, dict]] = None) -> dict:
+    """Plays checkpoint n against its predecessor and the rollout baseline; writes eval.json.
+
+    `done`: the evaluations so far, if the caller has them (else they are read).
+    """
     from pyhexz.arena import load_openings, play_match
     from pyhexz.players import NeuralPlayer, RolloutPlayer, load_predictor
 
     openings = load_openings()[:cfg.openings]
-    done = evaluated(repo)
+    done = evaluated(repo) if done is None else done
     player = NeuralPlayer(load_predictor(repo, n, cfg.device), cfg.runs, name=f"{repo.name}:{n}",
                           max_games=2 * len(openings))
     matches = {}
@@ -121,30 +130,34 @@ def elo_curve(evals: dict[int, dict]) -> list[dict]:
              "rollout_score": evals[n]["matches"]["rollout"]["score"]} for n in sorted(evals)]
 
 
-def next_to_evaluate(repo: CheckpointRepo) -> Optional[int]:
+def next_to_evaluate(repo: CheckpointRepo, done: Optional[dict[int, dict]] = None) -> Optional[int]:
     """The newest checkpoint without eval.json: a busy evaluator skips ahead, never falls behind."""
-    done = evaluated(repo)
+    done = evaluated(repo) if done is None else done
     todo = [n for n in repo.checkpoints() if n not in done]
     return todo[-1] if todo else None
 
 
 def evaluator_loop(storage_url: str, name: str, cfg: EvalConfig, stop: "EventLike",
                    poll_seconds: float = 10.0) -> None:
-    """Evaluates new checkpoints until `stop` is set; one failure is logged, not fatal."""
+    """Evaluates new checkpoints until `stop` is set; one failure is logged, not fatal.
+
+    The evaluations are read once at start and then kept here: this loop is their one writer.
+    """
     from pyhexz.storage import open_storage
 
     repo = CheckpointRepo(open_storage(storage_url), name)
+    done = evaluated(repo)
     while not stop.is_set():
-        n = next_to_evaluate(repo)
+        n = next_to_evaluate(repo, done)
         if n is None:
             stop.wait(poll_seconds)
             continue
         try:
-            evaluate(repo, n, cfg)
+            done[n] = evaluate(repo, n, cfg, done)
         except Exception as e:  # noqa: BLE001 - a bad checkpoint must not stop the evaluator
             log.error("evaluation failed model=%s checkpoint=%d error=%s", name, n, e)
-            repo.storage.write(repo.key(n, EVAL_FILE), json.dumps(
-                {"checkpoint": n, "error": str(e), "opponent": None, "matches": {}}).encode())
+            done[n] = {"checkpoint": n, "error": str(e), "opponent": None, "matches": {}}
+            repo.storage.write(repo.key(n, EVAL_FILE), json.dumps(done[n]).encode())
 
 
 def _evaluator_process(storage_url: str, name: str, cfg: EvalConfig, stop) -> None:

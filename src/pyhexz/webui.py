@@ -10,7 +10,7 @@ UI as it covers the API.
     GET  /ui/ , /ui/training , /ui/checkpoints , /ui/games , /ui/play      pages
     GET  /ui/api/status                         live state of the host server
     GET  /ui/api/checkpoints                    every checkpoint: meta, sizes, matches, Elo
-    GET  /ui/api/charts/{loss,throughput,elo}.svg
+    GET  /ui/api/charts/{loss,throughput,elo,rollout}.svg
     GET  /ui/api/checkpoints/{N}/files/{file}   a checkpoint file, SHA-256 checked
     GET  /ui/api/games                          recent self-play games
     GET  /ui/api/games/{N}/{name}               one game replayed: boards, visits, values
@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import io
-import json
 import logging
 import math
 import threading
@@ -38,10 +36,10 @@ from flask import Blueprint, Response, abort, jsonify, redirect, request, url_fo
 from pyhexz import charts
 from pyhexz import hexz_pb2 as pb
 from pyhexz.board import Board, IllegalMoveError, InvalidStateError
-from pyhexz.evaluation import elo_curve, evaluated
+from pyhexz.evaluation import elo_curve, read_eval
 from pyhexz.examples import InvalidExampleError, decode
 from pyhexz.selfplay import policy_move_tuple
-from pyhexz.storage import META_FILE, CheckpointRepo, StorageError
+from pyhexz.storage import CheckpointRepo
 
 if TYPE_CHECKING:
     from pyhexz.cpu_player import CpuPlayer
@@ -50,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAGES = ("training", "checkpoints", "games", "play")
+CHARTS = ("loss", "throughput", "elo", "rollout")
 MAX_GAMES_LISTED = 50
 
 
@@ -193,25 +192,47 @@ def replay(req: pb.AddTrainingExamplesRequest) -> list[dict]:
     return positions
 
 
-def _checkpoint_rows(repo: CheckpointRepo) -> list[dict]:
-    evals = evaluated(repo)
-    elo = {p["checkpoint"]: p["elo"] for p in elo_curve(evals)}
-    rows = []
-    for n in repo.checkpoints():
-        meta = repo.meta(n)
+class CheckpointTable:
+    """The Checkpoints page's rows, read from storage once per checkpoint.
+
+    A published checkpoint never changes (meta.json is its commit point), and neither does its
+    eval.json once written, so pages that refresh every few seconds cost a listing of the
+    repository, not a read of every checkpoint's files.
+    """
+
+    def __init__(self, repo: CheckpointRepo) -> None:
+        self.repo = repo
+        self._facts: dict[int, dict] = {}     # checkpoint -> row without matches and Elo
+        self._evals: dict[int, dict] = {}     # checkpoint -> its eval.json
+        self._lock = threading.Lock()
+
+    def _facts_of(self, n: int) -> dict:
+        r = self.repo
+        meta = r.meta(n)
         stats = meta.get("stats") or {}
-        files = meta.get("sha256", {})
-        sizes = {f: len(repo.storage.read(repo.key(n, f))) for f in files if "/" not in f}
-        rows.append({
+        files = {f: h for f, h in meta.get("sha256", {}).items() if "/" not in f}
+        return {
             "checkpoint": n, "created": meta.get("created"),
             "examples_trained": meta.get("examples_trained", 0),
             "new_examples": meta.get("new_examples", 0), "games": meta.get("games", 0),
             "policy_loss": stats.get("policy_loss"), "value_loss": stats.get("value_loss"),
-            "files": [{"name": f, "sha256": files[f], "size": sizes.get(f)}
-                      for f in sorted(files) if "/" not in f],
-            "matches": evals.get(n, {}).get("matches", {}),
-            "eval_error": evals.get(n, {}).get("error"), "elo": elo.get(n)})
-    return rows
+            "files": [{"name": f, "sha256": files[f],
+                       "size": len(r.storage.read(r.key(n, f)))} for f in sorted(files)]}
+
+    def rows(self) -> list[dict]:
+        nums = self.repo.checkpoints()
+        with self._lock:
+            for n in nums:
+                if n not in self._facts:
+                    self._facts[n] = self._facts_of(n)
+                if n not in self._evals:
+                    e = read_eval(self.repo, n)
+                    if e is not None:
+                        self._evals[n] = e
+            evals = {n: self._evals[n] for n in nums if n in self._evals}
+        elo = {p["checkpoint"]: p["elo"] for p in elo_curve(evals)}
+        return [dict(self._facts[n], matches=evals.get(n, {}).get("matches", {}),
+                     eval_error=evals.get(n, {}).get("error"), elo=elo.get(n)) for n in nums]
 
 
 def _chart(name: str, rows: list[dict]) -> str:
@@ -231,14 +252,15 @@ def _chart(name: str, rows: list[dict]) -> str:
                 speed.append((b["checkpoint"], (b["examples_trained"] - a["examples_trained"]) / dt))
         return charts.line_chart([charts.Series("examples/s", speed)], title="Throughput",
                                  x_label="checkpoint", y_label="examples trained per second")
+    if name == "elo":
+        return charts.line_chart([charts.Series("Elo vs checkpoint 0", pts("elo"))],
+                                 title="Elo (chained matches against the previous checkpoint)",
+                                 x_label="checkpoint", y_label="Elo")
     rollout = [(r["checkpoint"], r["matches"]["rollout"]["score"]) for r in rows
                if "rollout" in r["matches"]]
-    return charts.line_chart([charts.Series("Elo vs checkpoint 0", pts("elo"))],
-                             title="Elo (chained matches against the previous checkpoint)",
-                             x_label="checkpoint", y_label="Elo") + "\n<!-- rollout -->" + \
-        charts.line_chart([charts.Series("score vs rollout baseline", rollout)],
-                          title="Score against the rollout baseline", x_label="checkpoint",
-                          y_label="score")
+    return charts.line_chart([charts.Series("score vs rollout baseline", rollout)],
+                             title="Score against the rollout baseline", x_label="checkpoint",
+                             y_label="score")
 
 
 def _bad_request(message: str):
@@ -252,8 +274,7 @@ def create_ui(*, repo: Optional[CheckpointRepo] = None,
     which then shows only Play); `status`: the host's live state; `opponents`: who can be played."""
     bp = Blueprint("ui", __name__)
     web = resources.files("pyhexz") / "web"
-    archive_cache: dict = {}
-    cache_lock = threading.Lock()
+    table = CheckpointTable(repo) if repo is not None else None
 
     def need_repo() -> CheckpointRepo:
         if repo is None:
@@ -289,13 +310,14 @@ def create_ui(*, repo: Optional[CheckpointRepo] = None,
     @bp.get("/api/checkpoints")
     def api_checkpoints():
         r = need_repo()
-        return jsonify(model=r.name, checkpoints=_checkpoint_rows(r))
+        return jsonify(model=r.name, checkpoints=table.rows())
 
     @bp.get("/api/charts/<name>.svg")
     def api_chart(name: str):
-        if name not in ("loss", "throughput", "elo"):
+        need_repo()
+        if name not in CHARTS:
             abort(404)
-        return Response(_chart(name, _checkpoint_rows(need_repo())), mimetype="image/svg+xml")
+        return Response(_chart(name, table.rows()), mimetype="image/svg+xml")
 
     @bp.get("/api/checkpoints/<int:n>/files/<name>")
     def api_file(n: int, name: str):
@@ -306,18 +328,14 @@ def create_ui(*, repo: Optional[CheckpointRepo] = None,
         return Response(data, mimetype="application/octet-stream", headers={
             "Content-Disposition": f'attachment; filename="{r.name}-{n}-{name}"'})
 
+    @functools.lru_cache(maxsize=4)   # archives never change; a few keep memory flat
     def archive(n: int) -> dict[str, pb.AddTrainingExamplesRequest]:
         from pyhexz.training import read_examples_archive
         r = need_repo()
-        with cache_lock:
-            if n not in archive_cache:
-                games = {}
-                for f in r.example_archives(n):
-                    data = r.storage.read(r.key(n, f"examples/{f}"))
-                    games.update(read_examples_archive(data))
-                archive_cache.clear()  # one archive at a time keeps memory flat
-                archive_cache[n] = games
-            return archive_cache[n]
+        games: dict[str, pb.AddTrainingExamplesRequest] = {}
+        for f in r.example_archives(n):
+            games.update(read_examples_archive(r.storage.read(r.key(n, f"examples/{f}"))))
+        return games
 
     @bp.get("/api/games")
     def api_games():
