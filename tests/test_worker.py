@@ -27,7 +27,8 @@ from pyhexz.model import HexzNet, export_torchscript
 from pyhexz.modelbus import ModelBus
 from pyhexz.storage import sha256
 from pyhexz.uploader import Backoff, ServerClient, Uploader
-from pyhexz.worker import LiveModel, ModelFetcher, WorkerConfig
+from pyhexz.modelfollow import LiveModel, ModelFetcher
+from pyhexz.worker import WorkerConfig
 
 Status = pb.AddTrainingExamplesResponse.Status
 FAST = Backoff(0.01, 0.05)

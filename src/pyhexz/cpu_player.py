@@ -2,9 +2,9 @@
 
 Model: a pyhexz checkpoint, a hexz TorchScript file, a checkpoints directory (its newest
 checkpoint) or a storage URL / storage directory (the newest published checkpoint of the model,
-checked against its SHA-256). With a Redis URL it follows a training run: the worker's
-`LiveModel` watches the model bus (announcements, plus the pointer on every (re)connect and
-periodically) and swaps in each new checkpoint; bytes that fail their checksum or do not load
+checked against its SHA-256). With a Redis URL it follows a training run: `LiveModel`
+(modelfollow.py, shared with the worker) watches the model bus (announcements, plus the pointer
+on every (re)connect and periodically) and swaps in each new checkpoint; bytes that fail their checksum or do not load
 are never run and the old model keeps playing. Without any model it plays rollout MCTS.
 
 Search: requests are searched in one thread by `TimedSearch`, interleaved in rounds. Why one
@@ -34,7 +34,7 @@ from pyhexz.modelbus import ModelBus
 from pyhexz.players import load_predictor, model_key_for_path, resolve_model_path
 from pyhexz.storage import META_FILE, MODEL_FILE, CheckpointRepo, open_storage, sha256
 from pyhexz.timedsearch import SearchResult, TimedSearch
-from pyhexz.worker import LiveModel, LoadedModel
+from pyhexz.modelfollow import LiveModel, LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def load_served_model(path: str, name: Optional[str] = None, device: str = "cpu"
 
 
 class BusFetcher:
-    """Models from the Redis model bus only, in the form the worker's `LiveModel` asks for."""
+    """Models from the Redis model bus only, in the form `LiveModel` asks for."""
 
     def __init__(self, bus: ModelBus, device: str = "cpu") -> None:
         self.bus = bus

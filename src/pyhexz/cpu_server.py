@@ -60,7 +60,7 @@ from pyhexz.httpbody import BadRequest as BadInput
 from pyhexz.httpbody import gunzip
 from pyhexz.uploader import ServerClient
 from pyhexz.webui import cpu_player_opponents, create_ui
-from pyhexz.worker import LiveModel, ModelFetcher
+from pyhexz.modelfollow import LiveModel, ModelFetcher
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ def build_player(cfg: CpuServerConfig) -> CpuPlayer:
 
 
 def _live_model(cfg: CpuServerConfig):
-    """The worker's LiveModel over Redis and/or the training server."""
+    """A LiveModel over Redis and/or the training server."""
     bus = ModelBus(cfg.redis_url, cfg.model_name) if cfg.redis_url else None
     if cfg.server_url:
         fetcher = ModelFetcher(ServerClient(cfg.server_url, cfg.auth_token), bus, cfg.device,
