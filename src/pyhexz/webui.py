@@ -26,6 +26,7 @@ import functools
 import logging
 import math
 import threading
+import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Callable, Optional, Protocol
@@ -40,10 +41,10 @@ from pyhexz.evaluation import elo_curve, read_eval
 from pyhexz.examples import InvalidExampleError, decode
 from pyhexz.selfplay import policy_move_tuple
 from pyhexz.storage import CheckpointRepo
+from pyhexz.timedsearch import SearchResult, TimedSearch, think
 
 if TYPE_CHECKING:
     from pyhexz.cpu_player import CpuPlayer
-    from pyhexz.timedsearch import SearchResult, TimedSearch
 
 log = logging.getLogger(__name__)
 
@@ -71,21 +72,20 @@ class SearchOpponent:
     """An opponent that thinks a fixed time per move with a TimedSearch (one at a time: a
     search tree is not shared between threads)."""
 
-    def __init__(self, make_searcher: Callable[[], "TimedSearch"], seconds: float) -> None:
+    def __init__(self, make_searcher: Callable[[], TimedSearch], seconds: float) -> None:
         self._make = make_searcher
         self._searcher: Optional[TimedSearch] = None
         self.seconds = seconds
         self._lock = threading.Lock()
 
     def __call__(self, board: Board) -> dict:
-        from pyhexz.timedsearch import think
         with self._lock:
             if self._searcher is None:
                 self._searcher = self._make()
             return result_json(think(self._searcher, board, self.seconds))
 
 
-def result_json(r: "SearchResult") -> dict:
+def result_json(r: SearchResult) -> dict:
     """A search result as the Play page shows it: the move, the value and the top moves."""
     return {"move": r.move, "value": r.value, "iterations": r.iterations,
             "moves": [{"row": m[0], "col": m[1], "type": m[2], "share": share, "prior": prior}
@@ -94,7 +94,6 @@ def result_json(r: "SearchResult") -> dict:
 
 def cpu_player_opponents(player: "CpuPlayer", seconds: float) -> Callable[[], list[Opponent]]:
     """The CPU server's one opponent: its own player, searching like a /hexz/cpu/suggest call."""
-    import time
 
     def think(board: Board) -> dict:
         result, _ = player.suggest(board, time.monotonic() + seconds)
@@ -121,15 +120,13 @@ class RepoOpponents:
         self._cache: dict[str, Opponent] = {}
         self._lock = threading.Lock()
 
-    def _neural(self, n: int) -> Callable[[], "TimedSearch"]:
+    def _neural(self, n: int) -> Callable[[], TimedSearch]:
         def make() -> TimedSearch:
             from pyhexz.players import load_predictor
-            from pyhexz.timedsearch import TimedSearch
             return TimedSearch(1, load_predictor(self.repo, n, self.device))
         return make
 
     def __call__(self) -> list[Opponent]:
-        from pyhexz.timedsearch import TimedSearch
         nums = self.repo.checkpoints()[-self.newest:][::-1]
         wanted = [(f"checkpoint:{n}", f"{self.repo.name} checkpoint {n} ({self.seconds:g} s/move)",
                    self._neural(n)) for n in nums]
