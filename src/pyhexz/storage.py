@@ -279,9 +279,12 @@ class CheckpointRepo:
         return json.loads(self.storage.read(self.key(n, META_FILE)))
 
     def read_verified(self, n: int, file: str) -> bytes:
-        """A checkpoint file, checked against the SHA-256 recorded in meta.json."""
-        data = self.storage.read(self.key(n, file))
+        """A file of published checkpoint n, checked against the SHA-256 in its meta.json.
+
+        FileNotFoundError if checkpoint n is not published (meta.json is read first).
+        """
         want = self.meta(n)["sha256"].get(file)
+        data = self.storage.read(self.key(n, file))
         if want is not None and sha256(data) != want:
             raise StorageError(f"{self.key(n, file)}: SHA-256 mismatch, the file is corrupt")
         return data

@@ -43,7 +43,7 @@ from google.protobuf.message import DecodeError
 from pyhexz import hexz_pb2 as pb
 from pyhexz.examples import Arrays, InvalidExampleError, decode
 from pyhexz.httpbody import BadRequest, gunzip
-from pyhexz.storage import (META_FILE, MODEL_FILE, SCRIPT_FILE, CheckpointExistsError, CheckpointRepo,
+from pyhexz.storage import (MODEL_FILE, SCRIPT_FILE, CheckpointExistsError, CheckpointRepo,
                             open_storage, sha256, validate_model_name)
 from pyhexz.training import NonFiniteError, TrainConfig, Trainer
 from pyhexz.wal import WALError, WriteAheadLog
@@ -443,8 +443,9 @@ class TrainingService:
     def _on_published(self, n: int, files: dict, meta: dict) -> None:
         """Trainer hook: checkpoint n is in storage. Serve it, then copy it to Redis."""
         with self._lock:
-            for file in (SCRIPT_FILE, MODEL_FILE):
-                self._remember((self.config.model_name, n, file), files[file])
+            for file in (SCRIPT_FILE, MODEL_FILE):  # their SHA-256s are in meta already
+                self._remember((self.config.model_name, n, file),
+                               (files[file], meta["sha256"][file]))
         self.latest = n
         if self.bus is not None:
             self._bus_publish(n, files[SCRIPT_FILE], int(meta.get("examples_trained", 0)))
@@ -481,8 +482,9 @@ class TrainingService:
 
     # ------------------------------------------------------------------ models
 
-    def _remember(self, key: tuple, data: bytes) -> None:
-        self._models[key] = (data, sha256(data))
+    def _remember(self, key: tuple, entry: tuple[bytes, str]) -> None:
+        """Caches (bytes, SHA-256) of a model file; caller holds the lock."""
+        self._models[key] = entry
         while len(self._models) > 6:
             self._models.popitem(last=False)
 
@@ -504,12 +506,13 @@ class TrainingService:
                 self._models.move_to_end(key)
         if hit is None:
             repo = self.repo if name == self.config.model_name else CheckpointRepo(self.storage, name)
-            if not repo.storage.exists(repo.key(n, META_FILE)):
-                raise FileNotFoundError(f"model {name} has no checkpoint {n}")
-            data = repo.read_verified(n, file)
+            try:
+                data = repo.read_verified(n, file)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"model {name} has no checkpoint {n}") from None
             hit = (data, sha256(data))
             with self._lock:
-                self._remember(key, data)
+                self._remember(key, hit)
         return name, n, hit[0], hit[1]
 
     # ------------------------------------------------------------------ status
