@@ -209,12 +209,8 @@ class TrainingService:
         nothing about this one, so the search goes back to the newest checkpoint of ours;
         usually the newest of all, one read.
         """
-        numbers = [int(x) for x in self.storage.list(self.repo.prefix) if x.isdigit()]
-        for n in sorted(numbers, reverse=True):
-            try:
-                wal = self.repo.meta(n).get("wal") or {}
-            except FileNotFoundError:
-                continue  # not published (a writer died before its meta.json)
+        for n in reversed(self.repo.checkpoints()):
+            wal = self.repo.meta(n).get("wal") or {}
             if wal.get("id") == self.wal.id:
                 return int(wal["position"])
         return self.wal.first
