@@ -30,7 +30,6 @@ from typing import Optional
 from pyhexz import hexz_pb2 as pb
 from pyhexz.board import Board
 from pyhexz.model import Predictor, load_model
-from pyhexz.modelbus import ModelBus
 from pyhexz.players import load_predictor, model_key_for_path, resolve_model_path
 from pyhexz.storage import META_FILE, MODEL_FILE, CheckpointRepo, open_storage, sha256
 from pyhexz.timedsearch import SearchResult, TimedSearch
@@ -96,26 +95,6 @@ def load_served_model(path: str, name: Optional[str] = None, device: str = "cpu"
                        str(file))
 
 
-class BusFetcher:
-    """Models from the Redis model bus only, in the form `LiveModel` asks for."""
-
-    def __init__(self, bus: ModelBus, device: str = "cpu") -> None:
-        self.bus = bus
-        self.device = device
-
-    def latest(self) -> Optional[pb.ModelKey]:
-        n = self.bus.latest()
-        return None if n is None else pb.ModelKey(name=self.bus.name, checkpoint=n)
-
-    def load(self, key: pb.ModelKey) -> LoadedModel:
-        from pyhexz.model import load_model_bytes
-        m = self.bus.fetch(key.checkpoint)
-        source = f"redis {self.bus.checkpoint_key(key.checkpoint)}"
-        module = load_model_bytes(m.data, self.device, source=source)
-        return LoadedModel(Predictor(module, self.device),
-                           pb.ModelKey(name=m.name, checkpoint=m.checkpoint), m.sha256, source)
-
-
 class ModelFollower:
     """Keeps a LiveModel current in the background, also while it waits for a first model
     (the service plays rollouts meanwhile)."""
@@ -146,7 +125,7 @@ class ModelFollower:
                 self._watching = True
 
     def status(self) -> dict:
-        bus = getattr(self.live.fetcher, "bus", None)
+        bus = self.live.fetcher.bus
         return {"model_name": bus.name if bus else None, "swaps": self.live.swaps,
                 "refused": self.live.refused}
 
@@ -328,5 +307,5 @@ class CpuPlayer:
             job.done.set()
 
 
-__all__ = ["CpuPlayer", "ModelFollower", "SearchOptions", "SearchUnavailable", "BusFetcher",
-           "NoModelYet", "load_served_model"]
+__all__ = ["CpuPlayer", "ModelFollower", "SearchOptions", "SearchUnavailable", "NoModelYet",
+           "load_served_model"]

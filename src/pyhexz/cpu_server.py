@@ -50,17 +50,17 @@ from pyhexz import hexz_pb2 as pb
 from pyhexz.board import Board, IllegalMoveError, InvalidStateError
 from pyhexz.cpu_config import CpuServerConfig
 from pyhexz.cpu_player import (
-    BusFetcher, CpuPlayer, ModelFollower, NoModelYet, SearchOptions, SearchUnavailable,
+    CpuPlayer, ModelFollower, NoModelYet, SearchOptions, SearchUnavailable,
     load_served_model,
 )
-from pyhexz.modelbus import ModelBus
-from pyhexz.timedsearch import SearchResult
 # A request the client got wrong (message, HTTP status); bounded gunzip.
 from pyhexz.httpbody import BadRequest as BadInput
 from pyhexz.httpbody import gunzip
+from pyhexz.modelbus import ModelBus
+from pyhexz.modelfollow import LiveModel, ModelFetcher
+from pyhexz.timedsearch import SearchResult
 from pyhexz.uploader import ServerClient
 from pyhexz.webui import cpu_player_opponents, create_ui
-from pyhexz.modelfollow import LiveModel, ModelFetcher
 
 log = logging.getLogger(__name__)
 
@@ -265,12 +265,9 @@ def build_player(cfg: CpuServerConfig) -> CpuPlayer:
 def _live_model(cfg: CpuServerConfig):
     """A LiveModel over Redis and/or the training server."""
     bus = ModelBus(cfg.redis_url, cfg.model_name) if cfg.redis_url else None
-    if cfg.server_url:
-        fetcher = ModelFetcher(ServerClient(cfg.server_url, cfg.auth_token), bus, cfg.device,
-                               cfg.model_name)
-    else:
-        fetcher = BusFetcher(bus, cfg.device)
-    return LiveModel(fetcher, poll_seconds=cfg.model_poll_seconds)
+    client = ServerClient(cfg.server_url, cfg.auth_token) if cfg.server_url else None
+    return LiveModel(ModelFetcher(client, bus, cfg.device, cfg.model_name),
+                     poll_seconds=cfg.model_poll_seconds)
 
 
 def create_app(config: Optional[CpuServerConfig] = None,

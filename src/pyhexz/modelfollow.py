@@ -52,11 +52,14 @@ class ModelFetcher:
 
     Redis is a fast copy, the server's storage the record (ARCHITECTURE.md): a checkpoint that
     is missing or corrupt in Redis, or a Redis that is down, sends the request to the server.
+    Without a server (`client` None) Redis is the only source and its errors are raised.
     Every model is checked against its SHA-256 before it is loaded.
     """
 
-    def __init__(self, client: ServerClient, bus: Optional[ModelBus], device: str = "cpu",
-                 name: Optional[str] = None) -> None:
+    def __init__(self, client: Optional[ServerClient], bus: Optional[ModelBus],
+                 device: str = "cpu", name: Optional[str] = None) -> None:
+        if client is None and bus is None:
+            raise ValueError("a model fetcher needs a training server or a Redis model bus")
         self.client = client
         self.bus = bus
         self.device = device
@@ -69,7 +72,11 @@ class ModelFetcher:
                 n = self.bus.latest()
                 if n is not None:
                     return _key(self.bus.name, n)
+                if self.client is None:
+                    return None
             except (redis.RedisError, ModelIntegrityError) as e:
+                if self.client is None:
+                    raise
                 log.warning("model pointer unreadable in redis error=%s; asking the server", e)
         # HEAD: the headers name the model without its bytes travelling.
         r = self.client.request("HEAD", "/models/latest")
@@ -94,13 +101,20 @@ class ModelFetcher:
                 m = self.bus.fetch(key.checkpoint)
                 return self._build(m.data, m.sha256, key, f"redis {ckpt_key}")
             except ModelIntegrityError as e:
+                if self.client is None:
+                    raise
                 if self._exists(ckpt_key):
                     log.error("model refused source=redis key=%s reason=%r; never running it, "
                               "asking the server", ckpt_key, str(e))
                 else:
                     log.info("model not in redis key=%s; asking the server", ckpt_key)
             except redis.RedisError as e:
+                if self.client is None:
+                    raise
                 log.warning("redis unavailable error=%s; asking the server", e)
+        if self.client is None:
+            raise ModelUnavailable(f"model {key.name}:{key.checkpoint} is not on the model bus "
+                                   f"of {self.bus.name!r}, and there is no server to ask")
         path = f"/models/{key.name}/checkpoints/{key.checkpoint}"
         r = self.client.request("GET", path)
         if r.status_code == 404:
