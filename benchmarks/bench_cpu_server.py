@@ -20,6 +20,7 @@ each; the think time is per core).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import random
@@ -37,20 +38,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def positions(n: int, seed: int = 0) -> list:
     """Openings and positions 10..50 random plies into them, all running."""
-    from pyhexz.arena import load_openings
+    from pyhexz.arena import load_openings, random_positions
     rng = random.Random(seed)
-    out = []
-    for i, b in enumerate(load_openings()):
-        if len(out) >= n:
-            break
-        b = b.copy()
-        for _ in range(0 if i % 3 == 0 else rng.randrange(10, 50)):
-            if b.is_over:
-                break
-            b.play(*rng.choice(b.legal_moves()))
-        if not b.is_over:
-            out.append(b)
-    return out
+    plies = (0 if i % 3 == 0 else rng.randrange(10, 50) for i in itertools.count())
+    return list(itertools.islice(random_positions(load_openings(), plies, rng), n))
 
 
 class Service:

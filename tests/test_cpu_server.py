@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from conftest import free_port, serve_app, stop_processes
 from pyhexz import hexz_pb2 as pb
-from pyhexz.arena import load_openings
+from pyhexz.arena import load_openings, random_positions
 from pyhexz.board import Board
 from pyhexz.cpu_player import NoModelYet, load_served_model
 from pyhexz.cpu_server import SUGGEST_PATH, CpuServerConfig, build_player, create_app
@@ -61,17 +61,7 @@ def openings() -> list[Board]:
 @pytest.fixture(scope="module")
 def positions(openings) -> list[Board]:
     """Openings, middle games and late positions (both players to move), all running."""
-    rng = random.Random(7)
-    out = [openings[0], openings[1]]
-    for i, plies in enumerate((1, 9, 30, 45, 60)):
-        b = openings[2 + i].copy()
-        for _ in range(plies):
-            if b.is_over:
-                break
-            b.play(*rng.choice(b.legal_moves()))
-        if not b.is_over:
-            out.append(b)
-    return out
+    return list(random_positions(openings, (0, 0, 1, 9, 30, 45, 60), random.Random(7)))
 
 
 @pytest.fixture(scope="module")

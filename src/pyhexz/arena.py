@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import time
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Iterator, Optional
 
 from google.protobuf import json_format
 
@@ -125,3 +126,18 @@ def result_json(r: MatchResult) -> str:
         if math.isinf(d[k]):
             d[k] = None
     return json.dumps(d)
+
+
+def random_positions(openings: Iterable[Board], plies: Iterable[int],
+                     rng: random.Random) -> Iterator[Board]:
+    """Each opening after its number of uniformly random plies (openings zipped with `plies`,
+    drawn lazily), keeping the positions whose game is still running: test and benchmark
+    positions beyond the openings."""
+    for opening, n in zip(openings, plies):
+        b = opening.copy()
+        for _ in range(n):
+            if b.is_over:
+                break
+            b.play(*rng.choice(b.legal_moves()))
+        if not b.is_over:
+            yield b
