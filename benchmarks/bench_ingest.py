@@ -53,14 +53,20 @@ def make_requests(n: int) -> list[bytes]:
         run_selfplay(lambda: (uniform_evaluator, key), games.append, SearchConfig(runs_per_move=2),
                      parallel_games=16, max_games=16, seed=len(games))
     examples = [ex for g in games for ex in g.examples]
+    # No game_id: the clients append a unique one to every request they send.
     return [pb.AddTrainingExamplesRequest(
         examples=examples[i * EXAMPLES_PER_REQUEST:(i + 1) * EXAMPLES_PER_REQUEST],
-        execution_id="bench", game_id=f"r{i}").SerializeToString() for i in range(n)]
+        execution_id="bench").SerializeToString() for i in range(n)]
 
 
 def client_process(port: int, bodies: list[bytes], threads: int, start: float, stop: float,
                    out) -> None:
-    """Posts from `threads` keep-alive connections; sends (t, latency, status) lists back."""
+    """Posts from `threads` keep-alive connections; sends (t, latency, status) lists back.
+
+    Each request gets a game_id of its own, appended to the body (of a field given twice in
+    protobuf bytes, the last wins): the server acknowledges a resent game_id without storing
+    it, which would measure no WAL write at all.
+    """
     from pyhexz import hexz_pb2 as pb
 
     def run(i: int, results: list) -> None:
@@ -69,7 +75,8 @@ def client_process(port: int, bodies: list[bytes], threads: int, start: float, s
         while time.time() < start:
             time.sleep(0.001)
         while (t0 := time.time()) < stop:
-            body = bodies[k % len(bodies)]
+            body = bodies[k % len(bodies)] + pb.AddTrainingExamplesRequest(
+                game_id=f"{os.getpid()}-{k}").SerializeToString()
             k += threads
             conn.request("POST", "/training/examples", body,
                          {"Content-Type": "application/x-protobuf"})
@@ -179,6 +186,8 @@ def phase(kind: str, bodies: list[bytes], args, port: int) -> dict:
         watcher.join()
         if kind == "training" and not all(in_progress):
             raise RuntimeError("the training run ended during the measurement; use fewer --seconds")
+        if get_status(port)["requests"].get("duplicate_games"):
+            raise RuntimeError("the server took requests for resent games (not stored)")
     finally:
         stop_server(proc)
         shutil.rmtree(root, ignore_errors=True)
