@@ -22,8 +22,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -145,8 +144,7 @@ class _Job:
     board: Board
     deadline: float
     max_iterations: int
-    queued: float
-    done: threading.Event
+    done: threading.Event = field(default_factory=threading.Event)
     result: Optional[SearchResult] = None
     error: Optional[str] = None
     model: str = ""
@@ -197,7 +195,7 @@ class CpuPlayer:
         the result and the label of the model that searched. Blocks the calling thread."""
         if board.is_over:
             raise ValueError("the game is over: there is no move to suggest")
-        job = _Job(board, deadline, max_iterations, time.monotonic(), threading.Event())
+        job = _Job(board, deadline, max_iterations)
         with self._cond:
             if self._stop or not self._thread.is_alive():
                 raise SearchUnavailable("the CPU player is shutting down")

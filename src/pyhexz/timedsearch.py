@@ -18,7 +18,6 @@ deadline, so the wall time tracks the think time instead of exceeding it by a ro
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -28,8 +27,6 @@ import numpy as np
 from pyhexz.board import Board
 from pyhexz.mcts import MCTS
 from pyhexz.selfplay import Evaluator, new_buffers, policy_move_tuple, search
-
-log = logging.getLogger(__name__)
 
 Move = tuple[int, int, int]
 # run_rollouts takes a C int.
@@ -60,7 +57,6 @@ class SearchResult:
 
 @dataclass
 class _Position:
-    board: Board
     deadline: float       # time.monotonic()
     cap: int              # simulation cap
     started: float
@@ -124,8 +120,8 @@ class TimedSearch:
             raise RuntimeError(f"all {self.slots} search slots are busy")
         self.mcts.set_root(slot, board)
         self._positions[slot] = _Position(
-            board.copy(), deadline, min(max_iterations or _MAX_SIMS, _MAX_SIMS),
-            time.monotonic(), forced=len(board.legal_moves()) == 1)
+            deadline, min(max_iterations or _MAX_SIMS, _MAX_SIMS), time.monotonic(),
+            forced=len(board.legal_moves()) == 1)
         return slot
 
     def step(self) -> dict[int, SearchResult]:
