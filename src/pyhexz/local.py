@@ -77,7 +77,7 @@ def run(cfg: LocalConfig) -> int:
     trainer = Trainer(repo, cfg.train, cfg.device)
     spool = root / "models" / "flagz" / cfg.name / "incoming"
     spool.mkdir(parents=True, exist_ok=True)
-    _recover_spool(spool, repo, trainer)
+    _recover_spool(spool, trainer)
 
     ctx = spawn_context()
     latest = ctx.Value("i", trainer.checkpoint)
@@ -171,8 +171,8 @@ def run(cfg: LocalConfig) -> int:
     return trainer.checkpoint
 
 
-def _recover_spool(spool: Path, repo: CheckpointRepo, trainer: Trainer) -> None:
-    done = trained_game_names(repo, repo.latest())
+def _recover_spool(spool: Path, trainer: Trainer) -> None:
+    done = trained_game_names(trainer.repo, trainer.checkpoint)  # the trainer resumed the newest
     n = 0
     for f in sorted(spool.glob("*" + GAME_FILE_SUFFIX)):
         if f.name in done:
