@@ -273,13 +273,14 @@ class TrainingService:
         game = _game_key(req)
         with self._lock:
             seen = self._games.get(game) if game else None
+            if seen:
+                self.requests["duplicate_games"] += 1
             full = seen is None and self.pending + n > cfg.max_pending
             if seen is None and not full:
                 self.pending += n
                 if game:
                     self._remember_game(game, durable=False)
         if seen:
-            self.requests["duplicate_games"] += 1
             return 200, self.answer(Status.ACCEPTED)
         if seen is False:
             return 503, self.answer(Status.REJECTED_AT_CAPACITY,
