@@ -196,10 +196,7 @@ class LiveModel:
 
     def offer(self, key: pb.ModelKey, force: bool = False) -> None:
         """A model named by the server; switch to it if newer (or if `force`, whatever it is)."""
-        m = self.model
-        if m is not None and key == m.key:
-            return
-        if force or m is None or key.name != m.key.name or key.checkpoint > m.key.checkpoint:
+        if self._wants(key, force):
             with self._lock:
                 self._wanted = (pb.ModelKey(name=key.name, checkpoint=key.checkpoint), force)
             self._wake.set()
@@ -278,9 +275,15 @@ class LiveModel:
         if wanted is not None:
             self._consider(*wanted)
 
-    def _consider(self, key: pb.ModelKey, force: bool) -> None:
+    def _wants(self, key: pb.ModelKey, force: bool) -> bool:
+        """Whether `key` should replace the current model: another one that is newer, of
+        another name, or forced."""
         m = self.model
-        if key == m.key or not (force or key.name != m.key.name or key.checkpoint > m.key.checkpoint):
+        return m is None or (key != m.key and (force or key.name != m.key.name
+                                               or key.checkpoint > m.key.checkpoint))
+
+    def _consider(self, key: pb.ModelKey, force: bool) -> None:
+        if not self._wants(key, force):
             return
         k = (key.name, key.checkpoint)
         not_before, failures = self._not_before.get(k, (0.0, 0))
@@ -293,7 +296,7 @@ class LiveModel:
             self._not_before[k] = (time.monotonic() + self.backoff.base * 2 ** min(failures, 6),
                                    failures + 1)
             log.error("model switch refused to=%s:%d error=%r; keeping %s", key.name,
-                      key.checkpoint, short_error(e), m.label)
+                      key.checkpoint, short_error(e), self.model.label)
             return
         self._not_before.pop(k, None)
         self._install(loaded)
