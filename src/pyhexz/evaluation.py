@@ -78,9 +78,14 @@ def read_eval(repo: CheckpointRepo, n: int) -> Optional[dict]:
         return None
 
 
+def with_eval(repo: CheckpointRepo) -> set[int]:
+    """The checkpoints that have an eval.json: one listing."""
+    return {int(x) for x in repo.storage.list_holding(repo.prefix, EVAL_FILE) if x.isdigit()}
+
+
 def evaluated(repo: CheckpointRepo) -> dict[int, dict]:
     """Checkpoint number -> its eval.json, for the checkpoints evaluated so far."""
-    evals = {n: read_eval(repo, n) for n in repo.checkpoints()}
+    evals = {n: read_eval(repo, n) for n in sorted(with_eval(repo))}
     return {n: e for n, e in evals.items() if e is not None}
 
 

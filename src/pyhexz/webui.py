@@ -37,7 +37,7 @@ from flask import Blueprint, Response, abort, jsonify, redirect, request, url_fo
 from pyhexz import charts
 from pyhexz import hexz_pb2 as pb
 from pyhexz.board import Board, IllegalMoveError, InvalidStateError
-from pyhexz.evaluation import elo_curve, read_eval
+from pyhexz.evaluation import elo_curve, read_eval, with_eval
 from pyhexz.examples import InvalidExampleError, decode
 from pyhexz.selfplay import policy_move_tuple
 from pyhexz.storage import CheckpointRepo
@@ -218,14 +218,15 @@ class CheckpointTable:
 
     def rows(self) -> list[dict]:
         nums = self.repo.checkpoints()
+        new_evals = with_eval(self.repo) - self._evals.keys()
         with self._lock:
             for n in nums:
                 if n not in self._facts:
                     self._facts[n] = self._facts_of(n)
-                if n not in self._evals:
-                    e = read_eval(self.repo, n)
-                    if e is not None:
-                        self._evals[n] = e
+            for n in new_evals:
+                e = read_eval(self.repo, n)
+                if e is not None:
+                    self._evals[n] = e
             evals = {n: self._evals[n] for n in nums if n in self._evals}
         elo = {p["checkpoint"]: p["elo"] for p in elo_curve(evals)}
         return [dict(self._facts[n], matches=evals.get(n, {}).get("matches", {}),
