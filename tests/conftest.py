@@ -64,6 +64,21 @@ def fixture_states(fixture_records: list) -> list:
     return [state for _, state in fixture_records]
 
 
+def wait_for(cond, seconds: float = 60.0, what: str = "", *, step: float = 0.05):
+    """Polls cond() until it returns something truthy, which is returned; fails after
+    `seconds` naming `what` (default: the condition itself)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds:g} s waiting for {what or cond}")
+        time.sleep(step)
+
+
 def free_port() -> int:
     import socket
 

@@ -26,7 +26,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import free_port, serve_app, stop_processes
+from conftest import free_port, serve_app, stop_processes, wait_for
 from pyhexz import hexz_pb2 as pb
 from pyhexz.arena import load_openings, random_positions
 from pyhexz.board import Board
@@ -586,16 +586,6 @@ def test_storage_url_loads_the_newest_checkpoint_from_gcs(gcs_emulator, tmp_path
 # --------------------------------------------------------------------------
 # Following a training run through Redis
 # --------------------------------------------------------------------------
-
-
-def wait_for(fn, seconds: float = 15.0):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met in {seconds} s")
 
 
 def torchscript_bytes(seed: int, tmp: Path) -> bytes:

@@ -10,17 +10,15 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 import requests
 import torch
 
-from conftest import free_port
+from conftest import free_port, wait_for
 from pyhexz import hexz_pb2 as pb
 from pyhexz.examples import decode
 from pyhexz.model import load_model_bytes
@@ -103,17 +101,6 @@ def post(url: str, req, *, gzip_body: bool = False, headers: dict | None = None,
     h.update(headers or {})
     r = requests.post(f"{url}/training/examples", data=data, headers=h, timeout=30)
     return r, Resp.FromString(r.content)
-
-
-def wait_for(what: Callable[[], object], timeout: float = 60, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = what()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(step)
 
 
 def status(url: str, token: str | None = None) -> dict:
@@ -349,7 +336,7 @@ def test_kill_9_during_training_then_restart_recovers(games, tmp_path):
     url = f"http://127.0.0.1:{port}"
     proc = _gunicorn(env, port, log)
     try:
-        wait_for(lambda: _healthy(url), 60, 0.2)
+        wait_for(lambda: _healthy(url), 60, step=0.2)
         # A second server on the same state directory refuses to start.
         second = subprocess.run(
             [sys.executable, "-m", "pyhexz", "server", "--port", str(free_port())],
@@ -359,7 +346,7 @@ def test_kill_9_during_training_then_restart_recovers(games, tmp_path):
         for req in sent:
             r, resp = post(url, req, headers=auth)
             assert resp.status == Resp.ACCEPTED, (r.status_code, resp.error_message)
-        wait_for(lambda: status(url, token)["training"]["in_progress"], 30, 0.05)
+        wait_for(lambda: status(url, token)["training"]["in_progress"], 30, step=0.05)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
         repo = CheckpointRepo(open_storage(tmp_path / "store"), name)
@@ -367,7 +354,7 @@ def test_kill_9_during_training_then_restart_recovers(games, tmp_path):
 
         # Restart with a short run: the three requests are pending again and get trained.
         proc = _gunicorn({**env, "HEXZ_SAMPLES_PER_EXAMPLE": "0.5"}, port, log)
-        wait_for(lambda: _healthy(url), 60, 0.2)
+        wait_for(lambda: _healthy(url), 60, step=0.2)
         wait_for(lambda: status(url, token)["checkpoint"] == 1, 60)
         st = status(url, token)
         total = sum(len(g.examples) for g in sent)
@@ -521,7 +508,7 @@ def test_web_ui_status_workers_and_checkpoint_matches(serve, games, tmp_path):
         assert st["workers"]["active"] == 1
         rows = wait_for(lambda: (lambda rows: rows if "rollout" in rows[1]["matches"] else None)(
             requests.get(f"{s.url}/ui/api/checkpoints", headers=auth, timeout=10)
-            .json()["checkpoints"]), timeout=120, step=1)
+            .json()["checkpoints"]), 120, step=1)
         assert rows[1]["matches"]["rollout"]["games"] == 2
         opps = requests.get(f"{s.url}/ui/api/play/opponents", headers=auth, timeout=10).json()
         assert opps["opponents"][0]["id"] == "checkpoint:1"

@@ -20,7 +20,7 @@ import pytest
 import torch
 from flask import Flask, request
 
-from conftest import free_port, serve_app
+from conftest import free_port, serve_app, wait_for
 from pyhexz import hexz_pb2 as pb
 from pyhexz.examples import make_example
 from pyhexz.model import HexzNet, export_torchscript
@@ -69,14 +69,6 @@ def game(game_id: str, n: int = 3) -> pb.AddTrainingExamplesRequest:
     examples = [make_example(planes, mask, visits, turn=board.turn, move=(0, 0, 5), move_number=i,
                              model_key=pb.ModelKey(name="m", checkpoint=0)) for i in range(n)]
     return pb.AddTrainingExamplesRequest(examples=examples, execution_id="test", game_id=game_id)
-
-
-def wait_for(cond, seconds: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + seconds
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def script_bytes(tmp_path: Path, seed: int) -> bytes:

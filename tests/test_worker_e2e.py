@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import free_port
+from conftest import free_port, wait_for
 from pyhexz.modelbus import ModelBus
 from pyhexz.storage import CheckpointRepo, open_storage, sha256
 from pyhexz.training import read_examples_archive
@@ -108,14 +108,6 @@ class Worker:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-
-
-def wait_for(cond, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds:.0f}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def _archived(repo: CheckpointRepo) -> list[tuple[int, str, list[int]]]:
