@@ -31,7 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import benchlib  # noqa: E402,F401  (puts src/ on the path)
+import benchlib  # noqa: E402  (also puts src/ on the path)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,10 +48,7 @@ class Service:
     """gunicorn with the CPU player, as deployed, on a free local port."""
 
     def __init__(self, model: str | None, max_think_ms: int = 10_000) -> None:
-        import socket
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = benchlib.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("HEXZ_")}
         env.update(HEXZ_MAX_THINK_MS=str(max_think_ms), HEXZ_LOG_LEVEL="WARNING",

@@ -35,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-import benchlib  # noqa: F401  (puts src/ on the path)
+import benchlib  # also puts src/ on the path
 
 MODEL = "bench"
 EXAMPLES_PER_REQUEST = 100
@@ -92,13 +92,6 @@ def client_process(port: int, bodies: list[bytes], threads: int, start: float, s
     for t in ts:
         t.join()
     out.put([r for rs in per_thread for r in rs])
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_status(port: int) -> dict:
@@ -223,7 +216,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"idle": [], "training": []}
     for r in range(args.repeats):
         for kind in ("idle", "training"):
-            res = phase(kind, bodies, args, free_port())
+            res = phase(kind, bodies, args, benchlib.free_port())
             runs[kind].append(res)
             print(f"repeat {r + 1} {kind:8s} {res['examples_per_s']:9,.0f} examples/s  "
                   f"p50 {res['p50_ms']:6.1f} ms  p99 {res['p99_ms']:6.1f} ms  "

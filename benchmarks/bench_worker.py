@@ -29,13 +29,13 @@ import time
 import uuid
 from pathlib import Path
 
-import benchlib  # noqa: F401  (puts src/ on the path)
+import benchlib  # also puts src/ on the path
 
 
 def start_server(tmp: Path, args, name: str, core: int) -> tuple[subprocess.Popen, str]:
     import requests
 
-    port = _free_port()
+    port = benchlib.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEXZ_")}
     env.update(PYTHONPATH=str(benchlib.SRC), HEXZ_MODEL_NAME=name, HEXZ_STORAGE=str(tmp / "store"),
                HEXZ_REDIS_URL=args.redis_url, HEXZ_BLOCKS=str(args.blocks),
@@ -56,14 +56,6 @@ def start_server(tmp: Path, args, name: str, core: int) -> tuple[subprocess.Pope
         time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"the training server did not start; see {tmp / 'server.log'}")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

@@ -13,6 +13,15 @@ if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a server the benchmark starts."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
