@@ -12,8 +12,8 @@ Layout (the same in a local directory and a bucket):
                                                          optimizer state (torch.save)
     models/flagz/{name}/checkpoints/{N}/scriptmodule.pt  TorchScript with the hexz signature
     models/flagz/{name}/checkpoints/{N}/examples/*.zip   the examples checkpoint N was trained from
-    models/flagz/{name}/checkpoints/{N}/meta.json        SHA-256 of each file, examples trained,
-                                                         losses, time; written last
+    models/flagz/{name}/checkpoints/{N}/meta.json        SHA-256 and size of each file, examples
+                                                         trained, losses, time; written last
 
 A checkpoint exists once its meta.json exists, and meta.json is created only if absent, so a
 half-written checkpoint is never read. Before writing any file, a writer claims checkpoint N by
@@ -314,7 +314,8 @@ class CheckpointRepo:
         for file, data in files.items():
             self.storage.write(self.key(n, file), data)
         meta = dict(meta, model=self.name, checkpoint=n, created=time.time(),
-                    sha256={file: sha256(data) for file, data in files.items()})
+                    sha256={file: sha256(data) for file, data in files.items()},
+                    size={file: len(data) for file, data in files.items()})
         self.storage.write(self.key(n, META_FILE), json.dumps(meta, indent=1).encode(),
                            if_absent=True)
         return meta

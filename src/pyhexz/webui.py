@@ -208,13 +208,15 @@ class CheckpointTable:
         meta = r.meta(n)
         stats = meta.get("stats") or {}
         files = {f: h for f, h in meta.get("sha256", {}).items() if "/" not in f}
+        sizes = meta.get("size", {})   # recorded since publish() records it; else read once
         return {
             "checkpoint": n, "created": meta.get("created"),
             "examples_trained": meta.get("examples_trained", 0),
             "new_examples": meta.get("new_examples", 0), "games": meta.get("games", 0),
             "policy_loss": stats.get("policy_loss"), "value_loss": stats.get("value_loss"),
             "files": [{"name": f, "sha256": files[f],
-                       "size": len(r.storage.read(r.key(n, f)))} for f in sorted(files)]}
+                       "size": sizes.get(f) or len(r.storage.read(r.key(n, f)))}
+                      for f in sorted(files)]}
 
     def rows(self) -> list[dict]:
         nums = self.repo.checkpoints()
