@@ -12,6 +12,7 @@ from pyhexz.selfplay import uniform_evaluator as uniform
 import torch
 
 from pyhexz import hexz_pb2 as pb
+from pyhexz.symmetry import transform
 from pyhexz.examples import Arrays, InvalidExampleError, decode, encode_array
 from pyhexz.model import HexzNet, load_checkpoint, load_model
 from pyhexz.selfplay import SearchConfig, run_selfplay
@@ -173,20 +174,29 @@ def eval_loss(net, a: Arrays) -> float:
     return p.item() + v.item()
 
 
-def test_train_steps_lowers_loss(data: Arrays) -> None:
+@pytest.mark.parametrize("augment", [False, True])
+def test_train_steps_lowers_loss(data: Arrays, augment: bool) -> None:
+    """With augmentation the net learns all four mirror images of the data."""
+    images = [data] if not augment else [
+        Arrays(transform(data.boards, s), transform(data.masks, s), transform(data.probs, s),
+               data.results) for s in range(4)]
+
+    def mean_loss() -> float:
+        return float(np.mean([eval_loss(net, d) for d in images]))
+
     torch.manual_seed(3)
     net = HexzNet(2, 16)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
     w = ReplayWindow(1000)
     w.add(data)
-    before = eval_loss(net, data)
+    before = mean_loss()
     rng = np.random.default_rng(0)
-    for _ in range(5):
-        stats = train_steps(net, opt, w, 128, 64, rng, CPU)
+    for _ in range(5 if not augment else 12):
+        stats = train_steps(net, opt, w, 128, 64, rng, CPU, augment=augment)
         assert stats["steps"] == 2 and stats["samples"] == 128
         assert np.isfinite(stats["policy_loss"]) and np.isfinite(stats["value_loss"])
     assert not net.training  # left in eval mode
-    after = eval_loss(net, data)
+    after = mean_loss()
     assert after < before - 0.2, (before, after)
 
 

@@ -7,9 +7,10 @@ are added with `add`, and once `trigger_examples` new examples have arrived,
 
 Loss = cross-entropy of the policy against the search's visit distribution + MSE of the value
 against the game result (both from the mover's view). About `samples_per_example` samples are
-trained per new example (4, as KataGo and hexz). A loss, gradient or weight that is not finite
-aborts the run: the model and optimizer go back to their state before it and nothing is
-published.
+trained per new example (4, as KataGo and hexz), each under a random mirror symmetry of the
+board (`symmetry.py`), which gives the small replay windows of one machine four times the
+positions. A loss, gradient or weight that is not finite aborts the run: the model and
+optimizer go back to their state before it and nothing is published.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 
 from pyhexz import hexz_pb2 as pb
 from pyhexz import model as modellib
+from pyhexz import symmetry
 from pyhexz.examples import Arrays, decode
 from pyhexz.storage import MODEL_FILE, SCRIPT_FILE, CheckpointRepo
 
@@ -53,6 +55,7 @@ class TrainConfig:
     samples_per_example: float = 4.0
     replay_window: int = 100_000
     trigger_examples: int = 4096      # new examples that start a training run
+    augment: bool = True              # train each sample under a random board symmetry
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -116,7 +119,7 @@ def losses(net: torch.nn.Module, batch: Arrays, device: torch.device) -> tuple[t
 
 def train_steps(net: torch.nn.Module, optimizer: torch.optim.Optimizer, window: ReplayWindow,
                 num_samples: int, batch_size: int, rng: np.random.Generator,
-                device: torch.device) -> dict:
+                device: torch.device, augment: bool = False) -> dict:
     """Trains on `num_samples` samples drawn from the window; returns the mean losses.
 
     Raises NonFiniteError (and leaves net and optimizer as they were before) on a non-finite
@@ -129,6 +132,8 @@ def train_steps(net: torch.nn.Module, optimizer: torch.optim.Optimizer, window: 
     try:
         for _ in range(steps):
             batch = window.sample(batch_size, rng)
+            if augment:
+                batch = symmetry.augment(batch, rng)
             p_loss, v_loss = losses(net, batch, device)
             loss = p_loss + v_loss
             if not torch.isfinite(loss):
@@ -266,7 +271,7 @@ class Trainer:
         num_samples = int(cfg.samples_per_example * self.pending_examples)
         t0 = time.perf_counter()
         stats = train_steps(self.net, self.optimizer, self.window, num_samples, cfg.batch_size,
-                            self.rng, self.device)
+                            self.rng, self.device, augment=cfg.augment)
         stats["seconds"] = time.perf_counter() - t0
         before, n = self.examples_trained, self.checkpoint + 1
         self.examples_trained += self.pending_examples
