@@ -237,3 +237,37 @@ def test_policy_move_tuple_inverts_policy_index() -> None:
         r, c, t = policy_move_tuple(idx)
         assert t in (0, 5)
         assert policy_index(r, c, t) == idx
+
+
+def test_past_sample_plies_the_most_visited_move_is_played(predictor: Predictor) -> None:
+    games: list[pb.AddTrainingExamplesRequest] = []
+    run_selfplay(lambda: (predictor, pb.ModelKey(name="tiny")), games.append,
+                 SearchConfig(runs_per_move=RUNS, sample_plies=4), parallel_games=2,
+                 max_games=2, seed=3)
+    assert len(games) == 2
+    for g in games:
+        probs = decode(list(g.examples)).probs.reshape(len(g.examples), -1)
+        for ply, ex in enumerate(g.examples):
+            played = probs[ply, policy_index(ex.move.row, ex.move.col, ex.move.cell_type)]
+            if ply >= 4:
+                assert played == probs[ply].max(), f"ply {ply}"
+
+
+def test_search_config_rejects_negative_sample_plies() -> None:
+    with pytest.raises(ValueError, match="sample_plies"):
+        SearchConfig(sample_plies=-1)
+
+
+def test_should_start_stops_new_games_and_lets_those_under_way_finish() -> None:
+    games: list[pb.AddTrainingExamplesRequest] = []
+    asked = []
+
+    def should_start(stats: selfplay.SelfPlayStats) -> bool:
+        asked.append(stats.games)
+        return stats.games == 0
+    stats = run_selfplay(lambda: (uniform, pb.ModelKey()), games.append,
+                         SearchConfig(runs_per_move=2), parallel_games=3, should_start=should_start,
+                         seed=0)
+    # Three games start together; once one has ended, no slot is refilled.
+    assert len(games) == stats.games == 3 and asked[:3] == [0, 0, 0] and asked[3:] == [1, 2, 3]
+    assert stats.mean_game_seconds is not None and stats.mean_game_seconds > 0

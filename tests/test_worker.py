@@ -28,6 +28,7 @@ from pyhexz.modelbus import ModelBus
 from pyhexz.storage import sha256
 from pyhexz.uploader import Backoff, ServerClient, Uploader
 from pyhexz.modelfollow import LiveModel, ModelFetcher
+from pyhexz.selfplay import SearchConfig
 from pyhexz.worker import WorkerConfig
 
 Status = pb.AddTrainingExamplesResponse.Status
@@ -338,3 +339,40 @@ def test_config_checks():
         WorkerConfig(server_url="http://x", model_name="../etc")
     with pytest.raises(ValueError, match="grace period"):
         WorkerConfig(server_url="http://x", max_seconds=5, grace_seconds=8)
+
+
+# --- the end of the time budget --------------------------------------------------------------
+
+def test_the_budget_winds_down_so_games_under_way_finish(redis_url, name, tmp_path, caplog,
+                                                        monkeypatch):
+    """Near the end of --max-seconds no new game starts; those under way finish and are sent,
+    so the worker ends early with nothing dropped instead of cutting games off at the deadline."""
+    from pyhexz import worker
+    from pyhexz.worker import run_worker
+
+    # A wider margin than production's keeps a loaded CI machine from cutting the last game.
+    monkeypatch.setattr(worker, "WIND_DOWN_GAMES", 3.0)
+
+    ModelBus(redis_url, name).publish(0, script_bytes(tmp_path, 0))
+    server = ScriptedServer([])
+    with serve_app(server.app) as url, caplog.at_level(logging.INFO, "pyhexz"):
+        cfg = WorkerConfig(server_url=url, redis_url=redis_url, model_name=name, max_seconds=8,
+                           grace_seconds=1, parallel_games=4,
+                           search=SearchConfig(runs_per_move=32), seed=0)
+        stats = run_worker(cfg)
+    assert "worker winding down" in caplog.text
+    assert "reason=time_budget" not in caplog.text   # the last game ended before the deadline
+    assert stats.games >= 4 and stats.seconds < 8
+    assert len(server.received) == stats.games and stats.upload.lost == 0
+
+
+def test_the_budget_counts_from_the_given_start():
+    """The CLI passes its own start time: seconds spent importing torch count against the
+    budget, so a budget already spent ends the worker at once."""
+    from pyhexz.worker import run_worker
+
+    cfg = WorkerConfig(server_url=f"http://127.0.0.1:{free_port()}", max_seconds=5,
+                       grace_seconds=1, started=time.monotonic() - 5)
+    t0 = time.monotonic()
+    stats = run_worker(cfg)
+    assert stats.games == 0 and time.monotonic() - t0 < 3

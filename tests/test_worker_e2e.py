@@ -149,11 +149,16 @@ def test_two_workers_train_switch_and_ride_out_faults(redis_server, tmp_path):
         for w in workers:
             wait_for(lambda: {1, 2} <= {n for n, _ in w.models()}, 30,
                      f"{w.log.name} to load checkpoints 1 and 2")
+        # The switch shows in the data once a checkpoint trains on games of checkpoint 1 or
+        # later. Which checkpoint that is depends on the machine's speed: a fast worker can
+        # fill checkpoint 2's minibatch with model-0 games before the switch reaches it.
+        wait_for(lambda: max((k for _, _, keys in _archived(server.repo()) for k in keys),
+                             default=-1) >= 1,
+                 60, "a checkpoint trained on games of a switched model", step=0.5)
         archived = _archived(server.repo())
         assert {n for n, _, _ in archived} >= {1, 2}
         for n, _, keys in archived:
             assert max(keys) < n   # checkpoint n learnt only from models before it
-        assert max(k for _, _, keys in archived for k in keys) >= 1   # the switch, in the data
 
         # 2. A corrupt model in Redis: refused with a clear line, the old model kept.
         bogus = 10**6
@@ -229,12 +234,13 @@ def test_two_processes_without_redis_follow_the_server_and_keep_the_time_budget(
                    "--num-workers", "2")
         assert w.proc.wait(40) == 0
         elapsed = time.monotonic() - t0
-        # The budget holds from each worker's start; starting the interpreters comes on top.
-        assert elapsed < 14 + 10, elapsed
+        # The budget counts from the command's start, before torch loads, for both processes.
+        assert elapsed < 14 + 5, elapsed
         models = w.models()
         assert models.count((0, "server")) == 2 and max(n for n, _ in models) >= 2
         assert all(src == "server" for _, src in models)
-        assert w.text().count("reason=time_budget") == 2
+        # Both processes wound down before the budget's end (the games under way finished).
+        assert w.text().count("worker winding down") == 2
         done = re.findall(r"worker done .* uploaded=(\d+) .* lost=(\d+)", w.text())
         assert len(done) == 2 and all(int(sent) > 0 and lost == "0" for sent, lost in done)
         acked = sum(int(n) for n in re.findall(r"upload accepted game=\w+ examples=(\d+)", w.text()))

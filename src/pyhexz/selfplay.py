@@ -7,8 +7,11 @@ training server. Only the `sink` differs.
 The loop plays `parallel_games` games at once in one process. Every move, each game's tree
 gets `runs_per_move` new simulations; the trees are advanced together, so each network call
 evaluates a batch of up to `parallel_games * leaves_per_tree` leaves and the time goes into
-the network rather than into Python. Moves are sampled in proportion to the visit counts all
-game long, with Dirichlet noise at the root (the settings that worked for hexz).
+the network rather than into Python. Moves are sampled in proportion to the visit counts, with
+Dirichlet noise at the root: all game long by default (the setting that worked for hexz), or
+for the first `sample_plies` plies and the most visited move after them (AlphaZero's
+temperature drop), which keeps late random blunders from deciding the result that the value
+head learns. Flagz games start from random boards, so the openings stay varied either way.
 """
 
 from __future__ import annotations
@@ -45,10 +48,13 @@ class SearchConfig:
     dirichlet_alpha: float = 0.55
     dirichlet_weight: float = 0.25
     leaves_per_tree: int = 1
+    sample_plies: Optional[int] = None   # None: sample by visit count all game long
 
     def __post_init__(self) -> None:
         if self.runs_per_move < 1:
             raise ValueError(f"runs_per_move must be >= 1, got {self.runs_per_move}")
+        if self.sample_plies is not None and self.sample_plies < 0:
+            raise ValueError(f"sample_plies must be >= 0, got {self.sample_plies}")
 
 
 @dataclass
@@ -59,6 +65,7 @@ class SelfPlayStats:
     simulations: int = 0    # leaves evaluated by the network
     nn_seconds: float = 0.0
     nn_calls: int = 0
+    game_seconds: float = 0.0   # wall time of the finished games, start to end, summed
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -68,6 +75,11 @@ class SelfPlayStats:
     @property
     def examples_per_second(self) -> float:
         return self.examples / max(self.seconds, 1e-9)
+
+    @property
+    def mean_game_seconds(self) -> Optional[float]:
+        """How long a game has taken from start to end (None before the first has ended)."""
+        return self.game_seconds / self.games if self.games else None
 
     @property
     def nn_share(self) -> float:
@@ -109,6 +121,15 @@ def sample_move(visits: np.ndarray, rng: np.random.Generator) -> int:
     return int(rng.choice(len(visits), p=visits / visits.sum()))
 
 
+def choose_move(visits: np.ndarray, ply: int, config: SearchConfig,
+                rng: np.random.Generator) -> int:
+    """Self-play's move at `ply` (0-based) of a game: sampled, or past `sample_plies` the
+    most visited (ties broken at random, so equal visits do not favour low indices)."""
+    if config.sample_plies is None or ply < config.sample_plies:
+        return sample_move(visits, rng)
+    return int(rng.choice(np.flatnonzero(visits == visits.max())))
+
+
 def policy_move_tuple(index: int) -> tuple[int, int, int]:
     t, rc = divmod(index, 110)
     return rc // 10, rc % 10, (5 if t == 0 else 0)
@@ -119,18 +140,22 @@ class _Game:
     board: Board
     game_id: str
     examples: list = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
 
 
 def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig = SearchConfig(), *,
                  parallel_games: int = 16, max_games: Optional[int] = None,
                  max_seconds: Optional[float] = None,
                  should_stop: Callable[[], bool] = lambda: False,
+                 should_start: Callable[[SelfPlayStats], bool] = lambda stats: True,
                  seed: Optional[int] = None, execution_id: Optional[str] = None,
                  on_progress: Callable[[SelfPlayStats], None] = lambda s: None) -> SelfPlayStats:
     """Plays games until `max_games` have finished, `max_seconds` passed or `should_stop()`.
 
     Finished games go to `sink` as one AddTrainingExamplesRequest each. Games still running when
-    time is up are dropped: an unfinished game has no result to learn from.
+    time is up are dropped: an unfinished game has no result to learn from. `should_start(stats)`
+    is asked before each new game; a caller with a hard deadline says no once a game would not
+    fit, and the games under way finish instead of being thrown away.
     """
     rng = np.random.default_rng(seed)
     execution_id = execution_id or uuid.uuid4().hex
@@ -144,7 +169,7 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig = Sear
 
     def may_start() -> bool:
         return ((max_games is None or started < max_games) and not should_stop()
-                and (deadline is None or time.monotonic() < deadline))
+                and (deadline is None or time.monotonic() < deadline) and should_start(stats))
 
     def new_game(t: int) -> Optional[_Game]:
         nonlocal started
@@ -168,7 +193,7 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig = Sear
             if g is None:
                 continue
             visits = mcts.visits(t)
-            move = sample_move(visits, rng)
+            move = choose_move(visits, len(g.examples), config, rng)
             board_planes, mask = g.board.encode()
             row, col, typ = policy_move_tuple(move)
             g.examples.append(make_example(
@@ -181,6 +206,7 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig = Sear
                 _finish(g, execution_id, sink)
                 stats.games += 1
                 stats.examples += len(g.examples)
+                stats.game_seconds += time.perf_counter() - g.started
                 on_progress(stats)
                 games[t] = new_game(t)
     return stats

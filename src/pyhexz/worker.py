@@ -17,6 +17,8 @@ Lifecycle (docs/worker.md):
 4. Stop: on SIGTERM/SIGINT, or `grace_seconds` before `max_seconds` is up, no new search step
    starts, the finished games are sent for at most `grace_seconds` (Cloud Run allows 10 s after
    SIGTERM), and the process exits 0. Games still being played are dropped: they have no result.
+   So that few are, the worker winds down first: once the time left before that point is less
+   than 1.5 mean game lengths, it starts no new games and lets those under way finish.
 """
 
 from __future__ import annotations
@@ -37,11 +39,15 @@ from pyhexz import hexz_pb2 as pb
 from pyhexz.modelbus import ModelBus
 from pyhexz.modelfollow import LiveModel, ModelFetcher
 from pyhexz.process import init_worker_process, spawn_context
-from pyhexz.selfplay import SearchConfig, run_selfplay
+from pyhexz.selfplay import SearchConfig, SelfPlayStats, run_selfplay
 from pyhexz.storage import validate_model_name
 from pyhexz.uploader import ServerClient, UploadStats, Uploader
 
 log = logging.getLogger(__name__)
+
+# New games stop this many mean game lengths before the budget's end. The mean comes from the
+# games finished so far, and the first to finish are the short ones, hence the margin.
+WIND_DOWN_GAMES = 1.5
 
 
 @dataclass
@@ -60,6 +66,9 @@ class WorkerConfig:
     progress_seconds: float = 60.0
     upload_buffer: int = 64
     seed: Optional[int] = None
+    # time.monotonic() when the budget began (the CLI's start, shared by its processes);
+    # None: when run_worker is called.
+    started: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.redis_url and not self.model_name:
@@ -96,13 +105,25 @@ def run_worker(cfg: WorkerConfig, stop: Optional[threading.Event] = None,
     before `max_seconds`, so the last uploads fit in the budget.
     """
     stop = stop or threading.Event()
-    t0 = time.monotonic()
+    t0 = time.monotonic() if cfg.started is None else cfg.started
     stop_at = None if cfg.max_seconds is None else t0 + cfg.max_seconds - cfg.grace_seconds
     bus = ModelBus(cfg.redis_url, cfg.model_name) if cfg.redis_url else None
     fetcher = ModelFetcher(ServerClient(cfg.server_url, cfg.auth_token), bus, cfg.device,
                            cfg.model_name)
     live = LiveModel(fetcher, poll_seconds=cfg.model_poll_seconds)
     stats = WorkerStats()
+
+    winding_down = False
+
+    def should_start(selfplay: SelfPlayStats) -> bool:
+        nonlocal winding_down
+        mean = selfplay.mean_game_seconds
+        if (not winding_down and stop_at is not None and mean is not None
+                and time.monotonic() + WIND_DOWN_GAMES * mean >= stop_at):
+            winding_down = True
+            log.info("worker winding down: no new games, mean_game_seconds=%.1f "
+                     "seconds_left=%.1f", mean, stop_at - time.monotonic())
+        return not winding_down
 
     def stopping() -> bool:
         if stop_at is not None and not stop.is_set() and time.monotonic() >= stop_at:
@@ -158,7 +179,8 @@ def run_worker(cfg: WorkerConfig, stop: Optional[threading.Event] = None,
              cfg.parallel_games, cfg.search.runs_per_move, cfg.max_seconds)
     try:
         run_selfplay(model_source, sink, cfg.search, parallel_games=cfg.parallel_games,
-                     should_stop=stopping, seed=cfg.seed, execution_id=execution_id)
+                     should_stop=stopping, should_start=should_start, seed=cfg.seed,
+                     execution_id=execution_id)
     except _Stopped:
         pass
     finally:
