@@ -24,6 +24,10 @@ from typing import Callable, Optional, Sequence
 
 log = logging.getLogger("pyhexz.cli")
 
+# Time budgets (the worker's --max-seconds) count from here, before torch is imported: the
+# seconds that import takes are seconds of the Cloud Run task's timeout too.
+STARTED = time.monotonic()
+
 
 class _EnvDefaults(argparse.ArgumentParser):
     """An ArgumentParser whose flag defaults come from HEXZ_* variables when set."""
@@ -58,32 +62,50 @@ def _positive(kind: Callable):
 pos_int, pos_float = _positive(int), _positive(float)
 
 
-def _add_search_flags(p: argparse.ArgumentParser, runs: int) -> None:
+def plies(s: str) -> Optional[int]:
+    if s == "all":
+        return None
+    v = int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 or 'all', got {s}")
+    return v
+
+
+def _add_search_flags(p: argparse.ArgumentParser, runs: int,
+                      sample_plies: Optional[int] = None) -> None:
     p.add_argument("--runs-per-move", type=pos_int, default=runs, help="MCTS simulations per move")
     p.add_argument("--parallel-games", type=pos_int, default=32,
                    help="games each process plays at once (the network's batch size)")
     p.add_argument("--c-puct", type=pos_float, default=1.5, help="PUCT exploration constant")
     p.add_argument("--dirichlet-alpha", type=float, default=0.55, help="root noise concentration")
     p.add_argument("--dirichlet-weight", type=float, default=0.25, help="root noise weight")
+    p.add_argument("--sample-plies", type=plies, default=sample_plies,
+                   help="sample moves by visit count for this many plies of a self-play game, "
+                        "then play the most visited; 'all': sample all game long")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
 
 
 def _search_config(a: argparse.Namespace):
     from pyhexz.selfplay import SearchConfig
     return SearchConfig(runs_per_move=a.runs_per_move, c_puct=a.c_puct,
-                        dirichlet_alpha=a.dirichlet_alpha, dirichlet_weight=a.dirichlet_weight)
+                        dirichlet_alpha=a.dirichlet_alpha, dirichlet_weight=a.dirichlet_weight,
+                        sample_plies=a.sample_plies)
 
 
-def _add_train_flags(p: argparse.ArgumentParser, minibatch: int, window: int) -> None:
+def _add_train_flags(p: argparse.ArgumentParser, minibatch: int, window: int,
+                     samples_per_example: float = 4.0, learning_rate: float = 3e-4) -> None:
     p.add_argument("--blocks", type=pos_int, default=5, help="residual blocks (new model)")
     p.add_argument("--filters", type=pos_int, default=64, help="filters per conv (new model)")
     p.add_argument("--minibatch-size", type=pos_int, default=minibatch,
                    help="new examples that trigger a training run")
     p.add_argument("--replay-window", type=pos_int, default=window, help="newest examples trained on")
-    p.add_argument("--samples-per-example", type=pos_float, default=4.0,
+    p.add_argument("--samples-per-example", type=pos_float, default=samples_per_example,
                    help="samples trained per new example")
     p.add_argument("--batch-size", type=pos_int, default=256, help="training batch size")
-    p.add_argument("--learning-rate", type=pos_float, default=3e-4, help="initial Adam rate")
+    p.add_argument("--learning-rate", type=pos_float, default=learning_rate,
+                   help="initial Adam rate (falls linearly to 1e-4 over 200 checkpoints)")
+    p.add_argument("--no-augment", action="store_true",
+                   help="train on examples as played, without random board mirror images")
 
 
 def _train_config(a: argparse.Namespace):
@@ -91,7 +113,7 @@ def _train_config(a: argparse.Namespace):
     return TrainConfig(blocks=a.blocks, filters=a.filters, batch_size=a.batch_size,
                        learning_rate=a.learning_rate, samples_per_example=a.samples_per_example,
                        replay_window=a.replay_window, trigger_examples=a.minibatch_size,
-                       seed=a.seed)
+                       augment=not a.no_augment, seed=a.seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,9 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="self-play processes")
     p.add_argument("--minutes", type=pos_float, help="stop after this many minutes")
     p.add_argument("--checkpoints", type=pos_int, help="stop after this many new checkpoints")
-    _add_train_flags(p, minibatch=2048, window=50_000)
+    # The settings of the best run on two cores (BENCHMARKS.md, learn3), bar the network size.
+    _add_train_flags(p, minibatch=4096, window=100_000, samples_per_example=8.0,
+                     learning_rate=1e-3)
     p.add_argument("--seed", type=int, default=0, help="seed for training and self-play")
-    _add_search_flags(p, runs=100)
+    _add_search_flags(p, runs=100, sample_plies=20)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("selfplay", help="self-play games written to files")
@@ -295,7 +319,8 @@ def cmd_worker(a: argparse.Namespace) -> int:
         max_seconds=a.max_seconds, parallel_games=a.parallel_games, search=_search_config(a),
         device=a.device, auth_token=a.auth_token, num_workers=a.num_workers,
         grace_seconds=a.grace_seconds, model_poll_seconds=a.model_poll_seconds,
-        progress_seconds=a.progress_seconds, upload_buffer=a.upload_buffer, seed=a.seed))
+        progress_seconds=a.progress_seconds, upload_buffer=a.upload_buffer, seed=a.seed,
+        started=STARTED))
 
 
 def cmd_arena(a: argparse.Namespace) -> int:

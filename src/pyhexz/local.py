@@ -22,7 +22,7 @@ import os
 import queue
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -40,15 +40,16 @@ log = logging.getLogger(__name__)
 @dataclass
 class LocalConfig:
     dir: Path
+    # No defaults here: `pyhexz train`'s flags are the one place for them (the settings of the
+    # best run on two cores, BENCHMARKS.md learn3).
+    search: SearchConfig
+    train: TrainConfig
     name: str = "local"
     num_workers: int = max(1, (os.cpu_count() or 2) - 1)
     parallel_games: int = 32
     device: str = "cpu"
     minutes: Optional[float] = None
     checkpoints: Optional[int] = None     # stop after this many new checkpoints
-    search: SearchConfig = field(default_factory=lambda: SearchConfig(runs_per_move=100))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        trigger_examples=2048, replay_window=50_000))
     progress_seconds: float = 15.0
 
 
