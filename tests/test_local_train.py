@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -236,3 +237,23 @@ def test_signal_stops_gracefully_and_keeps_finished_games(tmp_path: Path, sig: i
             kill_group(proc)
     assert "reason=signal" in tail(log)
     assert before <= job.games_in_incoming() | job.all_trained()
+
+
+def test_minutes_winds_down_so_no_game_under_way_is_dropped(tmp_path: Path) -> None:
+    """With --minutes the workers stop starting games shortly before the end and finish those
+    under way, so the job ends with every game it started kept, and not after its time."""
+    d = tmp_path / "run"
+    log = tmp_path / "train.log"
+    job = Job(d)
+    t0 = time.monotonic()
+    res = run_train(d, log, "--minutes", "0.4", "--parallel-games", "4",
+                    "--minibatch-size", "1000000")
+    elapsed = time.monotonic() - t0
+    text = tail(log, 100_000)
+    assert res.returncode == 0, text[-4000:]
+    assert "selfplay winding down" in text and "reason=minutes" in text
+    done = re.findall(r"selfplay done games=(\d+) examples=\d+ dropped_unfinished=(\d+)", text)
+    assert len(done) == 1 and done[0][1] == "0", text[-4000:]
+    assert len(job.games_in_incoming()) == int(done[0][0]) > 0
+    # The interpreter's start and the last uploads come on top of the 24 s.
+    assert elapsed < 24 + 15, elapsed

@@ -347,11 +347,11 @@ def test_the_budget_winds_down_so_games_under_way_finish(redis_url, name, tmp_pa
                                                         monkeypatch):
     """Near the end of --max-seconds no new game starts; those under way finish and are sent,
     so the worker ends early with nothing dropped instead of cutting games off at the deadline."""
-    from pyhexz import worker
+    from pyhexz import selfplay
     from pyhexz.worker import run_worker
 
     # A wider margin than production's keeps a loaded CI machine from cutting the last game.
-    monkeypatch.setattr(worker, "WIND_DOWN_GAMES", 3.0)
+    monkeypatch.setattr(selfplay, "WIND_DOWN_GAMES", 3.0)
 
     ModelBus(redis_url, name).publish(0, script_bytes(tmp_path, 0))
     server = ScriptedServer([])

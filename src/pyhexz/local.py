@@ -12,7 +12,9 @@ the same directory. Each finished game is written to `incoming/` (atomically) be
 a checkpoint records the names of the games it was trained from, and on restart the games in
 `incoming/` that the newest checkpoint already holds are dropped, the others are trained in
 the next run. So no finished game is lost and none is counted twice. Games still being played
-when the job stops are dropped: they have no result yet.
+when the job stops are dropped: they have no result yet. So that few are, with `--minutes` the
+workers start no new games shortly before the end and let those under way finish
+(selfplay.wind_down_before); the job ends when they have.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pyhexz import hexz_pb2 as pb
 from pyhexz.examples import GAME_FILE_SUFFIX, read_game_file, write_game_file
 from pyhexz.players import load_predictor
 from pyhexz.process import init_worker_process, spawn_context
-from pyhexz.selfplay import SearchConfig, run_selfplay
+from pyhexz.selfplay import SearchConfig, run_selfplay, wind_down_before
 from pyhexz.storage import CheckpointRepo, LocalStorage
 from pyhexz.training import TrainConfig, Trainer, trained_game_names
 
@@ -54,7 +56,7 @@ class LocalConfig:
 
 
 def _selfplay_worker(root: str, name: str, search: SearchConfig, parallel_games: int,
-                     device: str, latest, stop, out, seed: int) -> None:
+                     device: str, latest, stop, out, seed: int, end: Optional[float]) -> None:
     init_worker_process()
     repo = CheckpointRepo(LocalStorage(root), name)
     current: dict = {"n": None}
@@ -67,8 +69,12 @@ def _selfplay_worker(root: str, name: str, search: SearchConfig, parallel_games:
             log.info("selfplay model=%s checkpoint=%d", name, n)
         return current["predictor"], current["key"]
 
-    run_selfplay(model, lambda req: out.put(req.SerializeToString()), search,
-                 parallel_games=parallel_games, should_stop=stop.is_set, seed=seed)
+    # `end` is a time.monotonic() value of the parent: the clock is system-wide.
+    stats = run_selfplay(model, lambda req: out.put(req.SerializeToString()), search,
+                         parallel_games=parallel_games, should_stop=stop.is_set,
+                         should_start=wind_down_before(end, "selfplay"), seed=seed)
+    log.info("selfplay done games=%d examples=%d dropped_unfinished=%d", stats.games,
+             stats.examples, stats.dropped)
 
 
 def run(cfg: LocalConfig) -> int:
@@ -80,6 +86,8 @@ def run(cfg: LocalConfig) -> int:
     spool.mkdir(parents=True, exist_ok=True)
     _recover_spool(spool, trainer)
 
+    t0 = time.monotonic()
+    end = None if cfg.minutes is None else t0 + cfg.minutes * 60
     ctx = spawn_context()
     latest = ctx.Value("i", trainer.checkpoint)
     stop = ctx.Event()
@@ -87,13 +95,12 @@ def run(cfg: LocalConfig) -> int:
     workers = [ctx.Process(target=_selfplay_worker, name=f"selfplay-{i}", daemon=True, args=(
         str(root), cfg.name, cfg.search, cfg.parallel_games, cfg.device, latest, stop, games_q,
         # Fresh entropy: a restart from the same checkpoint must not replay the same games.
-        int.from_bytes(os.urandom(8), "little"))) for i in range(cfg.num_workers)]
+        int.from_bytes(os.urandom(8), "little"), end)) for i in range(cfg.num_workers)]
     for w in workers:
         w.start()
     log.info("train dir=%s model=%s checkpoint=%d workers=%d runs_per_move=%d", root, cfg.name,
              trainer.checkpoint, cfg.num_workers, cfg.search.runs_per_move)
 
-    t0 = time.monotonic()
     first_checkpoint = trainer.checkpoint
     games = examples = 0
     last_report = t0
@@ -113,13 +120,17 @@ def run(cfg: LocalConfig) -> int:
     previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while True:
-            if cfg.minutes is not None and time.monotonic() - t0 >= cfg.minutes * 60:
+            if end is not None and time.monotonic() >= end:
                 log.info("train stopping reason=minutes")
                 break
             if cfg.checkpoints is not None and trainer.checkpoint - first_checkpoint >= cfg.checkpoints:
                 log.info("train stopping reason=checkpoints")
                 break
             if not any(w.is_alive() for w in workers):
+                if all(w.exitcode == 0 for w in workers) and games_q.empty():
+                    # Only the wind-down ends a worker cleanly: its last games are in.
+                    log.info("train stopping reason=minutes games_finished=all")
+                    break
                 raise RuntimeError("all self-play workers died; see their log lines above")
             try:
                 receive(games_q.get(timeout=1.0))

@@ -66,6 +66,7 @@ class SelfPlayStats:
     nn_seconds: float = 0.0
     nn_calls: int = 0
     game_seconds: float = 0.0   # wall time of the finished games, start to end, summed
+    dropped: int = 0            # games cut off unfinished when play stopped
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -85,6 +86,32 @@ class SelfPlayStats:
     def nn_share(self) -> float:
         """Share of wall time spent in the network's forward pass."""
         return self.nn_seconds / max(self.seconds, 1e-9)
+
+
+# New games stop this many mean game lengths before a deadline. The mean comes from the games
+# finished so far, and the first to finish are the short ones, hence the margin.
+WIND_DOWN_GAMES = 1.5
+
+
+def wind_down_before(end: Optional[float], who: str) -> Callable[[SelfPlayStats], bool]:
+    """A `should_start` for run_selfplay that says no once fewer than WIND_DOWN_GAMES mean game
+    lengths are left before `end` (a time.monotonic() value; None: never).
+
+    A game cut off at a deadline has no result and is thrown away; with many games in parallel
+    that is minutes of play. Starting no new games shortly before lets those under way finish.
+    """
+    winding_down = False
+
+    def should_start(stats: SelfPlayStats) -> bool:
+        nonlocal winding_down
+        mean = stats.mean_game_seconds
+        if (not winding_down and end is not None and mean is not None
+                and time.monotonic() + WIND_DOWN_GAMES * mean >= end):
+            winding_down = True
+            log.info("%s winding down: no new games, mean_game_seconds=%.1f seconds_left=%.1f",
+                     who, mean, end - time.monotonic())
+        return not winding_down
+    return should_start
 
 
 def uniform_evaluator(planes: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -209,6 +236,7 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig = Sear
                 stats.game_seconds += time.perf_counter() - g.started
                 on_progress(stats)
                 games[t] = new_game(t)
+    stats.dropped = sum(g is not None for g in games)
     return stats
 
 

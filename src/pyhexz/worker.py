@@ -39,15 +39,11 @@ from pyhexz import hexz_pb2 as pb
 from pyhexz.modelbus import ModelBus
 from pyhexz.modelfollow import LiveModel, ModelFetcher
 from pyhexz.process import init_worker_process, spawn_context
-from pyhexz.selfplay import SearchConfig, SelfPlayStats, run_selfplay
+from pyhexz.selfplay import SearchConfig, run_selfplay, wind_down_before
 from pyhexz.storage import validate_model_name
 from pyhexz.uploader import ServerClient, UploadStats, Uploader
 
 log = logging.getLogger(__name__)
-
-# New games stop this many mean game lengths before the budget's end. The mean comes from the
-# games finished so far, and the first to finish are the short ones, hence the margin.
-WIND_DOWN_GAMES = 1.5
 
 
 @dataclass
@@ -113,18 +109,6 @@ def run_worker(cfg: WorkerConfig, stop: Optional[threading.Event] = None,
     live = LiveModel(fetcher, poll_seconds=cfg.model_poll_seconds)
     stats = WorkerStats()
 
-    winding_down = False
-
-    def should_start(selfplay: SelfPlayStats) -> bool:
-        nonlocal winding_down
-        mean = selfplay.mean_game_seconds
-        if (not winding_down and stop_at is not None and mean is not None
-                and time.monotonic() + WIND_DOWN_GAMES * mean >= stop_at):
-            winding_down = True
-            log.info("worker winding down: no new games, mean_game_seconds=%.1f "
-                     "seconds_left=%.1f", mean, stop_at - time.monotonic())
-        return not winding_down
-
     def stopping() -> bool:
         if stop_at is not None and not stop.is_set() and time.monotonic() >= stop_at:
             log.info("worker stopping reason=time_budget max_seconds=%.0f", cfg.max_seconds)
@@ -179,8 +163,8 @@ def run_worker(cfg: WorkerConfig, stop: Optional[threading.Event] = None,
              cfg.parallel_games, cfg.search.runs_per_move, cfg.max_seconds)
     try:
         run_selfplay(model_source, sink, cfg.search, parallel_games=cfg.parallel_games,
-                     should_stop=stopping, should_start=should_start, seed=cfg.seed,
-                     execution_id=execution_id)
+                     should_stop=stopping, should_start=wind_down_before(stop_at, "worker"),
+                     seed=cfg.seed, execution_id=execution_id)
     except _Stopped:
         pass
     finally:
