@@ -33,7 +33,6 @@ from pathlib import Path
 
 import benchlib  # noqa: E402  (also puts src/ on the path)
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def positions(n: int, seed: int = 0) -> list:
@@ -50,9 +49,7 @@ class Service:
     def __init__(self, model: str | None, max_think_ms: int = 10_000) -> None:
         self.port = benchlib.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HEXZ_")}
-        env.update(HEXZ_MAX_THINK_MS=str(max_think_ms), HEXZ_LOG_LEVEL="WARNING",
-                   PYTHONPATH=str(REPO / "src"))
+        env = benchlib.src_env(HEXZ_MAX_THINK_MS=str(max_think_ms), HEXZ_LOG_LEVEL="WARNING")
         if model:
             env["HEXZ_MODEL_PATH"] = model
         gunicorn = Path(sys.executable).parent / "gunicorn"

@@ -36,8 +36,8 @@ def start_server(tmp: Path, args, name: str, core: int) -> tuple[subprocess.Pope
     import requests
 
     port = benchlib.free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEXZ_")}
-    env.update(PYTHONPATH=str(benchlib.SRC), HEXZ_MODEL_NAME=name, HEXZ_STORAGE=str(tmp / "store"),
+    env = benchlib.src_env()
+    env.update(HEXZ_MODEL_NAME=name, HEXZ_STORAGE=str(tmp / "store"),
                HEXZ_REDIS_URL=args.redis_url, HEXZ_BLOCKS=str(args.blocks),
                HEXZ_FILTERS=str(args.filters), HEXZ_MINIBATCH_SIZE=str(args.minibatch),
                HEXZ_MAX_PENDING=str(100 * args.minibatch), HEXZ_LOG_LEVEL="WARNING")

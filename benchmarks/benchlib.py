@@ -22,6 +22,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def src_env(**extra: str) -> dict:
+    """The environment for a child process: this checkout's sources on the path, the caller's
+    HEXZ_* variables left out (a stray one in the shell must not change a benchmark's flags),
+    then `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEXZ_")}
+    return {**env, "PYTHONPATH": str(SRC), **extra}
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
