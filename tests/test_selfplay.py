@@ -271,3 +271,20 @@ def test_should_start_stops_new_games_and_lets_those_under_way_finish() -> None:
     # Three games start together; once one has ended, no slot is refilled.
     assert len(games) == stats.games == 3 and asked[:3] == [0, 0, 0] and asked[3:] == [1, 2, 3]
     assert stats.mean_game_seconds is not None and stats.mean_game_seconds > 0
+
+
+def test_wind_down_says_no_once_the_games_would_not_fit(caplog):
+    """No new game once fewer than WIND_DOWN_GAMES mean game lengths are left before the end,
+    and from then on never again (the mean may drop as short games finish, the end does not
+    move); no end, or no finished game to measure, never winds down."""
+    now = time.monotonic()
+    stats = selfplay.SelfPlayStats(games=2, game_seconds=20.0)   # 10 s a game
+    assert selfplay.wind_down_before(None, "x")(stats)
+    assert selfplay.wind_down_before(now + 1, "x")(selfplay.SelfPlayStats())
+    assert selfplay.wind_down_before(now + 60, "x")(stats)
+    late = selfplay.wind_down_before(now + 14, "x")      # 1.5 x 10 s > 14 s left
+    with caplog.at_level("INFO", "pyhexz"):
+        assert not late(stats)
+        stats.games, stats.game_seconds = 4, 4.0           # now 1 s a game: still no
+        assert not late(stats)
+    assert caplog.text.count("x winding down: no new games, mean_game_seconds=10.0") == 1
