@@ -51,7 +51,9 @@ def train(out: Path, name: str, minutes: float) -> dict:
 
 
 def arena(out: Path, name: str, checkpoint: int, opponent: str, games: int) -> dict:
-    model = out / name / "models" / "flagz" / name / "checkpoints" / str(checkpoint) / "model.pt"
+    from pyhexz.storage import CheckpointRepo, LocalStorage
+
+    model = out / name / CheckpointRepo(LocalStorage(out / name), name).key(checkpoint, "model.pt")
     res = subprocess.run([sys.executable, "-m", "pyhexz", "arena", f"{model}:200", opponent,
                           "--games", str(games), "--json"], capture_output=True, text=True,
                          check=True, env=benchlib.src_env())

@@ -34,7 +34,6 @@ from pathlib import Path
 import benchlib  # noqa: E402  (also puts src/ on the path)
 
 
-
 def positions(n: int, seed: int = 0) -> list:
     """Openings and positions 10..50 random plies into them, all running."""
     from pyhexz.arena import load_openings, random_positions

@@ -36,11 +36,11 @@ def start_server(tmp: Path, args, name: str, core: int) -> tuple[subprocess.Pope
     import requests
 
     port = benchlib.free_port()
-    env = benchlib.src_env()
-    env.update(HEXZ_MODEL_NAME=name, HEXZ_STORAGE=str(tmp / "store"),
-               HEXZ_REDIS_URL=args.redis_url, HEXZ_BLOCKS=str(args.blocks),
-               HEXZ_FILTERS=str(args.filters), HEXZ_MINIBATCH_SIZE=str(args.minibatch),
-               HEXZ_MAX_PENDING=str(100 * args.minibatch), HEXZ_LOG_LEVEL="WARNING")
+    env = benchlib.src_env(
+        HEXZ_MODEL_NAME=name, HEXZ_STORAGE=str(tmp / "store"), HEXZ_REDIS_URL=args.redis_url,
+        HEXZ_BLOCKS=str(args.blocks), HEXZ_FILTERS=str(args.filters),
+        HEXZ_MINIBATCH_SIZE=str(args.minibatch), HEXZ_MAX_PENDING=str(100 * args.minibatch),
+        HEXZ_LOG_LEVEL="WARNING")
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("gunicorn")), "--workers", "1", "--threads", "8",
          "--bind", f"127.0.0.1:{port}", "--no-control-socket", "pyhexz.training_server:create_app()"],

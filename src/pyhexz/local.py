@@ -127,8 +127,8 @@ def run(cfg: LocalConfig) -> int:
                 log.info("train stopping reason=checkpoints")
                 break
             if not any(w.is_alive() for w in workers):
-                if all(w.exitcode == 0 for w in workers) and games_q.empty():
-                    # Only the wind-down ends a worker cleanly: its last games are in.
+                if all(w.exitcode == 0 for w in workers):
+                    # Only the wind-down ends a worker cleanly; `finally` takes its last games.
                     log.info("train stopping reason=minutes games_finished=all")
                     break
                 raise RuntimeError("all self-play workers died; see their log lines above")
