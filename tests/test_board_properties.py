@@ -10,7 +10,7 @@ import pickle
 import random
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from pyhexz.board import Board, neighbors
@@ -268,6 +268,7 @@ def outcomes(b: Board, budget: list) -> set:
 
 @game_settings(30)
 @given(board_seed=board_seeds, move_seed=move_seeds)
+@example(board_seed=304, move_seed=2461)   # an abrupt end: nothing small to enumerate
 def test_playout_is_deterministic_and_consistent(board_seed, move_seed):
     positions = [b.copy() for b, _ in random_game(board_seed, move_seed)]
     final = positions[-1]
@@ -288,7 +289,6 @@ def test_playout_is_deterministic_and_consistent(board_seed, move_seed):
             assert b.playout(seed) == result
         assert b.to_proto() == msg                   # playout works on a copy
         checked += 1
-    assert checked >= 1
     # Deterministic for a seed from any position; random_move likewise, and always legal.
     for b in positions[:: max(1, len(positions) // 6)]:
         assert [b.playout(s) for s in range(8)] == [b.copy().playout(s) for s in range(8)]
@@ -307,3 +307,7 @@ def test_playout_is_deterministic_and_consistent(board_seed, move_seed):
             replay = b.copy()
             replay.play(r, c, t)
             assert replay.to_proto() == one.to_proto()
+    # A game can end abruptly: the position before its last move may still have a game tree
+    # too big to enumerate (board 304, moves 2461: 16 moves, over 300,000 positions). Such an
+    # example checked no playout against the tree; hypothesis draws another in its place.
+    assume(checked >= 1)
