@@ -1,7 +1,7 @@
 """Builds pyhexz and its Cython extensions.
 
 `pip install -e .` or, as in the original pyhexz, `python3 setup.py build_ext --build-lib=src`
-(which puts the compiled modules next to their sources in src/pyhexz).
+(which puts the compiled modules next to their sources in src/pyhexz/game and src/pyhexz/search).
 """
 
 import numpy
@@ -11,12 +11,12 @@ from setuptools import Extension, setup
 extensions = [
     Extension(
         f"pyhexz.{name}",
-        [f"src/pyhexz/{name}.pyx"],
+        [f"src/pyhexz/{name.replace('.', '/')}.pyx"],
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"],
     )
-    for name in ("board", "mcts")
+    for name in ("game.board", "search.mcts")
 ]
 
 setup(

@@ -51,7 +51,7 @@ def train(out: Path, name: str, minutes: float) -> dict:
 
 
 def arena(out: Path, name: str, checkpoint: int, opponent: str, games: int) -> dict:
-    from pyhexz.storage import CheckpointRepo, LocalStorage
+    from pyhexz.infra.storage import CheckpointRepo, LocalStorage
 
     model = out / name / CheckpointRepo(LocalStorage(out / name), name).key(checkpoint, "model.pt")
     res = subprocess.run([sys.executable, "-m", "pyhexz", "arena", f"{model}:200", opponent,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Speed of the Flagz engine (pyhexz.board) on one core.
+"""Speed of the Flagz engine (pyhexz.game.board) on one core.
 
 Measures, interleaved so that every repeat of every figure sees the same machine weather:
 
@@ -30,13 +30,13 @@ import time
 from pathlib import Path
 
 import benchlib  # noqa: F401  (puts src/ on the path)
-from pyhexz.board import Board
+from pyhexz.game.board import Board
 
 import numpy as np
 
 from benchlib import cpu_model, cython_version, pin_to_one_core
 
-import pyhexz.board as board_module
+import pyhexz.game.board as board_module
 
 TARGETS = {"playouts": 30_000, "python games": 5_000}
 

@@ -36,7 +36,7 @@ import benchlib  # noqa: E402  (also puts src/ on the path)
 
 def positions(n: int, seed: int = 0) -> list:
     """Openings and positions 10..50 random plies into them, all running."""
-    from pyhexz.arena import load_openings, random_positions
+    from pyhexz.train.arena import load_openings, random_positions
     rng = random.Random(seed)
     plies = (0 if i % 3 == 0 else rng.randrange(10, 50) for i in itertools.count())
     return list(itertools.islice(random_positions(load_openings(), plies, rng), n))
@@ -172,11 +172,11 @@ def cmd_throughput(a: argparse.Namespace) -> None:
 
 
 def _strength_part(model: str, seconds: float, indices: list[int], max_tree_nodes: int, q):
-    from pyhexz.process import init_worker_process
+    from pyhexz.infra.process import init_worker_process
     init_worker_process()
-    from pyhexz.arena import load_openings, play_match
-    from pyhexz.cpu_player import load_served_model
-    from pyhexz.timedsearch import TimedPlayer
+    from pyhexz.train.arena import load_openings, play_match
+    from pyhexz.cpu.player import load_served_model
+    from pyhexz.search.timed import TimedPlayer
     openings = load_openings()
     m = load_served_model(model)
     neural = TimedPlayer(seconds, m.predictor, name=f"{m.key.name}:{m.key.checkpoint}@{seconds:g}s",
@@ -188,8 +188,8 @@ def _strength_part(model: str, seconds: float, indices: list[int], max_tree_node
 
 
 def cmd_strength(a: argparse.Namespace) -> None:
-    from pyhexz.arena import summarize
-    from pyhexz.process import spawn_context
+    from pyhexz.train.arena import summarize
+    from pyhexz.infra.process import spawn_context
     ctx = spawn_context()
     q = ctx.Queue()
     parts = [list(range(a.openings))[i::a.processes] for i in range(a.processes)]

@@ -44,7 +44,8 @@ EXAMPLES_PER_REQUEST = 100
 def make_requests(n: int) -> list[bytes]:
     """n serialized requests of 100 examples each, cut from real self-play games."""
     from pyhexz import hexz_pb2 as pb
-    from pyhexz.selfplay import SearchConfig, run_selfplay, uniform_evaluator
+    from pyhexz.search.driver import SearchConfig, uniform_evaluator
+    from pyhexz.train.selfplay import run_selfplay
 
     games: list = []
     need = n * EXAMPLES_PER_REQUEST
@@ -128,7 +129,7 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 def measure(port: int, bodies: list[bytes], procs: int, threads: int, start: float,
             stop: float) -> list:
-    from pyhexz.process import spawn_context
+    from pyhexz.infra.process import spawn_context
     ctx = spawn_context()
     out = ctx.Queue()
     ps = [ctx.Process(target=client_process, args=(port, bodies[i::procs], threads, start, stop, out))
@@ -206,7 +207,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.repeats, args.seconds = 1, 3.0
-    from pyhexz.process import setup_torch
+    from pyhexz.infra.process import setup_torch
     setup_torch()
     bodies = make_requests(200)
     print(f"{len(bodies)} distinct requests of {EXAMPLES_PER_REQUEST} examples, "

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Speed of the compiled search (pyhexz.mcts) on one core.
+"""Speed of the compiled search (pyhexz.search.mcts) on one core.
 
 Measures, interleaved so that every repeat of every figure sees the same machine weather:
 
@@ -34,14 +34,14 @@ import time
 from pathlib import Path
 
 import benchlib  # noqa: F401  (puts src/ on the path)
-from pyhexz.board import Board
+from pyhexz.game.board import Board
 
 import numpy as np
 
 from benchlib import cpu_model, cython_version, pin_to_one_core
 
-import pyhexz.mcts as mcts_module
-from pyhexz.mcts import MCTS
+import pyhexz.search.mcts as mcts_module
+from pyhexz.search.mcts import MCTS
 
 TREE_TARGET = 100_000     # simulations/s of the tree alone
 ROLLOUT_TARGET = 30_000   # simulations/s of rollout MCTS

@@ -36,8 +36,9 @@ def main() -> None:
     import torch
     torch.set_num_threads(1)
     from pyhexz import hexz_pb2 as pb
-    from pyhexz.model import HexzNet, Predictor
-    from pyhexz.selfplay import SearchConfig, run_selfplay
+    from pyhexz.nn import HexzNet, Predictor
+    from pyhexz.search.driver import SearchConfig
+    from pyhexz.train.selfplay import run_selfplay
 
     print(f"# self-play benchmark: python {platform.python_version()}, torch {torch.__version__}, "
           f"net {args.blocks}x{args.filters}, {args.parallel_games} games at once, "

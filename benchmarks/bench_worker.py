@@ -77,10 +77,11 @@ def main() -> None:
     import torch
     torch.set_num_threads(1)
     from pyhexz import hexz_pb2 as pb
-    from pyhexz.model import Predictor, load_model_bytes
-    from pyhexz.process import configure_logging
-    from pyhexz.selfplay import SearchConfig, run_selfplay
-    from pyhexz.worker import WorkerConfig, run_worker
+    from pyhexz.nn import Predictor, load_model_bytes
+    from pyhexz.infra.process import configure_logging
+    from pyhexz.search.driver import SearchConfig
+    from pyhexz.train.selfplay import run_selfplay
+    from pyhexz.worker.job import WorkerConfig, run_worker
     configure_logging("WARNING")
 
     name = f"bench-{uuid.uuid4().hex[:8]}"

@@ -30,9 +30,9 @@ def main() -> None:
 
     import torch
     torch.set_num_threads(1)
-    from pyhexz.arena import load_openings, play_match
-    from pyhexz.players import make_player
-    from pyhexz.storage import CheckpointRepo, LocalStorage
+    from pyhexz.train.arena import load_openings, play_match
+    from pyhexz.search.players import make_player
+    from pyhexz.infra.storage import CheckpointRepo, LocalStorage
 
     repo = CheckpointRepo(LocalStorage(args.dir), args.model)
     nums = repo.checkpoints()

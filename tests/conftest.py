@@ -170,9 +170,10 @@ def trained_repo_factory(tmp_path_factory):
 
     def make(name: str):
         from pyhexz import hexz_pb2 as pb
-        from pyhexz.selfplay import SearchConfig, run_selfplay, uniform_evaluator
-        from pyhexz.storage import CheckpointRepo, LocalStorage
-        from pyhexz.training import TrainConfig, Trainer
+        from pyhexz.search.driver import SearchConfig, uniform_evaluator
+        from pyhexz.train.selfplay import run_selfplay
+        from pyhexz.infra.storage import CheckpointRepo, LocalStorage
+        from pyhexz.train.trainer import TrainConfig, Trainer
 
         repo = CheckpointRepo(LocalStorage(tmp_path_factory.mktemp(name)), name)
         trainer = Trainer(repo, TrainConfig(blocks=1, filters=8, trigger_examples=1,

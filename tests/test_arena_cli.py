@@ -1,4 +1,4 @@
-"""Tests for pyhexz.arena, pyhexz.players and the command line (pyhexz.cli, pyhexz.hexz)."""
+"""Tests for pyhexz.train.arena, pyhexz.search.players and the command line (pyhexz.cli, pyhexz.hexz)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from pyhexz import cli
-from pyhexz.arena import (
+from pyhexz.train.arena import (
     default_openings_path,
     elo,
     load_openings,
@@ -23,12 +23,12 @@ from pyhexz.arena import (
     result_json,
     summarize,
 )
-from pyhexz.board import Board
-from pyhexz.examples import GAME_FILE_SUFFIX, decode, read_game_file
-from pyhexz.model import HexzNet, load_model, save_checkpoint
-from pyhexz.players import RandomPlayer, make_player, resolve_model_path
-from pyhexz.storage import MODEL_FILE, CheckpointRepo, LocalStorage
-from pyhexz.training import TrainConfig, Trainer
+from pyhexz.game.board import Board
+from pyhexz.game.examples import GAME_FILE_SUFFIX, decode, read_game_file
+from pyhexz.nn import HexzNet, load_model, save_checkpoint
+from pyhexz.search.players import RandomPlayer, make_player, resolve_model_path
+from pyhexz.infra.storage import MODEL_FILE, CheckpointRepo, LocalStorage
+from pyhexz.train.trainer import TrainConfig, Trainer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,7 +157,7 @@ def test_rollout_200_beats_random(openings) -> None:
 
 
 def test_rollout_with_few_runs_is_not_lowest_index(openings) -> None:
-    from pyhexz.board import policy_index
+    from pyhexz.game.board import policy_index
     p = make_player("rollout:50", seed=1)
     moves = p.choose([o.copy() for o in openings[:8]])
     lowest = [min(o.legal_moves(), key=lambda m: policy_index(*m)) for o in openings[:8]]

@@ -13,7 +13,7 @@ import numpy as np
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from pyhexz.board import Board, neighbors
+from pyhexz.game.board import Board, neighbors
 
 NORMAL, GRASS, ROCK, FLAG = 0, 2, 3, 5
 CELLS = [(r, c) for r in range(11) for c in range(10 - r % 2)]

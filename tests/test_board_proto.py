@@ -10,7 +10,7 @@ import random
 import pytest
 
 from pyhexz import hexz_pb2 as pb
-from pyhexz.board import Board, InvalidStateError
+from pyhexz.game.board import Board, InvalidStateError
 
 NORMAL, DEAD, GRASS, ROCK, FIRE, FLAG, PEST, DEATH = range(8)
 

@@ -14,7 +14,7 @@ import collections
 import pytest
 
 from pyhexz import hexz_pb2
-from pyhexz.board import Board, IllegalMoveError, neighbors, policy_index
+from pyhexz.game.board import Board, IllegalMoveError, neighbors, policy_index
 
 NORMAL, GRASS, ROCK, FLAG = 0, 2, 3, 5
 EMPTY = (NORMAL, 0, 0)

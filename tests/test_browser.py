@@ -13,8 +13,8 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
-from pyhexz.evaluation import EvalConfig, evaluate
-from pyhexz.webui import RepoOpponents, create_ui
+from pyhexz.train.evaluation import EvalConfig, evaluate
+from pyhexz.web.ui import RepoOpponents, create_ui
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")

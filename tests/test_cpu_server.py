@@ -28,14 +28,14 @@ from hypothesis import strategies as st
 
 from conftest import free_port, serve_app, stop_processes, wait_for
 from pyhexz import hexz_pb2 as pb
-from pyhexz.arena import load_openings, random_positions
-from pyhexz.board import Board
-from pyhexz.cpu_player import NoModelYet, load_served_model
-from pyhexz.cpu_server import SUGGEST_PATH, CpuServerConfig, build_player, create_app
-from pyhexz.model import HexzNet, ModelLoadError, export_torchscript, save_checkpoint
-from pyhexz.modelbus import ModelBus
-from pyhexz.storage import MODEL_FILE, SCRIPT_FILE, CheckpointRepo, LocalStorage, sha256
-from pyhexz.timedsearch import TimedSearch, think
+from pyhexz.train.arena import load_openings, random_positions
+from pyhexz.game.board import Board
+from pyhexz.cpu.player import NoModelYet, load_served_model
+from pyhexz.cpu.app import SUGGEST_PATH, CpuServerConfig, build_player, create_app
+from pyhexz.nn import HexzNet, ModelLoadError, export_torchscript, save_checkpoint
+from pyhexz.infra.modelbus import ModelBus
+from pyhexz.infra.storage import MODEL_FILE, SCRIPT_FILE, CheckpointRepo, LocalStorage, sha256
+from pyhexz.search.timed import TimedSearch, think
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FINAL, PRIOR = pb.SuggestMoveStats.FINAL, pb.SuggestMoveStats.MCTS_PRIOR
@@ -289,7 +289,7 @@ def test_concurrent_requests_share_the_search_fairly(openings) -> None:
 
 def test_timed_search_interleaves_neural_positions_in_one_batch(openings) -> None:
     torch.manual_seed(0)
-    from pyhexz.model import Predictor
+    from pyhexz.nn import Predictor
     pred = Predictor(HexzNet(1, 8))
     s = TimedSearch(3, pred, leaves_per_round=4, round_seconds=10.0)   # rounds not shortened
     far = time.monotonic() + 60
@@ -568,7 +568,7 @@ def test_bad_model_settings_fail_at_start(tmp_path: Path) -> None:
 
 def test_storage_url_loads_the_newest_checkpoint_from_gcs(gcs_emulator, tmp_path: Path) -> None:
     """gs:// model paths against the GCS emulator, through the official client."""
-    from pyhexz.storage import open_storage
+    from pyhexz.infra.storage import open_storage
     root = gcs_emulator.url(f"cpu{os.getpid()}")
     repo = CheckpointRepo(open_storage(root), "gcsunit")
     publish(repo, 1, tmp_path)
@@ -648,9 +648,9 @@ def test_starts_from_a_model_file_and_switches_to_the_announced_one(redis_url, t
 
 def test_follows_a_training_run_through_the_training_server(tmp_path: Path, openings) -> None:
     """No Redis: the models come from the training server's GET /models/latest."""
-    from pyhexz.training import TrainConfig
-    from pyhexz.training_server import create_app as training_app
-    from pyhexz.training_service import ServerConfig
+    from pyhexz.train.trainer import TrainConfig
+    from pyhexz.training_server.app import create_app as training_app
+    from pyhexz.training_server.config import ServerConfig
     name = f"viaserver{os.getpid()}"
     tapp = training_app(ServerConfig(model_name=name, storage=str(tmp_path / "store"),
                                      auth_token="secret", train=TrainConfig(blocks=1, filters=8)))

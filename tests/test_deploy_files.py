@@ -155,7 +155,7 @@ def test_dockerfile_copies_existing_paths_and_builds_in_stages(name: str, ignore
     # the runtime stage has no compiler and does not run as root.
     runs = " ".join(a for w, a in build["steps"] if w == "RUN")
     assert "gcc" in runs and "--no-build-isolation ." in runs
-    assert re.search(r"import pyhexz\.board, pyhexz\.mcts", runs)
+    assert re.search(r"import pyhexz\.game\.board, pyhexz\.search\.mcts", runs)
     final_runs = " ".join(a for w, a in final["steps"] if w == "RUN")
     assert "gcc" not in final_runs and "apt-get install" not in final_runs
     users = [a for w, a in final["steps"] if w == "USER"]
@@ -164,8 +164,8 @@ def test_dockerfile_copies_existing_paths_and_builds_in_stages(name: str, ignore
     assert all(copies.values()), {k: v for k, v in copies.items() if not v}
     # Everything `pip install .` reads is in the context; no build output from a checkout is.
     files = {f for fs in copies.values() for f in fs}
-    for needed in ["pyproject.toml", "setup.py", "README.md", "src/pyhexz/board.pyx",
-                   "src/pyhexz/board.pxd", "src/pyhexz/mcts.pyx",
+    for needed in ["pyproject.toml", "setup.py", "README.md", "src/pyhexz/game/board.pyx",
+                   "src/pyhexz/game/board.pxd", "src/pyhexz/search/mcts.pyx",
                    "src/pyhexz/data/flagz_initial_v1.jsonl"]:
         assert needed in files, needed
     missing = [f for f in tracked("src") if f not in files]
@@ -178,10 +178,10 @@ def test_dockerfile_copies_existing_paths_and_builds_in_stages(name: str, ignore
 
 def test_dockerignore_keeps_the_context_small(ignore) -> None:
     for rel in [".venv/bin/python", "runs/learn2/x", ".git/HEAD", "tests/test_proto.py",
-                "src/pyhexz/board.c", "src/pyhexz/board.cpython-311-x86_64-linux-gnu.so",
-                "src/pyhexz/__pycache__/cli.cpython-311.pyc", "benchmarks/bench_board.py"]:
+                "src/pyhexz/game/board.c", "src/pyhexz/search/mcts.cpython-311-x86_64-linux-gnu.so",
+                "src/pyhexz/nn/__pycache__/network.cpython-311.pyc", "benchmarks/bench_board.py"]:
         assert ignore.excluded(rel), rel
-    for rel in ["src/pyhexz/board.pyx", "src/pyhexz/cli.py", "pyproject.toml", "setup.py"]:
+    for rel in ["src/pyhexz/game/board.pyx", "src/pyhexz/cli.py", "pyproject.toml", "setup.py"]:
         assert not ignore.excluded(rel), rel
 
 
@@ -249,8 +249,8 @@ def test_image_build_and_commands_work_from_a_fresh_venv(tmp_path: Path, ignore,
                        cwd=home, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     _dependency_scripts(venv)
-    r = subprocess.run([py, "-c", "import pyhexz, pyhexz.board, pyhexz.mcts, pyhexz.cpu_server, "
-                        "pyhexz.worker; print(pyhexz.__file__, pyhexz.board.__file__)"],
+    r = subprocess.run([py, "-c", "import pyhexz, pyhexz.game.board, pyhexz.search.mcts, pyhexz.cpu_server, "
+                        "pyhexz.worker.job; print(pyhexz.__file__, pyhexz.game.board.__file__)"],
                        cwd=home, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     assert all(p.startswith(str(venv)) for p in r.stdout.split()), r.stdout
@@ -272,7 +272,7 @@ def test_image_build_and_commands_work_from_a_fresh_venv(tmp_path: Path, ignore,
     ports = [free_port(), free_port()]
     procs = []
     try:
-        if (REPO / "src/pyhexz/training_server.py").exists():
+        if (REPO / "src/pyhexz/training_server/app.py").exists():
             procs.append(subprocess.Popen(
                 cmd, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                 start_new_session=True,

@@ -1,4 +1,4 @@
-"""Tests for pyhexz.examples: TrainingExample encoding, validation and game files."""
+"""Tests for pyhexz.game.examples: TrainingExample encoding, validation and game files."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from pyhexz import hexz_pb2 as pb
-from pyhexz.board import Board
-from pyhexz.examples import (
+from pyhexz.game.board import Board
+from pyhexz.game.examples import (
     BOARD_SHAPE,
     GAME_FILE_SUFFIX,
     MASK_SHAPE,

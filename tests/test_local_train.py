@@ -1,6 +1,6 @@
 """End to end: `python -m pyhexz train` as a real process, and its crash-safety contract.
 
-The contract (src/pyhexz/local.py): the job may be killed at any point and restarted with the
+The contract (src/pyhexz/train/local.py): the job may be killed at any point and restarted with the
 same directory; no finished game is lost and none is counted twice.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from pyhexz.examples import GAME_FILE_SUFFIX, read_game_file
-from pyhexz.storage import CheckpointRepo, LocalStorage
-from pyhexz.training import read_examples_archive
+from pyhexz.game.examples import GAME_FILE_SUFFIX, read_game_file
+from pyhexz.infra.storage import CheckpointRepo, LocalStorage
+from pyhexz.train.trainer import read_examples_archive
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--blocks", "2", "--filters", "8", "--runs-per-move", "4", "--num-workers", "1"]

@@ -1,4 +1,4 @@
-"""Tests for the compiled search (pyhexz.mcts): signs, PUCT arithmetic, batching, noise, reuse.
+"""Tests for the compiled search (pyhexz.search.mcts): signs, PUCT arithmetic, batching, noise, reuse.
 
 Positions are tiny boards drawn with `Board.from_ascii(..., fill="##")`: row 0 (and once row
 1) is drawn, every other cell is rock and nobody has flags left, so in a one-row position a
@@ -18,8 +18,8 @@ import zlib
 import numpy as np
 import pytest
 
-from pyhexz.board import Board, policy_index
-from pyhexz.mcts import MCTS
+from pyhexz.game.board import Board, policy_index
+from pyhexz.search.mcts import MCTS
 
 # ---------------------------------------------------------------------------
 # Helpers

@@ -1,4 +1,4 @@
-"""Tests for pyhexz.model and pyhexz.atomicfile (tiny 2x16 net, a few seconds on CPU)."""
+"""Tests for pyhexz.nn and pyhexz.infra.atomicfile (tiny 2x16 net, a few seconds on CPU)."""
 
 import os
 import pickle
@@ -11,10 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from pyhexz.atomicfile import atomic_write_bytes, atomic_writer
-from pyhexz.model import (
+from pyhexz.infra.atomicfile import atomic_write_bytes, atomic_writer
+from pyhexz.nn import (
     ILLEGAL_LOGIT,
-    NUM_ACTIONS,
     PRESETS,
     Checkpoint,
     HexzNet,
@@ -25,6 +24,7 @@ from pyhexz.model import (
     load_model,
     save_checkpoint,
 )
+from pyhexz.game.board import POLICY_SIZE
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 HEXZ_MODEL = FIXTURES / "hexz_conv2d_scriptmodule.pt"
@@ -69,7 +69,7 @@ def test_forward_shapes_and_masking() -> None:
     net = tiny().eval()
     boards, masks = random_batch(5)
     logits, value = net(torch.from_numpy(boards), torch.from_numpy(masks))
-    assert logits.shape == (5, NUM_ACTIONS) and logits.dtype == torch.float32
+    assert logits.shape == (5, POLICY_SIZE) and logits.dtype == torch.float32
     assert value.shape == (5, 1) and value.dtype == torch.float32
     flat = torch.from_numpy(masks.reshape(5, -1))
     assert torch.all(logits[~flat] == ILLEGAL_LOGIT)
@@ -332,7 +332,7 @@ def test_atomic_writer_respects_umask(tmp_path: Path) -> None:
 
 def _check_probs(probs: np.ndarray, values: np.ndarray, masks: np.ndarray) -> None:
     n = masks.shape[0]
-    assert probs.shape == (n, NUM_ACTIONS) and probs.dtype == np.float32
+    assert probs.shape == (n, POLICY_SIZE) and probs.dtype == np.float32
     assert values.shape == (n,) and values.dtype == np.float32
     flat = masks.reshape(n, -1)
     assert np.all(probs[~flat] == 0.0)
@@ -373,7 +373,7 @@ def test_predictor_odd_inputs(trained_net: HexzNet) -> None:
     np.testing.assert_allclose(p, want_p[::-1], rtol=1e-5, atol=1e-7)
 
     p, v = pred(boards[:0], masks[:0])
-    assert p.shape == (0, NUM_ACTIONS) and v.shape == (0,)
+    assert p.shape == (0, POLICY_SIZE) and v.shape == (0,)
 
 
 @pytest.mark.parametrize(
@@ -410,7 +410,7 @@ def test_hexz_fixture_model() -> None:
     masks[2, 1, 7, 3] = True  # a single legal move
     with torch.inference_mode():
         logits, value = module(torch.from_numpy(boards), torch.from_numpy(masks))
-    assert logits.shape == (5, NUM_ACTIONS) and value.shape == (5, 1)
+    assert logits.shape == (5, POLICY_SIZE) and value.shape == (5, 1)
     assert torch.all(logits[~torch.from_numpy(masks.reshape(5, -1))] == ILLEGAL_LOGIT)
 
     pred = Predictor.from_path(HEXZ_MODEL, "cpu")
@@ -425,7 +425,7 @@ def test_hexz_fixture_model() -> None:
 
 
 def test_load_model_bytes_names_its_source(tmp_path):
-    from pyhexz.model import HexzNet, ModelLoadError, export_torchscript, load_model_bytes
+    from pyhexz.nn import HexzNet, ModelLoadError, export_torchscript, load_model_bytes
 
     export_torchscript(HexzNet(1, 8), tmp_path / "s.pt")
     m = load_model_bytes((tmp_path / "s.pt").read_bytes(), source="redis key k")

@@ -6,7 +6,7 @@ import uuid
 import pytest
 import redis
 
-from pyhexz.modelbus import ModelBus, ModelIntegrityError, keys
+from pyhexz.infra.modelbus import ModelBus, ModelIntegrityError, keys
 
 
 @pytest.fixture

@@ -1,11 +1,11 @@
-"""Tests for pyhexz.render: the SVG is well-formed XML and shows what is on the board."""
+"""Tests for pyhexz.game.render: the SVG is well-formed XML and shows what is on the board."""
 
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from pyhexz.board import Board
-from pyhexz.render import PLAYER_COLORS, board_svg
+from pyhexz.game.board import Board
+from pyhexz.game.render import PLAYER_COLORS, board_svg
 
 NS = {"svg": "http://www.w3.org/2000/svg"}
 
@@ -49,7 +49,7 @@ def caption(root) -> str:
 
 
 def test_new_board_parses_and_has_105_hexagons():
-    svg = Board.new(1).svg()
+    svg = board_svg(Board.new(1))
     root = parse(svg)
     polys = root.findall(".//svg:polygon", NS)
     assert len(polys) == 105
@@ -82,7 +82,7 @@ def test_geometry_odd_rows_shifted_half_a_cell():
 
 def test_shows_values_flags_and_caption():
     b = Board.from_ascii(POSITION, turn=1)
-    root = parse(b.svg(32))
+    root = parse(board_svg(b, 32))
     cs = cells(root)
     assert cs[1, 1].get("class") == "cell flag p1"
     assert cs[6, 7].get("class") == "cell flag p2"
@@ -110,7 +110,7 @@ def test_finished_game_caption():
     b = Board.new(5)
     while not b.is_over:
         b.random_move(b.move)
-    cap = caption(parse(b.svg()))
+    cap = caption(parse(board_svg(b)))
     s1, s2 = b.score
     assert f"score {s1} : {s2}" in cap
     assert "game over, " + (f"winner {b.winner}" if b.winner else "draw") in cap

@@ -1,4 +1,4 @@
-"""Tests for pyhexz.selfplay: games to examples, with a tiny real network."""
+"""Tests for pyhexz.train.selfplay: games to examples, with a tiny real network."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ import time
 import numpy as np
 import pytest
 
-from pyhexz.selfplay import uniform_evaluator as uniform
+from pyhexz.search.driver import uniform_evaluator as uniform
 import torch
 
 from pyhexz import hexz_pb2 as pb
-from pyhexz import selfplay
-from pyhexz.board import Board, policy_index
-from pyhexz.examples import decode
-from pyhexz.model import HexzNet, Predictor
-from pyhexz.selfplay import SearchConfig, policy_move_tuple, run_selfplay, sample_move
+from pyhexz.train import selfplay
+from pyhexz.game.board import Board, policy_index
+from pyhexz.game.examples import decode
+from pyhexz.nn import HexzNet, Predictor
+from pyhexz.search.driver import SearchConfig, sample_move
+from pyhexz.game.board import policy_move_tuple
+from pyhexz.train.selfplay import run_selfplay
 
 RUNS = 8
 

@@ -11,8 +11,14 @@ import uuid
 
 import pytest
 
-from pyhexz.storage import (CheckpointExistsError, CheckpointRepo, GCSStorage,
-                            LocalStorage, StorageError, open_storage)
+from pyhexz.infra.storage import (
+    CheckpointExistsError,
+    CheckpointRepo,
+    GCSStorage,
+    LocalStorage,
+    StorageError,
+    open_storage,
+)
 
 
 @pytest.fixture(params=["local", "gcs"])

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from pyhexz import hexz_pb2 as pb
-from pyhexz.board import Board
-from pyhexz.examples import Arrays
-from pyhexz.selfplay import policy_move_tuple
-from pyhexz.symmetry import PERMUTATIONS, augment, transform
+from pyhexz.game.board import Board
+from pyhexz.game.examples import Arrays
+from pyhexz.game.board import policy_move_tuple
+from pyhexz.game.symmetry import PERMUTATIONS, augment, transform
 
 
 def mirrored(board: Board, s: int) -> Board:

@@ -1,4 +1,4 @@
-"""Tests for pyhexz.training and pyhexz.storage: replay window, losses, guards, checkpoints."""
+"""Tests for pyhexz.train.trainer and pyhexz.infra.storage: replay window, losses, guards, checkpoints."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyhexz.selfplay import uniform_evaluator as uniform
+from pyhexz.search.driver import uniform_evaluator as uniform
 import torch
 
 from pyhexz import hexz_pb2 as pb
-from pyhexz.symmetry import transform
-from pyhexz.examples import Arrays, InvalidExampleError, decode, encode_array
-from pyhexz.model import HexzNet, load_checkpoint, load_model
-from pyhexz.selfplay import SearchConfig, run_selfplay
-from pyhexz.storage import (
+from pyhexz.game.symmetry import transform
+from pyhexz.game.examples import Arrays, InvalidExampleError, decode, encode_array
+from pyhexz.nn import HexzNet, load_checkpoint, load_model
+from pyhexz.search.driver import SearchConfig
+from pyhexz.train.selfplay import run_selfplay
+from pyhexz.infra.storage import (
     META_FILE,
     MODEL_FILE,
     SCRIPT_FILE,
@@ -28,7 +29,7 @@ from pyhexz.storage import (
     sha256,
     validate_model_name,
 )
-from pyhexz.training import (
+from pyhexz.train.trainer import (
     NonFiniteError,
     ReplayWindow,
     TrainConfig,

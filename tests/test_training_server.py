@@ -20,14 +20,15 @@ import torch
 
 from conftest import free_port, wait_for
 from pyhexz import hexz_pb2 as pb
-from pyhexz.examples import decode
-from pyhexz.model import load_model_bytes
-from pyhexz.modelbus import ModelBus
-from pyhexz.selfplay import SearchConfig, run_selfplay, uniform_evaluator
-from pyhexz.storage import CheckpointRepo, open_storage, sha256
-from pyhexz.training import TrainConfig, read_examples_archive
-from pyhexz.training_server import create_app
-from pyhexz.training_service import ServerConfig
+from pyhexz.game.examples import decode
+from pyhexz.nn import load_model_bytes
+from pyhexz.infra.modelbus import ModelBus
+from pyhexz.search.driver import SearchConfig, uniform_evaluator
+from pyhexz.train.selfplay import run_selfplay
+from pyhexz.infra.storage import CheckpointRepo, open_storage, sha256
+from pyhexz.train.trainer import TrainConfig, read_examples_archive
+from pyhexz.training_server.app import create_app
+from pyhexz.training_server.config import ServerConfig
 
 Resp = pb.AddTrainingExamplesResponse
 PROTO = {"Content-Type": "application/x-protobuf"}
@@ -463,7 +464,7 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(serve, games, tmp_pat
 
 def test_decode_takes_other_npy_layouts_too():
     """Arrays saved in another layout (Fortran order) take decode's slow path, same values."""
-    from pyhexz.examples import make_example
+    from pyhexz.game.examples import make_example
 
     board = np.random.default_rng(0).random((11, 11, 10), np.float32)
     mask = np.zeros((2, 11, 10), bool)

@@ -10,8 +10,14 @@ import threading
 
 import pytest
 
-from pyhexz.wal import (SEGMENT_MAGIC, WALClosedError, WALCorruptError, WALError, WALLockedError,
-                        WriteAheadLog)
+from pyhexz.training_server.wal import (
+    SEGMENT_MAGIC,
+    WALClosedError,
+    WALCorruptError,
+    WALError,
+    WALLockedError,
+    WriteAheadLog,
+)
 
 FRAME = 8
 SEG = 1 << 16  # small segments: each is zero-filled when created
@@ -104,7 +110,7 @@ def test_torn_tail_is_zeroed_and_appending_continues(tmp_path) -> None:
 
 
 def test_damage_larger_than_a_torn_write_is_refused(tmp_path, monkeypatch) -> None:
-    import pyhexz.wal as walmod
+    import pyhexz.training_server.wal as walmod
     monkeypatch.setattr(walmod, "_MAX_BATCH_BYTES", 100)  # a small limit instead of 64 MiB
     wal = WriteAheadLog(tmp_path, segment_bytes=4096)
     ends = [wal.append(p) for p in payloads(10, 20)]
@@ -137,7 +143,7 @@ def test_a_second_owner_is_refused(tmp_path) -> None:
     with pytest.raises(WALLockedError, match="in use by another process"):
         WriteAheadLog(tmp_path, segment_bytes=SEG)
     # Also from another process (flock is per open file, so this is what servers meet).
-    code = (f"from pyhexz.wal import WriteAheadLog, WALLockedError\n"
+    code = (f"from pyhexz.training_server.wal import WriteAheadLog, WALLockedError\n"
             f"try:\n    WriteAheadLog({str(tmp_path)!r})\nexcept WALLockedError:\n    print('locked')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "locked", out.stderr
@@ -178,7 +184,7 @@ def test_skip_to_moves_the_end_forward(tmp_path) -> None:
 
 _WRITER = """
 import sys
-from pyhexz.wal import WriteAheadLog
+from pyhexz.training_server.wal import WriteAheadLog
 wal = WriteAheadLog(sys.argv[1], segment_bytes=4096)
 i = 0
 while True:

@@ -10,11 +10,18 @@ import pytest
 from flask import Flask
 
 from pyhexz import hexz_pb2 as pb
-from pyhexz.board import Board
-from pyhexz.charts import Series, line_chart, nice_ticks
-from pyhexz.evaluation import EVAL_FILE, EvalConfig, elo_curve, evaluate, evaluated, next_to_evaluate
-from pyhexz.storage import CheckpointRepo
-from pyhexz.webui import RepoOpponents, create_ui, initial_board_from_planes, replay
+from pyhexz.game.board import Board
+from pyhexz.web.charts import Series, line_chart, nice_ticks
+from pyhexz.train.evaluation import (
+    EVAL_FILE,
+    EvalConfig,
+    elo_curve,
+    evaluate,
+    evaluated,
+    next_to_evaluate,
+)
+from pyhexz.infra.storage import CheckpointRepo
+from pyhexz.web.ui import RepoOpponents, create_ui, initial_board_from_planes, replay
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +106,7 @@ def test_games_replay_move_by_move(client, repo):
 
 
 def test_replay_rejects_a_game_that_does_not_add_up(repo):
-    from pyhexz.training import read_examples_archive
+    from pyhexz.train.trainer import read_examples_archive
     name = repo.example_archives(1)[0]
     _, req = read_examples_archive(repo.storage.read(repo.key(1, f"examples/{name}")))[0]
     req.examples[3].move.row = (req.examples[3].move.row + 5) % 11
@@ -196,8 +203,8 @@ def test_ticks_cover_the_data_and_stay_whole_for_checkpoints():
 
 
 def test_cpu_server_serves_the_play_page_with_its_own_player():
-    from pyhexz.cpu_config import CpuServerConfig
-    from pyhexz.cpu_server import create_app
+    from pyhexz.cpu.config import CpuServerConfig
+    from pyhexz.cpu.app import create_app
 
     app = create_app(CpuServerConfig(default_think_ms=50))
     c = app.test_client()

@@ -22,14 +22,15 @@ from flask import Flask, request
 
 from conftest import free_port, serve_app, wait_for
 from pyhexz import hexz_pb2 as pb
-from pyhexz.examples import make_example
-from pyhexz.model import HexzNet, export_torchscript
-from pyhexz.modelbus import ModelBus
-from pyhexz.storage import sha256
-from pyhexz.uploader import Backoff, ServerClient, Uploader
-from pyhexz.modelfollow import LiveModel, ModelFetcher
-from pyhexz.selfplay import SearchConfig
-from pyhexz.worker import WorkerConfig
+from pyhexz.game.examples import make_example
+from pyhexz.nn import HexzNet, export_torchscript
+from pyhexz.infra.modelbus import ModelBus
+from pyhexz.infra.storage import sha256
+from pyhexz.infra.http import Backoff, ServerClient
+from pyhexz.worker.uploader import Uploader
+from pyhexz.nn.follow import LiveModel, ModelFetcher
+from pyhexz.search.driver import SearchConfig
+from pyhexz.worker.job import WorkerConfig
 
 Status = pb.AddTrainingExamplesResponse.Status
 FAST = Backoff(0.01, 0.05)
@@ -63,7 +64,7 @@ def accepted(checkpoint: int = 0, name: str = "m") -> pb.AddTrainingExamplesResp
 def game(game_id: str, n: int = 3) -> pb.AddTrainingExamplesRequest:
     import numpy as np
 
-    from pyhexz.board import Board
+    from pyhexz.game.board import Board
     board = Board.new(1)
     planes, mask = board.encode()
     visits = mask.reshape(-1).astype(np.float32)
@@ -262,7 +263,7 @@ def test_waits_for_the_first_model_then_hot_swaps_on_announcement(redis_url, nam
 def _batch():
     import numpy as np
 
-    from pyhexz.board import Board
+    from pyhexz.game.board import Board
     planes, mask = Board.new(3).encode()
     return np.stack([planes, planes]), np.stack([mask, mask])
 
@@ -347,8 +348,8 @@ def test_the_budget_winds_down_so_games_under_way_finish(redis_url, name, tmp_pa
                                                         monkeypatch):
     """Near the end of --max-seconds no new game starts; those under way finish and are sent,
     so the worker ends early with nothing dropped instead of cutting games off at the deadline."""
-    from pyhexz import selfplay
-    from pyhexz.worker import run_worker
+    from pyhexz.train import selfplay
+    from pyhexz.worker.job import run_worker
 
     # A wider margin than production's keeps a loaded CI machine from cutting the last game.
     monkeypatch.setattr(selfplay, "WIND_DOWN_GAMES", 3.0)
@@ -369,7 +370,7 @@ def test_the_budget_winds_down_so_games_under_way_finish(redis_url, name, tmp_pa
 def test_the_budget_counts_from_the_given_start():
     """The CLI passes its own start time: seconds spent importing torch count against the
     budget, so a budget already spent ends the worker at once."""
-    from pyhexz.worker import run_worker
+    from pyhexz.worker.job import run_worker
 
     cfg = WorkerConfig(server_url=f"http://127.0.0.1:{free_port()}", max_seconds=5,
                        grace_seconds=1, started=time.monotonic() - 5)

@@ -22,9 +22,9 @@ import pytest
 import requests
 
 from conftest import free_port, wait_for
-from pyhexz.modelbus import ModelBus
-from pyhexz.storage import CheckpointRepo, open_storage, sha256
-from pyhexz.training import read_examples_archive
+from pyhexz.infra.modelbus import ModelBus
+from pyhexz.infra.storage import CheckpointRepo, open_storage, sha256
+from pyhexz.train.trainer import read_examples_archive
 
 NAME = "e2e"
 SRC = str(Path(__file__).resolve().parents[1] / "src")

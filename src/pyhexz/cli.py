@@ -86,7 +86,7 @@ def _add_search_flags(p: argparse.ArgumentParser, runs: int,
 
 
 def _search_config(a: argparse.Namespace):
-    from pyhexz.selfplay import SearchConfig
+    from pyhexz.search.driver import SearchConfig
     return SearchConfig(runs_per_move=a.runs_per_move, c_puct=a.c_puct,
                         dirichlet_alpha=a.dirichlet_alpha, dirichlet_weight=a.dirichlet_weight,
                         sample_plies=a.sample_plies)
@@ -109,7 +109,7 @@ def _add_train_flags(p: argparse.ArgumentParser, minibatch: int, window: int,
 
 
 def _train_config(a: argparse.Namespace):
-    from pyhexz.training import TrainConfig
+    from pyhexz.train.trainer import TrainConfig
     return TrainConfig(blocks=a.blocks, filters=a.filters, batch_size=a.batch_size,
                        learning_rate=a.learning_rate, samples_per_example=a.samples_per_example,
                        replay_window=a.replay_window, trigger_examples=a.minibatch_size,
@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_server)
 
     p = sub.add_parser("cpu-server", help="the remote CPU player service for game servers "
-                       "(runs gunicorn with 'pyhexz.cpu_server:create_app()')")
+                       "(runs gunicorn with 'pyhexz.cpu:create_app()')")
     _add_cpu_server_flags(p)
     p.set_defaults(func=cmd_cpu_server)
 
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from pyhexz import local
+    from pyhexz.train import local
     cfg = local.LocalConfig(
         dir=a.dir, name=a.model_name, num_workers=a.num_workers, parallel_games=a.parallel_games,
         device=a.device, minutes=a.minutes, checkpoints=a.checkpoints, search=_search_config(a),
@@ -237,15 +237,15 @@ def cmd_train(a: argparse.Namespace) -> int:
 def _selfplay_process(model: Optional[str], search, parallel_games: int, device: str,
                       max_games: Optional[int], max_seconds: Optional[float], output_dir: str,
                       seed: Optional[int], progress) -> None:
-    from pyhexz.process import init_worker_process
+    from pyhexz.infra.process import init_worker_process
     init_worker_process()
     import torch
 
     from pyhexz import hexz_pb2 as pb
-    from pyhexz.examples import GAME_FILE_SUFFIX, write_game_file
-    from pyhexz.model import HexzNet, Predictor
-    from pyhexz.players import model_key_for_path, resolve_model_path
-    from pyhexz.selfplay import run_selfplay
+    from pyhexz.game.examples import GAME_FILE_SUFFIX, write_game_file
+    from pyhexz.nn import HexzNet, Predictor
+    from pyhexz.search.players import model_key_for_path, resolve_model_path
+    from pyhexz.train.selfplay import run_selfplay
     if model:
         path = resolve_model_path(model)
         predictor = Predictor.from_path(path, device)
@@ -267,7 +267,7 @@ def _selfplay_process(model: Optional[str], search, parallel_games: int, device:
 
 
 def cmd_selfplay(a: argparse.Namespace) -> int:
-    from pyhexz.process import spawn_context
+    from pyhexz.infra.process import spawn_context
     a.output_dir.mkdir(parents=True, exist_ok=True)
     ctx = spawn_context()
     progress = ctx.Queue()
@@ -311,7 +311,7 @@ def cmd_selfplay(a: argparse.Namespace) -> int:
 
 
 def cmd_worker(a: argparse.Namespace) -> int:
-    from pyhexz import worker
+    from pyhexz.worker import job as worker
     if not a.server_url:
         raise ValueError("--server-url (or HEXZ_SERVER_URL) is required")
     return worker.run(worker.WorkerConfig(
@@ -324,8 +324,8 @@ def cmd_worker(a: argparse.Namespace) -> int:
 
 
 def cmd_arena(a: argparse.Namespace) -> int:
-    from pyhexz.arena import load_openings, play_match, result_json
-    from pyhexz.players import make_player
+    from pyhexz.train.arena import load_openings, play_match, result_json
+    from pyhexz.search.players import make_player
     openings = load_openings(a.openings)
     if a.games:
         openings = openings[:a.games]
@@ -339,7 +339,7 @@ def cmd_arena(a: argparse.Namespace) -> int:
 
 def server_config(a: argparse.Namespace):
     """The training server's configuration from `pyhexz server` flags (or their HEXZ_* values)."""
-    from pyhexz.training_service import ServerConfig
+    from pyhexz.training_server.config import ServerConfig
     return ServerConfig(
         model_name=a.model_name, storage=a.storage, state_dir=a.state_dir, redis_url=a.redis_url,
         auth_token=a.auth_token, device=a.device, max_model_age=a.max_model_age,
@@ -349,8 +349,8 @@ def server_config(a: argparse.Namespace):
 
 
 def cmd_server(a: argparse.Namespace) -> int:
-    from pyhexz.training_server import serve
-    from pyhexz.wal import WALError
+    from pyhexz.training_server.app import serve
+    from pyhexz.training_server.wal import WALError
     try:
         serve(server_config(a), a.host, a.port)
     except WALError as e:  # e.g. another server owns the state directory
@@ -362,7 +362,7 @@ def cmd_server(a: argparse.Namespace) -> int:
 def _add_cpu_server_flags(p: argparse.ArgumentParser) -> None:
     import dataclasses
 
-    from pyhexz.cpu_config import CpuServerConfig
+    from pyhexz.cpu.config import CpuServerConfig
     # The service reads the same settings from HEXZ_* variables under plain gunicorn, so the
     # flags are made from its config: one list of names, types and defaults.
     for f in dataclasses.fields(CpuServerConfig):
@@ -380,7 +380,7 @@ def _add_cpu_server_flags(p: argparse.ArgumentParser) -> None:
 def cmd_cpu_server(a: argparse.Namespace) -> int:
     import dataclasses
 
-    from pyhexz.cpu_config import CpuServerConfig
+    from pyhexz.cpu.config import CpuServerConfig
     values = {f.name: getattr(a, f.name) for f in dataclasses.fields(CpuServerConfig)}
     CpuServerConfig(**values)   # bad settings fail here, before gunicorn starts
     env = dict(os.environ, HEXZ_LOG_LEVEL=a.log_level, HEXZ_TORCH_THREADS=str(a.threads))
@@ -390,7 +390,7 @@ def cmd_cpu_server(a: argparse.Namespace) -> int:
             env[CpuServerConfig.env_name(name)] = str(value)
     argv = [sys.executable, "-m", "gunicorn", "--bind", f"{a.host}:{a.port}",
             "--workers", str(a.workers), "--threads", str(a.http_threads), "--timeout", "0",
-            "pyhexz.cpu_server:create_app()"]
+            "pyhexz.cpu:create_app()"]
     log.info("cpu-server exec %s", " ".join(argv[1:]))
     sys.stdout.flush()
     sys.stderr.flush()
@@ -400,8 +400,8 @@ def cmd_cpu_server(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from pyhexz.model import export_torchscript, load_checkpoint
-    from pyhexz.players import resolve_model_path
+    from pyhexz.nn import export_torchscript, load_checkpoint
+    from pyhexz.search.players import resolve_model_path
     path = resolve_model_path(a.checkpoint)
     export_torchscript(load_checkpoint(path).model, a.output)
     print(f"exported {path} -> {a.output}")
@@ -410,7 +410,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from pyhexz.process import configure_logging, setup_torch
+    from pyhexz.infra.process import configure_logging, setup_torch
     configure_logging(args.log_level)
     setup_torch(args.threads)
     try:

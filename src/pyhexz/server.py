@@ -3,9 +3,9 @@
     cd src && HEXZ_MODEL_PATH=... python3 -m flask --app pyhexz.server run --port 9094
     gunicorn --bind :8080 --workers 1 --threads 8 --timeout 0 'pyhexz.server:create_app()'
 
-It is pyhexz.cpu_server; see there. (The training server is pyhexz.training_server.)
+It is pyhexz.cpu.app; see there. (The training server is the package pyhexz.training_server.)
 """
 
-from pyhexz.cpu_server import create_app
+from pyhexz.cpu.app import create_app
 
 __all__ = ["create_app"]

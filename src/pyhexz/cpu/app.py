@@ -1,0 +1,389 @@
+"""The remote CPU player service: game servers ask it for a move (FLAGZ.md section 9).
+
+    gunicorn --bind :8080 --workers 1 --threads 8 --timeout 0 'pyhexz.cpu:create_app()'
+    python -m pyhexz cpu-server --model-path runs/local --port 8080       # the same, via gunicorn
+
+Endpoints:
+
+    POST /hexz/cpu/suggest   application/json: {"maxThinkTime": ns, "gameEngineState": base64}
+                             -> {"move": {"move": N, "row": r, "col": c, "type": 0|5}};
+                             application/x-protobuf: SuggestMoveRequest -> SuggestMoveResponse
+                             with move_stats (visit share FINAL, prior MCTS_PRIOR, value)
+    GET  /status             JSON: the player and its model, requests served, think times
+    GET  /healthz            "ok"
+
+Configuration comes from HEXZ_* environment variables (`CpuServerConfig`, also the flags of
+`pyhexz cpu-server`). Which model plays and how requests share the machine: pyhexz.cpu.player.
+
+The think time runs from the moment the handler starts, before the body is read, and the
+search stops `think_margin_ms` early for the answer's way back, so the caller's wall time
+tracks the think time. An `X-Request-Deadline` header (RFC 3339, as the hexz Go client sends
+it) shortens the think time further. Waiting for a free search slot counts against it too.
+
+Every answer is a legal move for the player to move in the given state. Bad input (malformed
+JSON, base64 or protobuf, an invalid or finished game state, negative limits) gets 400 with a
+JSON body {"error": "..."} saying what is wrong; an unknown content type 415; never a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import json
+import logging
+import math
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Optional
+from urllib.parse import urlsplit, urlunsplit
+
+from flask import Flask, Response, redirect, request
+from google.protobuf.message import DecodeError
+from werkzeug.exceptions import HTTPException
+
+from pyhexz import hexz_pb2 as pb
+from pyhexz.game.board import Board, IllegalMoveError, InvalidStateError
+from pyhexz.cpu.config import CpuServerConfig
+from pyhexz.cpu.player import (
+    CpuPlayer,
+    ModelFollower,
+    NoModelYet,
+    SearchOptions,
+    SearchUnavailable,
+    load_served_model,
+)
+# A request the client got wrong (message, HTTP status); bounded gunzip.
+from pyhexz.infra.httpbody import BadRequest as BadInput
+from pyhexz.infra.httpbody import gunzip
+from pyhexz.infra.modelbus import ModelBus
+from pyhexz.nn.follow import LiveModel, ModelFetcher
+from pyhexz.search.timed import SearchResult
+from pyhexz.infra.http import ServerClient
+from pyhexz.web.ui import cpu_player_opponents, create_ui
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+PROTOBUF = "application/x-protobuf"
+_PROTOBUF_TYPES = (PROTOBUF, "application/protobuf", "application/octet-stream")
+MAX_BODY_BYTES = 1 << 20      # a GameEngineState is about 4 KB
+SUGGEST_PATH = "/hexz/cpu/suggest"
+
+
+@dataclass
+class SuggestRequest:
+    board: Board
+    think_ms: int          # as asked; 0: the default
+    max_iterations: int    # as asked; 0: no cap
+
+
+def _decoded_body() -> bytes:
+    encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
+    data = request.get_data(cache=False)
+    if encoding == "identity":
+        return data
+    if encoding != "gzip":
+        raise BadInput(f"Content-Encoding {encoding!r} is not supported (use gzip or none)", 415)
+    return gunzip(data, MAX_BODY_BYTES)
+
+
+def _board(state) -> Board:
+    try:
+        board = Board.from_proto(state)
+    except InvalidStateError as e:
+        raise BadInput(f"invalid game state: {e}") from None
+    if board.is_over:
+        s1, s2 = board.score
+        raise BadInput(f"the game is over (score {s1}:{s2}): there is no move to suggest")
+    return board
+
+
+def _int_field(obj: dict, key: str) -> int:
+    v = obj.get(key, 0)
+    if v is None:
+        return 0
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise BadInput(f"{key} must be a non-negative integer, got {json.dumps(v)[:50]}")
+    if v < 0:
+        raise BadInput(f"{key} must be >= 0, got {v}")
+    return v
+
+
+def parse_json_request(body: bytes) -> SuggestRequest:
+    """The JSON form the hexz Go server sends (maxThinkTime in nanoseconds, the state as
+    standard base64); BadInput says what is wrong."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError) as e:
+        raise BadInput(f"the body is not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise BadInput(f"the body must be a JSON object, got {type(obj).__name__}")
+    think_ns = _int_field(obj, "maxThinkTime")
+    max_iterations = _int_field(obj, "maxIterations")
+    enc = obj.get("gameEngineState")
+    if not isinstance(enc, str) or not enc:
+        raise BadInput("gameEngineState must be a string: the standard base64 of a binary "
+                       "GameEngineState")
+    try:
+        raw = base64.b64decode(enc, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise BadInput(f"gameEngineState is not standard base64: {e}") from None
+    # Round up: a think time of 1 ns is a think time, not "none given".
+    return SuggestRequest(_board(raw), -(-think_ns // 1_000_000), max_iterations)
+
+
+def parse_proto_request(body: bytes) -> SuggestRequest:
+    """A binary SuggestMoveRequest; BadInput says what is wrong."""
+    msg = pb.SuggestMoveRequest()
+    try:
+        msg.ParseFromString(body)
+    except (DecodeError, RecursionError, ValueError) as e:
+        raise BadInput(f"the body is not a SuggestMoveRequest protobuf: {e}") from None
+    if not msg.HasField("game_engine_state"):
+        raise BadInput("SuggestMoveRequest has no game_engine_state")
+    if msg.max_think_time_ms < 0 or msg.max_iterations < 0:
+        raise BadInput(f"max_think_time_ms ({msg.max_think_time_ms}) and max_iterations "
+                       f"({msg.max_iterations}) must be >= 0")
+    return SuggestRequest(_board(msg.game_engine_state), msg.max_think_time_ms,
+                          msg.max_iterations)
+
+
+def _deadline_header(now: float) -> Optional[float]:
+    """X-Request-Deadline (RFC 3339) as a time.monotonic() deadline."""
+    raw = request.headers.get("X-Request-Deadline")
+    if not raw:
+        return None
+    try:
+        when = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise BadInput(f"X-Request-Deadline {raw[:60]!r} is not an RFC 3339 time with a zone")
+    return now + (when.timestamp() - time.time())
+
+
+def json_response(result: SearchResult, board: Board) -> Response:
+    """The JSON answer (FLAGZ.md section 9): the move, at the board's move counter."""
+    row, col, typ = result.move
+    body = {"move": {"move": board.move, "row": row, "col": col, "type": typ}}
+    return Response(json.dumps(body), mimetype=JSON)
+
+
+def proto_response(result: SearchResult, board: Board) -> Response:
+    """A SuggestMoveResponse: the move, and per root move its visit share (FINAL, first) and
+    prior (MCTS_PRIOR), with the root value from the mover's view."""
+    row, col, typ = result.move
+    stats = pb.SuggestMoveStats(value=result.value)
+    for (r, c, t), share, prior in result.scored_moves():
+        stats.moves.add(row=r, col=c, type=t, scores=[
+            pb.SuggestMoveStats.Score(kind=pb.SuggestMoveStats.FINAL, score=share),
+            pb.SuggestMoveStats.Score(kind=pb.SuggestMoveStats.MCTS_PRIOR, score=prior)])
+    resp = pb.SuggestMoveResponse(
+        move=pb.GameEngineMove(player_num=board.turn, move=board.move, row=row, col=col,
+                               cell_type=typ),
+        move_stats=stats)
+    return Response(resp.SerializeToString(), mimetype=PROTOBUF)
+
+
+def _quantiles(xs: list[float]) -> Optional[dict]:
+    if not xs:
+        return None
+    s = sorted(xs)
+    p90 = s[max(0, math.ceil(0.9 * len(s)) - 1)]   # nearest rank
+    return {"median": round(statistics.median(s), 1), "p90": round(p90, 1),
+            "max": round(s[-1], 1)}
+
+
+class RequestLog:
+    """Counts answers by status and keeps the think times of the latest suggestions."""
+
+    def __init__(self, keep: int = 1000) -> None:
+        self._lock = threading.Lock()
+        self.by_status: collections.Counter[int] = collections.Counter()
+        self._recent: collections.deque = collections.deque(maxlen=keep)
+
+    def count(self, status: int) -> None:
+        with self._lock:
+            self.by_status[status] += 1
+
+    def suggestion(self, think_ms: float, wall_ms: float, result: SearchResult) -> None:
+        with self._lock:
+            self._recent.append((think_ms, wall_ms, result.seconds * 1000, result.iterations))
+
+    def summary(self) -> dict:
+        with self._lock:
+            recent = list(self._recent)
+            by_status = dict(self.by_status)
+        col = lambda i: [r[i] for r in recent]  # noqa: E731
+        return {
+            "served": by_status.get(200, 0),
+            "by_status": {str(k): v for k, v in sorted(by_status.items())},
+            "recent": len(recent),
+            "think_time_ms": _quantiles(col(0)),
+            "wall_time_ms": _quantiles(col(1)),
+            "overhead_ms": _quantiles([w - t for t, w, _, _ in recent]),
+            "search_ms": _quantiles(col(2)),
+            "iterations": _quantiles(col(3)),
+        }
+
+
+def _redacted(url: Optional[str]) -> Optional[str]:
+    """A URL without its password, for /status and logs."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + host))
+
+
+def build_player(cfg: CpuServerConfig) -> CpuPlayer:
+    """The CPU player the settings describe: its model loaded, its follower started."""
+    model = None
+    following = bool(cfg.redis_url or cfg.server_url)
+    if cfg.model_path:
+        try:
+            model = load_served_model(cfg.model_path, cfg.model_name, cfg.device)
+        except NoModelYet as e:
+            if not following:
+                raise
+            log.info("no model yet error=%r; rollout MCTS until the training run publishes", str(e))
+    follower = ModelFollower(_live_model(cfg), model) if following else None
+    options = SearchOptions(slots=cfg.search_slots, leaves_per_round=cfg.leaves_per_round,
+                            max_tree_nodes=cfg.max_tree_nodes)
+    player = CpuPlayer(model, follower, options)
+    m = player.model
+    log.info("cpu player ready player=%s model=%s source=%s redis=%s server=%s",
+             "neural" if m else "rollout", f"{m.key.name}:{m.key.checkpoint}" if m else "none",
+             m.source if m else "-", _redacted(cfg.redis_url), cfg.server_url)
+    return player
+
+
+def _live_model(cfg: CpuServerConfig):
+    """A LiveModel over Redis and/or the training server."""
+    bus = ModelBus(cfg.redis_url, cfg.model_name) if cfg.redis_url else None
+    client = ServerClient(cfg.server_url, cfg.auth_token) if cfg.server_url else None
+    return LiveModel(ModelFetcher(client, bus, cfg.device, cfg.model_name),
+                     poll_seconds=cfg.model_poll_seconds)
+
+
+def create_app(config: Optional[CpuServerConfig] = None,
+               player: Optional[CpuPlayer] = None) -> Flask:
+    """The Flask app (a gunicorn/flask factory). Without arguments it reads HEXZ_* variables
+    and sets up the process for serving (logging, torch, GIL switching), as under gunicorn."""
+    if config is None:
+        from pyhexz.infra.process import configure_logging, setup_torch
+        configure_logging()
+        setup_torch()
+        # The compiled rollout search holds the GIL for milliseconds at a time; a request
+        # thread waiting for it asks for a switch after this interval (default 5 ms). 1 ms
+        # keeps concurrent requests' wall times close to their think times.
+        sys.setswitchinterval(0.001)
+        config = CpuServerConfig.from_env()
+    cfg = config
+    player = player or build_player(cfg)
+    requests_log = RequestLog()
+    started = time.time()
+    app = Flask("pyhexz.cpu")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.extensions["hexz_cpu_player"] = player
+    app.extensions["hexz_cpu_config"] = cfg
+
+    def error(message: str, status: int) -> Response:
+        return Response(json.dumps({"error": message}), status=status, mimetype=JSON)
+
+    @app.errorhandler(BadInput)
+    def bad_input(e: BadInput) -> Response:
+        return error(str(e), e.http_status)
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException) -> Response:
+        if e.code == 413:
+            return error(f"the body is larger than {MAX_BODY_BYTES} bytes", 413)
+        return error(f"{e.name}: {e.description}", e.code or 500)
+
+    @app.errorhandler(Exception)
+    def internal_error(e: Exception) -> Response:
+        log.exception("internal error path=%s", request.path)
+        return error(f"internal error: {type(e).__name__}", 500)
+
+    @app.after_request
+    def count(resp: Response) -> Response:
+        requests_log.count(resp.status_code)
+        return resp
+
+    @app.post(SUGGEST_PATH)
+    def suggest() -> Response:
+        t0 = time.monotonic()
+        mimetype = request.mimetype
+        if mimetype == JSON:
+            req = parse_json_request(_decoded_body())
+        elif mimetype in _PROTOBUF_TYPES:
+            req = parse_proto_request(_decoded_body())
+        else:
+            raise BadInput(f"Content-Type {mimetype or 'none'!r}: use {JSON} or {PROTOBUF}", 415)
+        think_ms = min(req.think_ms or cfg.default_think_ms, cfg.max_think_ms)
+        deadline = t0 + (think_ms - cfg.think_margin_ms) / 1000
+        header_deadline = _deadline_header(t0)
+        if header_deadline is not None:
+            deadline = min(deadline, header_deadline - cfg.think_margin_ms / 1000)
+        max_iterations = req.max_iterations
+        if cfg.max_iterations:
+            max_iterations = min(max_iterations or cfg.max_iterations, cfg.max_iterations)
+        try:
+            result, model = player.suggest(req.board, deadline, max_iterations,
+                                           timeout=cfg.max_think_ms / 1000 + 60)
+        except SearchUnavailable as e:
+            return error(f"no move: {e}", 503)
+        try:
+            req.board.copy().play(*result.move)
+        except IllegalMoveError as e:   # never expected: the search only plays legal moves
+            log.error("search chose an illegal move move=%s error=%s", result.move, e)
+            return error("internal error: the search chose an illegal move", 500)
+        resp = (json_response if mimetype == JSON else proto_response)(result, req.board)
+        resp.headers["X-Hexz-Iterations"] = str(result.iterations)
+        resp.headers["X-Hexz-Search-Ms"] = f"{result.seconds * 1000:.1f}"
+        resp.headers["X-Hexz-Model"] = model
+        requests_log.suggestion(think_ms, (time.monotonic() - t0) * 1000, result)
+        return resp
+
+    @app.get("/status")
+    def status() -> Response:
+        body = {
+            "service": "pyhexz cpu player",
+            "uptime_s": round(time.time() - started, 1),
+            **player.status(),
+            "requests": requests_log.summary(),
+            "config": {
+                "max_think_ms": cfg.max_think_ms, "default_think_ms": cfg.default_think_ms,
+                "max_iterations": cfg.max_iterations, "search_slots": cfg.search_slots,
+                "think_margin_ms": cfg.think_margin_ms, "device": cfg.device,
+                "model_path": _redacted(cfg.model_path), "redis_url": _redacted(cfg.redis_url),
+                "server_url": cfg.server_url},
+        }
+        return Response(json.dumps(body, indent=1), mimetype=JSON)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response("ok\n", mimetype="text/plain")
+
+    # People play the same player on the web UI's Play page.
+    app.register_blueprint(create_ui(opponents=cpu_player_opponents(
+        player, min(cfg.default_think_ms, cfg.max_think_ms) / 1000)), url_prefix="/ui")
+
+    @app.get("/")
+    def root() -> Response:
+        return redirect("/ui/play")
+
+    return app
+
+
+__all__ = ["CpuServerConfig", "create_app", "build_player", "parse_json_request",
+           "parse_proto_request", "SUGGEST_PATH"]

@@ -1,0 +1,803 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The Flagz rules engine, move for move what the hexz Go game server referees.
+
+FLAGZ.md is the reference for the rules; the comments here point to its sections. The whole
+position lives in one C struct (board.pxd), so copies are cheap and the compiled search in
+`pyhexz.search.mcts` works on positions without touching Python objects. The Python API is thin:
+`Board.new`, `Board.from_proto`, `legal_moves`, `play`, `encode`, `playout` and a few
+properties.
+
+A move is a tuple `(row, col, type)` with type 0 (NORMAL) or 5 (FLAG), the values of the
+protobuf enum `Field.CellType`.
+"""
+
+import os
+
+import numpy as np
+
+cimport numpy as cnp
+from libc.stdint cimport int8_t, uint8_t, uint64_t
+from libc.string cimport memcpy, memset
+
+cnp.import_array()
+
+# The one home of the board's shapes and encodings (FLAGZ.md sections 1 and 7): every other
+# module, the network included, takes them from here.
+NORMAL = CELL_NORMAL        # cell types: the values of the protobuf enum Field.CellType
+GRASS = CELL_GRASS
+ROCK = CELL_ROCK
+FLAG = CELL_FLAG
+ROWS = NROWS
+COLS = NCOLS
+CELLS = NCELLS              # the cells that exist
+GRID_CELLS = NGRID          # ROWS * COLS slots of the tensor grid
+PLANES = NPLANES
+POLICY_SIZE = NMOVES        # policy index: type * GRID_CELLS + row * COLS + col (type 0 flag)
+BOARD_SHAPE = (NPLANES, NROWS, NCOLS)   # the network's input planes, channels first
+MASK_SHAPE = (2, NROWS, NCOLS)          # legal moves: [0] flags, [1] normal moves
+
+_CELL_NAMES = {CELL_NORMAL: "NORMAL", CELL_GRASS: "GRASS", CELL_ROCK: "ROCK", CELL_FLAG: "FLAG"}
+
+
+class IllegalMoveError(ValueError):
+    """A move that the rules do not allow; the board is left unchanged."""
+
+
+class InvalidStateError(ValueError):
+    """A serialized state that is malformed or contradicts itself."""
+
+
+# ---------------------------------------------------------------------------
+# Geometry (FLAGZ.md section 1), computed once at import.
+
+cdef int ROW_OF[NCELLS]
+cdef int COL_OF[NCELLS]
+cdef int NB[NCELLS][6]     # neighbours in the Go server's order
+cdef int NB_N[NCELLS]
+
+
+cdef inline bint _valid(int r, int c) noexcept nogil:
+    return 0 <= r < NROWS and 0 <= c < NCOLS - (r & 1)
+
+
+cdef int cell_index(int row, int col) noexcept nogil:
+    return 19 * (row >> 1) + 10 * (row & 1) + col
+
+
+cdef int cell_row(int i) noexcept nogil:
+    return ROW_OF[i]
+
+
+cdef int cell_col(int i) noexcept nogil:
+    return COL_OF[i]
+
+
+cdef void _init_geometry():
+    cdef int r, c, i, k, s, j
+    cdef int dr[6]
+    cdef int dc[6]
+    for r in range(NROWS):
+        s = r & 1
+        for c in range(NCOLS - s):
+            i = cell_index(r, c)
+            ROW_OF[i] = r
+            COL_OF[i] = c
+            # (r, c+1), (r-1, c+s), (r-1, c-1+s), (r, c-1), (r+1, c-1+s), (r+1, c+s)
+            dr[0] = 0;  dc[0] = 1
+            dr[1] = -1; dc[1] = s
+            dr[2] = -1; dc[2] = s - 1
+            dr[3] = 0;  dc[3] = -1
+            dr[4] = 1;  dc[4] = s - 1
+            dr[5] = 1;  dc[5] = s
+            k = 0
+            for j in range(6):
+                if _valid(r + dr[j], c + dc[j]):
+                    NB[i][k] = cell_index(r + dr[j], c + dc[j])
+                    k += 1
+            NB_N[i] = k
+
+
+_init_geometry()
+
+
+def neighbors(int row, int col):
+    """The neighbours of a cell as (row, col) tuples, in the Go server's order."""
+    if not _valid(row, col):
+        raise ValueError(f"({row}, {col}) is not a cell of the board")
+    cdef int i = cell_index(row, col)
+    return [(ROW_OF[NB[i][k]], COL_OF[NB[i][k]]) for k in range(NB_N[i])]
+
+
+def policy_index(int row, int col, int cell_type):
+    """Index of a move in the network's 220 policy outputs (FLAGZ.md section 7)."""
+    return (0 if cell_type == CELL_FLAG else NGRID) + row * NCOLS + col
+
+
+def policy_move_tuple(int index):
+    """The move `(row, col, type)` of a policy index: the inverse of policy_index."""
+    if not 0 <= index < NMOVES:
+        raise ValueError(f"policy index {index} is not in [0, {NMOVES})")
+    t, rc = divmod(index, NGRID)
+    return rc // NCOLS, rc % NCOLS, (CELL_FLAG if t == 0 else CELL_NORMAL)
+
+
+# Moves as Python tuples, made once: legal_moves() only has to put references in a list.
+_MOVE_TUPLES = [[(ROW_OF[i], COL_OF[i], CELL_NORMAL), (ROW_OF[i], COL_OF[i], CELL_FLAG)]
+                for i in range(NCELLS)]
+
+
+# ---------------------------------------------------------------------------
+# Random numbers: splitmix64. Small, fast, and seeded the same on every platform, so
+# `Board.new(seed)` and `playout(seed)` are reproducible.
+
+cdef uint64_t rng_next(Rng* r) noexcept nogil:
+    r.s += 0x9E3779B97F4A7C15ULL
+    cdef uint64_t z = r.s
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef int rng_below(Rng* r, int n) noexcept nogil:
+    # Multiply-shift: maps 32 random bits onto [0, n) with negligible bias for n <= 220.
+    return <int>(((rng_next(r) >> 32) * <uint64_t>n) >> 32)
+
+
+cdef uint64_t _seed_value(seed) except? 0:
+    if seed is None:
+        return int.from_bytes(os.urandom(8), "little")
+    return (<object>seed) & 0xFFFFFFFFFFFFFFFF
+
+
+# ---------------------------------------------------------------------------
+# Move lists.
+
+cdef inline void _list_add(uint8_t* lst, uint8_t* pos, int* n, int i) noexcept nogil:
+    pos[i] = n[0]
+    lst[n[0]] = i
+    n[0] += 1
+
+
+cdef inline void _list_remove(uint8_t* lst, uint8_t* pos, int* n, int i) noexcept nogil:
+    cdef int p = pos[i]
+    if p == NOT_LISTED:
+        return
+    n[0] -= 1
+    cdef int last = lst[n[0]]
+    lst[p] = last
+    pos[last] = p
+    pos[i] = NOT_LISTED
+
+
+cdef inline bint _empty(const State* s, int i) noexcept nogil:
+    return s.ctype[i] == CELL_NORMAL and s.owner[i] == 0
+
+
+# ---------------------------------------------------------------------------
+# Rules (FLAGZ.md sections 5 and 6).
+
+cdef void _update_neighbors(State* s, int i, int p, int v) noexcept nogil:
+    """Effects of a piece of value v (flag: 0) just placed or captured by player index p on i."""
+    cdef int k, j, g
+    for k in range(NB_N[i]):
+        j = NB[i][k]
+        if _empty(s, j):
+            if v == MAX_VALUE:
+                # Blocking is permanent: -1 is never raised again.
+                _list_remove(s.nm_list[p], s.nm_pos[p], &s.nm_n[p], j)
+                s.nv[p][j] = -1
+            elif s.nv[p][j] == 0:
+                s.nv[p][j] = v + 1
+                _list_add(s.nm_list[p], s.nm_pos[p], &s.nm_n[p], j)
+            elif s.nv[p][j] > v + 1:
+                s.nv[p][j] = v + 1
+        elif s.ctype[j] == CELL_GRASS and s.value[j] <= v:
+            # A capture is not a move; it acts like placing the grass value, so captures chain.
+            g = s.value[j]
+            s.ctype[j] = CELL_NORMAL
+            s.owner[j] = p + 1
+            s.score[p] += g
+            _update_neighbors(s, j, p, g)
+
+
+cdef void _recompute(State* s) noexcept nogil:
+    """Skips a stuck player and detects the end of the game, as the Go server does."""
+    cdef bint can1 = s.nm_n[0] > 0 or (s.free_n > 0 and s.flags[0] > 0)
+    cdef bint can2 = s.nm_n[1] > 0 or (s.free_n > 0 and s.flags[1] > 0)
+    if can2 and not can1:
+        s.turn = 2
+    elif can1 and not can2:
+        s.turn = 1
+    if (s.free_n == 0 or not (can1 or can2)
+            or (s.score[0] > s.score[1] and not can2)
+            or (s.score[1] > s.score[0] and not can1)):
+        s.over = 1
+
+
+cdef void apply_move(State* s, int i, int is_flag) noexcept nogil:
+    cdef int p = s.turn - 1
+    cdef int v
+    if is_flag:
+        v = 0
+        s.ctype[i] = CELL_FLAG
+        s.flags[p] -= 1
+    else:
+        v = s.nv[p][i]
+        s.ctype[i] = CELL_NORMAL
+        s.score[p] += v
+    s.owner[i] = p + 1
+    s.value[i] = v
+    _list_remove(s.free_list, s.free_pos, &s.free_n, i)
+    _list_remove(s.nm_list[0], s.nm_pos[0], &s.nm_n[0], i)
+    _list_remove(s.nm_list[1], s.nm_pos[1], &s.nm_n[1], i)
+    _update_neighbors(s, i, p, v)
+    s.turn = 3 - s.turn
+    s.move += 1
+    _recompute(s)
+
+
+cdef void apply_policy_move(State* s, int pmove) noexcept nogil:
+    cdef int t = pmove // NGRID
+    cdef int rc = pmove - t * NGRID
+    apply_move(s, cell_index(rc // NCOLS, rc % NCOLS), t == 0)
+
+
+cdef int move_count(const State* s) noexcept nogil:
+    if s.over:
+        return 0
+    cdef int p = s.turn - 1
+    return s.nm_n[p] + (s.free_n if s.flags[p] > 0 else 0)
+
+
+cdef int legal_policy_moves(const State* s, int* moves) noexcept nogil:
+    if s.over:
+        return 0
+    cdef int p = s.turn - 1
+    cdef int n = 0, i, base
+    cdef bint flags = s.flags[p] > 0
+    for i in range(NCELLS):
+        if _empty(s, i):
+            base = ROW_OF[i] * NCOLS + COL_OF[i]
+            if flags:
+                moves[n] = base
+                n += 1
+            if s.nv[p][i] > 0:
+                moves[n] = NGRID + base
+                n += 1
+    return n
+
+
+cdef void random_move(State* s, Rng* rng) noexcept nogil:
+    """Plays a uniformly random legal move; the game must not be over."""
+    cdef int p = s.turn - 1
+    cdef int nflag = s.free_n if s.flags[p] > 0 else 0
+    cdef int k = rng_below(rng, s.nm_n[p] + nflag)
+    if k < nflag:
+        apply_move(s, s.free_list[k], 1)
+    else:
+        apply_move(s, s.nm_list[p][k - nflag], 0)
+
+
+cdef int winner_of(const State* s) noexcept nogil:
+    if not s.over or s.score[0] == s.score[1]:
+        return 0
+    return 1 if s.score[0] > s.score[1] else 2
+
+
+cdef int playout_state(State* s, Rng* rng) noexcept nogil:
+    while not s.over:
+        random_move(s, rng)
+    return winner_of(s)
+
+
+cdef void encode_state(const State* s, float* planes, uint8_t* mask) noexcept nogil:
+    # Planes (FLAGZ.md section 7), from the view of the player to move:
+    # 0 own flags, 1 own values, 2 own blocked, 3 own next value, 4 own flags left,
+    # 5..9 the same for the opponent, 10 uncaptured grass.
+    cdef int me = s.turn - 1
+    cdef int q, base, i, r, c, t
+    cdef int plane = NROWS * NCOLS
+    memset(planes, 0, NPLANES * plane * sizeof(float))
+    memset(mask, 0, 2 * plane)
+    for q in range(2):
+        base = (0 if q == me else 5) * plane
+        for t in range(plane):
+            planes[base + 2 * plane + t] = 1.0   # blocked unless found empty below
+            planes[base + 4 * plane + t] = s.flags[q]
+    for i in range(NCELLS):
+        t = ROW_OF[i] * NCOLS + COL_OF[i]
+        if s.ctype[i] == CELL_GRASS:
+            planes[10 * plane + t] = s.value[i]
+        elif s.owner[i] != 0:
+            base = (0 if s.owner[i] - 1 == me else 5) * plane
+            if s.ctype[i] == CELL_FLAG:
+                planes[base + t] = 1.0
+            else:
+                planes[base + plane + t] = s.value[i]
+        elif s.ctype[i] == CELL_NORMAL:
+            for q in range(2):
+                base = (0 if q == me else 5) * plane
+                if s.nv[q][i] >= 0:
+                    planes[base + 2 * plane + t] = 0.0
+                if s.nv[q][i] > 0:
+                    planes[base + 3 * plane + t] = s.nv[q][i]
+            if not s.over:
+                if s.flags[me] > 0:
+                    mask[t] = 1
+                if s.nv[me][i] > 0:
+                    mask[plane + t] = 1
+
+
+# ---------------------------------------------------------------------------
+# Building a consistent state from cell contents (shared by protobuf and ASCII input).
+
+cdef str _cell_name(int i):
+    return f"({ROW_OF[i]}, {COL_OF[i]})"
+
+
+cdef void _derive(State* s):
+    """Fills next values of empty cells, move lists and counters from the cells alone."""
+    cdef int i, k, j, p, v, best
+    s.free_n = 0
+    s.nm_n[0] = 0
+    s.nm_n[1] = 0
+    memset(s.free_pos, NOT_LISTED, NCELLS)
+    memset(s.nm_pos, NOT_LISTED, 2 * NCELLS)
+    s.score[0] = 0
+    s.score[1] = 0
+    for i in range(NCELLS):
+        if s.ctype[i] == CELL_NORMAL and s.owner[i] != 0:
+            s.score[s.owner[i] - 1] += s.value[i]
+        if not _empty(s, i):
+            continue
+        _list_add(s.free_list, s.free_pos, &s.free_n, i)
+        for p in range(2):
+            best = 0
+            for k in range(NB_N[i]):
+                j = NB[i][k]
+                if s.owner[j] == p + 1:
+                    v = s.value[j]
+                    if v == MAX_VALUE:
+                        best = -1
+                        break
+                    if best == 0 or v + 1 < best:
+                        best = v + 1
+            s.nv[p][i] = best
+            if best > 0:
+                _list_add(s.nm_list[p], s.nm_pos[p], &s.nm_n[p], i)
+
+
+cdef class Board:
+    """A Flagz position. Create one with `Board.new`, `Board.from_proto` or `Board.from_ascii`."""
+
+    @staticmethod
+    def new(seed=None):
+        """A random initial position: 15 rocks, then 5 grass cells valued 1..5 (FLAGZ.md 3).
+
+        The same seed gives the same position; no seed draws one from the OS.
+        """
+        cdef Board b = Board.__new__(Board)
+        cdef Rng rng
+        cdef int cells[NCELLS]
+        cdef int i, k, tmp
+        rng.s = _seed_value(seed)
+        for i in range(NCELLS):
+            cells[i] = i
+        # Partial Fisher-Yates: the first 20 entries are distinct uniformly drawn cells.
+        for i in range(20):
+            k = i + rng_below(&rng, NCELLS - i)
+            tmp = cells[i]
+            cells[i] = cells[k]
+            cells[k] = tmp
+        for i in range(15):
+            b.st.ctype[cells[i]] = CELL_ROCK
+        for i in range(5):
+            b.st.ctype[cells[15 + i]] = CELL_GRASS
+            b.st.value[cells[15 + i]] = i + 1
+        b.st.turn = 1
+        b.st.flags[0] = NFLAGS
+        b.st.flags[1] = NFLAGS
+        _derive(&b.st)
+        return b
+
+    def __cinit__(self):
+        memset(&self.st, 0, sizeof(State))
+
+    # -- properties -------------------------------------------------------------
+
+    @property
+    def turn(self) -> int:
+        """The player to move, 1 or 2 (after the game ends: as the Go server leaves it)."""
+        return self.st.turn
+
+    @property
+    def move(self) -> int:
+        """The ply counter: moves made so far (captures are not moves)."""
+        return self.st.move
+
+    @property
+    def score(self) -> tuple:
+        return (self.st.score[0], self.st.score[1])
+
+    @property
+    def flags_left(self) -> tuple:
+        return (self.st.flags[0], self.st.flags[1])
+
+    @property
+    def free_cells(self) -> int:
+        return self.st.free_n
+
+    @property
+    def normal_moves(self) -> tuple:
+        """Per player, the number of cells where that player has a normal move."""
+        return (self.st.nm_n[0], self.st.nm_n[1])
+
+    @property
+    def is_over(self) -> bool:
+        return bool(self.st.over)
+
+    @property
+    def winner(self) -> int:
+        """0 while the game runs or after a draw, else the player with the higher score."""
+        return winner_of(&self.st)
+
+    def copy(self) -> Board:
+        cdef Board b = Board.__new__(Board)
+        memcpy(&b.st, &self.st, sizeof(State))
+        return b
+
+    def __copy__(self):
+        return self.copy()
+
+    def __deepcopy__(self, memo):
+        return self.copy()
+
+    def __reduce__(self):
+        return (_board_from_bytes, (self._state_bytes(),))
+
+    def _state_bytes(self) -> bytes:
+        return (<char*>&self.st)[:sizeof(State)]
+
+    # -- cells ------------------------------------------------------------------
+
+    def cell(self, int row, int col) -> tuple:
+        """(type, owner, value) of a cell."""
+        if not _valid(row, col):
+            raise ValueError(f"({row}, {col}) is not a cell of the board")
+        cdef int i = cell_index(row, col)
+        return (self.st.ctype[i], self.st.owner[i], self.st.value[i])
+
+    def next_value(self, int row, int col, int player) -> int:
+        """The value a normal move of `player` would get here: 0 none, -1 blocked."""
+        if not _valid(row, col) or player not in (1, 2):
+            raise ValueError(f"no cell ({row}, {col}) or player {player}")
+        cdef int i = cell_index(row, col)
+        return self.st.nv[player - 1][i] if _empty(&self.st, i) else 0
+
+    # -- moves ------------------------------------------------------------------
+
+    def legal_moves(self) -> list:
+        """The legal moves of the player to move, as (row, col, type), in board order."""
+        cdef list out = []
+        if self.st.over:
+            return out
+        cdef int p = self.st.turn - 1
+        cdef bint flags = self.st.flags[p] > 0
+        cdef int i
+        for i in range(NCELLS):
+            if self.st.ctype[i] == CELL_NORMAL and self.st.owner[i] == 0:
+                if flags:
+                    out.append(_MOVE_TUPLES[i][1])
+                if self.st.nv[p][i] > 0:
+                    out.append(_MOVE_TUPLES[i][0])
+        return out
+
+    def play(self, row, col, type=CELL_NORMAL) -> None:
+        """Makes a move for the player to move.
+
+        Raises IllegalMoveError, saying why, and leaves the board unchanged if the move is not
+        legal.
+        """
+        try:
+            self._play(row, col, type)
+        except OverflowError:
+            raise IllegalMoveError(
+                f"({row}, {col}) with type {type} is not a move on this board") from None
+
+    cdef _play(self, int row, int col, int type):
+        cdef int p = self.st.turn - 1
+        cdef int i
+        if self.st.over:
+            raise IllegalMoveError(f"the game is over (score {self.score})")
+        if type != CELL_NORMAL and type != CELL_FLAG:
+            raise IllegalMoveError(f"move type {type}: must be 0 (NORMAL) or 5 (FLAG)")
+        if not _valid(row, col):
+            raise IllegalMoveError(f"({row}, {col}) is not a cell of the board")
+        i = cell_index(row, col)
+        if not _empty(&self.st, i):
+            raise IllegalMoveError(f"cell ({row}, {col}) is occupied ({self._describe(i)})")
+        if type == CELL_FLAG:
+            if self.st.flags[p] == 0:
+                raise IllegalMoveError(f"player {p + 1} has no flags left")
+        elif self.st.nv[p][i] == -1:
+            raise IllegalMoveError(
+                f"cell ({row}, {col}) is blocked for player {p + 1}: it is next to one of "
+                f"that player's 5s")
+        elif self.st.nv[p][i] == 0:
+            raise IllegalMoveError(
+                f"player {p + 1} has no piece next to ({row}, {col}), so no normal move there")
+        apply_move(&self.st, i, type == CELL_FLAG)
+
+    def _describe(self, int i) -> str:
+        t = self.st.ctype[i]
+        if t == CELL_ROCK:
+            return "a rock"
+        if t == CELL_GRASS:
+            return f"grass {self.st.value[i]}"
+        if t == CELL_FLAG:
+            return f"a flag of player {self.st.owner[i]}"
+        return f"a {self.st.value[i]} of player {self.st.owner[i]}"
+
+    def playout(self, seed=None) -> int:
+        """Plays uniformly random legal moves on a copy to the end; returns the winner (0 draw)."""
+        cdef State s
+        cdef Rng rng
+        rng.s = _seed_value(seed)
+        cdef int winner
+        memcpy(&s, &self.st, sizeof(State))
+        with nogil:
+            winner = playout_state(&s, &rng)
+        return winner
+
+    def random_move(self, seed=None) -> None:
+        """Plays one uniformly random legal move (the board's own copy is changed)."""
+        if self.st.over:
+            raise IllegalMoveError("the game is over")
+        cdef Rng rng
+        rng.s = _seed_value(seed)
+        random_move(&self.st, &rng)
+
+    # -- network encoding -------------------------------------------------------
+
+    def encode(self) -> tuple:
+        """(planes float32 (11, 11, 10), action mask bool (2, 11, 10)), mover's view (FLAGZ 7)."""
+        planes = np.empty((NPLANES, NROWS, NCOLS), dtype=np.float32)
+        mask = np.empty((2, NROWS, NCOLS), dtype=np.bool_)
+        cdef float[:, :, ::1] pv = planes
+        cdef uint8_t[:, :, ::1] mv = mask.view(np.uint8)
+        encode_state(&self.st, &pv[0, 0, 0], &mv[0, 0, 0])
+        return planes, mask
+
+    # -- protobuf ---------------------------------------------------------------
+
+    def to_proto(self):
+        """This position as a `hexz_pb2.GameEngineState`, exactly as the Go server writes it."""
+        from pyhexz import hexz_pb2 as pb
+        cdef int i, t
+        state = pb.GameEngineState()
+        fz = state.flagz
+        b = fz.board
+        b.turn = self.st.turn
+        b.move = self.st.move
+        b.score.extend([self.st.score[0], self.st.score[1]])
+        for p in range(2):
+            b.resources.add().num_pieces.extend([-1, 0, 0, 0, 0, self.st.flags[p], 0, 0])
+        b.state = pb.Board.FINISHED if self.st.over else pb.Board.RUNNING
+        for i in range(NCELLS):
+            f = b.flat_fields.add()
+            t = self.st.ctype[i]
+            f.type = t
+            f.owner = self.st.owner[i]
+            f.value = self.st.value[i]
+            f.blocked = (1 if self.st.nv[0][i] == -1 else 0) | (2 if self.st.nv[1][i] == -1 else 0)
+            f.lifetime = 0 if _empty(&self.st, i) else -1
+            f.next_val.extend([self.st.nv[0][i], self.st.nv[1][i]])
+        fz.free_cells = self.st.free_n
+        fz.normal_moves.extend([self.st.nm_n[0], self.st.nm_n[1]])
+        return state
+
+    @staticmethod
+    def from_proto(state) -> Board:
+        """Reads a `hexz_pb2.GameEngineState` (or its serialized bytes).
+
+        Raises InvalidStateError, naming the offending field, for states that are malformed or
+        contradict themselves (cells against counters, scores, next values, turn).
+        """
+        from pyhexz import hexz_pb2 as pb
+        from google.protobuf.message import DecodeError
+        if isinstance(state, (bytes, bytearray, memoryview)):
+            msg = pb.GameEngineState()
+            try:
+                msg.ParseFromString(bytes(state))
+            except DecodeError as e:
+                raise InvalidStateError(f"not a GameEngineState protobuf: {e}") from None
+            state = msg
+        if not isinstance(state, pb.GameEngineState):
+            raise TypeError(f"expected hexz_pb2.GameEngineState, got {type(state).__name__}")
+        which = state.WhichOneof("state")
+        if which != "flagz":
+            raise InvalidStateError(f"expected a flagz game state, got {which or 'none'}")
+        fz = state.flagz
+        if not fz.HasField("board"):
+            raise InvalidStateError("flagz state has no board")
+        b = fz.board
+        if len(b.flat_fields) != NCELLS:
+            raise InvalidStateError(f"board has {len(b.flat_fields)} cells, expected {NCELLS}")
+        if b.turn not in (1, 2):
+            raise InvalidStateError(f"turn is {b.turn}, expected 1 or 2")
+        if b.move < 0:
+            raise InvalidStateError(f"move counter is negative ({b.move})")
+        if len(b.score) != 2 or len(b.resources) != 2 or len(fz.normal_moves) != 2:
+            raise InvalidStateError(
+                f"score, resources and normal_moves need 2 entries each, got "
+                f"{len(b.score)}, {len(b.resources)}, {len(fz.normal_moves)}")
+        if b.state not in (pb.Board.RUNNING, pb.Board.FINISHED):
+            name = pb.Board.GameState.Name(b.state) if b.state == pb.Board.INITIAL else b.state
+            raise InvalidStateError(f"game state {name}: a Flagz game is RUNNING or FINISHED")
+        cdef Board out = Board.__new__(Board)
+        cdef State* s = &out.st
+        cdef int i, p, nflags
+        for p in range(2):
+            pieces = b.resources[p].num_pieces
+            if len(pieces) != 8 or pieces[CELL_NORMAL] != -1 or not 0 <= pieces[CELL_FLAG] <= NFLAGS:
+                raise InvalidStateError(
+                    f"resources of player {p + 1} are {list(pieces)}: expected 8 counts with "
+                    f"NORMAL = -1 and 0..3 flags")
+            s.flags[p] = pieces[CELL_FLAG]
+        given_nv = []
+        for i in range(NCELLS):
+            f = b.flat_fields[i]
+            where = _cell_name(i)
+            t, owner, value = f.type, f.owner, f.value
+            if t not in _CELL_NAMES:
+                raise InvalidStateError(f"cell {where}: type {t} is not used in Flagz")
+            if len(f.next_val) != 2 or not all(-1 <= v <= MAX_VALUE for v in f.next_val):
+                raise InvalidStateError(
+                    f"cell {where}: next_val {list(f.next_val)} must be 2 values in -1..5")
+            if f.hidden:
+                raise InvalidStateError(f"cell {where}: hidden cells do not exist in Flagz")
+            if t == CELL_NORMAL and owner in (1, 2):
+                ok = 1 <= value <= MAX_VALUE
+            elif t == CELL_FLAG:
+                ok = owner in (1, 2) and value == 0
+            elif t == CELL_GRASS:
+                ok = owner == 0 and 1 <= value <= MAX_VALUE
+            else:  # empty or rock
+                ok = owner == 0 and value == 0
+            if not ok:
+                raise InvalidStateError(
+                    f"cell {where}: {_CELL_NAMES[t]} with owner {owner} and value {value} "
+                    f"is not a Flagz piece")
+            s.ctype[i] = t
+            s.owner[i] = owner
+            s.value[i] = value
+            s.nv[0][i] = f.next_val[0]
+            s.nv[1][i] = f.next_val[1]
+            given_nv.append((f.next_val[0], f.next_val[1], f.blocked))
+        s.turn = b.turn
+        s.move = b.move
+        _derive(s)
+        # The Go server never changes next values of occupied cells; they travel unchanged.
+        for i in range(NCELLS):
+            nv0, nv1, blocked = given_nv[i]
+            if _empty(s, i) and (nv0, nv1) != (s.nv[0][i], s.nv[1][i]):
+                raise InvalidStateError(
+                    f"cell {_cell_name(i)}: next_val is [{nv0}, {nv1}] but its neighbours "
+                    f"give [{s.nv[0][i]}, {s.nv[1][i]}]")
+            if not _empty(s, i):
+                s.nv[0][i] = nv0
+                s.nv[1][i] = nv1
+            if blocked != (1 if nv0 == -1 else 0) | (2 if nv1 == -1 else 0):
+                raise InvalidStateError(
+                    f"cell {_cell_name(i)}: blocked bits {blocked} contradict next_val [{nv0}, {nv1}]")
+        for p in range(2):
+            nflags = sum(1 for i in range(NCELLS) if s.ctype[i] == CELL_FLAG and s.owner[i] == p + 1)
+            if nflags + s.flags[p] != NFLAGS:
+                raise InvalidStateError(
+                    f"player {p + 1} has {nflags} flags on the board and {s.flags[p]} left; "
+                    f"these must add up to {NFLAGS}")
+        counters = {
+            "score": ((b.score[0], b.score[1]), (s.score[0], s.score[1])),
+            "free_cells": (fz.free_cells, s.free_n),
+            "normal_moves": ((fz.normal_moves[0], fz.normal_moves[1]), (s.nm_n[0], s.nm_n[1])),
+        }
+        for name, (given, actual) in counters.items():
+            if given != actual:
+                raise InvalidStateError(f"{name} is {given} but the cells give {actual}")
+        out._check_turn_and_end(b.state == pb.Board.FINISHED)
+        return out
+
+    def _check_turn_and_end(self, bint finished):
+        cdef int turn = self.st.turn
+        _recompute(&self.st)
+        if bool(self.st.over) != finished:
+            raise InvalidStateError(
+                f"state says {'FINISHED' if finished else 'RUNNING'} but the position is "
+                f"{'over' if self.st.over else 'still running'}")
+        if not finished and self.st.turn != turn:
+            raise InvalidStateError(
+                f"turn is {turn} but player {turn} cannot move and player {self.st.turn} can")
+
+    # -- ASCII ------------------------------------------------------------------
+
+    @staticmethod
+    def from_ascii(str text, int turn=1, flags_left=None, move=None, str fill="..") -> Board:
+        """A position from the picture `str(board)` draws (header lines are optional).
+
+        Tokens: `..` empty, `##` rock, `g3` grass of value 3, `x3`/`o3` a 3 of player 1/2,
+        `xF`/`oF` a flag of player 1/2. Rows may be left out at the bottom; they are filled with
+        `fill` (`##` makes tiny boards). Flags left default to 3 minus the flags drawn, the move
+        counter to the number of pieces drawn; the turn passes to the other player if the given
+        one cannot move, as in a real game.
+        """
+        rows = [ln.split() for ln in text.splitlines() if ln.split() and ln.split()[0] != "turn"]
+        if len(rows) > NROWS:
+            raise ValueError(f"{len(rows)} rows drawn, the board has {NROWS}")
+        cdef Board out = Board.__new__(Board)
+        cdef State* s = &out.st
+        cdef int r, c, i
+        for r in range(NROWS):
+            width = NCOLS - (r & 1)
+            tokens = rows[r] if r < len(rows) else [fill] * width
+            if len(tokens) != width:
+                raise ValueError(f"row {r} has {len(tokens)} cells, expected {width}: {tokens}")
+            for c, tok in enumerate(tokens):
+                i = cell_index(r, c)
+                kind, val = (tok[0], tok[1:]) if len(tok) == 2 else ("?", "")
+                if tok == "..":
+                    continue
+                elif tok == "##":
+                    s.ctype[i] = CELL_ROCK
+                elif kind == "g" and val in "12345":
+                    s.ctype[i] = CELL_GRASS
+                    s.value[i] = int(val)
+                elif kind in "xo" and (val in "12345" or val == "F"):
+                    s.owner[i] = 1 if kind == "x" else 2
+                    if val == "F":
+                        s.ctype[i] = CELL_FLAG
+                    else:
+                        s.value[i] = int(val)
+                else:
+                    raise ValueError(f"row {r}, col {c}: unknown token {tok!r}")
+        s.turn = turn
+        for p in range(2):
+            drawn = sum(1 for i in range(NCELLS) if s.ctype[i] == CELL_FLAG and s.owner[i] == p + 1)
+            s.flags[p] = NFLAGS - drawn if flags_left is None else flags_left[p]
+        s.move = (sum(1 for i in range(NCELLS) if s.owner[i] != 0) if move is None else move)
+        _derive(s)
+        _recompute(s)
+        return out
+
+    def __str__(self):
+        lines = [f"turn {self.st.turn}  move {self.st.move}  score {self.st.score[0]}:"
+                 f"{self.st.score[1]}  flags {self.st.flags[0]}:{self.st.flags[1]}"
+                 + ("  over" if self.st.over else "")]
+        cdef int r, c, i
+        for r in range(NROWS):
+            cells = []
+            for c in range(NCOLS - (r & 1)):
+                i = cell_index(r, c)
+                t = self.st.ctype[i]
+                if t == CELL_ROCK:
+                    cells.append("##")
+                elif t == CELL_GRASS:
+                    cells.append(f"g{self.st.value[i]}")
+                elif self.st.owner[i] == 0:
+                    cells.append("..")
+                else:
+                    who = "x" if self.st.owner[i] == 1 else "o"
+                    cells.append(who + ("F" if t == CELL_FLAG else str(self.st.value[i])))
+            lines.append(("  " if r & 1 else "") + "  ".join(cells))
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return (f"<Board turn={self.st.turn} move={self.st.move} score={self.score} "
+                f"over={bool(self.st.over)}>")
+
+
+def _board_from_bytes(bytes data):
+    cdef Board b = Board.__new__(Board)
+    if len(data) != sizeof(State):
+        raise ValueError("state bytes of the wrong size")
+    memcpy(&b.st, <char*>data, sizeof(State))
+    return b

@@ -1,0 +1,184 @@
+"""Training examples: the `TrainingExample` protobuf and the arrays inside it.
+
+One example is one searched position of a self-play game (FLAGZ.md section 7 for the arrays):
+
+- board: float32 (11, 11, 10), the input planes from the view of the player to move;
+- action_mask: bool (2, 11, 10), the legal moves;
+- move_probs: float32 (2, 11, 10), the search's visit distribution, the policy target (never
+  the network's priors: hexz once stored priors and wasted its early data);
+- result: the game's outcome from the view of the player to move, -1, 0 or +1.
+
+Arrays travel as `np.save` bytes (the hexz NUMPY encoding), so any numpy can read them. Every
+reader goes through `decode`, which checks shapes, dtypes and values, because examples arrive
+from other processes and machines.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pyhexz import hexz_pb2 as pb
+from pyhexz.game.board import BOARD_SHAPE, MASK_SHAPE
+
+
+class InvalidExampleError(ValueError):
+    """A training example whose arrays or labels are malformed."""
+
+
+def encode_array(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_array(data: bytes, shape: tuple, dtype: np.dtype, what: str) -> np.ndarray:
+    try:
+        a = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as e:  # np.load raises several types for garbage input
+        raise InvalidExampleError(f"{what}: not an np.save array ({e})") from None
+    if a.shape != shape or a.dtype != dtype:
+        raise InvalidExampleError(
+            f"{what}: expected {np.dtype(dtype).name} {shape}, got {a.dtype.name} {a.shape}")
+    return a
+
+
+@dataclass
+class Arrays:
+    """The decoded training arrays of a batch of examples."""
+
+    boards: np.ndarray   # (N, 11, 11, 10) float32
+    masks: np.ndarray    # (N, 2, 11, 10) bool
+    probs: np.ndarray    # (N, 2, 11, 10) float32
+    results: np.ndarray  # (N,) float32
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    @staticmethod
+    def concat(parts: list["Arrays"]) -> "Arrays":
+        if not parts:
+            return Arrays(np.zeros((0,) + BOARD_SHAPE, np.float32), np.zeros((0,) + MASK_SHAPE, bool),
+                          np.zeros((0,) + MASK_SHAPE, np.float32), np.zeros(0, np.float32))
+        return Arrays(*(np.concatenate([getattr(p, f) for p in parts])
+                        for f in ("boards", "masks", "probs", "results")))
+
+
+def make_example(board: np.ndarray, mask: np.ndarray, visits: np.ndarray, *, turn: int,
+                 move: tuple[int, int, int], move_number: int, model_key: pb.ModelKey,
+                 root_value: float = 0.0) -> pb.TrainingExample:
+    """A TrainingExample for a searched position; `result` is filled in when the game ends."""
+    total = int(visits.sum())
+    probs = (visits / max(total, 1)).astype(np.float32).reshape(MASK_SHAPE)
+    r, c, t = move
+    return pb.TrainingExample(
+        unix_micros=time.time_ns() // 1000,
+        board=encode_array(board),
+        action_mask=encode_array(mask),
+        move_probs=encode_array(probs),
+        turn=turn,
+        move=pb.GameEngineMove(player_num=turn, move=move_number, row=r, col=c, cell_type=t),
+        model_key=model_key,
+        root_value=root_value,
+        visit_count=total,
+        encoding=pb.TrainingExample.NUMPY,
+    )
+
+
+def _npy_header(shape: tuple, dtype: type) -> bytes:
+    """The exact np.save header of a C-order array of this shape and dtype."""
+    a = np.zeros(shape, dtype)
+    return encode_array(a)[:-a.nbytes]
+
+
+# Headers of the three arrays as this numpy writes them. Nearly every example arrives in exactly
+# this form, so `decode` compares the header bytes and views the payload directly instead of
+# running np.load per array: the training server validates tens of thousands of examples a
+# second, and np.load made decoding ~50x slower than the checks themselves.
+_FAST = {"board": (_npy_header(BOARD_SHAPE, np.float32), BOARD_SHAPE, np.float32),
+         "action_mask": (_npy_header(MASK_SHAPE, np.bool_), MASK_SHAPE, np.bool_),
+         "move_probs": (_npy_header(MASK_SHAPE, np.float32), MASK_SHAPE, np.float32)}
+
+
+def _decode_field(examples: list[pb.TrainingExample], field: str) -> np.ndarray:
+    """One array field of every example, stacked; canonical np.save bytes take the fast path."""
+    header, shape, dtype = _FAST[field]
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    hl = len(header)
+    raw = [getattr(ex, field) for ex in examples]
+    if all(len(b) == hl + nbytes and b.startswith(header) for b in raw):
+        # One copy: memoryview slices into a bytearray, which numpy then uses as it is.
+        joined = bytearray().join(memoryview(b)[hl:] for b in raw)
+        flat = np.frombuffer(joined, np.uint8 if dtype is np.bool_ else dtype)
+        if dtype is np.bool_:
+            if (flat > 1).any():  # np.load would give such bytes as True; reject them instead
+                raise InvalidExampleError(
+                    f"example {int(np.argmax(flat > 1)) // nbytes} {field}: bool bytes not 0 or 1")
+            flat = flat.view(np.bool_)
+        return flat.reshape((len(raw),) + shape)
+    return np.stack([decode_array(b, shape, dtype, f"example {i} {field}") for i, b in enumerate(raw)]
+                    ) if raw else np.zeros((0,) + shape, dtype)
+
+
+def decode(examples: list[pb.TrainingExample]) -> Arrays:
+    """Decodes and validates examples; raises InvalidExampleError naming the first bad one.
+
+    The checks run on the whole batch at once; the error names the lowest-numbered bad example
+    and the first check it fails.
+    """
+    n = len(examples)
+    boards = _decode_field(examples, "board")
+    masks = _decode_field(examples, "action_mask")
+    probs = _decode_field(examples, "move_probs")
+    results = np.array([ex.result for ex in examples], np.float32)
+    if n == 0:
+        return Arrays.concat([])
+    flat_p = probs.reshape(n, -1)
+    sums = flat_p.sum(1, dtype=np.float64)
+    illegal_weight = ((flat_p > 0) & ~masks.reshape(n, -1)).any(1)
+    # (which examples fail, what to say about example i), in the order they are reported
+    checks = [
+        (~np.isfinite(boards.reshape(n, -1)).all(1) | ~np.isfinite(flat_p).all(1),
+         lambda i: "board or move_probs has non-finite values"),
+        (~masks.reshape(n, -1).any(1), lambda i: "action_mask has no legal move"),
+        ((flat_p < 0).any(1) | (np.abs(sums - 1.0) > 1e-3),
+         lambda i: f"move_probs must be non-negative and sum to 1 (sum {sums[i]:.4f})"),
+        (illegal_weight, lambda i: "move_probs puts weight on illegal moves"),
+        (~((results >= -1.0) & (results <= 1.0)),
+         lambda i: f"result {examples[i].result} outside [-1, 1]"),
+    ]
+    bad = np.zeros(n, bool)
+    for failed, _ in checks:
+        bad |= failed
+    if bad.any():
+        i = int(np.argmax(bad))
+        msg = next(m for failed, m in checks if failed[i])
+        raise InvalidExampleError(f"example {i}: {msg(i)}")
+    return Arrays(boards, masks, probs, results)
+
+
+# Self-play output files: one gzip-compressed AddTrainingExamplesRequest per game, so that the
+# same message is stored on disk and sent to the training server.
+GAME_FILE_SUFFIX = ".pb.gz"
+
+
+def write_game_file(path: Path, request: pb.AddTrainingExamplesRequest) -> None:
+    from pyhexz.infra.atomicfile import atomic_write_bytes
+    atomic_write_bytes(path, gzip.compress(request.SerializeToString(), compresslevel=1))
+
+
+def read_game_file(path: Path) -> pb.AddTrainingExamplesRequest:
+    req = pb.AddTrainingExamplesRequest()
+    try:
+        req.ParseFromString(gzip.decompress(Path(path).read_bytes()))
+    except Exception as e:
+        raise InvalidExampleError(f"{path}: not a gzip AddTrainingExamplesRequest ({e})") from None
+    if not req.examples:
+        raise InvalidExampleError(
+            f"{path}: not a gzip AddTrainingExamplesRequest (no examples: empty or truncated file)")
+    return req

@@ -1,0 +1,312 @@
+"""Following a training run's model: finding, loading and verifying its checkpoints, and a
+watcher thread that swaps in each newer one. Shared by the self-play worker (worker.py) and the
+CPU player (cpu_player.py).
+
+Sources: the Redis model bus (pointer, announcements, bytes with their SHA-256) and/or the
+training server (HEAD/GET /models/...). Bytes that fail their checksum or do not load are never
+run: the old model stays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import redis
+import requests
+
+from pyhexz import hexz_pb2 as pb
+from pyhexz.nn import ModelLoadError, Predictor, load_model_bytes
+from pyhexz.infra.modelbus import ModelBus, ModelIntegrityError
+from pyhexz.infra.http import Backoff, ServerClient, short_error
+
+log = logging.getLogger(__name__)
+
+
+class ModelUnavailable(RuntimeError):
+    """The model asked for is not there (yet): no server, no such checkpoint."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    predictor: Predictor
+    key: pb.ModelKey
+    sha256: str
+    source: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.key.name}:{self.key.checkpoint}"
+
+
+def _key(name: str, n: int) -> pb.ModelKey:
+    return pb.ModelKey(name=name, checkpoint=int(n))
+
+
+class ModelFetcher:
+    """Finds and loads models: Redis first when configured, the training server otherwise.
+
+    Redis is a fast copy, the server's storage the record (ARCHITECTURE.md): a checkpoint that
+    is missing or corrupt in Redis, or a Redis that is down, sends the request to the server.
+    Without a server (`client` None) Redis is the only source and its errors are raised.
+    Every model is checked against its SHA-256 before it is loaded.
+    """
+
+    def __init__(self, client: Optional[ServerClient], bus: Optional[ModelBus],
+                 device: str = "cpu", name: Optional[str] = None) -> None:
+        if client is None and bus is None:
+            raise ValueError("a model fetcher needs a training server or a Redis model bus")
+        self.client = client
+        self.bus = bus
+        self.device = device
+        self.name = name   # the model this worker plays for; None: whatever the server trains
+
+    def latest(self) -> Optional[pb.ModelKey]:
+        """The newest model's key, or None while there is none. Raises if no source answers."""
+        if self.bus is not None:
+            try:
+                n = self.bus.latest()
+                if n is not None:
+                    return _key(self.bus.name, n)
+                if self.client is None:
+                    return None
+            except (redis.RedisError, ModelIntegrityError) as e:
+                if self.client is None:
+                    raise
+                log.warning("model pointer unreadable in redis error=%s; asking the server", e)
+        # HEAD: the headers name the model without its bytes travelling.
+        r = self.client.request("HEAD", "/models/latest")
+        if r.status_code == 404:
+            return None
+        _raise_for_status(r, "/models/latest")
+        name, n = r.headers.get("X-Model-Name"), r.headers.get("X-Model-Checkpoint", "")
+        if not name or not n.isdigit():
+            raise ModelUnavailable(f"HEAD /models/latest: no X-Model-Name/X-Model-Checkpoint "
+                                   f"headers (got {name!r}, {n!r})")
+        if self.name and name != self.name:
+            raise ModelUnavailable(f"the server trains model {name!r}, this worker was started "
+                                   f"for {self.name!r}")
+        return _key(name, int(n))
+
+    def load(self, key: pb.ModelKey) -> LoadedModel:
+        """Loads and verifies checkpoint `key`. Raises ModelUnavailable, ModelIntegrityError,
+        ModelLoadError or requests.RequestException; never returns unverified bytes."""
+        if self.bus is not None and key.name == self.bus.name:
+            ckpt_key = self.bus.checkpoint_key(key.checkpoint)
+            try:
+                m = self.bus.fetch(key.checkpoint)
+                return self._build(m.data, m.sha256, key, f"redis {ckpt_key}")
+            except ModelIntegrityError as e:
+                if self.client is None:
+                    raise
+                if self._exists(ckpt_key):
+                    log.error("model refused source=redis key=%s reason=%r; never running it, "
+                              "asking the server", ckpt_key, str(e))
+                else:
+                    log.info("model not in redis key=%s; asking the server", ckpt_key)
+            except redis.RedisError as e:
+                if self.client is None:
+                    raise
+                log.warning("redis unavailable error=%s; asking the server", e)
+        if self.client is None:
+            raise ModelUnavailable(f"model {key.name}:{key.checkpoint} is not on the model bus "
+                                   f"of {self.bus.name!r}, and there is no server to ask")
+        path = f"/models/{key.name}/checkpoints/{key.checkpoint}"
+        r = self.client.request("GET", path)
+        if r.status_code == 404:
+            raise ModelUnavailable(f"the server has no model {key.name}:{key.checkpoint}")
+        _raise_for_status(r, path)
+        digest = hashlib.sha256(r.content).hexdigest()
+        if r.headers.get("X-Model-SHA256") != digest:
+            raise ModelIntegrityError(
+                f"GET {path}: SHA-256 of the body is {digest[:16]}..., the server's X-Model-SHA256 "
+                f"header says {r.headers.get('X-Model-SHA256')!r}; refusing the model")
+        return self._build(r.content, digest, key, f"server {path}")
+
+    def _exists(self, redis_key: str) -> bool:
+        try:
+            return bool(self.bus.redis.exists(redis_key))
+        except redis.RedisError:
+            return False
+
+    def _build(self, data: bytes, digest: str, key: pb.ModelKey, source: str) -> LoadedModel:
+        module = load_model_bytes(data, self.device, source=source)
+        return LoadedModel(Predictor(module, self.device), pb.ModelKey(name=key.name,
+                           checkpoint=key.checkpoint), digest, source)
+
+
+def _raise_for_status(r: requests.Response, what: str) -> None:
+    if r.status_code != 200:
+        raise ModelUnavailable(f"{what}: HTTP {r.status_code} {r.text[:200]!r}")
+
+
+_LOAD_ERRORS = (ModelUnavailable, ModelIntegrityError, ModelLoadError, requests.RequestException,
+                ValueError)
+_CONNECTED = object()   # a watch signal: (re)subscribed, so re-read the pointer
+
+
+class LiveModel:
+    """The model self-play runs now, and the watcher thread that swaps in newer ones.
+
+    `current()` is what self-play calls before every move: it only reads one reference, so a
+    swap costs self-play nothing; loading and checking happen on the watcher thread.
+    """
+
+    def __init__(self, fetcher: ModelFetcher, *, poll_seconds: float = 30.0,
+                 tick_seconds: float = 1.0, backoff: Backoff = Backoff(0.5, 5.0)) -> None:
+        self.fetcher = fetcher
+        self.poll_seconds = poll_seconds
+        self.tick_seconds = tick_seconds
+        self.backoff = backoff
+        self.model: Optional[LoadedModel] = None
+        self.swaps = 0
+        self.refused = 0
+        self._wanted: Optional[tuple[pb.ModelKey, bool]] = None
+        self._not_before: dict[tuple[str, int], tuple[float, int]] = {}  # failed key -> retry time
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="model-watch", daemon=True)
+
+    def current(self) -> tuple[Predictor, pb.ModelKey]:
+        m = self.model
+        return m.predictor, m.key
+
+    def wait_first(self, stop: threading.Event, backoff: Backoff = Backoff(1.0, 15.0)) -> bool:
+        """Loads the newest model, waiting with backoff while there is none; False if stopped."""
+        attempt = 0
+        while not stop.is_set():
+            try:
+                key = self.fetcher.latest()
+                if key is not None:
+                    self._install(self.fetcher.load(key))
+                    return True
+                reason = "no model published yet"
+            except _LOAD_ERRORS + (redis.RedisError,) as e:
+                reason = short_error(e)
+            delay = backoff.delay(attempt)
+            attempt += 1
+            log.info("worker waiting for a model reason=%r retry_in=%.1fs", reason, delay)
+            stop.wait(delay)
+        return False
+
+    def offer(self, key: pb.ModelKey, force: bool = False) -> None:
+        """A model named by the server; switch to it if newer (or if `force`, whatever it is)."""
+        if self._wants(key, force):
+            with self._lock:
+                self._wanted = (pb.ModelKey(name=key.name, checkpoint=key.checkpoint), force)
+            self._wake.set()
+
+    def start(self) -> "LiveModel":
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=self.tick_seconds + 6)
+
+    # --- the watcher thread ---
+
+    def _watch(self) -> None:
+        attempt = 0
+        next_check = time.monotonic() + self.poll_seconds
+        while not self._stop.is_set():
+            try:
+                for signal_ in self._signals():
+                    if self._stop.is_set():
+                        return
+                    now = time.monotonic()
+                    if signal_ is _CONNECTED:
+                        attempt = 0
+                    if signal_ is _CONNECTED or now >= next_check:
+                        next_check = now + self.poll_seconds
+                        self._check_latest()
+                    elif isinstance(signal_, int):
+                        # An announcement means new bytes: retry even a key that failed before.
+                        self._not_before.pop((self.fetcher.bus.name, signal_), None)
+                        self._consider(_key(self.fetcher.bus.name, signal_), False)
+                    self._take_wanted()
+            except redis.RedisError as e:
+                delay = self.backoff.delay(attempt)
+                attempt += 1
+                log.warning("model watch lost redis error=%s; reconnecting in %.1fs", short_error(e), delay)
+                self._stop.wait(delay)
+            except Exception:
+                # The watcher must outlive any surprise: self-play goes on with the old model.
+                log.exception("model watch failed; restarting it")
+                self._stop.wait(self.backoff.cap)
+
+    def _signals(self) -> Iterator[object]:
+        """Announced checkpoint numbers, _CONNECTED after each subscribe, None on quiet ticks."""
+        bus = self.fetcher.bus
+        if bus is None:
+            yield _CONNECTED
+            while not self._stop.is_set():
+                self._wake.wait(self.tick_seconds)
+                self._wake.clear()
+                yield None
+            return
+        announcements = bus.announcements(self.tick_seconds)
+        try:
+            first = next(announcements)   # subscribes; the pointer is read after that, so
+            yield _CONNECTED              # nothing published in between is missed
+            yield first
+            yield from announcements
+        finally:
+            announcements.close()
+
+    def _check_latest(self) -> None:
+        try:
+            key = self.fetcher.latest()
+        except _LOAD_ERRORS + (redis.RedisError,) as e:
+            log.info("model check failed error=%r", short_error(e))
+            return
+        if key is not None:
+            self._consider(key, False)
+
+    def _take_wanted(self) -> None:
+        with self._lock:
+            wanted, self._wanted = self._wanted, None
+        if wanted is not None:
+            self._consider(*wanted)
+
+    def _wants(self, key: pb.ModelKey, force: bool) -> bool:
+        """Whether `key` should replace the current model: another one that is newer, of
+        another name, or forced."""
+        m = self.model
+        return m is None or (key != m.key and (force or key.name != m.key.name
+                                               or key.checkpoint > m.key.checkpoint))
+
+    def _consider(self, key: pb.ModelKey, force: bool) -> None:
+        if not self._wants(key, force):
+            return
+        k = (key.name, key.checkpoint)
+        not_before, failures = self._not_before.get(k, (0.0, 0))
+        if time.monotonic() < not_before:
+            return
+        try:
+            loaded = self.fetcher.load(key)
+        except _LOAD_ERRORS as e:
+            self.refused += 1
+            self._not_before[k] = (time.monotonic() + self.backoff.base * 2 ** min(failures, 6),
+                                   failures + 1)
+            log.error("model switch refused to=%s:%d error=%r; keeping %s", key.name,
+                      key.checkpoint, short_error(e), self.model.label)
+            return
+        self._not_before.pop(k, None)
+        self._install(loaded)
+
+    def _install(self, loaded: LoadedModel) -> None:
+        old, self.model = self.model, loaded
+        if old is not None:
+            self.swaps += 1
+        log.info("worker model=%s sha256=%s... source=%s previous=%s", loaded.label,
+                 loaded.sha256[:12], loaded.source, old.label if old else "none")
+
+
+__all__ = ["LiveModel", "LoadedModel", "ModelFetcher", "ModelUnavailable"]

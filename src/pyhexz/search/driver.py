@@ -1,0 +1,73 @@
+"""The search driver: runs the scheduled simulations of a forest of trees (pyhexz.search.mcts)
+with one network call per batch of leaves.
+
+Self-play, the timed search of the CPU player and the players of matches all search through
+`search()`; only how many simulations they schedule, and what they do with the visits, differs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Optional
+
+import numpy as np
+
+from pyhexz.game.board import BOARD_SHAPE, MASK_SHAPE
+from pyhexz.search.mcts import MCTS
+
+if TYPE_CHECKING:
+    from pyhexz.train.selfplay import SelfPlayStats
+
+# Evaluates a batch: (planes (n, *BOARD_SHAPE) float32, masks (n, *MASK_SHAPE) bool) ->
+# (move probabilities (n, 220), values (n,) for the player to move).
+Evaluator = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+@dataclass
+class SearchConfig:
+    runs_per_move: int = 800
+    c_puct: float = 1.5
+    dirichlet_alpha: float = 0.55
+    dirichlet_weight: float = 0.25
+    leaves_per_tree: int = 1
+    sample_plies: Optional[int] = None   # None: sample by visit count all game long
+
+    def __post_init__(self) -> None:
+        if self.runs_per_move < 1:
+            raise ValueError(f"runs_per_move must be >= 1, got {self.runs_per_move}")
+        if self.sample_plies is not None and self.sample_plies < 0:
+            raise ValueError(f"sample_plies must be >= 0, got {self.sample_plies}")
+
+
+def uniform_evaluator(planes: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Equal priors over the legal moves and value 0: search without a network, for tests."""
+    m = masks.reshape(len(masks), -1).astype(np.float32)
+    return m / np.maximum(m.sum(1, keepdims=True), 1), np.zeros(len(masks), np.float32)
+
+
+def search(mcts: MCTS, evaluate: Evaluator, planes: np.ndarray, masks: np.ndarray,
+           stats: Optional["SelfPlayStats"] = None) -> None:
+    """Runs the scheduled simulations of every tree, one network call per batch of leaves."""
+    masks_u8 = masks.view(np.uint8)
+    while mcts.busy():
+        n = mcts.collect(planes, masks_u8)
+        if n == 0:
+            continue
+        t0 = time.perf_counter()
+        probs, values = evaluate(planes[:n], masks[:n])
+        if stats is not None:
+            stats.nn_seconds += time.perf_counter() - t0
+            stats.nn_calls += 1
+            stats.simulations += n
+        mcts.apply(np.ascontiguousarray(probs, np.float32), np.ascontiguousarray(values, np.float32))
+
+
+def new_buffers(mcts: MCTS) -> tuple[np.ndarray, np.ndarray]:
+    """Network input buffers big enough for one `collect` of this forest."""
+    b = mcts.batch_size
+    return np.zeros((b, *BOARD_SHAPE), np.float32), np.zeros((b, *MASK_SHAPE), np.bool_)
+
+
+def sample_move(visits: np.ndarray, rng: np.random.Generator) -> int:
+    """A policy index drawn in proportion to the visit counts."""
+    return int(rng.choice(len(visits), p=visits / visits.sum()))

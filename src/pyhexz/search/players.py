@@ -1,0 +1,140 @@
+"""Players: things that choose moves, for matches (arena) and the CPU player service.
+
+A player chooses moves for many games at once (`choose`), so that a neural player can put
+the leaves of all its games into one network batch. Players are named by a spec string:
+
+    random              uniformly random legal moves
+    rollout:RUNS        UCT search with random playouts (no network), RUNS simulations a move
+    PATH[:RUNS]         neural MCTS with a pyhexz checkpoint, a hexz TorchScript file or a
+                        checkpoint directory (the newest checkpoint), RUNS simulations (200)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Protocol
+
+import numpy as np
+
+from pyhexz.game.board import Board, policy_index
+from pyhexz.search.mcts import MCTS
+from pyhexz.search.driver import new_buffers, search
+from pyhexz.game.board import policy_move_tuple
+
+if TYPE_CHECKING:
+    from pyhexz.infra.storage import CheckpointRepo
+
+Move = tuple[int, int, int]
+
+
+class Player(Protocol):
+    name: str
+
+    def choose(self, boards: list[Board]) -> list[Move]:
+        """One move for each of the given (running) games."""
+
+
+class RandomPlayer:
+    def __init__(self, seed: Optional[int] = None) -> None:
+        self.name = "random"
+        self.rng = random.Random(seed)
+
+    def choose(self, boards: list[Board]) -> list[Move]:
+        return [self.rng.choice(b.legal_moves()) for b in boards]
+
+
+class RolloutPlayer:
+    """Rollout MCTS: the baseline opponent and the fallback CPU player."""
+
+    def __init__(self, runs: int = 800, uct_c: float = 1.0, seed: Optional[int] = None) -> None:
+        self.name = f"rollout:{runs}"
+        self.runs = runs
+        self.mcts = MCTS(1, c_puct=uct_c, seed=seed)
+
+    def choose(self, boards: list[Board]) -> list[Move]:
+        out = []
+        for b in boards:
+            self.mcts.set_root(0, b)
+            self.mcts.run_rollouts(0, self.runs)
+            out.append(policy_move_tuple(self.mcts.best_move(0)))
+        return out
+
+
+class NeuralPlayer:
+    """Neural MCTS playing the most visited move, all games searched in one forest."""
+
+    def __init__(self, predictor, runs: int = 200, name: str = "neural", c_puct: float = 1.5,
+                 max_games: int = 64) -> None:
+        self.name = name
+        self.runs = runs
+        self.predictor = predictor
+        self.mcts = MCTS(max_games, c_puct=c_puct)
+        self.planes, self.masks = new_buffers(self.mcts)
+
+    def choose(self, boards: list[Board]) -> list[Move]:
+        out: list[Move] = []
+        step = self.mcts.num_trees
+        for i in range(0, len(boards), step):
+            chunk = boards[i:i + step]
+            for t, b in enumerate(chunk):
+                self.mcts.set_root(t, b)
+                self.mcts.start(t, self.runs)
+            search(self.mcts, self.predictor, self.planes, self.masks)
+            out += [policy_move_tuple(self.mcts.best_move(t)) for t in range(len(chunk))]
+        return out
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """A model file from a file path or a model directory (its newest checkpoint)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    ckpts = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    dirs = [d for d in ckpts.iterdir() if d.name.isdigit() and (d / "model.pt").exists()] \
+        if ckpts.is_dir() else []
+    # pyhexz publishes a checkpoint by writing meta.json last: ignore ones still being written.
+    # Directories from the hexz project have no meta.json at all; take those as they are.
+    published = [d for d in dirs if (d / "meta.json").exists()]
+    nums = sorted((int(d.name) for d in (published or dirs)), reverse=True)
+    if not nums:
+        raise FileNotFoundError(f"{path}: no model file and no checkpoints/N/model.pt below it")
+    return ckpts / str(nums[0]) / "model.pt"
+
+
+def model_key_for_path(path: str | os.PathLike) -> tuple[str, int]:
+    """(model name, checkpoint) of a model file: `.../{name}/checkpoints/{N}/model.pt` names
+    itself; any other file goes by its stem, as checkpoint 0."""
+    p = Path(path)
+    if p.parent.name.isdigit() and p.parent.parent.name == "checkpoints":
+        return p.parents[2].name, int(p.parent.name)
+    return p.stem, 0
+
+
+def load_predictor(repo: CheckpointRepo, n: int, device: str = "cpu"):
+    """A Predictor for checkpoint n of a repository, its file checked against its SHA-256."""
+    from pyhexz.nn import Predictor
+    from pyhexz.infra.storage import MODEL_FILE
+    with repo.verified_copy(n, MODEL_FILE) as path:
+        return Predictor.from_path(path, device)
+
+
+def make_player(spec: str, *, device: str = "cpu", seed: Optional[int] = None,
+                max_games: int = 64) -> Player:
+    """A player from its spec string (see the module docstring)."""
+    if spec == "random":
+        return RandomPlayer(seed)
+    if spec.startswith("rollout"):
+        _, _, runs = spec.partition(":")
+        return RolloutPlayer(int(runs or 800), seed=seed)
+    path, sep, runs = spec.rpartition(":")
+    if not sep or not runs.isdigit():
+        path, runs = spec, "200"
+    from pyhexz.nn import Predictor
+    predictor = Predictor.from_path(resolve_model_path(path), device)
+    return NeuralPlayer(predictor, int(runs), name=spec, max_games=max_games)
+
+
+__all__ = ["Player", "RandomPlayer", "RolloutPlayer", "NeuralPlayer", "make_player",
+           "policy_index", "resolve_model_path", "load_predictor", "model_key_for_path"]

@@ -1,0 +1,198 @@
+"""Training on one machine: self-play worker processes feeding an in-process trainer.
+
+    python -m pyhexz train --dir DIR
+
+Everything lives under DIR with embedded defaults (no Redis, no cloud):
+
+    DIR/models/flagz/{name}/checkpoints/{N}/...   the checkpoint repository (storage.py)
+    DIR/models/flagz/{name}/incoming/*.pb.gz      finished games not yet in a checkpoint
+
+Crash-safety contract (after KataGo's): the job may be killed at any point and restarted with
+the same directory. Each finished game is written to `incoming/` (atomically) before it counts;
+a checkpoint records the names of the games it was trained from, and on restart the games in
+`incoming/` that the newest checkpoint already holds are dropped, the others are trained in
+the next run. So no finished game is lost and none is counted twice. Games still being played
+when the job stops are dropped: they have no result yet. So that few are, with `--minutes` the
+workers start no new games shortly before the end and let those under way finish
+(selfplay.wind_down_before); the job ends when they have.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from pyhexz import hexz_pb2 as pb
+from pyhexz.game.examples import GAME_FILE_SUFFIX, read_game_file, write_game_file
+from pyhexz.search.players import load_predictor
+from pyhexz.infra.process import init_worker_process, spawn_context
+from pyhexz.search.driver import SearchConfig
+from pyhexz.train.selfplay import run_selfplay, wind_down_before
+from pyhexz.infra.storage import CheckpointRepo, LocalStorage
+from pyhexz.train.trainer import TrainConfig, Trainer, trained_game_names
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LocalConfig:
+    dir: Path
+    # No defaults here: `pyhexz train`'s flags are the one place for them (the settings of the
+    # best run on two cores, BENCHMARKS.md learn3).
+    search: SearchConfig
+    train: TrainConfig
+    name: str = "local"
+    num_workers: int = max(1, (os.cpu_count() or 2) - 1)
+    parallel_games: int = 32
+    device: str = "cpu"
+    minutes: Optional[float] = None
+    checkpoints: Optional[int] = None     # stop after this many new checkpoints
+    progress_seconds: float = 15.0
+
+
+def _selfplay_worker(root: str, name: str, search: SearchConfig, parallel_games: int,
+                     device: str, latest, stop, out, seed: int, end: Optional[float]) -> None:
+    init_worker_process()
+    repo = CheckpointRepo(LocalStorage(root), name)
+    current: dict = {"n": None}
+
+    def model():
+        n = latest.value
+        if n != current["n"]:
+            current.update(n=n, predictor=load_predictor(repo, n, device),
+                           key=pb.ModelKey(name=name, checkpoint=n))
+            log.info("selfplay model=%s checkpoint=%d", name, n)
+        return current["predictor"], current["key"]
+
+    # `end` is a time.monotonic() value of the parent: the clock is system-wide.
+    stats = run_selfplay(model, lambda req: out.put(req.SerializeToString()), search,
+                         parallel_games=parallel_games, should_stop=stop.is_set,
+                         should_start=wind_down_before(end, "selfplay"), seed=seed)
+    log.info("selfplay done games=%d examples=%d dropped_unfinished=%d", stats.games,
+             stats.examples, stats.dropped)
+
+
+def run(cfg: LocalConfig) -> int:
+    """Runs the job until --minutes / --checkpoints or Ctrl-C; returns the last checkpoint."""
+    root = Path(cfg.dir)
+    repo = CheckpointRepo(LocalStorage(root), cfg.name)
+    trainer = Trainer(repo, cfg.train, cfg.device)
+    spool = root / "models" / "flagz" / cfg.name / "incoming"
+    spool.mkdir(parents=True, exist_ok=True)
+    _recover_spool(spool, trainer)
+
+    t0 = time.monotonic()
+    end = None if cfg.minutes is None else t0 + cfg.minutes * 60
+    ctx = spawn_context()
+    latest = ctx.Value("i", trainer.checkpoint)
+    stop = ctx.Event()
+    games_q = ctx.Queue()
+    workers = [ctx.Process(target=_selfplay_worker, name=f"selfplay-{i}", daemon=True, args=(
+        str(root), cfg.name, cfg.search, cfg.parallel_games, cfg.device, latest, stop, games_q,
+        # Fresh entropy: a restart from the same checkpoint must not replay the same games.
+        int.from_bytes(os.urandom(8), "little"), end)) for i in range(cfg.num_workers)]
+    for w in workers:
+        w.start()
+    log.info("train dir=%s model=%s checkpoint=%d workers=%d runs_per_move=%d", root, cfg.name,
+             trainer.checkpoint, cfg.num_workers, cfg.search.runs_per_move)
+
+    first_checkpoint = trainer.checkpoint
+    games = examples = 0
+    last_report = t0
+
+    def receive(data: bytes) -> None:
+        nonlocal games, examples
+        req = pb.AddTrainingExamplesRequest.FromString(data)
+        fname = f"{time.time_ns()}-{req.game_id}{GAME_FILE_SUFFIX}"
+        write_game_file(spool / fname, req)  # durable before it counts
+        examples += trainer.add(fname, req)
+        games += 1
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    # Ctrl-C and SIGTERM (docker stop, Cloud Run) both stop the job gracefully. Installed
+    # explicitly, because a job started in the background inherits an ignored SIGINT.
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            if end is not None and time.monotonic() >= end:
+                log.info("train stopping reason=minutes")
+                break
+            if cfg.checkpoints is not None and trainer.checkpoint - first_checkpoint >= cfg.checkpoints:
+                log.info("train stopping reason=checkpoints")
+                break
+            if not any(w.is_alive() for w in workers):
+                if all(w.exitcode == 0 for w in workers):
+                    # Only the wind-down ends a worker cleanly; `finally` takes its last games.
+                    log.info("train stopping reason=minutes games_finished=all")
+                    break
+                raise RuntimeError("all self-play workers died; see their log lines above")
+            try:
+                receive(games_q.get(timeout=1.0))
+            except queue.Empty:
+                pass
+            if trainer.ready():
+                trained = [name for name, _ in trainer.pending]
+                stats = trainer.train_and_publish()
+                latest.value = trainer.checkpoint
+                for name in trained:
+                    (spool / name).unlink(missing_ok=True)
+                log.info("checkpoint model=%s checkpoint=%d examples_trained=%d policy_loss=%.4f "
+                         "value_loss=%.4f train_seconds=%.1f", cfg.name, trainer.checkpoint,
+                         trainer.examples_trained, stats["policy_loss"], stats["value_loss"],
+                         stats["seconds"])
+            now = time.monotonic()
+            if now - last_report >= cfg.progress_seconds:
+                last_report = now
+                el = now - t0
+                log.info("progress elapsed=%.0fs checkpoint=%d games=%d examples=%d "
+                         "examples_per_s=%.1f pending=%d/%d window=%d", el, trainer.checkpoint,
+                         games, examples, examples / el, trainer.pending_examples,
+                         cfg.train.trigger_examples, len(trainer.window))
+    except KeyboardInterrupt:
+        log.info("train stopping reason=signal")
+    finally:
+        stop.set()
+        # Keep what finished while the workers wind down.
+        deadline = time.monotonic() + 60
+        while any(w.is_alive() for w in workers) and time.monotonic() < deadline:
+            try:
+                receive(games_q.get(timeout=0.2))
+            except queue.Empty:
+                pass
+            except KeyboardInterrupt:
+                break
+        while True:
+            try:
+                receive(games_q.get_nowait())
+            except (queue.Empty, KeyboardInterrupt):
+                break
+        for w in workers:
+            w.join(timeout=5)
+            if w.is_alive():
+                w.terminate()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log.info("train stopped checkpoint=%d games=%d examples=%d pending_in_spool=%d",
+                 trainer.checkpoint, games, examples, trainer.pending_examples)
+    return trainer.checkpoint
+
+
+def _recover_spool(spool: Path, trainer: Trainer) -> None:
+    done = trained_game_names(trainer.repo, trainer.checkpoint)  # the trainer resumed the newest
+    n = 0
+    for f in sorted(spool.glob("*" + GAME_FILE_SUFFIX)):
+        if f.name in done:
+            f.unlink()  # trained before the last stop; its checkpoint has it
+            continue
+        n += trainer.add(f.name, read_game_file(f))
+    for f in spool.glob(".*.tmp"):
+        f.unlink()  # a write that never completed
+    if n:
+        log.info("recovered examples=%d from %s", n, spool)

@@ -1,0 +1,191 @@
+"""Self-play: games of the network against itself, turned into training examples.
+
+One loop serves every caller (ARCHITECTURE.md): the `selfplay` command writes the games to
+files, the local `train` job hands them to its trainer, the cloud worker posts them to the
+training server. Only the `sink` differs.
+
+The loop plays `parallel_games` games at once in one process. Every move, each game's tree
+gets `runs_per_move` new simulations; the trees are advanced together, so each network call
+evaluates a batch of up to `parallel_games * leaves_per_tree` leaves and the time goes into
+the network rather than into Python. Moves are sampled in proportion to the visit counts, with
+Dirichlet noise at the root: all game long by default (the setting that worked for hexz), or
+for the first `sample_plies` plies and the most visited move after them (AlphaZero's
+temperature drop), which keeps late random blunders from deciding the result that the value
+head learns. Flagz games start from random boards, so the openings stay varied either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from pyhexz import hexz_pb2 as pb
+from pyhexz.game.board import Board, policy_move_tuple
+from pyhexz.game.examples import make_example
+from pyhexz.search.driver import Evaluator, SearchConfig, new_buffers, sample_move, search
+from pyhexz.search.mcts import MCTS
+
+log = logging.getLogger(__name__)
+
+# Returns the evaluator to use now and the key of its model; asked before every move, which is
+# how workers hot-swap to a new checkpoint without stopping.
+ModelSource = Callable[[], tuple[Evaluator, pb.ModelKey]]
+# Receives each finished game.
+GameSink = Callable[[pb.AddTrainingExamplesRequest], None]
+
+
+@dataclass
+class SelfPlayStats:
+    games: int = 0
+    examples: int = 0
+    positions: int = 0      # searched positions, finished games or not
+    simulations: int = 0    # leaves evaluated by the network
+    nn_seconds: float = 0.0
+    nn_calls: int = 0
+    game_seconds: float = 0.0   # wall time of the finished games, start to end, summed
+    dropped: int = 0            # games cut off unfinished when play stopped
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.examples / max(self.seconds, 1e-9)
+
+    @property
+    def mean_game_seconds(self) -> Optional[float]:
+        """How long a game has taken from start to end (None before the first has ended)."""
+        return self.game_seconds / self.games if self.games else None
+
+    @property
+    def nn_share(self) -> float:
+        """Share of wall time spent in the network's forward pass."""
+        return self.nn_seconds / max(self.seconds, 1e-9)
+
+
+# New games stop this many mean game lengths before a deadline. The mean comes from the games
+# finished so far, and the first to finish are the short ones, hence the margin.
+WIND_DOWN_GAMES = 1.5
+
+
+def wind_down_before(end: Optional[float], who: str) -> Callable[[SelfPlayStats], bool]:
+    """A `should_start` for run_selfplay that says no once fewer than WIND_DOWN_GAMES mean game
+    lengths are left before `end` (a time.monotonic() value; None: never).
+
+    A game cut off at a deadline has no result and is thrown away; with many games in parallel
+    that is minutes of play. Starting no new games shortly before lets those under way finish.
+    """
+    winding_down = False
+
+    def should_start(stats: SelfPlayStats) -> bool:
+        nonlocal winding_down
+        mean = stats.mean_game_seconds
+        if (not winding_down and end is not None and mean is not None
+                and time.monotonic() + WIND_DOWN_GAMES * mean >= end):
+            winding_down = True
+            log.info("%s winding down: no new games, mean_game_seconds=%.1f seconds_left=%.1f",
+                     who, mean, end - time.monotonic())
+        return not winding_down
+    return should_start
+
+
+def choose_move(visits: np.ndarray, ply: int, config: SearchConfig,
+                rng: np.random.Generator) -> int:
+    """Self-play's move at `ply` (0-based) of a game: sampled, or past `sample_plies` the
+    most visited (ties broken at random, so equal visits do not favour low indices)."""
+    if config.sample_plies is None or ply < config.sample_plies:
+        return sample_move(visits, rng)
+    return int(rng.choice(np.flatnonzero(visits == visits.max())))
+
+
+@dataclass
+class _Game:
+    board: Board
+    game_id: str
+    examples: list = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+
+def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig = SearchConfig(), *,
+                 parallel_games: int = 16, max_games: Optional[int] = None,
+                 max_seconds: Optional[float] = None,
+                 should_stop: Callable[[], bool] = lambda: False,
+                 should_start: Callable[[SelfPlayStats], bool] = lambda stats: True,
+                 seed: Optional[int] = None, execution_id: Optional[str] = None,
+                 on_progress: Callable[[SelfPlayStats], None] = lambda s: None) -> SelfPlayStats:
+    """Plays games until `max_games` have finished, `max_seconds` passed or `should_stop()`.
+
+    Finished games go to `sink` as one AddTrainingExamplesRequest each. Games still running when
+    time is up are dropped: an unfinished game has no result to learn from. `should_start(stats)`
+    is asked before each new game; a caller with a hard deadline says no once a game would not
+    fit, and the games under way finish instead of being thrown away.
+    """
+    rng = np.random.default_rng(seed)
+    execution_id = execution_id or uuid.uuid4().hex
+    mcts = MCTS(parallel_games, c_puct=config.c_puct, dirichlet_alpha=config.dirichlet_alpha,
+                dirichlet_weight=config.dirichlet_weight, leaves_per_tree=config.leaves_per_tree,
+                seed=int(rng.integers(2**63)))
+    planes, masks = new_buffers(mcts)
+    stats = SelfPlayStats()
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    started = 0
+
+    def may_start() -> bool:
+        return ((max_games is None or started < max_games) and not should_stop()
+                and (deadline is None or time.monotonic() < deadline) and should_start(stats))
+
+    def new_game(t: int) -> Optional[_Game]:
+        nonlocal started
+        if not may_start():
+            return None
+        started += 1
+        g = _Game(Board.new(int(rng.integers(2**63))), uuid.uuid4().hex)
+        mcts.set_root(t, g.board)
+        return g
+
+    games: list[Optional[_Game]] = [new_game(t) for t in range(parallel_games)]
+    while any(games):
+        if should_stop() or (deadline is not None and time.monotonic() >= deadline):
+            break
+        evaluate, key = model()
+        for t, g in enumerate(games):
+            if g is not None:
+                mcts.start(t, config.runs_per_move)
+        search(mcts, evaluate, planes, masks, stats)
+        for t, g in enumerate(games):
+            if g is None:
+                continue
+            visits = mcts.visits(t)
+            move = choose_move(visits, len(g.examples), config, rng)
+            board_planes, mask = g.board.encode()
+            row, col, typ = policy_move_tuple(move)
+            g.examples.append(make_example(
+                board_planes, mask, visits, turn=g.board.turn, move=(row, col, typ),
+                move_number=g.board.move, model_key=key, root_value=mcts.root_value(t)))
+            g.board.play(row, col, typ)
+            mcts.play(t, move)
+            stats.positions += 1
+            if g.board.is_over:
+                _finish(g, execution_id, sink)
+                stats.games += 1
+                stats.examples += len(g.examples)
+                stats.game_seconds += time.perf_counter() - g.started
+                on_progress(stats)
+                games[t] = new_game(t)
+    stats.dropped = sum(g is not None for g in games)
+    return stats
+
+
+def _finish(g: _Game, execution_id: str, sink: GameSink) -> None:
+    winner = g.board.winner
+    for ex in g.examples:
+        ex.result = 0.0 if winner == 0 else (1.0 if ex.turn == winner else -1.0)
+    sink(pb.AddTrainingExamplesRequest(examples=g.examples, execution_id=execution_id,
+                                       game_id=g.game_id))

@@ -1,0 +1,314 @@
+"""Training: learn from a replay window of the newest self-play examples.
+
+The trainer is one loop used two ways (ARCHITECTURE.md): inside the local `train` job and
+behind the training server. It owns a model, its Adam optimizer and a replay window; new games
+are added with `add`, and once `trigger_examples` new examples have arrived,
+`train_and_publish` trains and writes the next checkpoint to the repository.
+
+Loss = cross-entropy of the policy against the search's visit distribution + MSE of the value
+against the game result (both from the mover's view). About `samples_per_example` samples are
+trained per new example (4, as KataGo and hexz), each under a random mirror symmetry of the
+board (`pyhexz.game.symmetry`), which gives the small replay windows of one machine four times the
+positions. A loss, gradient or weight that is not finite aborts the run: the model and
+optimizer go back to their state before it and nothing is published.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import math
+import tempfile
+import time
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pyhexz import hexz_pb2 as pb
+from pyhexz import nn as modellib
+from pyhexz.game import symmetry
+from pyhexz.game.board import BOARD_SHAPE, MASK_SHAPE
+from pyhexz.game.examples import Arrays, decode
+from pyhexz.infra.storage import MODEL_FILE, SCRIPT_FILE, CheckpointRepo
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(RuntimeError):
+    """A training run produced a non-finite loss, gradient or weight."""
+
+
+@dataclass
+class TrainConfig:
+    blocks: int = 5
+    filters: int = 64
+    batch_size: int = 256
+    learning_rate: float = 3e-4
+    final_learning_rate: float = 1e-4
+    lr_decay_checkpoints: int = 200   # checkpoints over which the rate falls linearly
+    weight_decay: float = 1e-4
+    samples_per_example: float = 4.0
+    replay_window: int = 100_000
+    trigger_examples: int = 4096      # new examples that start a training run
+    augment: bool = True              # train each sample under a random board symmetry
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("blocks", "filters", "batch_size", "replay_window", "trigger_examples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.samples_per_example > 0 or not self.learning_rate > 0:
+            raise ValueError("samples_per_example and learning_rate must be > 0")
+
+    def lr_at(self, checkpoint: int) -> float:
+        f = min(1.0, checkpoint / max(1, self.lr_decay_checkpoints))
+        return self.learning_rate + f * (self.final_learning_rate - self.learning_rate)
+
+
+class ReplayWindow:
+    """The newest `capacity` examples, as preallocated arrays used as a ring."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.data = Arrays(np.zeros((capacity, *BOARD_SHAPE), np.float32),
+                           np.zeros((capacity, *MASK_SHAPE), bool),
+                           np.zeros((capacity, *MASK_SHAPE), np.float32),
+                           np.zeros(capacity, np.float32))
+        self.size = 0
+        self.next = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, a: Arrays) -> None:
+        n = len(a)
+        if n > self.capacity:
+            a = Arrays(a.boards[-self.capacity:], a.masks[-self.capacity:],
+                       a.probs[-self.capacity:], a.results[-self.capacity:])
+            n = self.capacity
+        idx = (self.next + np.arange(n)) % self.capacity
+        for f in ("boards", "masks", "probs", "results"):
+            getattr(self.data, f)[idx] = getattr(a, f)
+        self.next = (self.next + n) % self.capacity
+        self.size = min(self.capacity, self.size + n)
+
+    def sample(self, n: int, rng: np.random.Generator) -> Arrays:
+        idx = rng.integers(0, self.size, size=n)
+        return Arrays(self.data.boards[idx], self.data.masks[idx], self.data.probs[idx],
+                      self.data.results[idx])
+
+
+def losses(net: torch.nn.Module, batch: Arrays, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(policy cross-entropy, value MSE) of a batch."""
+    boards = torch.from_numpy(batch.boards).to(device)
+    masks = torch.from_numpy(batch.masks).to(device)
+    target_p = torch.from_numpy(batch.probs.reshape(len(batch), -1)).to(device)
+    target_v = torch.from_numpy(batch.results).to(device)
+    logits, value = net(boards, masks)
+    # Illegal moves carry -1e32 logits and zero targets; their product must be exactly 0.
+    logp = F.log_softmax(logits, dim=1)
+    policy_loss = -(target_p * torch.where(target_p > 0, logp, torch.zeros_like(logp))).sum(1).mean()
+    value_loss = F.mse_loss(value.squeeze(1), target_v)
+    return policy_loss, value_loss
+
+
+def train_steps(net: torch.nn.Module, optimizer: torch.optim.Optimizer, window: ReplayWindow,
+                num_samples: int, batch_size: int, rng: np.random.Generator,
+                device: torch.device, augment: bool = False) -> dict:
+    """Trains on `num_samples` samples drawn from the window; returns the mean losses.
+
+    Raises NonFiniteError (and leaves net and optimizer as they were before) on a non-finite
+    loss, gradient or weight.
+    """
+    saved = (copy.deepcopy(net.state_dict()), copy.deepcopy(optimizer.state_dict()))
+    net.train()
+    steps = max(1, math.ceil(num_samples / batch_size))
+    sums = np.zeros(2)
+    try:
+        for _ in range(steps):
+            batch = window.sample(batch_size, rng)
+            if augment:
+                batch = symmetry.augment(batch, rng)
+            p_loss, v_loss = losses(net, batch, device)
+            loss = p_loss + v_loss
+            if not torch.isfinite(loss):
+                raise NonFiniteError(f"loss is {loss.item()}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), float("inf"))
+            if not torch.isfinite(grad_norm):
+                raise NonFiniteError(f"gradient norm is {grad_norm.item()}")
+            optimizer.step()
+            sums += (p_loss.item(), v_loss.item())
+        bad = [n for n, p in net.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise NonFiniteError(f"non-finite weights in {', '.join(bad[:5])}")
+    except BaseException:
+        # Whatever went wrong (non-finite values, an overflow inside the optimizer, Ctrl-C),
+        # a half-applied run must not survive.
+        net.load_state_dict(saved[0])
+        optimizer.load_state_dict(saved[1])
+        raise
+    finally:
+        net.eval()
+    return {"policy_loss": sums[0] / steps, "value_loss": sums[1] / steps, "steps": steps,
+            "samples": steps * batch_size}
+
+
+def examples_archive(requests: list[tuple[str, pb.AddTrainingExamplesRequest]]) -> bytes:
+    """A zip of (name, AddTrainingExamplesRequest) entries, the examples a checkpoint saw."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for name, req in requests:
+            z.writestr(name, req.SerializeToString())
+    return buf.getvalue()
+
+
+def read_examples_archive(data: bytes) -> list[tuple[str, pb.AddTrainingExamplesRequest]]:
+    out = []
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        for name in z.namelist():
+            req = pb.AddTrainingExamplesRequest()
+            req.ParseFromString(z.read(name))
+            out.append((name, req))
+    return out
+
+
+# Called after a checkpoint is in storage with (n, its files by name, its meta.json contents),
+# e.g. to copy the model to Redis.
+PublishHook = Callable[[int, dict, dict], None]
+
+
+class Trainer:
+    """Model + optimizer + replay window of one model in a checkpoint repository."""
+
+    def __init__(self, repo: CheckpointRepo, config: TrainConfig = TrainConfig(),
+                 device: str = "cpu", on_published: Optional[PublishHook] = None) -> None:
+        self.repo = repo
+        self.on_published = on_published
+        self.config = config
+        self.device = torch.device(device)
+        self.rng = np.random.default_rng(config.seed)
+        torch.manual_seed(config.seed)
+        self.window = ReplayWindow(config.replay_window)
+        self.pending: list[tuple[str, pb.AddTrainingExamplesRequest]] = []
+        self.pending_examples = 0
+        self.examples_trained = 0
+        self.last_losses: dict = {}
+        latest = repo.latest()
+        repo.clear_stale_claim(0 if latest is None else latest + 1)
+        if latest is None:
+            self.net = modellib.HexzNet(config.blocks, config.filters).to(self.device)
+            self.optimizer = self._new_optimizer()
+            self.checkpoint = -1
+            self._publish(0, [], {})
+            log.info("created model=%s checkpoint=0 blocks=%d filters=%d", repo.name,
+                     config.blocks, config.filters)
+        else:
+            self._load(latest)
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.net.parameters(), lr=self.config.learning_rate,
+                                 weight_decay=self.config.weight_decay)
+
+    def _load(self, n: int) -> None:
+        with self.repo.verified_copy(n, MODEL_FILE) as path:
+            ckpt = modellib.load_checkpoint(path, map_location=self.device)
+        self.net = ckpt.model.to(self.device)
+        self.optimizer = self._new_optimizer()
+        if ckpt.optimizer_state:
+            self.optimizer.load_state_dict(ckpt.optimizer_state)
+        self.checkpoint = n
+        self.examples_trained = int(self.repo.meta(n).get("examples_trained", 0))
+        # Refill the replay window from the newest checkpoints' example archives.
+        parts: list[Arrays] = []
+        have = 0
+        for m in reversed(self.repo.checkpoints()):
+            for name in sorted(self.repo.example_archives(m), reverse=True):
+                for _, req in reversed(read_examples_archive(
+                        self.repo.storage.read(self.repo.key(m, f"examples/{name}")))):
+                    parts.append(decode(list(req.examples)))
+                    have += len(parts[-1])
+                if have >= self.config.replay_window:
+                    break
+            if have >= self.config.replay_window:
+                break
+        self.window.add(Arrays.concat(parts[::-1]))
+        log.info("resumed model=%s checkpoint=%d window=%d", self.repo.name, n, len(self.window))
+
+    def model_key(self) -> pb.ModelKey:
+        return pb.ModelKey(name=self.repo.name, checkpoint=self.checkpoint)
+
+    def add(self, name: str, request: pb.AddTrainingExamplesRequest,
+            arrays: Optional[Arrays] = None) -> int:
+        """Adds a game (validated); `name` identifies it in the checkpoint's archive.
+
+        `arrays`: the request's examples already decoded (the server validated them).
+        """
+        if arrays is None:
+            arrays = decode(list(request.examples))
+        self.window.add(arrays)
+        self.pending.append((name, request))
+        self.pending_examples += len(arrays)
+        return len(arrays)
+
+    def ready(self) -> bool:
+        return self.pending_examples >= self.config.trigger_examples
+
+    def train_and_publish(self, meta: Optional[dict] = None) -> dict:
+        """Trains on the window and publishes the next checkpoint with the pending games.
+
+        `meta`: more entries for the checkpoint's meta.json (the server records its WAL position).
+        """
+        cfg = self.config
+        for g in self.optimizer.param_groups:
+            g["lr"] = cfg.lr_at(self.checkpoint + 1)
+        num_samples = int(cfg.samples_per_example * self.pending_examples)
+        t0 = time.perf_counter()
+        stats = train_steps(self.net, self.optimizer, self.window, num_samples, cfg.batch_size,
+                            self.rng, self.device, augment=cfg.augment)
+        stats["seconds"] = time.perf_counter() - t0
+        before, n = self.examples_trained, self.checkpoint + 1
+        self.examples_trained += self.pending_examples
+        try:
+            self._publish(n, self.pending, stats, meta)
+        except BaseException:
+            if self.checkpoint != n:  # not published: a retry must not count these twice
+                self.examples_trained = before
+            raise
+        self.last_losses = stats
+        self.pending, self.pending_examples = [], 0
+        return stats
+
+    def _publish(self, n: int, games: list, stats: dict, extra: Optional[dict] = None) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            mpath, spath = Path(d) / MODEL_FILE, Path(d) / SCRIPT_FILE
+            modellib.save_checkpoint(mpath, self.net, self.optimizer, model_name=self.repo.name,
+                                     checkpoint=n)
+            modellib.export_torchscript(self.net, spath)
+            files = {MODEL_FILE: mpath.read_bytes(), SCRIPT_FILE: spath.read_bytes()}
+        if games:
+            files[f"examples/{n:06d}.zip"] = examples_archive(games)
+        meta = self.repo.publish(n, files, dict(extra or {}, **{
+            "examples_trained": self.examples_trained, "games": len(games),
+            "new_examples": sum(len(r.examples) for _, r in games),
+            "params": {"blocks": self.config.blocks, "filters": self.config.filters},
+            "config": asdict(self.config), "stats": stats,
+            "game_names": [name for name, _ in games],
+        }))
+        self.checkpoint = n
+        if self.on_published is not None:
+            self.on_published(n, files, meta)
+
+
+def trained_game_names(repo: CheckpointRepo, n: Optional[int]) -> set[str]:
+    """Names of the games checkpoint n was trained from (to drop them from a spool)."""
+    if n is None:
+        return set()
+    return set(repo.meta(n).get("game_names", []))

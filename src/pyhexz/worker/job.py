@@ -1,0 +1,230 @@
+"""The self-play worker: a stateless Cloud Run job task that streams games to the training server.
+
+    python -m pyhexz worker --server-url URL [--redis-url URL] --model-name NAME --max-seconds S
+
+Lifecycle (docs/worker.md):
+
+1. Start: fetch the newest model, from Redis when configured (pointer, then bytes checked
+   against their SHA-256), else from the server's GET /models/latest; wait with backoff while
+   there is no server or no model yet.
+2. Play: `selfplay.run_selfplay` with many games at once; each finished game goes to the
+   `Uploader` (one gzip POST, retried; see uploader.py).
+3. Hot-swap: a watcher thread loads newer checkpoints and swaps the reference self-play reads
+   before every move, so play never stops. It learns of them from the Redis announcement
+   channel, from the pointer (re-read on every (re)connect and every `model_poll_seconds`,
+   because pub/sub delivers at most once), and from the latest model named in every upload
+   answer. Bytes that fail their checksum or do not load are never run: the old model stays.
+4. Stop: on SIGTERM/SIGINT, or `grace_seconds` before `max_seconds` is up, no new search step
+   starts, the finished games are sent for at most `grace_seconds` (Cloud Run allows 10 s after
+   SIGTERM), and the process exits 0. Games still being played are dropped: they have no result.
+   So that few are, the worker winds down first: once the time left before that point is less
+   than 1.5 mean game lengths, it starts no new games and lets those under way finish.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from pyhexz import hexz_pb2 as pb
+from pyhexz.infra.modelbus import ModelBus
+from pyhexz.nn.follow import LiveModel, ModelFetcher
+from pyhexz.infra.process import init_worker_process, spawn_context
+from pyhexz.search.driver import SearchConfig
+from pyhexz.train.selfplay import run_selfplay, wind_down_before
+from pyhexz.infra.storage import validate_model_name
+from pyhexz.infra.http import ServerClient
+from pyhexz.worker.uploader import UploadStats, Uploader
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerConfig:
+    server_url: str
+    redis_url: Optional[str] = None
+    model_name: Optional[str] = None   # required with Redis; else learnt from the server
+    max_seconds: Optional[float] = None
+    parallel_games: int = 32
+    search: SearchConfig = field(default_factory=SearchConfig)
+    device: str = "cpu"
+    auth_token: Optional[str] = None
+    num_workers: int = 1
+    grace_seconds: float = 8.0
+    model_poll_seconds: float = 30.0
+    progress_seconds: float = 60.0
+    upload_buffer: int = 64
+    seed: Optional[int] = None
+    # time.monotonic() when the budget began (the CLI's start, shared by its processes);
+    # None: when run_worker is called.
+    started: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.redis_url and not self.model_name:
+            raise ValueError("a model name is required with a Redis URL (it names the Redis keys)")
+        if self.model_name:
+            validate_model_name(self.model_name)
+        if self.max_seconds is not None and self.max_seconds <= self.grace_seconds:
+            raise ValueError(f"max_seconds ({self.max_seconds}) must be longer than the "
+                             f"grace period ({self.grace_seconds} s) kept for the last uploads")
+
+
+class _Stopped(Exception):
+    """Raised from the evaluator to end a search step at once when the worker must stop."""
+
+
+@dataclass
+class WorkerStats:
+    games: int = 0
+    examples: int = 0
+    simulations: int = 0        # leaves the network evaluated: the work, finished games or not
+    model: str = ""
+    swaps: int = 0
+    refused: int = 0
+    seconds: float = 0.0        # the whole run, the wait for a first model included
+    play_seconds: float = 0.0   # self-play alone: what examples/s is measured over
+    upload: UploadStats = field(default_factory=UploadStats)
+
+
+def run_worker(cfg: WorkerConfig, stop: Optional[threading.Event] = None,
+               execution_id: Optional[str] = None) -> WorkerStats:
+    """Runs one worker until `stop` is set or its time is up; returns what it did.
+
+    `stop` is set by the caller's signal handler. The time budget sets it too, `grace_seconds`
+    before `max_seconds`, so the last uploads fit in the budget.
+    """
+    stop = stop or threading.Event()
+    t0 = time.monotonic() if cfg.started is None else cfg.started
+    stop_at = None if cfg.max_seconds is None else t0 + cfg.max_seconds - cfg.grace_seconds
+    bus = ModelBus(cfg.redis_url, cfg.model_name) if cfg.redis_url else None
+    fetcher = ModelFetcher(ServerClient(cfg.server_url, cfg.auth_token), bus, cfg.device,
+                           cfg.model_name)
+    live = LiveModel(fetcher, poll_seconds=cfg.model_poll_seconds)
+    stats = WorkerStats()
+
+    def stopping() -> bool:
+        if stop_at is not None and not stop.is_set() and time.monotonic() >= stop_at:
+            log.info("worker stopping reason=time_budget max_seconds=%.0f", cfg.max_seconds)
+            stop.set()
+        return stop.is_set()
+
+    def watch_budget() -> None:
+        # Self-play checks the budget itself; this covers the wait for a first model.
+        while not stop.wait(0.5):
+            stopping()
+    threading.Thread(target=watch_budget, name="budget", daemon=True).start()
+    if not live.wait_first(stop):
+        log.info("worker stopped before any model arrived")
+        return stats
+    live.start()
+    uploader = Uploader(ServerClient(cfg.server_url, cfg.auth_token), buffer_games=cfg.upload_buffer,
+                        on_model=live.offer).start()
+    last_report = play_start = time.monotonic()
+
+    def report(final: bool = False) -> None:
+        u = uploader.stats
+        play = stats.play_seconds or time.monotonic() - play_start
+        log.info("worker %s elapsed=%.0fs games=%d examples=%d examples_per_s=%.2f model=%s "
+                 "swaps=%d uploaded=%d uploaded_examples=%d buffered=%d upload_retries=%d "
+                 "at_capacity=%d wrong_model_dropped=%d rejected=%d lost=%d",
+                 "done" if final else "progress", time.monotonic() - t0, stats.games,
+                 stats.examples, stats.examples / max(play, 1e-9), live.model.label, live.swaps,
+                 u.games, u.examples, uploader.pending, u.retries, u.at_capacity, u.wrong_model,
+                 u.rejected, u.lost)
+
+    def model_source():
+        nonlocal last_report
+        if time.monotonic() - last_report >= cfg.progress_seconds:
+            last_report = time.monotonic()
+            report()
+        predictor, key = live.current()
+
+        def evaluate(planes: np.ndarray, masks: np.ndarray):
+            if stopping():
+                raise _Stopped
+            stats.simulations += len(planes)
+            return predictor(planes, masks)
+        return evaluate, key
+
+    def sink(req: pb.AddTrainingExamplesRequest) -> None:
+        stats.games += 1
+        stats.examples += len(req.examples)
+        uploader.put(req, stopping)
+
+    log.info("worker started server=%s redis=%s model=%s parallel_games=%d runs_per_move=%d "
+             "max_seconds=%s", cfg.server_url, "yes" if bus else "no", live.model.label,
+             cfg.parallel_games, cfg.search.runs_per_move, cfg.max_seconds)
+    try:
+        run_selfplay(model_source, sink, cfg.search, parallel_games=cfg.parallel_games,
+                     should_stop=stopping, should_start=wind_down_before(stop_at, "worker"),
+                     seed=cfg.seed, execution_id=execution_id)
+    except _Stopped:
+        pass
+    finally:
+        stats.play_seconds = time.monotonic() - play_start
+        stop.set()
+        uploader.close(cfg.grace_seconds)
+        live.close()
+    stats.model, stats.swaps, stats.refused = live.model.label, live.swaps, live.refused
+    stats.seconds, stats.upload = time.monotonic() - t0, uploader.stats
+    report(final=True)
+    return stats
+
+
+def _execution_id(index: int) -> str:
+    """Names this run in every upload; Cloud Run's execution and task index when there are."""
+    execution = os.environ.get("CLOUD_RUN_EXECUTION")
+    task = os.environ.get("CLOUD_RUN_TASK_INDEX", "0")
+    base = f"{execution}-{task}" if execution else uuid.uuid4().hex[:16]
+    return f"{base}-{index}"
+
+
+def _child(cfg: WorkerConfig, stop, index: int, log_level: int) -> None:
+    init_worker_process(log_level=log_level)
+    event = threading.Event()
+    signal.signal(signal.SIGTERM, lambda s, f: event.set())
+    threading.Thread(target=lambda: (stop.wait(), event.set()), daemon=True).start()
+    seed = None if cfg.seed is None else cfg.seed + index
+    run_worker(dataclasses.replace(cfg, seed=seed, num_workers=1), event, _execution_id(index))
+
+
+def run(cfg: WorkerConfig) -> int:
+    """The `worker` command: one or `num_workers` worker processes; 0 unless one failed.
+
+    SIGTERM and SIGINT stop it gracefully (see the module docstring).
+    """
+    stop = threading.Event()
+
+    def on_signal(signum, frame) -> None:
+        log.info("worker stopping reason=signal signal=%s", signal.Signals(signum).name)
+        stop.set()
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if cfg.num_workers == 1:
+            run_worker(cfg, stop, _execution_id(0))
+            return 0
+        ctx = spawn_context()
+        shared_stop = ctx.Event()
+        level = logging.getLogger("pyhexz").getEffectiveLevel()
+        procs = [ctx.Process(target=_child, args=(cfg, shared_stop, i, level), name=f"worker-{i}")
+                 for i in range(cfg.num_workers)]
+        for p in procs:
+            p.start()
+        while any(p.is_alive() for p in procs):
+            if stop.wait(0.5):
+                shared_stop.set()
+            for p in procs:
+                p.join(timeout=0)
+        return 0 if all(p.exitcode == 0 for p in procs) else 1
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,225 @@
+"""The stream of finished games to the training server (the HTTP client is pyhexz.infra.http).
+
+A worker sends each finished game as one gzip-compressed AddTrainingExamplesRequest
+(POST /training/examples) from a background thread, so self-play never waits for the network.
+The buffer between them is bounded: a worker that cannot reach the server stops playing when
+it is full (backpressure) instead of piling up games without limit.
+
+Retry policy (docs/worker.md):
+
+    connection error, timeout, HTTP 5xx,   retry the same game: exponential backoff with full
+    an answer that is not a response       jitter, for as long as the worker runs
+    REJECTED_AT_CAPACITY or HTTP 429       back off the same way, then retry the same game
+    REJECTED_WRONG_MODEL                   drop the game (the server no longer takes examples
+                                           from its model) and switch to the model it names
+    REJECTED_OTHER, any other 4xx          drop the game with a log line: resending the same
+                                           bytes cannot help
+    ACCEPTED                               done; the answer's latest model may start a switch
+
+So a server restart loses no finished game: what it did not acknowledge is sent again.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import requests
+from google.protobuf.message import DecodeError
+
+from pyhexz import hexz_pb2 as pb
+from pyhexz.infra.http import Backoff, ServerClient, short_error
+
+log = logging.getLogger(__name__)
+
+Status = pb.AddTrainingExamplesResponse.Status
+# Called with the server's latest model from every answer; `force` when the server refused a
+# game for its model, so the worker must switch even to an older or renamed one.
+ModelHint = Callable[[pb.ModelKey, bool], None]
+
+
+@dataclass
+class UploadStats:
+    games: int = 0           # accepted by the server
+    examples: int = 0
+    retries: int = 0         # attempts that failed and were retried (capacity included)
+    at_capacity: int = 0
+    wrong_model: int = 0     # games dropped: played with a model the server no longer takes
+    rejected: int = 0        # games dropped: refused for another reason
+    lost: int = 0            # games not sent when the worker stopped
+
+
+@dataclass
+class _Game:
+    game_id: str
+    examples: int
+    body: bytes
+
+
+# What one attempt came to.
+_DONE, _RETRY, _CAPACITY, _DROP = "done", "retry", "capacity", "drop"
+
+
+class Uploader:
+    """Sends finished games from a bounded buffer, in order, each until it lands or is refused."""
+
+    def __init__(self, client: ServerClient, *, buffer_games: int = 64,
+                 on_model: ModelHint = lambda key, force: None,
+                 backoff: Backoff = Backoff()) -> None:
+        if buffer_games < 1:
+            raise ValueError(f"buffer_games must be >= 1, got {buffer_games}")
+        self.client = client
+        self.on_model = on_model
+        self.backoff = backoff
+        self.stats = UploadStats()
+        self._queue: queue.Queue[_Game] = queue.Queue(maxsize=buffer_games)
+        self._in_flight = 0
+        self._deadline: Optional[float] = None   # set by close(): give up after this
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
+
+    def start(self) -> "Uploader":
+        self._thread.start()
+        return self
+
+    @property
+    def pending(self) -> int:
+        """Games buffered or being sent."""
+        return self._queue.qsize() + self._in_flight
+
+    def put(self, request: pb.AddTrainingExamplesRequest,
+            stopping: Callable[[], bool] = lambda: False) -> bool:
+        """Queues a finished game; waits while the buffer is full, unless `stopping()`.
+
+        Returns False if the game could not be queued because the worker is stopping.
+        """
+        # Serialised and compressed here, once, so a retry resends the same bytes.
+        game = _Game(request.game_id, len(request.examples),
+                     gzip.compress(request.SerializeToString(), compresslevel=1))
+        waited = False
+        while True:
+            try:
+                self._queue.put(game, timeout=0.5)
+                return True
+            except queue.Full:
+                if stopping():
+                    self.stats.lost += 1
+                    log.warning("upload buffer full while stopping; game %s not sent", game.game_id)
+                    return False
+                if not waited:
+                    waited = True
+                    log.info("upload buffer full games=%d; self-play waits for the server",
+                             self._queue.maxsize)
+
+    def close(self, grace_seconds: float) -> int:
+        """Sends what is buffered for at most `grace_seconds`; returns the games left unsent."""
+        self._deadline = time.monotonic() + grace_seconds
+        self._closing.set()
+        self._thread.join(timeout=max(0.0, grace_seconds) + 1.0)
+        left = self.pending
+        self.stats.lost += left
+        if left:
+            log.warning("upload stopped with games unsent=%d (grace %.1fs over)", left, grace_seconds)
+        return left
+
+    def _remaining(self) -> Optional[float]:
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                game = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._closing.is_set():
+                    return
+                continue
+            self._in_flight = 1
+            if not self._send(game):
+                return   # the grace period ran out; the game still counts as pending
+            self._in_flight = 0
+
+    def _send(self, game: _Game) -> bool:
+        """Sends one game until it is done or dropped; False if the deadline came first."""
+        attempt = 0
+        while True:
+            remaining = self._remaining()
+            if remaining is not None and remaining <= 0:
+                return False
+            outcome = self._attempt(game, None if remaining is None else max(0.1, remaining))
+            if outcome in (_DONE, _DROP):
+                return True
+            self.stats.retries += 1
+            delay = self.backoff.delay(attempt)
+            attempt += 1
+            remaining = self._remaining()
+            if remaining is not None:
+                delay = min(delay, max(0.0, remaining))
+            if self._closing.is_set():
+                time.sleep(delay)
+            else:
+                # close() wakes it: the grace period allows one prompt retry.
+                self._closing.wait(delay)
+
+    def _attempt(self, game: _Game, timeout: Optional[float]) -> str:
+        try:
+            return self._post(game, timeout)
+        except requests.RequestException as e:
+            log.info("upload failed game=%s error=%s; will retry", game.game_id, short_error(e))
+        except Exception:
+            # A bug here must not stop the stream for good: log it and keep retrying.
+            log.exception("upload failed game=%s; will retry", game.game_id)
+        return _RETRY
+
+    def _post(self, game: _Game, timeout: Optional[float]) -> str:
+        r = self.client.post_examples(game.body, timeout=timeout)
+        answer = _parse_answer(r.content)
+        status = answer.status if answer is not None else Status.STATUS_UNSPECIFIED
+        if r.status_code == 429 or status == Status.REJECTED_AT_CAPACITY:
+            self.stats.at_capacity += 1
+            log.info("upload server at capacity game=%s; backing off", game.game_id)
+            return _CAPACITY
+        if r.status_code >= 500:
+            log.info("upload failed game=%s http=%d; will retry", game.game_id, r.status_code)
+            return _RETRY
+        if r.status_code >= 400 or status in (Status.REJECTED_OTHER, Status.REJECTED_WRONG_MODEL):
+            return self._refused(game, r.status_code, answer)
+        if status != Status.ACCEPTED:
+            log.warning("upload got no valid answer game=%s http=%d; will retry",
+                        game.game_id, r.status_code)
+            return _RETRY
+        self.stats.games += 1
+        self.stats.examples += game.examples
+        log.debug("upload accepted game=%s examples=%d", game.game_id, game.examples)
+        if answer.HasField("latest_model"):
+            self.on_model(answer.latest_model, False)
+        return _DONE
+
+    def _refused(self, game: _Game, http: int, answer: Optional[pb.AddTrainingExamplesResponse]) -> str:
+        if answer is not None and answer.status == Status.REJECTED_WRONG_MODEL:
+            self.stats.wrong_model += 1
+            latest = answer.latest_model
+            log.warning("upload rejected game=%s examples=%d reason=wrong_model server_model=%s:%d; "
+                        "game dropped, switching model", game.game_id, game.examples,
+                        latest.name, latest.checkpoint)
+            if answer.HasField("latest_model"):
+                self.on_model(latest, True)
+            return _DROP
+        self.stats.rejected += 1
+        reason = answer.error_message if answer is not None and answer.error_message else "(no message)"
+        log.error("upload rejected game=%s examples=%d http=%d reason=%r; game dropped "
+                  "(resending it cannot help)", game.game_id, game.examples, http, reason[:300])
+        return _DROP
+
+
+def _parse_answer(body: bytes) -> Optional[pb.AddTrainingExamplesResponse]:
+    """The server's answer, or None when the body is not one (an HTML error page, say)."""
+    try:
+        answer = pb.AddTrainingExamplesResponse.FromString(body)
+    except DecodeError:
+        return None
+    return answer if answer.status != Status.STATUS_UNSPECIFIED else None
