@@ -82,7 +82,8 @@ def main() -> None:
     print(f"\n{args.minutes:g} minutes each; last checkpoint at 200 simulations a move, "
           f"{args.games} openings x 2 seats\n")
     print("| variant | flags | checkpoints | games | examples | examples/s | "
-          + " | ".join(f"vs {o}: W/D/L, score [95% CI], Elo" for o in args.opponents) + " |")
+          + " | ".join(f"vs {o}: W/D/L, score [95% CI, paired], Elo" for o in args.opponents)
+          + " |")
     print("|---|---|---:|---:|---:|---:|" + "---|" * len(args.opponents))
     for name, r in runs.items():
         cells = []
@@ -92,7 +93,7 @@ def main() -> None:
             elo = (f"{m['elo']:+.0f}" if m["elo"] is not None
                    else "+inf" if m["score"] > 0.5 else "-inf")
             cells.append(f"{m['wins']}/{m['draws']}/{m['losses']}, {m['score']:.3f} "
-                         f"[{m['score_low']:.2f}, {m['score_high']:.2f}], {elo}")
+                         f"[{m['score_paired_low']:.2f}, {m['score_paired_high']:.2f}], {elo}")
         print(f"| {name} | `{' '.join(VARIANTS[name]) or '(none)'}` | {r['checkpoint']} | "
               f"{r['games']} | {r['examples']} | {r['examples_per_s']:.0f} | "
               + " | ".join(cells) + " |")

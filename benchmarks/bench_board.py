@@ -27,16 +27,13 @@ import random
 import statistics
 import sys
 import time
-from pathlib import Path
-
-import benchlib  # noqa: F401  (puts src/ on the path)
-from pyhexz.game.board import Board
 
 import numpy as np
 
-from benchlib import cpu_model, cython_version, pin_to_one_core
-
+import benchlib  # noqa: F401  (puts src/ on the path)
 import pyhexz.game.board as board_module
+from benchlib import cpu_model, cython_version, pin_to_one_core
+from pyhexz.game.board import Board
 
 TARGETS = {"playouts": 30_000, "python games": 5_000}
 

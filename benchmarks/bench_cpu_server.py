@@ -57,7 +57,7 @@ class Service:
              "8", "--timeout", "0", "pyhexz.cpu_server:create_app()"], env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def __enter__(self) -> "Service":
+    def __enter__(self) -> Service:
         import requests
         end = time.monotonic() + 120
         while time.monotonic() < end:
@@ -174,22 +174,22 @@ def cmd_throughput(a: argparse.Namespace) -> None:
 def _strength_part(model: str, seconds: float, indices: list[int], max_tree_nodes: int, q):
     from pyhexz.infra.process import init_worker_process
     init_worker_process()
-    from pyhexz.train.arena import load_openings, play_match
     from pyhexz.cpu.player import load_served_model
     from pyhexz.search.timed import TimedPlayer
+    from pyhexz.train.arena import load_openings, play_match
     openings = load_openings()
     m = load_served_model(model)
     neural = TimedPlayer(seconds, m.predictor, name=f"{m.key.name}:{m.key.checkpoint}@{seconds:g}s",
                          max_tree_nodes=max_tree_nodes)
     rollout = TimedPlayer(seconds, None, max_tree_nodes=max_tree_nodes, seed=indices[0])
     r = play_match(neural, rollout, [openings[i] for i in indices])
-    q.put((r.player1, r.player2, r.wins, r.draws, r.losses,
+    q.put((r.player1, r.player2, r.outcomes,
            statistics.median(neural.iterations), statistics.median(rollout.iterations)))
 
 
 def cmd_strength(a: argparse.Namespace) -> None:
-    from pyhexz.train.arena import summarize
     from pyhexz.infra.process import spawn_context
+    from pyhexz.train.arena import summarize
     ctx = spawn_context()
     q = ctx.Queue()
     parts = [list(range(a.openings))[i::a.processes] for i in range(a.processes)]
@@ -202,14 +202,17 @@ def cmd_strength(a: argparse.Namespace) -> None:
     results = [q.get() for _ in procs]
     for p in procs:
         p.join()
-    outcomes = [x for r in results for x in [1.0] * r[2] + [0.5] * r[3] + [0.0] * r[4]]
-    res = summarize(results[0][0], results[0][1], outcomes, time.monotonic() - t0)
+    # Each part's outcomes come opening by opening, both seats together, so the concatenation
+    # keeps the pairs the paired interval is computed over.
+    outcomes = [x for r in results for x in r[2]]
+    res = summarize(results[0][0], results[0][1], outcomes, time.monotonic() - t0,
+                    games_per_opening=2)
     print(f"# strength: {a.openings} openings x 2 seats, {a.seconds_per_move:g} s per move, "
           f"{len(parts)} processes")
     print(res.summary())
     print(f"simulations per move, median over the processes' medians: neural "
-          f"{statistics.median(r[5] for r in results):,.0f}, rollout "
-          f"{statistics.median(r[6] for r in results):,.0f}")
+          f"{statistics.median(r[3] for r in results):,.0f}, rollout "
+          f"{statistics.median(r[4] for r in results):,.0f}")
 
 
 def main() -> None:

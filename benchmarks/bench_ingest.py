@@ -132,7 +132,8 @@ def measure(port: int, bodies: list[bytes], procs: int, threads: int, start: flo
     from pyhexz.infra.process import spawn_context
     ctx = spawn_context()
     out = ctx.Queue()
-    ps = [ctx.Process(target=client_process, args=(port, bodies[i::procs], threads, start, stop, out))
+    ps = [ctx.Process(target=client_process,
+                      args=(port, bodies[i::procs], threads, start, stop, out))
           for i in range(procs)]
     for p in ps:
         p.start()
@@ -228,7 +229,8 @@ def main() -> None:
     print(f"{'phase':10s} {'examples/s':>12s} {'p50 ms':>8s} {'p99 ms':>8s}")
     for k, m in med.items():
         print(f"{k:10s} {m['examples_per_s']:12,.0f} {m['p50_ms']:8.1f} {m['p99_ms']:8.1f}")
-    print(f"training/idle: examples/s {med['training']['examples_per_s'] / med['idle']['examples_per_s']:.2f}x, "
+    rate = med['training']['examples_per_s'] / med['idle']['examples_per_s']
+    print(f"training/idle: examples/s {rate:.2f}x, "
           f"p50 {med['training']['p50_ms'] / med['idle']['p50_ms']:.2f}x, "
           f"p99 {med['training']['p99_ms'] / med['idle']['p99_ms']:.2f}x "
           f"(targets: idle >= 20,000 examples/s; p99 ratio <= 2)")

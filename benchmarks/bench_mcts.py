@@ -31,16 +31,13 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
-
-import benchlib  # noqa: F401  (puts src/ on the path)
-from pyhexz.game.board import Board
 
 import numpy as np
 
-from benchlib import cpu_model, cython_version, pin_to_one_core
-
+import benchlib  # noqa: F401  (puts src/ on the path)
 import pyhexz.search.mcts as mcts_module
+from benchlib import cpu_model, cython_version, pin_to_one_core
+from pyhexz.game.board import Board
 from pyhexz.search.mcts import MCTS
 
 TREE_TARGET = 100_000     # simulations/s of the tree alone
@@ -153,7 +150,8 @@ def main(argv=None) -> int:
 
     names = [f"tree {big_trees}x1", f"tree {small_trees}x{small_lpt}", "rollouts new",
              "rollouts mid"]
-    targets = dict(zip(names, (TREE_TARGET, TREE_TARGET, ROLLOUT_TARGET, ROLLOUT_TARGET)))
+    targets = dict(zip(names, (TREE_TARGET, TREE_TARGET, ROLLOUT_TARGET, ROLLOUT_TARGET),
+                       strict=True))
     rates: dict[str, list[float]] = {k: [] for k in names}
     batch_sizes: list[float] = []
     tree_sizes: dict[str, float] = {}

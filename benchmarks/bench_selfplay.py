@@ -12,12 +12,8 @@ continues until `--seconds` have passed and at least one round of games has fini
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
-import sys
-import time
-from pathlib import Path
 
 import benchlib  # noqa: E402,F401  (puts src/ on the path)
 

@@ -10,7 +10,8 @@ game (one gzip POST each) and hot-swaps a new model every few seconds. The local
 games. Repeats of the two alternate, so background load falls on both alike. The work is
 counted in network-evaluated simulations, finished games or not (counting finished games
 would measure in steps of a whole round of games); examples/s is that divided by the
-simulations per searched position of the local runs (each position becomes one example). Two figures: per wall-clock second, and per CPU second of the whole process (all the
+simulations per searched position of the local runs (each position becomes one example). Two
+figures: per wall-clock second, and per CPU second of the whole process (all the
 worker's threads: fetching and loading models, gzip, HTTP, the final drain), which a shared,
 busy machine disturbs far less. Target: the worker within 5% of local.
 """
@@ -43,9 +44,11 @@ def start_server(tmp: Path, args, name: str, core: int) -> tuple[subprocess.Pope
         HEXZ_LOG_LEVEL="WARNING")
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("gunicorn")), "--workers", "1", "--threads", "8",
-         "--bind", f"127.0.0.1:{port}", "--no-control-socket", "pyhexz.training_server:create_app()"],
+         "--bind", f"127.0.0.1:{port}", "--no-control-socket",
+         "pyhexz.training_server:create_app()"],
         env=env, stdout=(tmp / "server.log").open("ab"), stderr=subprocess.STDOUT,
-        preexec_fn=lambda: os.sched_setaffinity(0, {core}) if hasattr(os, "sched_setaffinity") else None)
+        preexec_fn=lambda: (os.sched_setaffinity(0, {core})
+                            if hasattr(os, "sched_setaffinity") else None))
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -77,11 +80,12 @@ def main() -> None:
     import torch
     torch.set_num_threads(1)
     from pyhexz import hexz_pb2 as pb
-    from pyhexz.nn import Predictor, load_model_bytes
     from pyhexz.infra.process import configure_logging
+    from pyhexz.nn import Predictor, load_model_bytes
     from pyhexz.search.driver import SearchConfig
     from pyhexz.train.selfplay import run_selfplay
-    from pyhexz.worker.job import WorkerConfig, run_worker
+    from pyhexz.worker.config import WorkerConfig
+    from pyhexz.worker.job import run_worker
     configure_logging("WARNING")
 
     name = f"bench-{uuid.uuid4().hex[:8]}"
@@ -129,8 +133,10 @@ def main() -> None:
             server.terminate()
             server.wait(60)
     per_example = statistics.median(r["per_example"] for r in rows)
-    print(f"{per_example:.2f} simulations per searched position (= per example), from the local runs")
-    for label, lo, wo in (("wall clock", "local", "worker"), ("per CPU second", "local_cpu", "worker_cpu")):
+    print(f"{per_example:.2f} simulations per searched position (= per example), "
+          "from the local runs")
+    for label, lo, wo in (("wall clock", "local", "worker"),
+                          ("per CPU second", "local_cpu", "worker_cpu")):
         ml, mw = (statistics.median(r[k] for r in rows) for k in (lo, wo))
         ratios = [r[wo] / r[lo] for r in rows]
         print(f"{label}: median local {ml / per_example:.2f}, worker {mw / per_example:.2f} "

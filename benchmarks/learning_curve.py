@@ -5,7 +5,7 @@
 
 For every `--every`-th checkpoint (and the last), plays the first `--games` fixture openings
 from both seats against each opponent, the checkpoint searching `--runs` simulations a move,
-and prints score, 95% interval and Elo per checkpoint, as a Markdown table.
+and prints score, 95% interval (paired by opening) and Elo per checkpoint, as a Markdown table.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ def main() -> None:
 
     import torch
     torch.set_num_threads(1)
-    from pyhexz.train.arena import load_openings, play_match
-    from pyhexz.search.players import make_player
     from pyhexz.infra.storage import CheckpointRepo, LocalStorage
+    from pyhexz.search.players import make_player
+    from pyhexz.train.arena import load_openings, play_match
 
     repo = CheckpointRepo(LocalStorage(args.dir), args.model)
     nums = repo.checkpoints()
@@ -40,8 +40,8 @@ def main() -> None:
         sys.exit(f"no checkpoints of {args.model} in {args.dir}")
     chosen = args.checkpoints or sorted(set(nums[::args.every]) | {nums[-1]})
     openings = load_openings()[:args.games]
-    print(f"| checkpoint | examples trained | " + " | ".join(
-        f"vs {o}: score [95% CI], Elo" for o in args.opponents) + " |")
+    print("| checkpoint | examples trained | " + " | ".join(
+        f"vs {o}: score [95% CI, paired], Elo" for o in args.opponents) + " |")
     print("|---:|---:|" + "---|" * len(args.opponents))
     for n in chosen:
         path = args.dir / repo.key(n, "model.pt")
@@ -49,10 +49,9 @@ def main() -> None:
         for i, opp in enumerate(args.opponents):
             me = make_player(f"{path}:{args.runs}", max_games=2 * len(openings))
             r = play_match(me, make_player(opp, seed=i), openings)
-            cells.append(f"{r.score:.3f} [{r.score_low:.2f}, {r.score_high:.2f}], "
-                         f"{r.elo:+.0f}" if abs(r.elo) != float("inf") else
-                         f"{r.score:.3f} [{r.score_low:.2f}, {r.score_high:.2f}], "
-                         f"{'+' if r.elo > 0 else '-'}inf")
+            interval = f"{r.score:.3f} [{r.score_paired_low:.2f}, {r.score_paired_high:.2f}]"
+            cells.append(f"{interval}, {r.elo:+.0f}" if abs(r.elo) != float("inf") else
+                         f"{interval}, {'+' if r.elo > 0 else '-'}inf")
         print(f"| {n} | {repo.meta(n).get('examples_trained', 0)} | " + " | ".join(cells) + " |",
               flush=True)
 

@@ -170,10 +170,11 @@ def trained_repo_factory(tmp_path_factory):
 
     def make(name: str):
         from pyhexz import hexz_pb2 as pb
-        from pyhexz.search.driver import SearchConfig, uniform_evaluator
-        from pyhexz.train.selfplay import run_selfplay
         from pyhexz.infra.storage import CheckpointRepo, LocalStorage
-        from pyhexz.train.trainer import TrainConfig, Trainer
+        from pyhexz.search.driver import SearchConfig, uniform_evaluator
+        from pyhexz.train.config import TrainConfig
+        from pyhexz.train.selfplay import run_selfplay
+        from pyhexz.train.trainer import Trainer
 
         repo = CheckpointRepo(LocalStorage(tmp_path_factory.mktemp(name)), name)
         trainer = Trainer(repo, TrainConfig(blocks=1, filters=8, trigger_examples=1,
@@ -181,7 +182,7 @@ def trained_repo_factory(tmp_path_factory):
         for ckpt in (1, 2):
             games: list = []
             key = pb.ModelKey(name=name, checkpoint=ckpt - 1)
-            run_selfplay(lambda: (uniform_evaluator, key), games.append,
+            run_selfplay(lambda key=key: (uniform_evaluator, key), games.append,
                          SearchConfig(runs_per_move=4), parallel_games=2, max_games=2, seed=ckpt)
             for i, g in enumerate(games):
                 trainer.add(f"game-{ckpt}-{i}", g)

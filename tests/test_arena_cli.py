@@ -1,4 +1,5 @@
-"""Tests for pyhexz.train.arena, pyhexz.search.players and the command line (pyhexz.cli, pyhexz.hexz)."""
+"""Tests for pyhexz.train.arena, pyhexz.search.players and the command line (pyhexz.cli,
+pyhexz.hexz)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,20 +17,24 @@ import pytest
 import torch
 
 from pyhexz import cli
+from pyhexz.game.board import Board
+from pyhexz.game.examples import GAME_FILE_SUFFIX, decode, read_game_file
+from pyhexz.infra.storage import MODEL_FILE, CheckpointRepo, LocalStorage
+from pyhexz.nn import HexzNet, load_model, save_checkpoint
+from pyhexz.search.players import RandomPlayer, make_player, resolve_model_path
 from pyhexz.train.arena import (
+    MatchResult,
     default_openings_path,
     elo,
     load_openings,
+    paired_interval,
     play_match,
     result_json,
     summarize,
+    t975,
 )
-from pyhexz.game.board import Board
-from pyhexz.game.examples import GAME_FILE_SUFFIX, decode, read_game_file
-from pyhexz.nn import HexzNet, load_model, save_checkpoint
-from pyhexz.search.players import RandomPlayer, make_player, resolve_model_path
-from pyhexz.infra.storage import MODEL_FILE, CheckpointRepo, LocalStorage
-from pyhexz.train.trainer import TrainConfig, Trainer
+from pyhexz.train.config import TrainConfig
+from pyhexz.train.trainer import Trainer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,6 +111,92 @@ def test_summarize_confidence_interval(outcomes) -> None:
     assert r.score_high == pytest.approx(min(1.0, r.score + 1.96 * sd / math.sqrt(n)))
 
 
+# Paired by opening: play_match's outcomes hold each opening's two games side by side,
+# player1 first from seat 1, then from seat 2.
+
+
+def test_seat_advantage_cancels_in_the_paired_interval() -> None:
+    # Player 1 wins every opening from seat 1 and loses it from seat 2: dead even, and the
+    # pairing sees no spread at all, whereas game by game it looks like coin flips.
+    r = summarize("a", "b", [1.0, 0.0] * 8, 0, games_per_opening=2)
+    assert (r.games, r.openings, r.wins, r.losses, r.score) == (16, 8, 8, 8, 0.5)
+    assert r.score_paired_low == r.score_paired_high == 0.5
+    assert r.elo_paired_low == r.elo_paired_high == 0
+    assert r.score_low == pytest.approx(0.5 - 1.96 * math.sqrt(0.25 * 16 / 15 / 16))
+    assert r.score_low < 0.3 and r.score_high > 0.7
+    assert "[0.500, 0.500] paired over 8 openings" in r.summary()
+    assert "Elo +0 [+0, +0] paired" in r.summary()
+
+
+def test_paired_interval_by_hand() -> None:
+    # Six openings, means 1, 1, 0.5, 0.5, 0.5, 0.5: mean 2/3, sample variance
+    # (2 * (1/3)^2 + 4 * (1/6)^2) / 5 = 1/15, standard error sqrt(1/15 / 6) = 0.105409,
+    # t(5) = 2.571: [0.6667 - 0.2710, 0.6667 + 0.2710].
+    outcomes = [1, 1, 1, 1, 1, 0, 0, 1, 0.5, 0.5, 1, 0]
+    r = summarize("a", "b", outcomes, 0, games_per_opening=2)
+    half = 2.571 * math.sqrt(1 / 15 / 6)
+    assert r.score == pytest.approx(2 / 3) and r.openings == 6
+    assert (r.score_paired_low, r.score_paired_high) == pytest.approx((2 / 3 - half, 2 / 3 + half))
+    assert (r.wins, r.draws, r.losses) == (7, 2, 3)
+    # Unpaired: the 12 games one by one, normal interval.
+    sd = np.std(outcomes, ddof=1)
+    assert r.score_low == pytest.approx(2 / 3 - 1.96 * sd / math.sqrt(12))
+
+
+def test_paired_interval_of_unpaired_games_is_the_t_interval() -> None:
+    # One game per opening: the paired interval is the per-game one with t instead of 1.96.
+    outcomes = [1.0, 0.0, 0.5, 1.0, 1.0]
+    lo, hi = paired_interval(outcomes, 1)
+    half = t975(4) * np.std(outcomes, ddof=1) / math.sqrt(5)
+    assert (lo, hi) == pytest.approx((0.7 - half, min(1.0, 0.7 + half)))
+    r = summarize("a", "b", outcomes, 0)
+    assert r.openings == 5 and (r.score_paired_low, r.score_paired_high) == (lo, hi)
+    assert r.score_paired_high - r.score_paired_low > r.score_high - r.score_low
+
+
+def test_paired_interval_needs_two_openings() -> None:
+    assert paired_interval([1.0, 0.0], 2) == (0.0, 1.0)
+    assert paired_interval([1.0, 1.0], 2) == (0.0, 1.0)
+    r = summarize("a", "b", [1.0, 1.0], 0, games_per_opening=2)
+    assert r.score_low == r.score_high == 1.0 and r.openings == 1
+    assert (r.score_paired_low, r.score_paired_high) == (0.0, 1.0)
+
+
+def test_t975() -> None:
+    assert t975(1) == 12.706 and t975(10) == 2.228 and t975(30) == 2.042
+    assert t975(31) == pytest.approx(2.0395, abs=1e-4)     # expansion, just past the table
+    assert t975(60) == pytest.approx(2.0003, abs=1e-4)
+    assert t975(127) == pytest.approx(1.9788, abs=1e-4)    # 128 openings
+    assert t975(10**6) == pytest.approx(1.96, abs=1e-4)
+    assert all(t975(d) > t975(d + 1) for d in range(1, 200))
+    with pytest.raises(ValueError, match="degrees of freedom must be >= 1, got 0"):
+        t975(0)
+
+
+@pytest.mark.parametrize("outcomes, per_opening, message", [
+    ([], 2, "need a positive multiple of 2 games, got 0"),
+    ([1.0, 0.0, 1.0], 2, "need a positive multiple of 2 games, got 3"),
+    ([1.0], 0, "games_per_opening must be >= 1, got 0"),
+])
+def test_summarize_refuses_unpairable_outcomes(outcomes, per_opening, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        summarize("a", "b", outcomes, 0, games_per_opening=per_opening)
+
+
+def test_result_json_has_both_intervals() -> None:
+    r = summarize("a", "b", [1.0, 0.0, 1.0, 1.0, 0.5, 1.0], 2.0, games_per_opening=2)
+    d = json.loads(result_json(r))
+    assert d["outcomes"] == [1.0, 0.0, 1.0, 1.0, 0.5, 1.0] and d["openings"] == 3
+    assert (d["score_paired_low"], d["score_paired_high"]) == (r.score_paired_low,
+                                                               r.score_paired_high)
+    assert d["elo_paired_low"] == pytest.approx(elo(r.score_paired_low))
+    assert d["elo_paired_high"] is None      # score_paired_high is 1: infinite Elo
+    for k in ("score_low", "score_high", "elo", "elo_low", "elo_high", "seconds"):
+        assert k in d
+    assert MatchResult(**{k: v for k, v in d.items() if not k.startswith("elo_paired")}) \
+        .score == r.score
+
+
 # --------------------------------------------------------------------------
 # Matches
 # --------------------------------------------------------------------------
@@ -143,10 +235,77 @@ def test_play_match_both_seats(openings) -> None:
     assert a.calls < 8 * 40
 
 
+class ByPosition:
+    """A deterministic player: its move is a function of the position alone, so the two games
+    of an opening, one from each seat, are the same game."""
+
+    def __init__(self, name: str = "by-position") -> None:
+        self.name = name
+
+    def choose(self, boards):
+        out = []
+        for b in boards:
+            moves = b.legal_moves()
+            out.append(moves[zlib.crc32(b._state_bytes()) % len(moves)])
+        return out
+
+
+class Seats:
+    """Wraps a player and records the seats (1 or 2) it was asked to move from."""
+
+    def __init__(self, player) -> None:
+        self.player, self.name, self.seats = player, player.name, set()
+
+    def choose(self, boards):
+        self.seats.update(b.turn for b in boards)
+        return self.player.choose(boards)
+
+
+def assert_paired_result(r, n_openings: int) -> None:
+    """What every match result holds: two games per opening, counts and score from them."""
+    assert (r.games, r.openings, len(r.outcomes)) == (2 * n_openings, n_openings, 2 * n_openings)
+    assert set(r.outcomes) <= {0.0, 0.5, 1.0}
+    assert (r.wins, r.draws, r.losses) == (r.outcomes.count(1.0), r.outcomes.count(0.5),
+                                           r.outcomes.count(0.0))
+    assert r.score == pytest.approx(sum(r.outcomes) / r.games)
+    assert r.score_paired_low <= r.score <= r.score_paired_high
+
+
 def test_play_match_same_player_object_is_even(openings) -> None:
-    p = RandomPlayer(3)
+    # The same object in both seats, moving by position only: every opening's two games are
+    # identical, so player1 wins one exactly when it loses the other (or draws both). The match
+    # is even with no spread at all: score 0.5 and a paired interval of [0.5, 0.5].
+    p = ByPosition()
     r = play_match(p, p, openings[:3])
-    assert r.games == 6
+    assert_paired_result(r, 3)
+    pairs = list(zip(r.outcomes[0::2], r.outcomes[1::2], strict=True))
+    assert all(a + b == 1.0 for a, b in pairs), pairs
+    assert r.wins == r.losses and r.score == 0.5 and r.elo == 0
+    assert r.score_paired_low == r.score_paired_high == 0.5
+    assert (r.player1, r.player2) == ("by-position", "by-position")
+
+
+def test_play_match_same_random_player_object_moves_in_every_game(openings) -> None:
+    # A random player as both sides: one choose() call covers every game where it is to move,
+    # whichever seat it holds, and every game runs to its end.
+    p = Seats(RandomPlayer(3))
+    r = play_match(p, p, openings[:3])
+    assert_paired_result(r, 3)
+    assert p.seats == {1, 2}
+
+
+def test_play_match_outcomes_follow_the_seats(openings) -> None:
+    # Two copies of one deterministic player play the same game from each seat, so the seat
+    # decides: from seat 1 player1 gets the result seat 1 got; from seat 2, the other one.
+    a, b = ByPosition("a"), ByPosition("b")
+    r = play_match(a, b, openings[:4])
+    assert_paired_result(r, 4)
+    for k, o in enumerate(openings[:4]):
+        game = o.copy()
+        while not game.is_over:
+            game.play(*a.choose([game])[0])
+        seat1 = 0.5 if game.winner == 0 else (1.0 if game.winner == 1 else 0.0)
+        assert r.outcomes[2 * k: 2 * k + 2] == [seat1, 1.0 - seat1]
 
 
 def test_rollout_200_beats_random(openings) -> None:
@@ -171,7 +330,8 @@ def test_rollout_with_few_runs_is_not_lowest_index(openings) -> None:
 
 def test_load_openings_default(openings, fixtures_dir: Path) -> None:
     assert len(openings) == 128
-    assert default_openings_path().read_bytes() == (fixtures_dir / "flagz_initial_v1.jsonl").read_bytes()
+    fixture = fixtures_dir / "flagz_initial_v1.jsonl"
+    assert default_openings_path().read_bytes() == fixture.read_bytes()
     assert all(o.move == 0 and o.turn == 1 and not o.is_over for o in openings)
 
 
@@ -195,7 +355,7 @@ def test_load_openings_bad_line(tmp_path: Path, line: str, match: str) -> None:
 
 
 def test_load_openings_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"No such file or directory: .*nope\.jsonl"):
         load_openings(tmp_path / "nope.jsonl")
 
 
@@ -251,7 +411,8 @@ def test_env_sets_default_and_flag_wins(monkeypatch) -> None:
     p = cli.build_parser()
     assert p.parse_args(["selfplay", "--output-dir", "x"]).runs_per_move == 17
     assert p.parse_args(["train"]).runs_per_move == 17
-    assert p.parse_args(["selfplay", "--output-dir", "x", "--runs-per-move", "5"]).runs_per_move == 5
+    args = p.parse_args(["selfplay", "--output-dir", "x", "--runs-per-move", "5"])
+    assert args.runs_per_move == 5
     monkeypatch.delenv("HEXZ_RUNS_PER_MOVE")
     p = cli.build_parser()
     assert p.parse_args(["selfplay", "--output-dir", "x"]).runs_per_move == 800
@@ -273,7 +434,7 @@ def test_env_other_kinds(monkeypatch) -> None:
 
 
 def test_env_named_in_help(capsys) -> None:
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^0$"):
         cli.build_parser().parse_args(["selfplay", "--help"])
     assert "[HEXZ_RUNS_PER_MOVE]" in capsys.readouterr().out
 
@@ -281,7 +442,7 @@ def test_env_named_in_help(capsys) -> None:
 @pytest.mark.parametrize("value", ["abc", "0", "-3", "1.5", ""])
 def test_env_bad_value(monkeypatch, capsys, value: str) -> None:
     monkeypatch.setenv("HEXZ_RUNS_PER_MOVE", value)
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(SystemExit, match="^2$") as e:
         cli.build_parser()
     assert e.value.code == 2
     err = capsys.readouterr().err
@@ -292,7 +453,7 @@ def test_env_bad_value(monkeypatch, capsys, value: str) -> None:
                                   ["train", "--minutes", "-1"], ["arena", "random"],
                                   ["train", "--parallel-games", "x"]])
 def test_bad_flags_exit(argv, capsys) -> None:
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(SystemExit, match="^2$") as e:
         cli.build_parser().parse_args(argv)
     assert e.value.code == 2
     assert "error:" in capsys.readouterr().err
@@ -331,7 +492,7 @@ def test_cli_export(checkpoint, tmp_path: Path, capsys) -> None:
     assert isinstance(m, torch.jit.ScriptModule)
     b, mk = _random_inputs()
     with torch.no_grad():
-        for x, y in zip(m(b, mk), net(b, mk)):
+        for x, y in zip(m(b, mk), net(b, mk), strict=True):
             torch.testing.assert_close(x, y)
     assert cli.main(["export", str(tmp_path / "missing.pt"), str(tmp_path / "x.pt")]) == 2
 
@@ -361,19 +522,23 @@ def test_arena_with_torchscript_and_directory_players(checkpoint, tmp_path: Path
     assert cli.main(["export", str(path), str(ts)]) == 0
     repo = CheckpointRepo(LocalStorage(tmp_path / "d"), "unit")
     Trainer(repo, TrainConfig(blocks=2, filters=16))
-    a = make_player(f"{ts}:3", max_games=2)
-    b = make_player(f"{tmp_path / 'd/models/flagz/unit'}:3", max_games=2)
+    a = Seats(make_player(f"{ts}:3", max_games=2))
+    b = Seats(make_player(f"{tmp_path / 'd/models/flagz/unit'}:3", max_games=2))
     r = play_match(a, b, openings[:1])
-    assert r.games == 2
+    assert_paired_result(r, 1)
+    assert (r.player1, r.player2) == (f"{ts}:3", f"{tmp_path / 'd/models/flagz/unit'}:3")
+    assert a.seats == b.seats == {1, 2}, "each player moved from both seats"
 
 
 def test_arena_with_hexz_fixture_model(fixtures_dir: Path, openings) -> None:
     model = fixtures_dir / "hexz_conv2d_scriptmodule.pt"
     if not model.exists():
         pytest.skip("hexz fixture model missing")
-    r = play_match(make_player(f"{model}:2", max_games=2), make_player("random", seed=0),
-                   openings[:1])
-    assert r.games == 2
+    a, b = Seats(make_player(f"{model}:2", max_games=2)), Seats(make_player("random", seed=0))
+    r = play_match(a, b, openings[:1])
+    assert_paired_result(r, 1)
+    assert (r.player1, r.player2) == (f"{model}:2", "random")
+    assert a.seats == b.seats == {1, 2}, "each player moved from both seats"
 
 
 def test_resolve_model_path(tmp_path: Path, checkpoint) -> None:
@@ -385,7 +550,8 @@ def test_resolve_model_path(tmp_path: Path, checkpoint) -> None:
     want = model_dir / "checkpoints/0" / MODEL_FILE
     assert resolve_model_path(model_dir) == want
     assert resolve_model_path(model_dir / "checkpoints") == want
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError,
+                       match="empty-nothing: no model file and no checkpoints/N/model.pt below it"):
         resolve_model_path(tmp_path / "empty-nothing")
 
 

@@ -259,27 +259,41 @@ BAD_STATES = [
     ("unknown type", set_fields(lonely_empty, type=9), r"type 9 is not used in Flagz"),
     ("hidden cell", set_fields(lonely_empty, hidden=True), r"hidden"),
     # values
-    ("piece value 6", set_fields(piece, value=6), r"NORMAL with owner \d and value 6 .*not a Flagz piece"),
-    ("piece value 0", set_fields(piece, value=0), r"NORMAL with owner \d and value 0 .*not a Flagz piece"),
+    ("piece value 6", set_fields(piece, value=6),
+     r"NORMAL with owner \d and value 6 .*not a Flagz piece"),
+    ("piece value 0", set_fields(piece, value=0),
+     r"NORMAL with owner \d and value 0 .*not a Flagz piece"),
     ("piece value -1", set_fields(piece, value=-1), r"value -1 .*not a Flagz piece"),
-    ("grass value 6", set_fields(lambda f: f.type == GRASS, value=6), r"GRASS .*value 6 .*not a Flagz piece"),
-    ("grass value 0", set_fields(lambda f: f.type == GRASS, value=0), r"GRASS .*value 0 .*not a Flagz piece"),
-    ("flag value 1", set_fields(lambda f: f.type == FLAG, value=1), r"FLAG .*value 1 .*not a Flagz piece"),
-    ("rock value", set_fields(lambda f: f.type == ROCK, value=2), r"ROCK .*value 2 .*not a Flagz piece"),
-    ("empty cell with a value", set_fields(lonely_empty, value=3), r"NORMAL with owner 0 and value 3 .*not a Flagz piece"),
+    ("grass value 6", set_fields(lambda f: f.type == GRASS, value=6),
+     r"GRASS .*value 6 .*not a Flagz piece"),
+    ("grass value 0", set_fields(lambda f: f.type == GRASS, value=0),
+     r"GRASS .*value 0 .*not a Flagz piece"),
+    ("flag value 1", set_fields(lambda f: f.type == FLAG, value=1),
+     r"FLAG .*value 1 .*not a Flagz piece"),
+    ("rock value", set_fields(lambda f: f.type == ROCK, value=2),
+     r"ROCK .*value 2 .*not a Flagz piece"),
+    ("empty cell with a value", set_fields(lonely_empty, value=3),
+     r"NORMAL with owner 0 and value 3 .*not a Flagz piece"),
     # owners
     ("piece owner 3", set_fields(piece, owner=3), r"owner 3 .*not a Flagz piece"),
     ("piece owner -1", set_fields(piece, owner=-1), r"owner -1 .*not a Flagz piece"),
-    ("flag owner 0", set_fields(lambda f: f.type == FLAG, owner=0), r"FLAG with owner 0 .*not a Flagz piece"),
-    ("flag owner 3", set_fields(lambda f: f.type == FLAG, owner=3), r"FLAG with owner 3 .*not a Flagz piece"),
-    ("grass with owner", set_fields(lambda f: f.type == GRASS, owner=1), r"GRASS with owner 1 .*not a Flagz piece"),
-    ("rock with owner", set_fields(lambda f: f.type == ROCK, owner=2), r"ROCK with owner 2 .*not a Flagz piece"),
+    ("flag owner 0", set_fields(lambda f: f.type == FLAG, owner=0),
+     r"FLAG with owner 0 .*not a Flagz piece"),
+    ("flag owner 3", set_fields(lambda f: f.type == FLAG, owner=3),
+     r"FLAG with owner 3 .*not a Flagz piece"),
+    ("grass with owner", set_fields(lambda f: f.type == GRASS, owner=1),
+     r"GRASS with owner 1 .*not a Flagz piece"),
+    ("rock with owner", set_fields(lambda f: f.type == ROCK, owner=2),
+     r"ROCK with owner 2 .*not a Flagz piece"),
     # next values
     ("next_val with 1 entry", set_next_val(lonely_empty, [0]), r"next_val \[0\] must be 2 values"),
-    ("next_val with 3 entries", set_next_val(lonely_empty, [0, 0, 0]), r"next_val \[0, 0, 0\] must be 2 values"),
+    ("next_val with 3 entries", set_next_val(lonely_empty, [0, 0, 0]),
+     r"next_val \[0, 0, 0\] must be 2 values"),
     ("next_val empty", set_next_val(lonely_empty, []), r"next_val \[\] must be 2 values"),
-    ("next_val 6", set_next_val(lonely_empty, [6, 0]), r"next_val \[6, 0\] must be 2 values in -1..5"),
-    ("next_val -2", set_next_val(lonely_empty, [0, -2]), r"next_val \[0, -2\] must be 2 values in -1..5"),
+    ("next_val 6", set_next_val(lonely_empty, [6, 0]),
+     r"next_val \[6, 0\] must be 2 values in -1..5"),
+    ("next_val -2", set_next_val(lonely_empty, [0, -2]),
+     r"next_val \[0, -2\] must be 2 values in -1..5"),
     ("next_val on an occupied cell out of range", set_next_val(piece, [0, 9]), r"must be 2 values"),
     ("next value without a neighbour", set_next_val(lonely_empty, [2, 0]),
      r"next_val is \[2, 0\] but its neighbours give \[0, 0\]"),
@@ -292,19 +306,27 @@ BAD_STATES = [
     ("blocked without a 5", set_next_val(lonely_empty, [-1, 0], blocked=1),
      r"next_val is \[-1, 0\] but its neighbours give \[0, 0\]"),
     # blocked bits
-    ("blocked bit 0 without -1", set_fields(lonely_empty, blocked=1), r"blocked bits 1 contradict next_val \[0, 0\]"),
-    ("blocked bit 1 without -1", set_fields(lonely_empty, blocked=2), r"blocked bits 2 contradict next_val \[0, 0\]"),
-    ("blocked bits cleared", set_fields(blocked_empty, blocked=0), r"blocked bits 0 contradict next_val"),
-    ("blocked bits on a piece", set_fields(lambda f: piece(f) and f.blocked == 0, blocked=3), r"blocked bits 3 contradict"),
+    ("blocked bit 0 without -1", set_fields(lonely_empty, blocked=1),
+     r"blocked bits 1 contradict next_val \[0, 0\]"),
+    ("blocked bit 1 without -1", set_fields(lonely_empty, blocked=2),
+     r"blocked bits 2 contradict next_val \[0, 0\]"),
+    ("blocked bits cleared", set_fields(blocked_empty, blocked=0),
+     r"blocked bits 0 contradict next_val"),
+    ("blocked bits on a piece", set_fields(lambda f: piece(f) and f.blocked == 0, blocked=3),
+     r"blocked bits 3 contradict"),
     # counters
     ("free_cells too high", bump(["free_cells"], +1), r"free_cells is \d+ but the cells give \d+"),
     ("free_cells too low", bump(["free_cells"], -1), r"free_cells is \d+ but the cells give \d+"),
-    ("normal_moves of player 1", bump(["normal_moves"], +1, index=0), r"normal_moves is \(\d+, \d+\) but the cells give"),
-    ("normal_moves of player 2", bump(["normal_moves"], -1, index=1), r"normal_moves is \(\d+, \d+\) but the cells give"),
+    ("normal_moves of player 1", bump(["normal_moves"], +1, index=0),
+     r"normal_moves is \(\d+, \d+\) but the cells give"),
+    ("normal_moves of player 2", bump(["normal_moves"], -1, index=1),
+     r"normal_moves is \(\d+, \d+\) but the cells give"),
     ("normal_moves with 1 entry", truncate("normal_moves", 1), r"need 2 entries each"),
     ("normal_moves with 3 entries", extend("normal_moves", [0]), r"need 2 entries each"),
-    ("score of player 1", bump(["board", "score"], +1, index=0), r"score is \(\d+, \d+\) but the cells give"),
-    ("score of player 2", bump(["board", "score"], -3, index=1), r"score is \(-?\d+, -?\d+\) but the cells give"),
+    ("score of player 1", bump(["board", "score"], +1, index=0),
+     r"score is \(\d+, \d+\) but the cells give"),
+    ("score of player 2", bump(["board", "score"], -3, index=1),
+     r"score is \(-?\d+, -?\d+\) but the cells give"),
     ("score with 1 entry", truncate("score", 1), r"need 2 entries each"),
     ("resources with 1 entry", truncate("resources", 1), r"need 2 entries each"),
     # flags and resources
@@ -322,7 +344,8 @@ BAD_STATES = [
     ("turn -1", on_board(turn=-1), r"turn is -1, expected 1 or 2"),
     ("negative move counter", on_board(move=-1), r"move counter is negative"),
     ("state INITIAL", on_board(state=pb.Board.INITIAL), r"game state INITIAL"),
-    ("state FINISHED", on_board(state=pb.Board.FINISHED), r"state says FINISHED but the position is still running"),
+    ("state FINISHED", on_board(state=pb.Board.FINISHED),
+     r"state says FINISHED but the position is still running"),
     ("unknown game state", on_board(state=7), r"game state 7"),
     # other messages in the oneof
     ("classic", other_variant("classic"), r"expected a flagz game state, got classic"),
@@ -379,7 +402,8 @@ xF  ##  ##  oF  oF  oF  ##  ##  ##  ##
     msg = board.to_proto()
     assert Board.from_proto(msg).turn == 1
     msg.flagz.board.turn = 2
-    with pytest.raises(InvalidStateError, match=r"turn is 2 but player 2 cannot move and player 1 can"):
+    with pytest.raises(InvalidStateError,
+                       match=r"turn is 2 but player 2 cannot move and player 1 can"):
         Board.from_proto(msg)
 
 
@@ -402,9 +426,9 @@ def test_bytes_without_a_flagz_board_are_rejected(data):
 
 
 def test_from_proto_rejects_other_python_types():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="expected hexz_pb2.GameEngineState, got str"):
         Board.from_proto("not a message")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="expected hexz_pb2.GameEngineState, got Board"):
         Board.from_proto(pb.Board())
 
 

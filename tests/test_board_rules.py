@@ -71,9 +71,10 @@ def test_valid_cells():
     assert len(cells) == 105
     assert sum(1 for r, c in cells if r % 2 == 0) == 60
     for bad in [(1, 9), (3, 9), (9, 9), (-1, 0), (11, 0), (0, 10), (0, -1), (10, 10)]:
-        with pytest.raises(ValueError):
+        not_a_cell = rf"^\({bad[0]}, {bad[1]}\) is not a cell of the board$"
+        with pytest.raises(ValueError, match=not_a_cell):
             neighbors(*bad)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=not_a_cell):
             Board.new(1).cell(*bad)
 
 

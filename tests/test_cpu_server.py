@@ -28,14 +28,14 @@ from hypothesis import strategies as st
 
 from conftest import free_port, serve_app, stop_processes, wait_for
 from pyhexz import hexz_pb2 as pb
-from pyhexz.train.arena import load_openings, random_positions
-from pyhexz.game.board import Board
+from pyhexz.cpu.app import CPU_EXTENSION, SUGGEST_PATH, CpuServerConfig, build_player, create_app
 from pyhexz.cpu.player import NoModelYet, load_served_model
-from pyhexz.cpu.app import SUGGEST_PATH, CpuServerConfig, build_player, create_app
-from pyhexz.nn import HexzNet, ModelLoadError, export_torchscript, save_checkpoint
+from pyhexz.game.board import Board
 from pyhexz.infra.modelbus import ModelBus
 from pyhexz.infra.storage import MODEL_FILE, SCRIPT_FILE, CheckpointRepo, LocalStorage, sha256
+from pyhexz.nn import HexzNet, ModelLoadError, export_torchscript, save_checkpoint
 from pyhexz.search.timed import TimedSearch, think
+from pyhexz.train.arena import load_openings, random_positions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FINAL, PRIOR = pb.SuggestMoveStats.FINAL, pb.SuggestMoveStats.MCTS_PRIOR
@@ -50,7 +50,7 @@ def served(cfg: CpuServerConfig):
         with serve_app(app) as url:
             yield url
     finally:
-        app.extensions["hexz_cpu_player"].close()
+        app.extensions[CPU_EXTENSION].player.close()
 
 
 @pytest.fixture(scope="module")
@@ -338,16 +338,18 @@ def bad_requests(openings) -> list:
     bad_score.flagz.board.score[0] = 7
     enc = lambda m: base64.b64encode(m.SerializeToString()).decode()  # noqa: E731
     js = lambda **kw: ("json", json.dumps(kw))  # noqa: E731
+    not_int = "maxThinkTime must be a non-negative integer"
+    garbage = base64.b64encode(b"\xff\x00garbage").decode()
     return [
         (("json", "{not json"), 400, "not JSON"),
         (("json", "[1, 2]"), 400, "JSON object"),
         (js(maxThinkTime=10), 400, "gameEngineState must be a string"),
         (js(gameEngineState="***"), 400, "not standard base64"),
-        (js(gameEngineState=base64.b64encode(b"\xff\x00garbage").decode()), 400, "invalid game state"),
+        (js(gameEngineState=garbage), 400, "invalid game state"),
         (js(gameEngineState=enc(good), maxThinkTime=-5), 400, "maxThinkTime must be >= 0"),
-        (js(gameEngineState=enc(good), maxThinkTime="1s"), 400, "maxThinkTime must be a non-negative integer"),
-        (js(gameEngineState=enc(good), maxThinkTime=1.5), 400, "maxThinkTime must be a non-negative integer"),
-        (js(gameEngineState=enc(good), maxThinkTime=True), 400, "maxThinkTime must be a non-negative integer"),
+        (js(gameEngineState=enc(good), maxThinkTime="1s"), 400, not_int),
+        (js(gameEngineState=enc(good), maxThinkTime=1.5), 400, not_int),
+        (js(gameEngineState=enc(good), maxThinkTime=True), 400, not_int),
         (js(gameEngineState=enc(good), maxIterations=-1), 400, "maxIterations must be >= 0"),
         (js(gameEngineState=enc(over.to_proto())), 400, "the game is over"),
         (js(gameEngineState=enc(over_running)), 400, "state says RUNNING but the position is over"),
@@ -356,7 +358,8 @@ def bad_requests(openings) -> list:
         (("proto", b"\xff\xff\xff"), 400, "not a SuggestMoveRequest"),
         (("proto", pb.SuggestMoveRequest(max_think_time_ms=5).SerializeToString()), 400,
          "no game_engine_state"),
-        (("proto", pb.SuggestMoveRequest(game_engine_state=pb.GameEngineState()).SerializeToString()),
+        (("proto",
+          pb.SuggestMoveRequest(game_engine_state=pb.GameEngineState()).SerializeToString()),
          400, "expected a flagz game state"),
         (("proto", suggest_request(b, think_ms=-1).SerializeToString()), 400, "must be >= 0"),
         (("proto", suggest_request(over).SerializeToString()), 400, "the game is over"),
@@ -479,9 +482,11 @@ def test_fuzz_malformed_bodies_never_cause_a_500(fuzz_url, openings, positions) 
 # --------------------------------------------------------------------------
 
 
-def test_status_says_rollout_without_a_model_and_reports_think_times(rollout_url, openings) -> None:
+def test_status_says_rollout_without_a_model_and_reports_think_times(rollout_url,
+                                                                     openings) -> None:
     for ms in (20, 40, 60):
-        assert post_proto(rollout_url, suggest_request(openings[12], think_ms=ms)).status_code == 200
+        r = post_proto(rollout_url, suggest_request(openings[12], think_ms=ms))
+        assert r.status_code == 200
     s = requests.get(rollout_url + "/status", timeout=10).json()
     assert s["player"] == "rollout MCTS (no model)" and s["model"] is None
     req = s["requests"]
@@ -518,11 +523,12 @@ def publish(repo: CheckpointRepo, n: int, tmp: Path, *, meta: bool = True) -> No
 def test_model_sources_take_the_newest_published_checkpoint(tmp_path: Path) -> None:
     root = tmp_path / "store"
     repo = CheckpointRepo(LocalStorage(root), "unit")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="no model file and no checkpoints/N/model.pt"):
         load_served_model(str(root / "models/flagz/unit"))
     (root / "models/flagz/unit").mkdir(parents=True)
-    for path in (root, root / "models/flagz/unit"):
-        with pytest.raises(NoModelYet):
+    for path, match in ((root, "model unit has no published checkpoint yet"),
+                        (root / "models/flagz/unit", "no checkpoints/N/model.pt below it")):
+        with pytest.raises(NoModelYet, match=match):
             load_served_model(str(path))
     publish(repo, 1, tmp_path)
     publish(repo, 3, tmp_path)
@@ -547,9 +553,9 @@ def test_model_sources_take_the_newest_published_checkpoint(tmp_path: Path) -> N
 def test_bad_model_settings_fail_at_start(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a model")
-    with pytest.raises(ModelLoadError):
+    with pytest.raises(ModelLoadError, match="cannot load model file .*bad.pt.*not a zip archive"):
         build_player(CpuServerConfig(model_path=str(bad)))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="missing.pt: no model file"):
         build_player(CpuServerConfig(model_path=str(tmp_path / "missing.pt")))
     (tmp_path / "two/models/flagz/a").mkdir(parents=True)
     (tmp_path / "two/models/flagz/b").mkdir(parents=True)
@@ -579,7 +585,7 @@ def test_storage_url_loads_the_newest_checkpoint_from_gcs(gcs_emulator, tmp_path
         assert m.sha256 == repo.meta(2)["sha256"][MODEL_FILE]
     with pytest.raises(ValueError, match="HEXZ_MODEL_NAME"):
         load_served_model(root)
-    with pytest.raises(NoModelYet):
+    with pytest.raises(NoModelYet, match="model nothing has no published checkpoint yet"):
         load_served_model(root, "nothing")
 
 
@@ -624,7 +630,8 @@ def test_follows_a_training_run_through_redis(redis_url, tmp_path: Path, opening
         bus.publish(3, b"PK\x03\x04 not a torchscript archive")
         wait_for(lambda: status()["following"]["refused"] >= 2)
         assert status()["model"]["checkpoint"] == 1
-        assert post_proto(url, suggest_request(b, think_ms=20)).headers["X-Hexz-Model"] == f"{name}:1"
+        r = post_proto(url, suggest_request(b, think_ms=20))
+        assert r.headers["X-Hexz-Model"] == f"{name}:1"
         bus.publish(4, torchscript_bytes(4, tmp_path))
         s = wait_for(lambda: (lambda s: s if s["model"]["checkpoint"] == 4 else None)(status()))
         assert s["following"]["swaps"] >= 1
@@ -648,7 +655,7 @@ def test_starts_from_a_model_file_and_switches_to_the_announced_one(redis_url, t
 
 def test_follows_a_training_run_through_the_training_server(tmp_path: Path, openings) -> None:
     """No Redis: the models come from the training server's GET /models/latest."""
-    from pyhexz.train.trainer import TrainConfig
+    from pyhexz.train.config import TrainConfig
     from pyhexz.training_server.app import create_app as training_app
     from pyhexz.training_server.config import ServerConfig
     name = f"viaserver{os.getpid()}"
@@ -697,12 +704,14 @@ def test_original_readme_commands_and_the_cli_serve_the_cpu_player(tmp_path: Pat
              for cwd, cmd in commands]
     b = openings[14]
     try:
-        for port, p in zip(ports, procs):
+        for port, p in zip(ports, procs, strict=True):
             url = f"http://127.0.0.1:{port}"
 
-            def up():
+            # Bound as defaults: each server's check must see its own process and URL.
+            def up(p: subprocess.Popen = p, url: str = url) -> bool:
                 if p.poll() is not None:
-                    raise AssertionError(f"exited {p.returncode}: {p.stderr.read().decode()[-2000:]}")
+                    err = p.stderr.read().decode()[-2000:] if p.stderr else ""
+                    raise AssertionError(f"exited {p.returncode}: {err}")
                 try:
                     return requests.get(url + "/healthz", timeout=5).ok
                 except requests.RequestException:   # not listening yet, or still loading

@@ -154,7 +154,15 @@ def test_dockerfile_copies_existing_paths_and_builds_in_stages(name: str, ignore
     # The build stage compiles pyhexz (Cython) from the copied sources and imports the result;
     # the runtime stage has no compiler and does not run as root.
     runs = " ".join(a for w, a in build["steps"] if w == "RUN")
-    assert "gcc" in runs and "--no-build-isolation ." in runs
+    assert "gcc" in runs and re.search(r'--no-build-isolation (\.|"\.\[[a-z,]+\]")', runs)
+    # Versions exactly as CI tests them: torch's CPU build at the lock's version, then
+    # everything else constrained by the lock.
+    assert "requirements.lock" in {p for w, a in build["steps"] if w == "COPY"
+                                   for p in shlex.split(a)[:-1]}
+    assert "download.pytorch.org/whl/cpu" in runs and "'^torch==' requirements.lock" in runs
+    pips = [a for w, a in build["steps"] if w == "RUN" and "pip install" in a
+            and "--index-url" not in a]
+    assert pips and all("-c requirements.lock" in a for a in pips), pips
     assert re.search(r"import pyhexz\.game\.board, pyhexz\.search\.mcts", runs)
     final_runs = " ".join(a for w, a in final["steps"] if w == "RUN")
     assert "gcc" not in final_runs and "apt-get install" not in final_runs
@@ -238,6 +246,10 @@ def test_image_build_and_commands_work_from_a_fresh_venv(tmp_path: Path, ignore,
     site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # The image installs the lock's setuptools over the venv's bundled one (which is too old
+    # for pyproject's SPDX license): here the dependencies' copy takes its place.
+    subprocess.run([py, "-m", "pip", "uninstall", "-y", "-q", "--disable-pip-version-check",
+                    "setuptools"], check=True, capture_output=True)
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items()
@@ -249,8 +261,9 @@ def test_image_build_and_commands_work_from_a_fresh_venv(tmp_path: Path, ignore,
                        cwd=home, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     _dependency_scripts(venv)
-    r = subprocess.run([py, "-c", "import pyhexz, pyhexz.game.board, pyhexz.search.mcts, pyhexz.cpu_server, "
-                        "pyhexz.worker.job; print(pyhexz.__file__, pyhexz.game.board.__file__)"],
+    r = subprocess.run([py, "-c", "import pyhexz, pyhexz.game.board, pyhexz.search.mcts, "
+                        "pyhexz.cpu_server, pyhexz.worker.job; "
+                        "print(pyhexz.__file__, pyhexz.game.board.__file__)"],
                        cwd=home, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     assert all(p.startswith(str(venv)) for p in r.stdout.split()), r.stdout
@@ -296,6 +309,199 @@ def test_image_build_and_commands_work_from_a_fresh_venv(tmp_path: Path, ignore,
 
 
 # --------------------------------------------------------------------------
+# Dependencies: pyproject.toml's ranges, requirements.lock's pins, and who installs them
+# --------------------------------------------------------------------------
+
+# The platform requirements.lock is compiled for: CPython 3.11 on Linux x86-64.
+LOCK_ENV = {"python_version": "3.11", "python_full_version": "3.11.0", "os_name": "posix",
+            "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
+            "implementation_name": "cpython", "platform_python_implementation": "CPython",
+            "extra": ""}
+CUDA_PREFIXES = ("nvidia-", "cuda-", "triton")
+
+
+def _pyproject() -> dict:
+    import tomllib
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def _lock() -> dict[str, str]:
+    """requirements.lock as {canonical name: version}; every line an exact pin."""
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep and version and ";" not in line, f"not an exact pin: {line!r}"
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_lock_pins_every_requirement_of_pyproject_within_its_range() -> None:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pyproject = _pyproject()
+    project, pins = pyproject["project"], _lock()
+    extras = project["optional-dependencies"]
+    assert {"server", "worker", "gcs", "all", "dev"} <= set(extras)
+    # The core is what train/selfplay/arena/export need; the services' packages are extras.
+    core = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    assert core == {"numpy", "protobuf", "torch"}, core
+    for extra, reqs in [("", project["dependencies"]), *extras.items()]:
+        for req in map(Requirement, reqs):
+            name = canonicalize_name(req.name)
+            if name == "pyhexz":   # [all] and [dev] name other extras of pyhexz itself
+                assert req.extras <= set(extras), req
+                continue
+            if req.marker and not req.marker.evaluate(LOCK_ENV):
+                continue
+            assert name in pins, f"[{extra}] {req}: not in requirements.lock"
+            assert req.specifier.contains(pins[name], prereleases=True), \
+                f"[{extra}] {req}: the lock has {pins[name]}"
+    # torch: one pin, the one [tool.uv] constrains the lock to; none of its CUDA packages.
+    torch_pin = [c for c in pyproject["tool"]["uv"]["constraint-dependencies"]
+                 if c.startswith("torch==")]
+    assert torch_pin == [f"torch=={pins['torch']}"], torch_pin
+    assert not [n for n in pins if n.startswith(CUDA_PREFIXES)]
+    assert "uv pip compile pyproject.toml -o requirements.lock" in \
+        (REPO / "requirements.lock").read_text().split("\n", 3)[1]
+
+
+def test_lock_holds_the_dependencies_of_what_it_pins() -> None:
+    """Transitive packages are pinned too: every requirement of every locked package that is
+    installed here (the lock's versions, in CI) is itself in the lock."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = _lock()
+    missing = set()
+    for name in pins:
+        try:
+            requires = metadata.distribution(name).requires or []
+        except metadata.PackageNotFoundError:
+            continue
+        for req in map(Requirement, requires):
+            dep = canonicalize_name(req.name)
+            if req.marker and not req.marker.evaluate(LOCK_ENV):
+                continue
+            if dep not in pins and not dep.startswith(CUDA_PREFIXES):
+                missing.add(f"{dep} (of {name})")
+    assert not missing, f"not in requirements.lock: {sorted(missing)}"
+
+
+def test_setup_script_and_conda_environment_install_from_the_lock() -> None:
+    setup = (REPO / "scripts/setup.sh").read_text()
+    assert "pip install -r requirements.lock" in setup
+    assert "grep -E '^torch==' requirements.lock" in setup   # torch first, at the lock's pin
+    assert "requirements-dev.txt" not in setup
+    import yaml
+
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert "-r requirements.lock" in pip
+    assert not [x for x in pip if "==" in x or ">=" in x], "versions belong in the lock"
+    assert (REPO / "requirements-dev.txt").read_text().split()[:2] == ["-r", "requirements.lock"]
+    ci = (REPO / ".ci/run").read_text()
+    assert "bash scripts/setup.sh && .venv/bin/pytest" in ci
+    assert ".venv/bin/ruff check" in ci and ".venv/bin/mypy" in ci
+
+
+# `python -m pyhexz ARGV` as if the packages `blocked` (dotted prefixes) were not installed,
+# after importing `modules`.
+_BLOCK = """
+import importlib, importlib.abc, runpy, sys
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if any(name == b or name.startswith(b + ".") for b in {blocked!r}):
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, Missing())
+for m in {modules!r}:
+    importlib.import_module(m)
+sys.argv = ["pyhexz", *{argv!r}]
+runpy.run_module("pyhexz", run_name="__main__", alter_sys=True)
+"""
+
+
+def _run_without(blocked: list[str], argv: list[str], cwd: Path,
+                 modules: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEXZ_")}
+    env["PYTHONPATH"] = str(REPO / "src")
+    code = _BLOCK.format(blocked=blocked, argv=argv, modules=modules)
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("module", ["pyhexz.game.board", "pyhexz.search.mcts"])
+def test_stubs_of_the_compiled_modules_name_their_public_api(module: str) -> None:
+    """board.pyi and mcts.pyi (what mypy and editors see) keep up with the .pyx: every public
+    module name, and every public method and attribute of its classes, is in the stub."""
+    import ast
+    import importlib
+
+    mod = importlib.import_module(module)
+    compiled = Path(mod.__file__)   # board.cpython-311-x86_64-linux-gnu.so: the stub is board.pyi
+    tree = ast.parse(compiled.with_name(compiled.name.split(".", 1)[0] + ".pyi").read_text())
+
+    def names(body) -> set[str]:
+        out = set()
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                out.add(node.name)
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                out.add(node.target.id)
+            elif isinstance(node, ast.Assign):
+                out.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        return out
+
+    stub = names(tree.body)
+    classes = {n.name: names(n.body) for n in tree.body if isinstance(n, ast.ClassDef)}
+    public = {n for n, v in vars(mod).items() if not n.startswith("_")
+              and getattr(v, "__module__", module) == module and not isinstance(v, type(ast))}
+    assert public - stub == set(), f"{module}: not in the stub"
+    for name, members in classes.items():
+        cls = getattr(mod, name)
+        if cls.__module__ != module or issubclass(cls, Exception):
+            continue
+        api = {n for n in dir(cls) if not n.startswith("_")}
+        assert api - members == set(), f"{module}.{name}: not in the stub"
+
+
+# The services' packages: everything the extras install (google.protobuf is core).
+SERVICE_MODULES = ["flask", "werkzeug", "gunicorn", "prometheus_client", "redis", "requests",
+                   "google.cloud", "google.api_core", "google.auth"]
+
+
+def test_the_core_commands_need_no_extra(tmp_path: Path) -> None:
+    """`pip install pyhexz` is enough for train, selfplay, arena and export: their modules and
+    the command line import none of the services' packages."""
+    modules = ("pyhexz.train.local", "pyhexz.train.selfplay", "pyhexz.train.arena",
+               "pyhexz.search.players", "pyhexz.nn")
+    for command in ("train", "selfplay", "arena", "export"):
+        r = _run_without(SERVICE_MODULES, [command, "--help"], tmp_path, modules)
+        assert r.returncode == 0 and "usage:" in r.stdout, (command, r.stderr[-3000:])
+
+
+@pytest.mark.parametrize("argv, blocked, extra", [
+    (["worker", "--server-url", "http://127.0.0.1:9"], ["redis", "requests"], "worker"),
+    (["server"], ["flask", "werkzeug", "redis"], "server"),
+    (["cpu-server"], ["flask", "werkzeug", "gunicorn"], "server"),
+])
+def test_a_command_without_its_extra_says_which_to_install(argv, blocked, extra,
+                                                           tmp_path: Path) -> None:
+    r = _run_without(blocked, argv, tmp_path)
+    assert r.returncode == 2, r.stderr[-3000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"pip install 'pyhexz[{extra}]'" in lines[0], r.stderr[-3000:]
+    assert lines[0].startswith(f"pyhexz {argv[0]}: error: needs "), lines
+
+
+# --------------------------------------------------------------------------
 # HEXZ_* names against the command line
 # --------------------------------------------------------------------------
 
@@ -323,7 +529,8 @@ def test_compose_file_runs_the_whole_stack() -> None:
     assert services["server"]["build"]["dockerfile"] == "Dockerfile.server"
     assert services["worker"]["build"]["dockerfile"] == "Dockerfile.worker"
     for s in ("server", "worker"):
-        assert (REPO / services[s]["build"]["context"] / services[s]["build"]["dockerfile"]).exists()
+        build = services[s]["build"]
+        assert (REPO / build["context"] / build["dockerfile"]).exists()
     assert services["cpu"]["image"] == services["server"]["image"]
     assert services["cpu"]["command"][:2] == ["pyhexz", "cpu-server"]
     assert "replicas" in services["worker"]["deploy"]

@@ -115,25 +115,34 @@ def _bad_cases():
     neg_probs[nz[0]] += 0.5
     neg_probs[nz[1]] -= 0.5  # still sums to 1, one entry negative
     return ex, [
-        ("board shape", dict(board=encode_array(planes[:10])), r"board.*expected float32 \(11, 11, 10\)"),
+        ("board shape", dict(board=encode_array(planes[:10])),
+         r"board.*expected float32 \(11, 11, 10\)"),
         ("board dtype", dict(board=encode_array(planes.astype(np.float64))), r"board.*float64"),
-        ("board channels-last", dict(board=encode_array(np.ascontiguousarray(planes.transpose(1, 2, 0)))),
+        ("board channels-last",
+         dict(board=encode_array(np.ascontiguousarray(planes.transpose(1, 2, 0)))),
          r"board.*\(11, 10, 11\)"),
-        ("mask dtype", dict(action_mask=encode_array(mask.astype(np.uint8))), r"action_mask.*uint8"),
+        ("mask dtype", dict(action_mask=encode_array(mask.astype(np.uint8))),
+         r"action_mask.*uint8"),
         ("mask shape", dict(action_mask=encode_array(mask.reshape(-1))), r"action_mask.*\(220,\)"),
         ("probs shape", dict(move_probs=encode_array(probs.reshape(-1))), r"move_probs.*\(220,\)"),
-        ("probs dtype", dict(move_probs=encode_array(probs.astype(np.float64))), r"move_probs.*float64"),
+        ("probs dtype", dict(move_probs=encode_array(probs.astype(np.float64))),
+         r"move_probs.*float64"),
         ("board garbage", dict(board=b"\x93NUMPY garbage"), r"board: not an np.save array"),
         ("mask empty bytes", dict(action_mask=b""), r"action_mask: not an np.save array"),
         ("probs garbage", dict(move_probs=bytes(range(256))), r"move_probs: not an np.save array"),
-        ("pickled object array", dict(board=_pickled_object_array()), r"board: not an np.save array"),
+        ("pickled object array", dict(board=_pickled_object_array()),
+         r"board: not an np.save array"),
         ("board nan", dict(board=encode_array(nan_board)), r"non-finite"),
         ("probs inf", dict(move_probs=encode_array(inf_probs)), r"non-finite"),
         ("probs sum", dict(move_probs=encode_array(probs * 0.5)), r"sum to 1 \(sum 0\.5"),
-        ("probs all zero", dict(move_probs=encode_array(np.zeros(MASK_SHAPE, np.float32))), r"sum to 1"),
-        ("probs negative", dict(move_probs=encode_array(neg_probs.reshape(MASK_SHAPE))), r"non-negative"),
-        ("weight on illegal", dict(move_probs=encode_array(on_illegal.reshape(MASK_SHAPE))), r"illegal moves"),
-        ("empty mask", dict(action_mask=encode_array(np.zeros(MASK_SHAPE, bool))), r"no legal move"),
+        ("probs all zero", dict(move_probs=encode_array(np.zeros(MASK_SHAPE, np.float32))),
+         r"sum to 1"),
+        ("probs negative", dict(move_probs=encode_array(neg_probs.reshape(MASK_SHAPE))),
+         r"non-negative"),
+        ("weight on illegal", dict(move_probs=encode_array(on_illegal.reshape(MASK_SHAPE))),
+         r"illegal moves"),
+        ("empty mask", dict(action_mask=encode_array(np.zeros(MASK_SHAPE, bool))),
+         r"no legal move"),
         ("result > 1", dict(result=1.5), r"result 1\.5 outside \[-1, 1\]"),
         ("result < -1", dict(result=-2.0), r"result -2\.0 outside"),
         ("result nan", dict(result=float("nan")), r"result nan outside"),
@@ -200,7 +209,8 @@ def test_read_game_file_corrupt(tmp_path: Path, content: bytes | None) -> None:
     if content is None:
         content = gzip.compress(_request().SerializeToString())[:-20]
     path.write_bytes(content)
-    with pytest.raises(InvalidExampleError, match=r"bad\.pb\.gz: not a gzip AddTrainingExamplesRequest"):
+    with pytest.raises(InvalidExampleError,
+                       match=r"bad\.pb\.gz: not a gzip AddTrainingExamplesRequest"):
         read_game_file(path)
 
 

@@ -221,7 +221,8 @@ def test_signal_stops_gracefully_and_keeps_finished_games(tmp_path: Path, sig: i
     with log.open("ab") as err:
         # The signal handling must not depend on an inherited SIGINT disposition: start the
         # job the way a background shell does, with SIGINT ignored.
-        proc = subprocess.Popen(train_cmd(d, "--parallel-games", "2", "--minibatch-size", "1000000"),
+        proc = subprocess.Popen(train_cmd(d, "--parallel-games", "2",
+                                          "--minibatch-size", "1000000"),
                                 cwd=REPO_ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=err,
                                 start_new_session=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))

@@ -1,4 +1,5 @@
-"""Tests for the compiled search (pyhexz.search.mcts): signs, PUCT arithmetic, batching, noise, reuse.
+"""Tests for the compiled search (pyhexz.search.mcts): signs, PUCT arithmetic, batching, noise,
+reuse.
 
 Positions are tiny boards drawn with `Board.from_ascii(..., fill="##")`: row 0 (and once row
 1) is drawn, every other cell is rock and nobody has flags left, so in a one-row position a
@@ -404,7 +405,7 @@ def reference_visits(board: Board, sims: int, c_puct: float = 1.5) -> np.ndarray
             q_parent = sign * node.w / node.n
             scale = c_puct * math.sqrt(node.n)
             best, best_score = None, -math.inf
-            for move, ch in node.children:
+            for _, ch in node.children:
                 q = q_parent if ch.n == 0 else sign * ch.w / ch.n
                 score = q + scale * ch.p / (1 + ch.n)
                 if score > best_score:
@@ -562,7 +563,7 @@ def test_start_twice_before_searching_counts_the_root_once():
 def test_start_zero_and_negative():
     m = MCTS(1)
     m.set_root(0, Board.new(3))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="simulations must be >= 0"):
         m.start(0, -1)
     m.start(0, 0)
     drive(m)
@@ -589,9 +590,9 @@ def test_collect_twice_without_apply_raises():
         m.start(t, 5)
     planes, masks = buffers(m)
     n = m.collect(planes, masks)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="collect called twice without apply"):
         m.collect(planes, masks)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="a batch of leaves waits for apply"):
         m.play(0, policy_index(*Board.new(0).legal_moves()[0]))
     m.apply(*uniform_eval(planes[:n], masks[:n]))
     assert m.collect(planes, masks) == 2
@@ -610,7 +611,7 @@ def test_tree_changes_refused_while_a_batch_is_pending(call):
         m.apply(*uniform_eval(planes[:n], masks[:n]))
     assert m.collect(planes, masks) == 1
     size = m.tree_size(0)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="a batch of leaves waits for apply"):
         if call == "set_root":
             m.set_root(0, b)
         elif call == "run_rollouts":
@@ -770,7 +771,7 @@ def test_play_illegal_move_raises():
     m = neural_search(b, 10)
     size = m.tree_size(0)
     for bad in (normal(1), normal(5), policy_index(0, 0, 5), normal(9), 220, -1):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=rf"move {bad} is not legal at the root of tree 0"):
             m.play(0, bad)
     assert m.tree_size(0) == size, "a refused move leaves the tree alone"
     assert m.root_board(0)._state_bytes() == b._state_bytes()
@@ -780,7 +781,7 @@ def test_play_into_a_finished_game():
     m = neural_search(tiny(WIN_IN_ONE), 20)
     m.play(0, WIN_IN_ONE_MOVE)
     assert m.root_board(0).is_over
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="the game of tree 0 is over"):
         m.start(0, 1)
     assert not m.busy()
 
@@ -797,20 +798,20 @@ def test_start_on_a_finished_game_raises():
     assert b.is_over
     m = MCTS(1)
     m.set_root(0, b)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="the game of tree 0 is over"):
         m.start(0, 10)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="tree 0 has no position to search"):
         m.run_rollouts(0, 10)
     assert not m.busy()
 
 
 def test_calls_before_set_root_raise():
     m = MCTS(2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="tree 0 has no root; call set_root first"):
         m.start(0, 1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="tree 1 has no root; call set_root first"):
         m.play(1, 110)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="tree 0 has no position to search"):
         m.run_rollouts(0, 1)
     assert not m.busy()
 
@@ -820,7 +821,7 @@ def test_queries_before_set_root():
     assert m.tree_size(0) == 0 and m.root_value(0) == 0.0 and not m.busy()
     assert not m.visits(0).any() and not m.priors(0).any()
     for call in (m.root_visits, m.root_board, m.best_move):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="tree 0 has no root; call set_root first"):
             call(0)
 
 
@@ -842,8 +843,14 @@ def test_tree_index_out_of_range_raises(call):
     b = Board.new(1)
     m.set_root(0, b)
     m.set_root(1, b)
-    with pytest.raises(IndexError):
+    with pytest.raises(IndexError, match=r"tree -?\d+ out of range 0\.\.1"):
         call(m, b)
+
+
+SHAPE = r"buffers must be \(B, 11, 11, 10\) float32 and \(B, 2, 11, 10\) uint8"
+ROOM = "buffers must hold batch_size=4 leaves"
+OUTPUTS = r"expected probs \(2, 220\) and values \(2,\)"
+DTYPE = "Buffer dtype mismatch, expected 'float' but got 'double'"   # Cython's own check
 
 
 def test_wrong_buffers_raise():
@@ -855,35 +862,103 @@ def test_wrong_buffers_raise():
     good_p = np.zeros((B, 11, 11, 10), np.float32)
     good_m = np.zeros((B, 2, 11, 10), np.uint8)
     bad = [
-        (np.zeros((B, 11, 10, 11), np.float32), good_m),          # planes transposed
-        (np.zeros((B - 1, 11, 11, 10), np.float32), good_m),      # too few rows
-        (good_p, np.zeros((B - 1, 2, 11, 10), np.uint8)),
-        (good_p, np.zeros((B, 11, 10, 2), np.uint8)),             # mask transposed
-        (np.zeros((B, 11, 11, 10), np.float64), good_m),          # wrong dtype
-        (np.zeros((B, 11, 11, 20), np.float32)[..., ::2], good_m),  # not contiguous
+        (np.zeros((B, 11, 10, 11), np.float32), good_m, SHAPE),         # planes transposed
+        (np.zeros((B - 1, 11, 11, 10), np.float32), good_m, ROOM),      # too few rows
+        (good_p, np.zeros((B - 1, 2, 11, 10), np.uint8), ROOM),
+        (good_p, np.zeros((B, 11, 10, 2), np.uint8), SHAPE),            # mask transposed
+        (np.zeros((B, 11, 11, 10), np.float64), good_m, DTYPE),         # wrong dtype
+        (np.zeros((B, 11, 11, 20), np.float32)[..., ::2], good_m,       # not contiguous
+         "ndarray is not C-contiguous"),
     ]
-    for planes, masks in bad:
-        with pytest.raises(ValueError):
+    for planes, masks, message in bad:
+        with pytest.raises(ValueError, match=message):
             m.collect(planes, masks)
     assert m.collect(good_p, good_m) == 2, "two fresh roots, one leaf each"
-    for probs, values in [
-        (np.ones((2, 219), np.float32), np.zeros(2, np.float32)),
-        (np.ones((1, 220), np.float32), np.zeros(2, np.float32)),
-        (np.ones((2, 220), np.float32), np.zeros(1, np.float32)),
-        (np.ones((2, 220), np.float64), np.zeros(2, np.float32)),
+    for probs, values, message in [
+        (np.ones((2, 219), np.float32), np.zeros(2, np.float32), OUTPUTS),
+        (np.ones((1, 220), np.float32), np.zeros(2, np.float32), OUTPUTS),
+        (np.ones((2, 220), np.float32), np.zeros(1, np.float32), OUTPUTS),
+        (np.ones((2, 220), np.float64), np.zeros(2, np.float32), DTYPE),
     ]:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=message):
             m.apply(probs, values)
     m.apply(np.ones((2, 220), np.float32), np.zeros(2, np.float32))
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(num_trees=0), dict(num_trees=1, leaves_per_tree=0), dict(num_trees=1, c_puct=0.0),
-    dict(num_trees=1, dirichlet_alpha=-0.1), dict(num_trees=1, dirichlet_weight=1.5),
+SIZES = "num_trees and leaves_per_tree must be at least 1"
+CONSTANTS = r"need c_puct > 0, dirichlet_alpha >= 0, 0 <= dirichlet_weight <= 1"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(num_trees=0), SIZES), (dict(num_trees=1, leaves_per_tree=0), SIZES),
+    (dict(num_trees=1, c_puct=0.0), CONSTANTS),
+    (dict(num_trees=1, dirichlet_alpha=-0.1), CONSTANTS),
+    (dict(num_trees=1, dirichlet_weight=1.5), CONSTANTS),
 ])
-def test_bad_constructor_arguments_raise(kwargs):
-    with pytest.raises(ValueError):
+def test_bad_constructor_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
         MCTS(**kwargs)
+
+
+@pytest.mark.parametrize("num_trees, leaves_per_tree", [
+    (2**31 - 1, 1), (1, 2**31 - 1), (2**16, 2**15), (2**31 // 220 + 1, 1),
+])
+def test_absurd_sizes_raise_before_allocating(num_trees, leaves_per_tree):
+    with pytest.raises(ValueError, match=r"num_trees \* leaves_per_tree must be at most"):
+        MCTS(num_trees, leaves_per_tree=leaves_per_tree)
+    m = MCTS(2)   # the process and the allocator are fine afterwards
+    m.set_root(0, Board.new(0))
+    assert m.tree_size(0) == 1
+
+
+# Run in a child process whose address space is capped, so that the allocations really fail:
+# first the trees themselves, then (with one small tree) only the leaf slots, which is where
+# freeing uninitialised pointers used to crash. A crash would show as a signal, not exit 0.
+FAILING_ALLOCATIONS = """
+import resource, sys
+from pyhexz.game.board import Board
+from pyhexz.search.mcts import MCTS
+cap = 1 << 30
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+for _ in range(50):
+    for args, kw, what in [((4_000_000,), {}, "search trees"),
+                           ((1,), {"leaves_per_tree": 4_000_000}, "a batch of")]:
+        try:
+            MCTS(*args, **kw)
+        except MemoryError as e:
+            assert what in str(e), e
+        else:
+            sys.exit("no MemoryError for " + repr((args, kw)))
+m = MCTS(3)
+m.set_root(0, Board.new(1))
+assert m.run_rollouts(0, 20) == 20
+print("survived")
+"""
+
+
+def test_failed_allocation_raises_memory_error_and_is_clean():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, "-c", FAILING_ALLOCATIONS], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "survived" in r.stdout, (r.returncode, r.stderr[-2000:])
+
+
+def test_repeated_construction_and_destruction_is_clean():
+    import gc
+    for k in range(300):
+        m = MCTS(1 + k % 5, leaves_per_tree=1 + k % 3, seed=k)
+        for t in range(m.num_trees):
+            m.set_root(t, Board.new(k))
+        if k % 2:
+            m.run_rollouts(0, 8)
+        del m
+    gc.collect()
 
 
 # ---------------------------------------------------------------------------
@@ -975,5 +1050,5 @@ def test_best_move_breaks_ties_by_value():
     assert m.best_move(0) == second
     unsearched = MCTS(1)
     unsearched.set_root(0, tiny(EXCLUSIVE))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="tree 0 has not been searched"):
         unsearched.best_move(0)

@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from pyhexz.game.board import POLICY_SIZE
 from pyhexz.infra.atomicfile import atomic_write_bytes, atomic_writer
 from pyhexz.nn import (
     ILLEGAL_LOGIT,
@@ -24,7 +26,6 @@ from pyhexz.nn import (
     load_model,
     save_checkpoint,
 )
-from pyhexz.game.board import POLICY_SIZE
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 HEXZ_MODEL = FIXTURES / "hexz_conv2d_scriptmodule.pt"
@@ -102,7 +103,8 @@ def test_presets_and_bad_params() -> None:
     net = HexzNet(*PRESETS["small"])
     assert (net.blocks, net.filters) == (5, 64)
     for bad in ((0, 16), (2, -1), (2.0, 16), (True, 16)):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError,
+                           match=r"HexzNet: (blocks|filters) must be a positive int, got "):
             HexzNet(*bad)
 
 
@@ -139,7 +141,8 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     opt.step()
 
     path = tmp_path / "ckpt.pt"
-    meta = {"model_name": "test", "checkpoint": 7, "examples": 12345, "lr": 1e-3, "tags": ("a", "b")}
+    meta = {"model_name": "test", "checkpoint": 7, "examples": 12345, "lr": 1e-3,
+            "tags": ("a", "b")}
     save_checkpoint(path, net, opt, **meta)
     ckpt = load_checkpoint(path)
 
@@ -185,7 +188,8 @@ def _write_raw(path: Path, obj: object) -> Path:
 
 def _assert_load_error(path: Path, *fragments: str) -> None:
     for loader in (load_checkpoint, load_model):
-        with pytest.raises(ModelLoadError) as info:
+        with pytest.raises(ModelLoadError,
+                           match=rf"cannot load model file .*{re.escape(path.name)}") as info:
             loader(path)
         msg = str(info.value)
         assert path.name in msg, msg
@@ -231,12 +235,15 @@ def test_load_errors_wrong_content(tmp_path: Path) -> None:
 
     _assert_load_error(_write_raw(tmp_path / "list.pt", [1, 2, 3]), "top-level object is a list")
     _assert_load_error(
-        _write_raw(tmp_path / "obj.pt", {**raw, "meta": _Custom()}), "weights-only unpickler rejected"
+        _write_raw(tmp_path / "obj.pt", {**raw, "meta": _Custom()}),
+        "weights-only unpickler rejected",
     )
-    _assert_load_error(_write_raw(tmp_path / "fmt.pt", {"format": "other"}), "not a pyhexz checkpoint")
+    _assert_load_error(_write_raw(tmp_path / "fmt.pt", {"format": "other"}),
+                       "not a pyhexz checkpoint")
     _assert_load_error(_write_raw(tmp_path / "sd.pt", raw["model_state"]), "bare state_dict")
     _assert_load_error(
-        _write_raw(tmp_path / "keys.pt", {k: v for k, v in raw.items() if k not in ("model_state", "meta")}),
+        _write_raw(tmp_path / "keys.pt",
+                   {k: v for k, v in raw.items() if k not in ("model_state", "meta")}),
         "missing keys",
         "model_state",
     )
@@ -259,7 +266,8 @@ def test_load_errors_wrong_content(tmp_path: Path) -> None:
     bigger = tmp_path / "big.pt"
     save_checkpoint(bigger, HexzNet(3, 16))
     _assert_load_error(
-        _write_raw(tmp_path / "extra.pt", {**torch.load(bigger, weights_only=True), "params": raw["params"]}),
+        _write_raw(tmp_path / "extra.pt",
+                   {**torch.load(bigger, weights_only=True), "params": raw["params"]}),
         "unexpected: tower.2.",
     )
 
@@ -352,7 +360,8 @@ def test_predictor_tiny(trained_net: HexzNet) -> None:
     # Same numbers as the module itself.
     with torch.inference_mode():
         logits, value = trained_net(torch.from_numpy(boards), torch.from_numpy(masks))
-    np.testing.assert_allclose(probs[:5], torch.softmax(logits[:5], 1).numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(probs[:5], torch.softmax(logits[:5], 1).numpy(), rtol=1e-5,
+                               atol=1e-7)
     np.testing.assert_allclose(values, value.flatten().numpy(), rtol=1e-6)
 
 
@@ -379,13 +388,16 @@ def test_predictor_odd_inputs(trained_net: HexzNet) -> None:
 @pytest.mark.parametrize(
     "boards, masks, match",
     [
-        (np.zeros((2, 11, 11, 10), np.float64), np.ones((2, 2, 11, 10), bool), "boards must be a float32"),
+        (np.zeros((2, 11, 11, 10), np.float64), np.ones((2, 2, 11, 10), bool),
+         "boards must be a float32"),
         (np.zeros((2, 11, 10, 11), np.float32), np.ones((2, 2, 11, 10), bool), "boards must be"),
         (np.zeros((11, 11, 10), np.float32), np.ones((2, 11, 10), bool), "boards must be"),
         ([[0.0]], np.ones((1, 2, 11, 10), bool), "got list"),
-        (np.zeros((2, 11, 11, 10), np.float32), np.ones((2, 2, 11, 10), np.uint8), "masks must be a bool"),
+        (np.zeros((2, 11, 11, 10), np.float32), np.ones((2, 2, 11, 10), np.uint8),
+         "masks must be a bool"),
         (np.zeros((2, 11, 11, 10), np.float32), np.ones((2, 220), bool), "masks must be"),
-        (np.zeros((2, 11, 11, 10), np.float32), np.ones((3, 2, 11, 10), bool), "different batch sizes"),
+        (np.zeros((2, 11, 11, 10), np.float32), np.ones((3, 2, 11, 10), bool),
+         "different batch sizes"),
     ],
 )
 def test_predictor_rejects_bad_input(boards: object, masks: object, match: str) -> None:

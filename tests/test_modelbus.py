@@ -79,5 +79,5 @@ def test_subscriber_receives_the_number_not_the_bytes(bus):
 
 def test_unreachable_redis_fails_fast():
     bus = ModelBus("redis://127.0.0.1:1/0", "cain", timeout=0.5)
-    with pytest.raises(redis.ConnectionError):
+    with pytest.raises(redis.ConnectionError, match="Connection refused"):
         bus.latest()

@@ -219,7 +219,8 @@ ENUMS = [
 ]
 
 
-@pytest.mark.parametrize("enum, values", [pytest.param(e, v, id=e.DESCRIPTOR.name) for e, v in ENUMS])
+@pytest.mark.parametrize("enum, values",
+                         [pytest.param(e, v, id=e.DESCRIPTOR.name) for e, v in ENUMS])
 def test_enum_values(enum, values):
     for name, number in values.items():
         assert enum.Value(name) == number

@@ -67,7 +67,8 @@ def test_geometry_odd_rows_shifted_half_a_cell():
     root = parse(board_svg(Board.new(2), cell_size=30))
     centre = {}
     for (r, c), g in cells(root).items():
-        pts = [tuple(map(float, p.split(","))) for p in g.find("svg:polygon", NS).get("points").split()]
+        points = g.find("svg:polygon", NS).get("points").split()
+        pts = [tuple(map(float, p.split(","))) for p in points]
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         assert max(xs) - min(xs) == pytest.approx(30, abs=0.05)     # pointy-top: width = cell
         assert max(ys) - min(ys) > max(xs) - min(xs)                 # taller than wide
@@ -137,14 +138,15 @@ def test_highlight_shades_cells():
     assert len(shaded) == 3                      # weight 0 draws nothing
     op = {(int(g.get("data-row")), int(g.get("data-col"))):
           float(g.find("svg:polygon[@class='highlight']", NS).get("fill-opacity"))
-          for g in cells(root).values() if g.find("svg:polygon[@class='highlight']", NS) is not None}
+          for g in cells(root).values()
+          if g.find("svg:polygon[@class='highlight']", NS) is not None}
     assert op[0, 0] > op[5, 4] > 0
     assert op[3, 3] == op[0, 0]                  # clipped to 1
     assert len(root.findall(".//svg:polygon[@class='hex']", NS)) == 105
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"highlight keys must be \(row, col\), got 3"):
         board_svg(b, highlight={3: 1.0})
 
 
 def test_bad_cell_size():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cell_size must be positive, got 0"):
         board_svg(Board.new(1), cell_size=0)

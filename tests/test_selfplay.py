@@ -6,17 +6,15 @@ import time
 
 import numpy as np
 import pytest
-
-from pyhexz.search.driver import uniform_evaluator as uniform
 import torch
 
 from pyhexz import hexz_pb2 as pb
-from pyhexz.train import selfplay
-from pyhexz.game.board import Board, policy_index
+from pyhexz.game.board import Board, policy_index, policy_move_tuple
 from pyhexz.game.examples import decode
 from pyhexz.nn import HexzNet, Predictor
 from pyhexz.search.driver import SearchConfig, sample_move
-from pyhexz.game.board import policy_move_tuple
+from pyhexz.search.driver import uniform_evaluator as uniform
+from pyhexz.train import selfplay
 from pyhexz.train.selfplay import run_selfplay
 
 RUNS = 8
@@ -79,7 +77,7 @@ def test_every_example_decodes_with_legal_probs(played) -> None:
         sums = a.probs.reshape(len(a), -1).sum(1)
         np.testing.assert_allclose(sums, 1.0, atol=1e-5)
         assert not (a.probs[~a.masks] > 0).any()
-        for ex, probs in zip(g.examples, a.probs):
+        for ex, probs in zip(g.examples, a.probs, strict=True):
             # probs are visit counts / total: integral multiples of 1/visit_count.
             counts = probs.reshape(-1) * ex.visit_count
             np.testing.assert_allclose(counts, np.round(counts), atol=1e-3)
@@ -176,19 +174,36 @@ def test_max_games_with_more_parallel_slots() -> None:
     assert len(games) == 1 and stats.games == 1
 
 
-def test_max_seconds_stops_and_drops_unfinished() -> None:
-    def slow(planes, masks):
-        time.sleep(0.002)
+class _Clock:
+    """time.monotonic for the module under test, advanced by the evaluator: the budget is then
+    counted in network calls, whatever the machine's speed."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str):   # perf_counter and the rest stay real
+        return getattr(time, name)
+
+
+def test_max_seconds_stops_and_drops_unfinished(monkeypatch) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(selfplay, "time", clock)
+
+    def ticking(planes, masks):
+        clock.now += 0.01   # each network call "takes" 10 ms
         return uniform(planes, masks)
 
     games = []
-    t0 = time.monotonic()
-    stats = run_selfplay(lambda: (slow, pb.ModelKey(name="u")), games.append,
+    stats = run_selfplay(lambda: (ticking, pb.ModelKey(name="u")), games.append,
                          SearchConfig(runs_per_move=16), parallel_games=2, max_seconds=0.3, seed=1)
-    took = time.monotonic() - t0
-    assert took < 3.0
-    assert games == [] and stats.games == 0  # no game can finish in 0.3 s; none half-sent
-    assert stats.nn_calls > 0
+    # One call expands the two roots, then 16 calls (0.16 s) a move. The deadline is checked
+    # before each move, so the second is the last one started (0.17 < 0.3 <= 0.33); both games
+    # are cut off and none is half-sent.
+    assert stats.nn_calls == 1 + 2 * 16 and stats.positions == 2 * 2
+    assert games == [] and stats.games == 0 and stats.dropped == 2
 
 
 def test_should_stop_stops() -> None:

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from pyhexz import hexz_pb2 as pb
-from pyhexz.game.board import Board
+from pyhexz.game.board import Board, policy_move_tuple
 from pyhexz.game.examples import Arrays
-from pyhexz.game.board import policy_move_tuple
 from pyhexz.game.symmetry import PERMUTATIONS, augment, transform
 
 
@@ -15,7 +14,8 @@ def mirrored(board: Board, s: int) -> Board:
     state = board.to_proto()
     fields = state.flagz.board.flat_fields
     slots = [r * 10 + c for r in range(11) for c in range(10 - r % 2)]
-    by_slot = {slot: pb.Field.FromString(f.SerializeToString()) for slot, f in zip(slots, fields)}
+    by_slot = {slot: pb.Field.FromString(f.SerializeToString())
+               for slot, f in zip(slots, fields, strict=True)}
     del fields[:]
     fields.extend(by_slot[PERMUTATIONS[s][slot]] for slot in slots)
     return Board.from_proto(state)
@@ -45,7 +45,7 @@ def test_engine_commutes_with_each_symmetry(s):
     """Through whole random games: the mirrored position encodes as the mirrored planes and
     mask, and the mirrored move leads to the mirror of the next position."""
     rng = np.random.default_rng(s)
-    for game in range(3):
+    for _game in range(3):
         b = Board.new(int(rng.integers(2**32)))
         while not b.is_over:
             planes, mask = b.encode()

@@ -1,4 +1,5 @@
-"""Tests for pyhexz.train.trainer and pyhexz.infra.storage: replay window, losses, guards, checkpoints."""
+"""Tests for pyhexz.train.trainer and pyhexz.infra.storage: replay window, losses, guards,
+checkpoints."""
 
 from __future__ import annotations
 
@@ -7,16 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from pyhexz.search.driver import uniform_evaluator as uniform
 import torch
 
 from pyhexz import hexz_pb2 as pb
-from pyhexz.game.symmetry import transform
 from pyhexz.game.examples import Arrays, InvalidExampleError, decode, encode_array
-from pyhexz.nn import HexzNet, load_checkpoint, load_model
-from pyhexz.search.driver import SearchConfig
-from pyhexz.train.selfplay import run_selfplay
+from pyhexz.game.symmetry import transform
 from pyhexz.infra.storage import (
     META_FILE,
     MODEL_FILE,
@@ -29,6 +25,10 @@ from pyhexz.infra.storage import (
     sha256,
     validate_model_name,
 )
+from pyhexz.nn import HexzNet, load_checkpoint, load_model
+from pyhexz.search.driver import SearchConfig
+from pyhexz.search.driver import uniform_evaluator as uniform
+from pyhexz.train.selfplay import run_selfplay
 from pyhexz.train.trainer import (
     NonFiniteError,
     ReplayWindow,
@@ -84,7 +84,7 @@ def state_equal(a: dict, b: dict) -> bool:
                 and all(state_equal(a[k], b[k]) for k in a))
     if isinstance(a, (list, tuple)):
         return (isinstance(b, (list, tuple)) and len(a) == len(b)
-                and all(state_equal(x, y) for x, y in zip(a, b)))
+                and all(state_equal(x, y) for x, y in zip(a, b, strict=True)))
     return a == b
 
 
@@ -265,7 +265,7 @@ def test_inf_weight_mid_run_raises_and_restores(data: Arrays) -> None:
             param.view(-1)[0] = float("inf")
 
     w = _PoisonWindow(data, k=2, poison=poison)
-    with pytest.raises(NonFiniteError):
+    with pytest.raises(NonFiniteError, match="loss is nan"):
         train_steps(net, opt, w, 32 * 4, 32, np.random.default_rng(0), CPU)
     assert state_equal(net.state_dict(), before[0])
     assert state_equal(opt.state_dict(), before[1])
@@ -280,7 +280,7 @@ def test_huge_learning_rate_raises_and_restores(data: Arrays) -> None:
     before = snapshot(net, opt)
     w = ReplayWindow(1000)
     w.add(data)
-    with pytest.raises(NonFiniteError):
+    with pytest.raises(NonFiniteError, match="loss is nan"):
         train_steps(net, opt, w, 32 * 3, 32, np.random.default_rng(0), CPU)
     assert state_equal(net.state_dict(), before[0])
     assert state_equal(opt.state_dict(), before[1])
@@ -317,9 +317,10 @@ def test_overflowing_learning_rate_restores(data: Arrays) -> None:
     before = snapshot(net, opt)
     w = _PoisonWindow(data, k=2, poison=lambda b: [g.__setitem__("lr", 1e39)
                                                    for g in opt.param_groups])
-    with pytest.raises((NonFiniteError, RuntimeError)):
+    overflow = "loss is (nan|inf)|cannot be converted to type float without overflow"
+    with pytest.raises((NonFiniteError, RuntimeError), match=overflow):
         train_steps(net, opt, w, 32 * 3, 32, np.random.default_rng(0), CPU)
-    for g, g0 in zip(opt.param_groups, before[1]["param_groups"]):
+    for g, g0 in zip(opt.param_groups, before[1]["param_groups"], strict=True):
         g["lr"] = g0["lr"]
     assert state_equal(net.state_dict(), before[0])
     assert state_equal(opt.state_dict(), before[1])
@@ -331,7 +332,7 @@ def test_non_finite_on_fresh_optimizer_restores_empty_state(data: Arrays) -> Non
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     before = snapshot(net, opt)
     w = _PoisonWindow(data, k=2, poison=lambda b: b.results.__setitem__(0, np.inf))
-    with pytest.raises(NonFiniteError):
+    with pytest.raises(NonFiniteError, match="loss is inf"):
         train_steps(net, opt, w, 96, 32, np.random.default_rng(0), CPU)
     assert state_equal(net.state_dict(), before[0])
     assert opt.state_dict()["state"] == {}
@@ -356,7 +357,8 @@ def repo_at(path: Path, name: str = "unit") -> CheckpointRepo:
 def check_meta_hashes(repo: CheckpointRepo, n: int) -> dict:
     meta = repo.meta(n)
     d = repo.storage.root / repo.prefix / str(n)
-    files = sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file() and p.name not in (META_FILE, ".claim"))
+    files = sorted(str(p.relative_to(d)) for p in d.rglob("*")
+                   if p.is_file() and p.name not in (META_FILE, ".claim"))
     assert sorted(meta["sha256"]) == files
     for f, h in meta["sha256"].items():
         assert sha256((d / f).read_bytes()) == h, f
@@ -409,7 +411,7 @@ def test_trainer_lifecycle_publish_and_resume(tmp_path: Path, games, data: Array
     assert isinstance(script, torch.jit.ScriptModule)
     b, m = torch.from_numpy(data.boards[:4]), torch.from_numpy(data.masks[:4])
     with torch.no_grad():
-        for x, y in zip(script(b, m), t.net.eval()(b, m)):
+        for x, y in zip(script(b, m), t.net.eval()(b, m), strict=True):
             torch.testing.assert_close(x, y)
 
     # Resume: weights, optimizer state, examples trained and the window come back.
@@ -444,7 +446,7 @@ def test_trainer_non_finite_publishes_nothing(tmp_path: Path, games, data: Array
     t.window.add(bad)
     before = snapshot(t.net, t.optimizer)
     pending = t.pending_examples
-    with pytest.raises(NonFiniteError):
+    with pytest.raises(NonFiniteError, match="loss is nan"):
         t.train_and_publish()
     assert repo.checkpoints() == [0] and t.checkpoint == 0
     assert [n for n, _ in t.pending] == names and t.pending_examples == pending
@@ -494,7 +496,7 @@ def test_trainer_learning_rate_schedule(tmp_path: Path, games) -> None:
                                 dict(trigger_examples=0), dict(learning_rate=0.0),
                                 dict(samples_per_example=0.0)])
 def test_train_config_rejects(kw) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=rf"^{next(iter(kw))} must be "):
         cfg(**kw)
 
 
@@ -555,7 +557,8 @@ def test_publish_race_loser_does_not_clobber_winner(tmp_path: Path, monkeypatch)
     # The loser checked for meta.json before the winner wrote it.
     monkeypatch.setattr(LocalStorage, "exists", lambda self, key: False)
     repo.publish(1, {"model.pt": b"winner"}, {})
-    with pytest.raises(CheckpointExistsError):
+    with pytest.raises(CheckpointExistsError,
+                       match="checkpoint 1 of unit is being written by another writer"):
         repo.publish(1, {"model.pt": b"loser"}, {})
     monkeypatch.setattr(LocalStorage, "exists", real_exists)
     assert repo.read_verified(1, "model.pt") == b"winner"
@@ -580,7 +583,7 @@ def test_storage_conditional_write_and_listing(tmp_path: Path) -> None:
     s.write("a/b/c.txt", b"2")
     assert s.read("a/b/c.txt") == b"2" and s.exists("a/b/c.txt")
     s.write("a/b/d.txt", b"x", if_absent=True)
-    with pytest.raises(CheckpointExistsError):
+    with pytest.raises(CheckpointExistsError, match=r"a/b/d\.txt exists already"):
         s.write("a/b/d.txt", b"y", if_absent=True)
     assert s.read("a/b/d.txt") == b"x"
     assert s.list("a/b") == ["c.txt", "d.txt"] == s.list("a/b/")  # no temp files
@@ -607,7 +610,7 @@ def test_local_storage_rejects_escaping_keys(tmp_path: Path, key: str) -> None:
 def test_validate_model_name_rejects(name: str) -> None:
     with pytest.raises(ValueError, match="invalid model name"):
         validate_model_name(name)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid model name"):
         CheckpointRepo(LocalStorage("/nonexistent"), name)
 
 

@@ -17,18 +17,21 @@ import numpy as np
 import pytest
 import requests
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port, wait_for
+from conftest import free_port, serve_app, wait_for
 from pyhexz import hexz_pb2 as pb
 from pyhexz.game.examples import decode
-from pyhexz.nn import load_model_bytes
 from pyhexz.infra.modelbus import ModelBus
-from pyhexz.search.driver import SearchConfig, uniform_evaluator
-from pyhexz.train.selfplay import run_selfplay
 from pyhexz.infra.storage import CheckpointRepo, open_storage, sha256
-from pyhexz.train.trainer import TrainConfig, read_examples_archive
+from pyhexz.nn import load_model_bytes
+from pyhexz.search.driver import SearchConfig, uniform_evaluator
+from pyhexz.train.config import TrainConfig
+from pyhexz.train.selfplay import run_selfplay
+from pyhexz.train.trainer import read_examples_archive
 from pyhexz.training_server.app import create_app
 from pyhexz.training_server.config import ServerConfig
+from pyhexz.training_server.metrics import prometheus_text
 
 Resp = pb.AddTrainingExamplesResponse
 PROTO = {"Content-Type": "application/x-protobuf"}
@@ -107,6 +110,18 @@ def post(url: str, req, *, gzip_body: bool = False, headers: dict | None = None,
 def status(url: str, token: str | None = None) -> dict:
     h = {"Authorization": f"Bearer {token}"} if token else {}
     return requests.get(f"{url}/status", headers=h, timeout=30).json()
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    """/metrics parsed with prometheus_client's own parser: (sample name, sorted labels) ->
+    value. The parser raises on anything that is not valid exposition text."""
+    return {(smp.name, tuple(sorted(smp.labels.items()))): smp.value
+            for family in text_string_to_metric_families(text) for smp in family.samples}
+
+
+def labels(**kw: str) -> tuple:
+    """A sample's labels as `samples` keys them."""
+    return tuple(sorted(kw.items()))
 
 
 def archived(repo: CheckpointRepo, n: int) -> list[pb.AddTrainingExamplesRequest]:
@@ -189,9 +204,28 @@ def test_ingest_train_publish_to_gcs_and_redis(serve, games, gcs_emulator, redis
     assert st["examples"]["pending"] == len(games[4].examples)
     assert st["training"]["runs"] == 1 and st["training"]["last"]["policy_loss"] > 0
     assert st["redis"]["checkpoint"] == 1
-    metrics = requests.get(f"{s.url}/metrics", timeout=30).text
-    assert f'pyhexz_checkpoint{{model="{name}"}} 1\n' in metrics
-    assert f'pyhexz_requests_total{{model="{name}",status="ACCEPTED"}} 5\n' in metrics
+    r = requests.get(f"{s.url}/metrics", timeout=30)
+    assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    metrics = samples(r.text)
+    assert metrics["pyhexz_checkpoint", labels(model=name)] == 1
+    assert metrics["pyhexz_requests_total", labels(model=name, status="ACCEPTED")] == 5
+    assert metrics["pyhexz_examples_received_total", labels(model=name)] == \
+        st["examples"]["received"]
+    # The ingestion-latency histogram has seen each of the five uploads, once.
+    accepted = labels(model=name, status="ACCEPTED")
+    assert metrics["pyhexz_ingest_seconds_count", accepted] == 5
+    assert metrics["pyhexz_ingest_seconds_bucket",
+                   labels(model=name, status="ACCEPTED", le="+Inf")] == 5
+    assert metrics["pyhexz_ingest_seconds_sum", accepted] > 0
+
+    # Label values are escaped: quotes, backslashes and newlines come back as they were.
+    odd = 'a "quoted"\\ name\nsecond line'
+    st = dict(s.service.status(), model=odd, requests={'we"ird\\': 2})
+    text = prometheus_text(st)
+    assert 'model="a \\"quoted\\"\\\\ name\\nsecond line"' in text
+    again = samples(text)
+    assert again["pyhexz_requests_total", labels(model=odd, status='we"ird\\')] == 2
+    assert again["pyhexz_checkpoint", labels(model=odd)] == 1
 
 
 def test_training_goes_on_while_redis_is_down_and_redis_catches_up(serve, games, redis_server,
@@ -304,6 +338,36 @@ def test_two_servers_on_one_storage_the_second_writer_stops_loudly(serve, games,
     assert repo.checkpoints() == [0, 1] and repo.read_verified(1, "model.pt") == published
 
 
+def test_a_storage_failure_at_start_is_retried_until_it_clears(games, tmp_path):
+    """Storage that fails while the trainer starts is retried (with the one Backoff), not
+    fatal: meanwhile /healthz says why and uploads get 503; then the server comes up alone."""
+    name = "late-storage"
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "models").write_text("a file where the models directory belongs")
+    app = create_app(ServerConfig(model_name=name, storage=str(store), segment_bytes=SEG,
+                                  state_dir=str(tmp_path / "state"), startup_wait_seconds=0.1,
+                                  train=TrainConfig(trigger_examples=90, **TINY)))
+    service = app.config["service"]
+    try:
+        with serve_app(app) as url:
+            health = wait_for(lambda: (lambda r: r.json() if r.json()["failure"] else None)(
+                requests.get(f"{url}/healthz", timeout=10)))
+            assert health["ok"] is False and health["failure"].startswith("starting: ")
+            assert requests.get(f"{url}/healthz", timeout=10).status_code == 503
+            r, resp = post(url, keyed(games[0], name))
+            assert (r.status_code, resp.status) == (503, Resp.REJECTED_AT_CAPACITY)
+            assert resp.error_message.startswith("starting: ")
+            (store / "models").unlink()
+            assert service.wait_ready(120)   # the next try is at most a minute (the cap) away
+            assert requests.get(f"{url}/healthz", timeout=10).json() == {"ok": True,
+                                                                        "failure": None}
+            r, resp = post(url, keyed(games[0], name))
+            assert (r.status_code, resp.status) == (200, Resp.ACCEPTED), resp.error_message
+    finally:
+        service.close()
+
+
 # --------------------------------------------------------------------------
 # kill -9 under gunicorn, mid-training
 # --------------------------------------------------------------------------
@@ -331,7 +395,8 @@ def test_kill_9_during_training_then_restart_recovers(games, tmp_path):
     env = {"HEXZ_MODEL_NAME": name, "HEXZ_STORAGE": str(tmp_path / "store"),
            "HEXZ_MINIBATCH_SIZE": "150", "HEXZ_BLOCKS": "2", "HEXZ_FILTERS": "16",
            "HEXZ_BATCH_SIZE": "64", "HEXZ_SAMPLES_PER_EXAMPLE": "2000",  # a long run to kill
-           "HEXZ_AUTH_TOKEN": token, "HEXZ_LOG_LEVEL": "WARNING", "HEXZ_WAL_SEGMENT_BYTES": str(SEG)}
+           "HEXZ_AUTH_TOKEN": token, "HEXZ_LOG_LEVEL": "WARNING",
+           "HEXZ_WAL_SEGMENT_BYTES": str(SEG)}
     auth = {"Authorization": f"Bearer {token}"}
     port, log = free_port(), tmp_path / "server.log"
     url = f"http://127.0.0.1:{port}"
@@ -392,7 +457,8 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(serve, games, tmp_pat
     def bad(expect: int, match: str, req=good, **kw) -> None:
         r, resp = post(s.url, req, headers={**auth, **kw.pop("headers", {})}, **kw)
         assert r.status_code == expect, (r.status_code, resp.error_message)
-        assert resp.status == Resp.REJECTED_OTHER and match in resp.error_message, resp.error_message
+        assert resp.status == Resp.REJECTED_OTHER, resp.error_message
+        assert match in resp.error_message, resp.error_message
 
     # Authorization: every endpoint but /healthz.
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {token}"}):
@@ -410,11 +476,14 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(serve, games, tmp_pat
     mask = np.load(io.BytesIO(ex.action_mask))
     probs = np.load(io.BytesIO(ex.move_probs))
     broken = {
-        "move_probs must be non-negative and sum to 1": dict(move_probs=_example_bytes(probs * 0.5)),
+        "move_probs must be non-negative and sum to 1": dict(
+            move_probs=_example_bytes(probs * 0.5)),
         "move_probs puts weight on illegal moves": dict(move_probs=_example_bytes(
             ((~mask) / (~mask).sum()).astype(np.float32))),
-        "board or move_probs has non-finite values": dict(board=_example_bytes(np.full((11, 11, 10), np.nan, np.float32))),
-        "expected float32 (11, 11, 10)": dict(board=_example_bytes(np.zeros((11, 10, 11), np.float32))),
+        "board or move_probs has non-finite values": dict(board=_example_bytes(
+            np.full((11, 11, 10), np.nan, np.float32))),
+        "expected float32 (11, 11, 10)": dict(board=_example_bytes(
+            np.zeros((11, 10, 11), np.float32))),
         "result 2.0 outside [-1, 1]": dict(result=2.0),
     }
     for match, fields in broken.items():
@@ -459,6 +528,12 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(serve, games, tmp_pat
     st = status(s.url, token)
     assert st["examples"]["pending"] == accepted and st["ready"]
     assert st["requests"]["REJECTED_OTHER"] >= 15 and st["requests"]["REJECTED_AT_CAPACITY"] == 1
+    # Every answer to POST /training/examples, rejections included, is in the latency
+    # histogram once, under its status.
+    m = samples(requests.get(f"{s.url}/metrics", headers=auth, timeout=10).text)
+    observed = {dict(k)["status"]: v for (n, k), v in m.items()
+                if n == "pyhexz_ingest_seconds_count"}
+    assert observed == {k: v for k, v in st["requests"].items() if k != "duplicate_games"}
     assert requests.get(f"{s.url}/healthz", timeout=10).status_code == 200
 
 
@@ -546,5 +621,6 @@ def test_a_resent_game_is_accepted_once_even_across_restarts(serve, games, tmp_p
     assert post(s.url, a)[1].status == Resp.ACCEPTED
     st = status(s.url)
     assert st["examples"]["pending"] == 0 and st["requests"]["duplicate_games"] == 1
-    games_trained = [r.game_id for r in archived(CheckpointRepo(open_storage(cfg["storage"]), name), 1)]
+    repo = CheckpointRepo(open_storage(cfg["storage"]), name)
+    games_trained = [r.game_id for r in archived(repo, 1)]
     assert sorted(games_trained) == ["game-a", "game-b"]

@@ -40,14 +40,14 @@ def test_positions_records_and_sink_order(tmp_path) -> None:
     ends.append(wal.append((data[4][:3], b"", data[4][3:]), attachment=4))  # in parts
     ends.append(wal.append(data[5], attachment=5))
     assert ends == [18, 36, 54, 72, 90, 98]  # 8-byte frame + payload each
-    assert wal.end == 98 and seen == list(zip(ends, range(6)))
+    assert wal.end == 98 and seen == list(zip(ends, range(6), strict=True))
     recs = list(wal.records(0))
     assert [r.payload for r in recs] == data
-    assert [(r.start, r.end) for r in recs] == list(zip([0] + ends[:-1], ends))
+    assert [(r.start, r.end) for r in recs] == list(zip([0] + ends[:-1], ends, strict=True))
     assert read_all(wal, 36) == data[2:]
     assert [r.payload for r in wal.records(18, 54)] == data[1:3]
     wal.close()
-    with pytest.raises(WALClosedError):
+    with pytest.raises(WALClosedError, match="the write-ahead log is closed"):
         wal.append(b"late")
     again = WriteAheadLog(tmp_path, segment_bytes=SEG)  # positions continue after a restart
     assert again.id == wal.id and again.end == 98 and read_all(again) == data
@@ -132,7 +132,8 @@ def test_damage_before_the_tail_is_refused(tmp_path) -> None:
     raw = bytearray(first.read_bytes())
     raw[len(SEGMENT_MAGIC) + FRAME + 3] ^= 0xFF  # a bit flip inside the first record
     first.write_bytes(bytes(raw))
-    wal = WriteAheadLog(tmp_path, segment_bytes=SEG)  # only the last segment is scanned when opening
+    # Only the last segment is scanned when opening.
+    wal = WriteAheadLog(tmp_path, segment_bytes=SEG)
     with pytest.raises(WALCorruptError, match="bad record at byte 8"):
         list(wal.records(0))
     wal.close()
@@ -144,7 +145,8 @@ def test_a_second_owner_is_refused(tmp_path) -> None:
         WriteAheadLog(tmp_path, segment_bytes=SEG)
     # Also from another process (flock is per open file, so this is what servers meet).
     code = (f"from pyhexz.training_server.wal import WriteAheadLog, WALLockedError\n"
-            f"try:\n    WriteAheadLog({str(tmp_path)!r})\nexcept WALLockedError:\n    print('locked')")
+            f"try:\n    WriteAheadLog({str(tmp_path)!r})\n"
+            "except WALLockedError:\n    print('locked')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "locked", out.stderr
     wal.close()
@@ -209,6 +211,6 @@ def test_acknowledged_records_survive_kill_9(tmp_path) -> None:
     wal = WriteAheadLog(tmp_path, segment_bytes=4096)
     recs = list(wal.records(0))
     assert len(recs) >= len(acked)
-    for (i, end), rec in zip(acked, recs):
+    for (i, end), rec in zip(acked, recs, strict=False):   # recs may hold more than acked
         assert rec.end == end and rec.payload == b"r%06d" % i * 20
     wal.close()

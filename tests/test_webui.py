@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from flask import Flask
 
-from pyhexz import hexz_pb2 as pb
 from pyhexz.game.board import Board
-from pyhexz.web.charts import Series, line_chart, nice_ticks
+from pyhexz.infra.storage import CheckpointRepo
 from pyhexz.train.evaluation import (
     EVAL_FILE,
     EvalConfig,
@@ -20,7 +19,7 @@ from pyhexz.train.evaluation import (
     evaluated,
     next_to_evaluate,
 )
-from pyhexz.infra.storage import CheckpointRepo
+from pyhexz.web.charts import Series, line_chart, nice_ticks
 from pyhexz.web.ui import RepoOpponents, create_ui, initial_board_from_planes, replay
 
 
@@ -46,7 +45,8 @@ def test_pages_are_served_with_their_scripts(client):
     assert client.get("/ui/static/board.js").data.startswith(b"// Draws a Flagz board")
     assert client.get("/ui/nope").status_code == 404
     assert client.get("/ui/static/../webui.py").status_code == 404
-    assert client.get("/ui/api/pages").json == {"pages": ["training", "checkpoints", "games", "play"]}
+    pages = ["training", "checkpoints", "games", "play"]
+    assert client.get("/ui/api/pages").json == {"pages": pages}
 
 
 def test_checkpoints_listing_and_downloads(client, repo):
@@ -110,7 +110,7 @@ def test_replay_rejects_a_game_that_does_not_add_up(repo):
     name = repo.example_archives(1)[0]
     _, req = read_examples_archive(repo.storage.read(repo.key(1, f"examples/{name}")))[0]
     req.examples[3].move.row = (req.examples[3].move.row + 5) % 11
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="example 4 does not follow from the moves before it"):
         replay(req)
 
 
@@ -203,8 +203,8 @@ def test_ticks_cover_the_data_and_stay_whole_for_checkpoints():
 
 
 def test_cpu_server_serves_the_play_page_with_its_own_player():
-    from pyhexz.cpu.config import CpuServerConfig
     from pyhexz.cpu.app import create_app
+    from pyhexz.cpu.config import CpuServerConfig
 
     app = create_app(CpuServerConfig(default_think_ms=50))
     c = app.test_client()

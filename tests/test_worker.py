@@ -23,14 +23,14 @@ from flask import Flask, request
 from conftest import free_port, serve_app, wait_for
 from pyhexz import hexz_pb2 as pb
 from pyhexz.game.examples import make_example
-from pyhexz.nn import HexzNet, export_torchscript
+from pyhexz.infra.http import Backoff, ServerClient
 from pyhexz.infra.modelbus import ModelBus
 from pyhexz.infra.storage import sha256
-from pyhexz.infra.http import Backoff, ServerClient
-from pyhexz.worker.uploader import Uploader
+from pyhexz.nn import HexzNet, export_torchscript
 from pyhexz.nn.follow import LiveModel, ModelFetcher
 from pyhexz.search.driver import SearchConfig
-from pyhexz.worker.job import WorkerConfig
+from pyhexz.worker.config import WorkerConfig
+from pyhexz.worker.uploader import Uploader
 
 Status = pb.AddTrainingExamplesResponse.Status
 FAST = Backoff(0.01, 0.05)
@@ -57,8 +57,8 @@ class ScriptedServer:
 
 
 def accepted(checkpoint: int = 0, name: str = "m") -> pb.AddTrainingExamplesResponse:
-    return pb.AddTrainingExamplesResponse(status=Status.ACCEPTED,
-                                          latest_model=pb.ModelKey(name=name, checkpoint=checkpoint))
+    return pb.AddTrainingExamplesResponse(
+        status=Status.ACCEPTED, latest_model=pb.ModelKey(name=name, checkpoint=checkpoint))
 
 
 def game(game_id: str, n: int = 3) -> pb.AddTrainingExamplesRequest:
@@ -229,14 +229,15 @@ def running(redis_url: str, name: str, tmp_path: Path, **kw):
         live.close()
 
 
-def test_waits_for_the_first_model_then_hot_swaps_on_announcement(redis_url, name, tmp_path, caplog):
+def test_waits_for_the_first_model_then_hot_swaps_on_announcement(redis_url, name, tmp_path,
+                                                                   caplog):
     bus = ModelBus(redis_url, name)
     live = live_model(redis_url, name)
     stop = threading.Event()
     got = []
     with caplog.at_level(logging.INFO, "pyhexz"):
-        waiter = threading.Thread(target=lambda: got.append(live.wait_first(stop, Backoff(0.05, 0.1))),
-                                  daemon=True)
+        waiter = threading.Thread(
+            target=lambda: got.append(live.wait_first(stop, Backoff(0.05, 0.1))), daemon=True)
         waiter.start()
         try:
             time.sleep(0.3)
@@ -284,7 +285,8 @@ def test_corrupt_model_in_redis_is_refused_and_the_old_one_kept(redis_url, name,
         assert live.current()[1].checkpoint == 1 and live.model.sha256 == sha256(good)
         refusal = [r for r in caplog.records if "model refused source=redis" in r.getMessage()]
         assert refusal and refusal[0].levelno == logging.ERROR
-        assert "SHA-256" in refusal[0].getMessage() and bus.checkpoint_key(2) in refusal[0].getMessage()
+        message = refusal[0].getMessage()
+        assert "SHA-256" in message and bus.checkpoint_key(2) in message
         assert "keeping " + name + ":1" in caplog.text
         # Fixed bytes for 2 are taken at the next announcement.
         bus.publish(2, script_bytes(tmp_path, 2))

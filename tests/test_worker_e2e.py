@@ -147,7 +147,7 @@ def test_two_workers_train_switch_and_ride_out_faults(redis_server, tmp_path):
         # 1. Checkpoints 1 and 2 are trained from the workers' games; the workers switch.
         wait_for(lambda: (server.status()["checkpoint"] or 0) >= 2, 90, "checkpoints 1 and 2")
         for w in workers:
-            wait_for(lambda: {1, 2} <= {n for n, _ in w.models()}, 30,
+            wait_for(lambda w=w: {1, 2} <= {n for n, _ in w.models()}, 30,
                      f"{w.log.name} to load checkpoints 1 and 2")
         # The switch shows in the data once a checkpoint trains on games of checkpoint 1 or
         # later. Which checkpoint that is depends on the machine's speed: a fast worker can
@@ -166,7 +166,7 @@ def test_two_workers_train_switch_and_ride_out_faults(redis_server, tmp_path):
                                                            "sha256": sha256(b"the model")})
         bus.redis.publish(bus.channel, bogus)
         for w in workers:
-            wait_for(lambda: f"model switch refused to={NAME}:{bogus}" in w.text(), 30,
+            wait_for(lambda w=w: f"model switch refused to={NAME}:{bogus}" in w.text(), 30,
                      f"{w.log.name} to refuse the corrupt model")
             line = next(x for x in w.text().splitlines() if "model refused source=redis" in x)
             assert " ERROR " in line and "SHA-256" in line and bus.checkpoint_key(bogus) in line
@@ -178,23 +178,26 @@ def test_two_workers_train_switch_and_ride_out_faults(redis_server, tmp_path):
         redis_server.stop()
         time.sleep(1.0)
         redis_server.start()
-        for w, mark in zip(workers, marks):
-            wait_for(lambda: "model watch lost redis" in w.text()[mark:], 30,
+        for w, mark in zip(workers, marks, strict=True):
+            wait_for(lambda w=w, mark=mark: "model watch lost redis" in w.text()[mark:], 30,
                      f"{w.log.name} to notice the restart")
-            wait_for(lambda: any(n > before + 1 and src == "redis" for n, src in w.models(mark)),
+            wait_for(lambda w=w, mark=mark: any(n > before + 1 and src == "redis"
+                                                for n, src in w.models(mark)),
                      60, f"{w.log.name} to take a new checkpoint from the restarted Redis")
 
         # 4. The training server restarts; the workers resend and carry on.
         marks = [len(w.text()) for w in workers]
         server.stop()
         before = max(server.repo().checkpoints())
-        for w, mark in zip(workers, marks):
-            wait_for(lambda: "upload failed" in w.text()[mark:], 30, f"{w.log.name} to retry")
+        for w, mark in zip(workers, marks, strict=True):
+            wait_for(lambda w=w, mark=mark: "upload failed" in w.text()[mark:], 30,
+                     f"{w.log.name} to retry")
         server.start()
         wait_for(lambda: server.status()["checkpoint"] > before + 1, 60,
                  "training to go on after the restart")
-        for w, mark in zip(workers, marks):
-            wait_for(lambda: "upload accepted" in w.text()[mark:], 30, f"{w.log.name} to carry on")
+        for w, mark in zip(workers, marks, strict=True):
+            wait_for(lambda w=w, mark=mark: "upload accepted" in w.text()[mark:], 30,
+                     f"{w.log.name} to carry on")
 
         # 5. SIGTERM: finished games are sent, exit 0 well inside Cloud Run's 10 s.
         t0 = time.monotonic()
@@ -243,7 +246,8 @@ def test_two_processes_without_redis_follow_the_server_and_keep_the_time_budget(
         assert w.text().count("worker winding down") == 2
         done = re.findall(r"worker done .* uploaded=(\d+) .* lost=(\d+)", w.text())
         assert len(done) == 2 and all(int(sent) > 0 and lost == "0" for sent, lost in done)
-        acked = sum(int(n) for n in re.findall(r"upload accepted game=\w+ examples=(\d+)", w.text()))
+        acked = sum(int(n)
+                    for n in re.findall(r"upload accepted game=\w+ examples=(\d+)", w.text()))
         assert sum(_settled_totals(server)) == acked
     finally:
         server.stop()

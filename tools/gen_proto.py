@@ -1,8 +1,9 @@
 """Regenerates src/pyhexz/hexz_pb2.py (and .pyi) from proto/hexz.proto.
 
-Uses the protoc bundled with grpcio-tools, pinned in requirements-dev.txt, so that every
-developer generates the same code. The generated code must not be newer than the protobuf
-runtime we depend on (see the protobuf pin in setup.py); tests/test_proto.py checks both that
+Uses the protoc bundled with grpcio-tools, pinned in pyproject.toml's [dev] extra (and so in
+requirements.lock), so that every developer generates the same code. The generated code must
+not be newer than the protobuf runtime we depend on (see the protobuf pin in pyproject.toml);
+tests/test_proto.py checks both that
 the module matches the .proto and that pin.
 """
 

@@ -4,12 +4,12 @@
 """
 
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from pyhexz.cli import main as cli_main
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     mode = None
     rest = []

@@ -20,6 +20,9 @@ search stops `think_margin_ms` early for the answer's way back, so the caller's 
 tracks the think time. An `X-Request-Deadline` header (RFC 3339, as the hexz Go client sends
 it) shortens the think time further. Waiting for a free search slot counts against it too.
 
+The routes are one module-level blueprint (`routes`); create_app builds the player and keeps
+it, with the settings and the request log, in app.extensions[CPU_EXTENSION] for the views.
+
 Every answer is a legal move for the player to move in the given state. Bad input (malformed
 JSON, base64 or protobuf, an invalid or finished game state, negative limits) gets 400 with a
 JSON body {"error": "..."} saying what is wrong; an unknown content type 415; never a 500.
@@ -37,17 +40,17 @@ import statistics
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Optional
+from typing import cast
 from urllib.parse import urlsplit, urlunsplit
 
-from flask import Flask, Response, redirect, request
+from flask import Blueprint, Flask, Response, current_app, redirect, request
 from google.protobuf.message import DecodeError
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as BaseResponse
 
 from pyhexz import hexz_pb2 as pb
-from pyhexz.game.board import Board, IllegalMoveError, InvalidStateError
 from pyhexz.cpu.config import CpuServerConfig
 from pyhexz.cpu.player import (
     CpuPlayer,
@@ -57,13 +60,15 @@ from pyhexz.cpu.player import (
     SearchUnavailable,
     load_served_model,
 )
+from pyhexz.game.board import Board, IllegalMoveError, InvalidStateError
+from pyhexz.infra.http import ServerClient
+
 # A request the client got wrong (message, HTTP status); bounded gunzip.
 from pyhexz.infra.httpbody import BadRequest as BadInput
 from pyhexz.infra.httpbody import gunzip
 from pyhexz.infra.modelbus import ModelBus
 from pyhexz.nn.follow import LiveModel, ModelFetcher
 from pyhexz.search.timed import SearchResult
-from pyhexz.infra.http import ServerClient
 from pyhexz.web.ui import cpu_player_opponents, create_ui
 
 log = logging.getLogger(__name__)
@@ -153,7 +158,7 @@ def parse_proto_request(body: bytes) -> SuggestRequest:
                           msg.max_iterations)
 
 
-def _deadline_header(now: float) -> Optional[float]:
+def _deadline_header(now: float) -> float | None:
     """X-Request-Deadline (RFC 3339) as a time.monotonic() deadline."""
     raw = request.headers.get("X-Request-Deadline")
     if not raw:
@@ -184,13 +189,15 @@ def proto_response(result: SearchResult, board: Board) -> Response:
             pb.SuggestMoveStats.Score(kind=pb.SuggestMoveStats.FINAL, score=share),
             pb.SuggestMoveStats.Score(kind=pb.SuggestMoveStats.MCTS_PRIOR, score=prior)])
     resp = pb.SuggestMoveResponse(
+        # The search's cell types are Field.CellType numbers; the stubs type the field as the
+        # enum, which plain ints are at run time.
         move=pb.GameEngineMove(player_num=board.turn, move=board.move, row=row, col=col,
-                               cell_type=typ),
+                               cell_type=cast("pb.Field.CellType", typ)),
         move_stats=stats)
     return Response(resp.SerializeToString(), mimetype=PROTOBUF)
 
 
-def _quantiles(xs: list[float]) -> Optional[dict]:
+def _quantiles(xs: list[float]) -> dict | None:
     if not xs:
         return None
     s = sorted(xs)
@@ -232,7 +239,7 @@ class RequestLog:
         }
 
 
-def _redacted(url: Optional[str]) -> Optional[str]:
+def _redacted(url: str | None) -> str | None:
     """A URL without its password, for /status and logs."""
     if not url:
         return url
@@ -268,14 +275,129 @@ def build_player(cfg: CpuServerConfig) -> CpuPlayer:
 
 def _live_model(cfg: CpuServerConfig):
     """A LiveModel over Redis and/or the training server."""
-    bus = ModelBus(cfg.redis_url, cfg.model_name) if cfg.redis_url else None
+    # CpuServerConfig requires a model name with a Redis URL.
+    bus = ModelBus(cfg.redis_url, cfg.model_name) if cfg.redis_url and cfg.model_name else None
     client = ServerClient(cfg.server_url, cfg.auth_token) if cfg.server_url else None
     return LiveModel(ModelFetcher(client, bus, cfg.device, cfg.model_name),
                      poll_seconds=cfg.model_poll_seconds)
 
 
-def create_app(config: Optional[CpuServerConfig] = None,
-               player: Optional[CpuPlayer] = None) -> Flask:
+@dataclass
+class CpuServer:
+    """What the routes read, kept in app.extensions[CPU_EXTENSION] by create_app."""
+
+    config: CpuServerConfig
+    player: CpuPlayer
+    requests: RequestLog = field(default_factory=RequestLog)
+    started: float = field(default_factory=time.time)
+
+
+CPU_EXTENSION = "hexz_cpu"
+
+routes = Blueprint("cpu", __name__)
+
+
+def _server() -> CpuServer:
+    return current_app.extensions[CPU_EXTENSION]
+
+
+def error(message: str, status: int) -> Response:
+    return Response(json.dumps({"error": message}), status=status, mimetype=JSON)
+
+
+@routes.app_errorhandler(BadInput)
+def bad_input(e: BadInput) -> Response:
+    return error(str(e), e.http_status)
+
+
+@routes.app_errorhandler(HTTPException)
+def http_error(e: HTTPException) -> Response:
+    if e.code == 413:
+        return error(f"the body is larger than {MAX_BODY_BYTES} bytes", 413)
+    return error(f"{e.name}: {e.description}", e.code or 500)
+
+
+@routes.app_errorhandler(Exception)
+def internal_error(e: Exception) -> Response:
+    log.exception("internal error path=%s", request.path)
+    return error(f"internal error: {type(e).__name__}", 500)
+
+
+@routes.after_app_request
+def count(resp: Response) -> Response:
+    _server().requests.count(resp.status_code)
+    return resp
+
+
+@routes.post(SUGGEST_PATH)
+def suggest() -> Response:
+    t0 = time.monotonic()
+    server = _server()
+    cfg = server.config
+    mimetype = request.mimetype
+    if mimetype == JSON:
+        req = parse_json_request(_decoded_body())
+    elif mimetype in _PROTOBUF_TYPES:
+        req = parse_proto_request(_decoded_body())
+    else:
+        raise BadInput(f"Content-Type {mimetype or 'none'!r}: use {JSON} or {PROTOBUF}", 415)
+    think_ms = min(req.think_ms or cfg.default_think_ms, cfg.max_think_ms)
+    deadline = t0 + (think_ms - cfg.think_margin_ms) / 1000
+    header_deadline = _deadline_header(t0)
+    if header_deadline is not None:
+        deadline = min(deadline, header_deadline - cfg.think_margin_ms / 1000)
+    max_iterations = req.max_iterations
+    if cfg.max_iterations:
+        max_iterations = min(max_iterations or cfg.max_iterations, cfg.max_iterations)
+    try:
+        result, model = server.player.suggest(req.board, deadline, max_iterations,
+                                              timeout=cfg.max_think_ms / 1000 + 60)
+    except SearchUnavailable as e:
+        return error(f"no move: {e}", 503)
+    try:
+        req.board.copy().play(*result.move)
+    except IllegalMoveError as e:   # never expected: the search only plays legal moves
+        log.error("search chose an illegal move move=%s error=%s", result.move, e)
+        return error("internal error: the search chose an illegal move", 500)
+    resp = (json_response if mimetype == JSON else proto_response)(result, req.board)
+    resp.headers["X-Hexz-Iterations"] = str(result.iterations)
+    resp.headers["X-Hexz-Search-Ms"] = f"{result.seconds * 1000:.1f}"
+    resp.headers["X-Hexz-Model"] = model
+    server.requests.suggestion(think_ms, (time.monotonic() - t0) * 1000, result)
+    return resp
+
+
+@routes.get("/status")
+def status() -> Response:
+    server = _server()
+    cfg = server.config
+    body = {
+        "service": "pyhexz cpu player",
+        "uptime_s": round(time.time() - server.started, 1),
+        **server.player.status(),
+        "requests": server.requests.summary(),
+        "config": {
+            "max_think_ms": cfg.max_think_ms, "default_think_ms": cfg.default_think_ms,
+            "max_iterations": cfg.max_iterations, "search_slots": cfg.search_slots,
+            "think_margin_ms": cfg.think_margin_ms, "device": cfg.device,
+            "model_path": _redacted(cfg.model_path), "redis_url": _redacted(cfg.redis_url),
+            "server_url": cfg.server_url},
+    }
+    return Response(json.dumps(body, indent=1), mimetype=JSON)
+
+
+@routes.get("/healthz")
+def healthz() -> Response:
+    return Response("ok\n", mimetype="text/plain")
+
+
+@routes.get("/")
+def root() -> BaseResponse:   # redirect() makes werkzeug's Response, not Flask's subclass
+    return redirect("/ui/play")
+
+
+def create_app(config: CpuServerConfig | None = None,
+               player: CpuPlayer | None = None) -> Flask:
     """The Flask app (a gunicorn/flask factory). Without arguments it reads HEXZ_* variables
     and sets up the process for serving (logging, torch, GIL switching), as under gunicorn."""
     if config is None:
@@ -289,99 +411,13 @@ def create_app(config: Optional[CpuServerConfig] = None,
         config = CpuServerConfig.from_env()
     cfg = config
     player = player or build_player(cfg)
-    requests_log = RequestLog()
-    started = time.time()
     app = Flask("pyhexz.cpu")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.extensions["hexz_cpu_player"] = player
-    app.extensions["hexz_cpu_config"] = cfg
-
-    def error(message: str, status: int) -> Response:
-        return Response(json.dumps({"error": message}), status=status, mimetype=JSON)
-
-    @app.errorhandler(BadInput)
-    def bad_input(e: BadInput) -> Response:
-        return error(str(e), e.http_status)
-
-    @app.errorhandler(HTTPException)
-    def http_error(e: HTTPException) -> Response:
-        if e.code == 413:
-            return error(f"the body is larger than {MAX_BODY_BYTES} bytes", 413)
-        return error(f"{e.name}: {e.description}", e.code or 500)
-
-    @app.errorhandler(Exception)
-    def internal_error(e: Exception) -> Response:
-        log.exception("internal error path=%s", request.path)
-        return error(f"internal error: {type(e).__name__}", 500)
-
-    @app.after_request
-    def count(resp: Response) -> Response:
-        requests_log.count(resp.status_code)
-        return resp
-
-    @app.post(SUGGEST_PATH)
-    def suggest() -> Response:
-        t0 = time.monotonic()
-        mimetype = request.mimetype
-        if mimetype == JSON:
-            req = parse_json_request(_decoded_body())
-        elif mimetype in _PROTOBUF_TYPES:
-            req = parse_proto_request(_decoded_body())
-        else:
-            raise BadInput(f"Content-Type {mimetype or 'none'!r}: use {JSON} or {PROTOBUF}", 415)
-        think_ms = min(req.think_ms or cfg.default_think_ms, cfg.max_think_ms)
-        deadline = t0 + (think_ms - cfg.think_margin_ms) / 1000
-        header_deadline = _deadline_header(t0)
-        if header_deadline is not None:
-            deadline = min(deadline, header_deadline - cfg.think_margin_ms / 1000)
-        max_iterations = req.max_iterations
-        if cfg.max_iterations:
-            max_iterations = min(max_iterations or cfg.max_iterations, cfg.max_iterations)
-        try:
-            result, model = player.suggest(req.board, deadline, max_iterations,
-                                           timeout=cfg.max_think_ms / 1000 + 60)
-        except SearchUnavailable as e:
-            return error(f"no move: {e}", 503)
-        try:
-            req.board.copy().play(*result.move)
-        except IllegalMoveError as e:   # never expected: the search only plays legal moves
-            log.error("search chose an illegal move move=%s error=%s", result.move, e)
-            return error("internal error: the search chose an illegal move", 500)
-        resp = (json_response if mimetype == JSON else proto_response)(result, req.board)
-        resp.headers["X-Hexz-Iterations"] = str(result.iterations)
-        resp.headers["X-Hexz-Search-Ms"] = f"{result.seconds * 1000:.1f}"
-        resp.headers["X-Hexz-Model"] = model
-        requests_log.suggestion(think_ms, (time.monotonic() - t0) * 1000, result)
-        return resp
-
-    @app.get("/status")
-    def status() -> Response:
-        body = {
-            "service": "pyhexz cpu player",
-            "uptime_s": round(time.time() - started, 1),
-            **player.status(),
-            "requests": requests_log.summary(),
-            "config": {
-                "max_think_ms": cfg.max_think_ms, "default_think_ms": cfg.default_think_ms,
-                "max_iterations": cfg.max_iterations, "search_slots": cfg.search_slots,
-                "think_margin_ms": cfg.think_margin_ms, "device": cfg.device,
-                "model_path": _redacted(cfg.model_path), "redis_url": _redacted(cfg.redis_url),
-                "server_url": cfg.server_url},
-        }
-        return Response(json.dumps(body, indent=1), mimetype=JSON)
-
-    @app.get("/healthz")
-    def healthz() -> Response:
-        return Response("ok\n", mimetype="text/plain")
-
+    app.extensions[CPU_EXTENSION] = CpuServer(cfg, player)
+    app.register_blueprint(routes)
     # People play the same player on the web UI's Play page.
     app.register_blueprint(create_ui(opponents=cpu_player_opponents(
         player, min(cfg.default_think_ms, cfg.max_think_ms) / 1000)), url_prefix="/ui")
-
-    @app.get("/")
-    def root() -> Response:
-        return redirect("/ui/play")
-
     return app
 
 

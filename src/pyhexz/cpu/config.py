@@ -4,78 +4,50 @@ that the `pyhexz` command line can make its `cpu-server` flags from them without
 
 from __future__ import annotations
 
-import dataclasses
-import os
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from dataclasses import dataclass
 
-
-def _opt(default: Any, help: str, parse: Callable = str):
-    return field(default=default, metadata={"help": help, "parse": parse})
+from pyhexz.infra.config import FromEnv, above, at_least, check_settings, setting
 
 
 @dataclass
-class CpuServerConfig:
+class CpuServerConfig(FromEnv):
     """Settings of the CPU player service; each is the HEXZ_* variable of its upper-case name
-    (model_path: HEXZ_MODEL_PATH) and the flag of `pyhexz cpu-server` (--model-path)."""
+    (model_path: HEXZ_MODEL_PATH, read by `CpuServerConfig.from_env()` under gunicorn) and the
+    flag of `pyhexz cpu-server` (--model-path)."""
 
-    model_path: Optional[str] = _opt(
+    model_path: str | None = setting(
         None, "the model: checkpoint or TorchScript file, checkpoints directory, storage "
         "directory or URL (gs://bucket/prefix); the newest checkpoint. None: rollout MCTS")
-    model_name: Optional[str] = _opt(
+    model_name: str | None = setting(
         None, "model name: picks the model in a storage root and names the Redis keys")
-    redis_url: Optional[str] = _opt(
+    redis_url: str | None = setting(
         None, "follow a training run: load every checkpoint announced in this Redis")
-    server_url: Optional[str] = _opt(
+    server_url: str | None = setting(
         None, "follow a training run through its training server (GET /models/latest)")
-    auth_token: Optional[str] = _opt(
+    auth_token: str | None = setting(
         None, "bearer token for the training server (prefer the variable: flags show in ps)")
-    device: str = _opt("cpu", "torch device: cpu, cuda, cuda:1, mps")
-    max_think_ms: int = _opt(10_000, "longest think time a request may ask for", int)
-    default_think_ms: int = _opt(1_000, "think time of a request that asks for none (0)", int)
-    max_iterations: int = _opt(0, "most simulations per request, 0: no cap", int)
-    search_slots: int = _opt(8, "positions searched at once; more requests wait", int)
-    leaves_per_round: int = _opt(8, "network leaves per position and round at most", int)
-    max_tree_nodes: int = _opt(4_000_000, "search tree size cap per position (40 bytes per "
-                               "node; grows by doubling)", int)
-    think_margin_ms: int = _opt(5, "the search ends this much before the think time is up, "
-                                "for the answer's way back", int)
-    model_poll_seconds: float = _opt(30.0, "re-read the model pointer this often when "
-                                     "following (pub/sub can miss messages)", float)
+    device: str = setting("cpu", "torch device: cpu, cuda, cuda:1, mps")
+    max_think_ms: int = setting(10_000, "longest think time a request may ask for",
+                                check=at_least(1))
+    default_think_ms: int = setting(1_000, "think time of a request that asks for none (0)",
+                                    check=at_least(1))
+    max_iterations: int = setting(0, "most simulations per request, 0: no cap", check=at_least(0))
+    search_slots: int = setting(8, "positions searched at once; more requests wait",
+                                check=at_least(1))
+    leaves_per_round: int = setting(8, "network leaves per position and round at most",
+                                    check=at_least(1))
+    max_tree_nodes: int = setting(4_000_000, "search tree size cap per position (40 bytes per "
+                                  "node; grows by doubling)", check=at_least(1))
+    think_margin_ms: int = setting(5, "the search ends this much before the think time is up, "
+                                   "for the answer's way back", check=at_least(0))
+    model_poll_seconds: float = setting(30.0, "re-read the model pointer this often when "
+                                        "following (pub/sub can miss messages)", check=above(0))
 
     def __post_init__(self) -> None:
-        for name in ("max_think_ms", "default_think_ms", "search_slots", "leaves_per_round",
-                     "max_tree_nodes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_iterations", "think_margin_ms"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.model_poll_seconds <= 0:
-            raise ValueError(f"model_poll_seconds must be > 0, got {self.model_poll_seconds}")
+        check_settings(self)
         if self.redis_url and not self.model_name:
             raise ValueError("following a Redis needs a model name (HEXZ_MODEL_NAME): it names "
                              "the Redis keys")
-
-    @staticmethod
-    def env_name(name: str) -> str:
-        return "HEXZ_" + name.upper()
-
-    @classmethod
-    def from_env(cls, environ: Optional[dict] = None) -> "CpuServerConfig":
-        """The settings from HEXZ_* variables; unset ones keep their defaults."""
-        environ = os.environ if environ is None else environ
-        values = {}
-        for f in dataclasses.fields(cls):
-            raw = environ.get(cls.env_name(f.name))
-            if raw is None or raw == "":
-                continue
-            try:
-                values[f.name] = f.metadata["parse"](raw)
-            except ValueError:
-                raise ValueError(f"{cls.env_name(f.name)}={raw!r} is not a valid "
-                                 f"{f.metadata['parse'].__name__}") from None
-        return cls(**values)
 
 
 __all__ = ["CpuServerConfig"]

@@ -3,9 +3,10 @@
 Model: a pyhexz checkpoint, a hexz TorchScript file, a checkpoints directory (its newest
 checkpoint) or a storage URL / storage directory (the newest published checkpoint of the model,
 checked against its SHA-256). With a Redis URL it follows a training run: `LiveModel`
-(modelfollow.py, shared with the worker) watches the model bus (announcements, plus the pointer
-on every (re)connect and periodically) and swaps in each new checkpoint; bytes that fail their checksum or do not load
-are never run and the old model keeps playing. Without any model it plays rollout MCTS.
+(nn/follow.py, shared with the worker) watches the model bus (announcements, plus the pointer
+on every (re)connect and periodically) and swaps in each new checkpoint; bytes that fail their
+checksum or do not load are never run and the old model keeps playing. Without any model it
+plays rollout MCTS.
 
 Search: requests are searched in one thread by `TimedSearch`, interleaved in rounds. Why one
 interleaving thread rather than a thread per request behind a semaphore: the compiled rollout
@@ -24,15 +25,14 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from pyhexz import hexz_pb2 as pb
 from pyhexz.game.board import Board
-from pyhexz.nn import Predictor, load_model
-from pyhexz.search.players import load_predictor, model_key_for_path, resolve_model_path
 from pyhexz.infra.storage import META_FILE, MODEL_FILE, CheckpointRepo, open_storage, sha256
-from pyhexz.search.timed import SearchResult, TimedSearch
+from pyhexz.nn import Predictor, load_model
 from pyhexz.nn.follow import LiveModel, LoadedModel
+from pyhexz.search.players import load_predictor, model_key_for_path, resolve_model_path
+from pyhexz.search.timed import SearchResult, TimedSearch
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class NoModelYet(FileNotFoundError):
     """The model source exists but holds no published checkpoint yet."""
 
 
-def _split_storage_url(url: str, name: Optional[str]) -> tuple[str, str]:
+def _split_storage_url(url: str, name: str | None) -> tuple[str, str]:
     """(storage root, model name) from `gs://bucket[/prefix]` plus a name, or from a URL that
     names the model itself: `gs://bucket[/prefix]/models/flagz/{name}`."""
     root, sep, rest = url.rstrip("/").partition("/" + _MODELS_DIR + "/")
@@ -55,7 +55,7 @@ def _split_storage_url(url: str, name: Optional[str]) -> tuple[str, str]:
     return root, name
 
 
-def _load_from_repo(repo: CheckpointRepo, device: str, n: Optional[int] = None) -> LoadedModel:
+def _load_from_repo(repo: CheckpointRepo, device: str, n: int | None = None) -> LoadedModel:
     n = repo.latest() if n is None else n
     if n is None:
         raise NoModelYet(f"{repo.storage}: model {repo.name} has no published checkpoint yet")
@@ -65,7 +65,7 @@ def _load_from_repo(repo: CheckpointRepo, device: str, n: Optional[int] = None) 
                        f"{repo.storage} {repo.key(n, MODEL_FILE)}")
 
 
-def load_served_model(path: str, name: Optional[str] = None, device: str = "cpu") -> LoadedModel:
+def load_served_model(path: str, name: str | None = None, device: str = "cpu") -> LoadedModel:
     """The model HEXZ_MODEL_PATH names (see the module docstring); the newest where there are
     several. Raises NoModelYet for a source without checkpoints, FileNotFoundError,
     ValueError (ModelLoadError) or StorageError for one that cannot be used."""
@@ -98,7 +98,7 @@ class ModelFollower:
     """Keeps a LiveModel current in the background, also while it waits for a first model
     (the service plays rollouts meanwhile)."""
 
-    def __init__(self, live: LiveModel, model: Optional[LoadedModel] = None) -> None:
+    def __init__(self, live: LiveModel, model: LoadedModel | None = None) -> None:
         self.live = live
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -110,7 +110,7 @@ class ModelFollower:
             threading.Thread(target=self._first, name="model-first", daemon=True).start()
 
     @property
-    def model(self) -> Optional[LoadedModel]:
+    def model(self) -> LoadedModel | None:
         return self.live.model
 
     def _first(self) -> None:
@@ -145,8 +145,8 @@ class _Job:
     deadline: float
     max_iterations: int
     done: threading.Event = field(default_factory=threading.Event)
-    result: Optional[SearchResult] = None
-    error: Optional[str] = None
+    result: SearchResult | None = None
+    error: str | None = None
     model: str = ""
 
 
@@ -154,7 +154,7 @@ class _Job:
 class SearchOptions:
     slots: int = 8
     leaves_per_round: int = 8
-    round_seconds: Optional[float] = None    # TimedSearch's default
+    round_seconds: float | None = None    # TimedSearch's default
     max_tree_nodes: int = 4_000_000
     c_puct: float = 1.5
     uct_c: float = 1.0
@@ -167,12 +167,12 @@ class CpuPlayer:
     instead (it may have none yet: rollouts until it has).
     """
 
-    def __init__(self, model: Optional[LoadedModel] = None,
-                 follower: Optional[ModelFollower] = None,
-                 options: SearchOptions = SearchOptions()) -> None:
+    def __init__(self, model: LoadedModel | None = None,
+                 follower: ModelFollower | None = None,
+                 options: SearchOptions | None = None) -> None:
         self._model = model
         self.follower = follower
-        self.options = options
+        self.options = options if options is not None else SearchOptions()
         self._pending: collections.deque[_Job] = collections.deque()
         self._cond = threading.Condition()
         self._stop = False
@@ -180,12 +180,12 @@ class CpuPlayer:
         self._jobs: dict[tuple[bool, int], _Job] = {}
         self.searches_done = 0
         self.failures = 0
-        self.last_error: Optional[str] = None
+        self.last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name="cpu-search", daemon=True)
         self._thread.start()
 
     @property
-    def model(self) -> Optional[LoadedModel]:
+    def model(self) -> LoadedModel | None:
         f = self.follower
         return f.model if f is not None and f.model is not None else self._model
 
@@ -205,6 +205,8 @@ class CpuPlayer:
             raise SearchUnavailable(f"no search result after {timeout:.0f} s")
         if job.error is not None:
             raise SearchUnavailable(job.error)
+        # The search thread sets either error or result before it sets done.
+        assert job.result is not None, "search finished without a result or an error"
         return job.result, job.model
 
     def close(self) -> None:
@@ -235,16 +237,16 @@ class CpuPlayer:
 
     # --- the search thread ---
 
-    def _search_for(self, model: Optional[LoadedModel]) -> TimedSearch:
+    def _search_for(self, model: LoadedModel | None) -> TimedSearch:
         rollout = model is None
         s = self._searches.get(rollout)
         if s is None:
             o = self.options
             s = self._searches[rollout] = TimedSearch(
-                o.slots, None if rollout else model.predictor, c_puct=o.c_puct, uct_c=o.uct_c,
-                leaves_per_round=o.leaves_per_round, round_seconds=o.round_seconds,
-                max_tree_nodes=o.max_tree_nodes)
-        elif not rollout:
+                o.slots, None if model is None else model.predictor, c_puct=o.c_puct,
+                uct_c=o.uct_c, leaves_per_round=o.leaves_per_round,
+                round_seconds=o.round_seconds, max_tree_nodes=o.max_tree_nodes)
+        elif model is not None:
             # A new checkpoint takes over between rounds, also in searches already running.
             s.evaluate = model.predictor
         return s

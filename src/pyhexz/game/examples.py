@@ -20,8 +20,10 @@ import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
+import numpy.typing as npt
 
 from pyhexz import hexz_pb2 as pb
 from pyhexz.game.board import BOARD_SHAPE, MASK_SHAPE
@@ -37,7 +39,7 @@ def encode_array(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def decode_array(data: bytes, shape: tuple, dtype: np.dtype, what: str) -> np.ndarray:
+def decode_array(data: bytes, shape: tuple, dtype: npt.DTypeLike, what: str) -> np.ndarray:
     try:
         a = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as e:  # np.load raises several types for garbage input
@@ -61,9 +63,10 @@ class Arrays:
         return len(self.results)
 
     @staticmethod
-    def concat(parts: list["Arrays"]) -> "Arrays":
+    def concat(parts: list[Arrays]) -> Arrays:
         if not parts:
-            return Arrays(np.zeros((0,) + BOARD_SHAPE, np.float32), np.zeros((0,) + MASK_SHAPE, bool),
+            return Arrays(np.zeros((0,) + BOARD_SHAPE, np.float32),
+                          np.zeros((0,) + MASK_SHAPE, bool),
                           np.zeros((0,) + MASK_SHAPE, np.float32), np.zeros(0, np.float32))
         return Arrays(*(np.concatenate([getattr(p, f) for p in parts])
                         for f in ("boards", "masks", "probs", "results")))
@@ -82,7 +85,8 @@ def make_example(board: np.ndarray, mask: np.ndarray, visits: np.ndarray, *, tur
         action_mask=encode_array(mask),
         move_probs=encode_array(probs),
         turn=turn,
-        move=pb.GameEngineMove(player_num=turn, move=move_number, row=r, col=c, cell_type=t),
+        move=pb.GameEngineMove(player_num=turn, move=move_number, row=r, col=c,
+                               cell_type=cast("pb.Field.CellType", t)),
         model_key=model_key,
         root_value=root_value,
         visit_count=total,
@@ -114,15 +118,17 @@ def _decode_field(examples: list[pb.TrainingExample], field: str) -> np.ndarray:
     if all(len(b) == hl + nbytes and b.startswith(header) for b in raw):
         # One copy: memoryview slices into a bytearray, which numpy then uses as it is.
         joined = bytearray().join(memoryview(b)[hl:] for b in raw)
-        flat = np.frombuffer(joined, np.uint8 if dtype is np.bool_ else dtype)
+        flat: np.ndarray = np.frombuffer(joined, np.uint8 if dtype is np.bool_ else dtype)
         if dtype is np.bool_:
             if (flat > 1).any():  # np.load would give such bytes as True; reject them instead
                 raise InvalidExampleError(
                     f"example {int(np.argmax(flat > 1)) // nbytes} {field}: bool bytes not 0 or 1")
             flat = flat.view(np.bool_)
         return flat.reshape((len(raw),) + shape)
-    return np.stack([decode_array(b, shape, dtype, f"example {i} {field}") for i, b in enumerate(raw)]
-                    ) if raw else np.zeros((0,) + shape, dtype)
+    if not raw:
+        return np.zeros((0,) + shape, dtype)
+    return np.stack([decode_array(b, shape, dtype, f"example {i} {field}")
+                     for i, b in enumerate(raw)])
 
 
 def decode(examples: list[pb.TrainingExample]) -> Arrays:

@@ -160,7 +160,8 @@ def board_svg(board, cell_size: int = 32, highlight: dict | None = None) -> str:
                 out.append(_flag_glyph(x, y, w, PLAYER_COLORS.get(owner, "#888888")))
             elif ctype == _GRASS or (ctype == _NORMAL and owner):
                 color = _GRASS_TEXT if ctype == _GRASS else "#ffffff"
-                out.append(f'<text class="value" x="{_f(x)}" y="{_f(y)}" font-size="{_f(val_font)}" '
+                out.append(f'<text class="value" x="{_f(x)}" y="{_f(y)}" '
+                           f'font-size="{_f(val_font)}" '
                            f'font-weight="bold" fill="{color}" text-anchor="middle" '
                            f'dominant-baseline="central">{value}</text>')
             out.append("</g>")

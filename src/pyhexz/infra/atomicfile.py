@@ -49,7 +49,8 @@ def _create_temp(directory: str, base: str) -> tuple[int, str]:
         try:
             # O_EXCL: never clobber another writer's temp file. Mode 0o666 lets
             # the umask decide the final permissions, as for a plain open().
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+            fd = os.open(tmp, flags, 0o666)
         except FileExistsError:
             continue
         return fd, tmp

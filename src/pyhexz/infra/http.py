@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Optional
 
 import requests
 
@@ -33,22 +32,23 @@ class Backoff:
 class ServerClient:
     """HTTP to the training server: base URL, bearer token, timeouts. One per thread."""
 
-    def __init__(self, url: str, token: Optional[str] = None, *, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0) -> None:
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"training server URL must start with http:// or https://, got {url!r}")
+            raise ValueError(
+                f"training server URL must start with http:// or https://, got {url!r}")
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
-    def request(self, method: str, path: str, *, timeout: Optional[float] = None,
+    def request(self, method: str, path: str, *, timeout: float | None = None,
                 **kwargs) -> requests.Response:
         # (connect, read): a server that is down is noticed in seconds, a slow answer is waited for.
         t = self.timeout if timeout is None else timeout
         return self.session.request(method, self.url + path, timeout=(min(5.0, t), t), **kwargs)
 
-    def post_examples(self, gzipped: bytes, timeout: Optional[float] = None) -> requests.Response:
+    def post_examples(self, gzipped: bytes, timeout: float | None = None) -> requests.Response:
         return self.request("POST", "/training/examples", data=gzipped, timeout=timeout, headers={
             "Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"})
 

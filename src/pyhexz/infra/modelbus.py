@@ -19,8 +19,8 @@ before a newer checkpoint arrived can still fetch the one it was told about.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional
 
 import redis
 
@@ -91,7 +91,7 @@ class ModelBus:
             p.execute()
         return digest
 
-    def latest(self) -> Optional[int]:
+    def latest(self) -> int | None:
         """The latest checkpoint number, or None if nothing was published yet."""
         v = self.redis.get(self.latest_key)
         if v is None:
@@ -105,20 +105,21 @@ class ModelBus:
         """Checkpoint n's model bytes, checked against their SHA-256."""
         key = self.checkpoint_key(n)
         data, digest = self.redis.hmget(key, ["data", "sha256"])
-        if data is None or digest is None:
+        # bytes, as the client does not decode responses; None for a missing field.
+        if not isinstance(data, bytes) or not isinstance(digest, bytes):
             raise ModelIntegrityError(f"{key} is missing (expired or never published)")
-        digest = digest.decode("ascii", "replace")
-        if sha256(data) != digest:
+        text = digest.decode("ascii", "replace")
+        if sha256(data) != text:
             raise ModelIntegrityError(
                 f"{key}: SHA-256 of the model bytes is {sha256(data)[:16]}..., "
-                f"expected {digest[:16]}...; refusing the corrupt model")
-        return BusModel(self.name, int(n), data, digest)
+                f"expected {text[:16]}...; refusing the corrupt model")
+        return BusModel(self.name, int(n), data, text)
 
-    def fetch_latest(self) -> Optional[BusModel]:
+    def fetch_latest(self) -> BusModel | None:
         n = self.latest()
         return None if n is None else self.fetch(n)
 
-    def announcements(self, poll_seconds: float = 1.0) -> Iterator[Optional[int]]:
+    def announcements(self, poll_seconds: float = 1.0) -> Iterator[int | None]:
         """Checkpoint numbers as they are announced; None every `poll_seconds` without one.
 
         The None ticks let a caller check its stop flag. Raises redis.ConnectionError when the

@@ -24,15 +24,17 @@ trainer, the one writer of its model, clears it when it starts.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional, Protocol
+from typing import Protocol
 
 from pyhexz.infra.atomicfile import atomic_write_bytes
 
@@ -88,7 +90,7 @@ class Storage(Protocol):
     def list(self, prefix: str) -> list[str]:
         """Names of the immediate children of a 'directory' prefix, sorted, hidden ones left out."""
 
-    def list_holding(self, prefix: str, name: str) -> list[str]:
+    def list_holding(self, prefix: str, name: str) -> builtins.list[str]:
         """Like list, only the children that hold an object `name` (one listing on GCS)."""
 
 
@@ -140,7 +142,7 @@ class LocalStorage:
             return []
         return sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
 
-    def list_holding(self, prefix: str, name: str) -> list[str]:
+    def list_holding(self, prefix: str, name: str) -> builtins.list[str]:
         return [child for child in self.list(prefix)
                 if self._path(f"{prefix.rstrip('/')}/{child}/{name}").is_file()]
 
@@ -230,7 +232,7 @@ class GCSStorage:
         names |= {p[len(base):].rstrip("/") for p in it.prefixes}
         return sorted(n for n in names if n and not n.startswith("."))
 
-    def list_holding(self, prefix: str, name: str) -> list[str]:
+    def list_holding(self, prefix: str, name: str) -> builtins.list[str]:
         # One listing of just the `name` objects below the prefix (matchGlob), not a request
         # per child. '**' keeps the prefix itself out of the pattern: it may hold glob
         # characters; the depth is checked here.
@@ -271,7 +273,7 @@ class CheckpointRepo:
         return sorted(int(x) for x in self.storage.list_holding(self.prefix, META_FILE)
                       if x.isdigit())
 
-    def latest(self) -> Optional[int]:
+    def latest(self) -> int | None:
         nums = self.checkpoints()
         return nums[-1] if nums else None
 

@@ -8,8 +8,15 @@
 The shapes the network reads and writes are the engine's (pyhexz.game.board).
 """
 
-from pyhexz.nn.checkpoint import (Checkpoint, ModelLoadError, export_torchscript, load_checkpoint,
-                                  load_model, load_model_bytes, save_checkpoint)
+from pyhexz.nn.checkpoint import (
+                                  Checkpoint,
+                                  ModelLoadError,
+                                  export_torchscript,
+                                  load_checkpoint,
+                                  load_model,
+                                  load_model_bytes,
+                                  save_checkpoint,
+)
 from pyhexz.nn.network import ILLEGAL_LOGIT, PRESETS, HexzNet
 from pyhexz.nn.predictor import Predictor
 

@@ -167,7 +167,8 @@ def _parse_params(path: str, params: Any) -> dict[str, int]:
     if set(params) != expected:
         raise ModelLoadError(
             path,
-            f"'params' must have exactly the keys {sorted(expected)}, got {sorted(map(str, params))}",
+            f"'params' must have exactly the keys {sorted(expected)}, "
+            f"got {sorted(map(str, params))}",
         )
     out: dict[str, int] = {}
     for k in ("blocks", "filters"):
@@ -223,10 +224,12 @@ def load_checkpoint(path: StrPath, map_location: str | torch.device = "cpu") -> 
     # bytes and gives a truncated file (no zip directory at its end) a clear message.
     if not _is_zip(p):
         raise ModelLoadError(
-            p, "not a zip archive as torch.save writes: the file is truncated, corrupt, or of another kind"
+            p, "not a zip archive as torch.save writes: the file is truncated, corrupt, "
+            "or of another kind"
         )
     if _is_torchscript_archive(p):
-        raise ModelLoadError(p, "this is a TorchScript model, not a training checkpoint (use load_model)")
+        raise ModelLoadError(
+            p, "this is a TorchScript model, not a training checkpoint (use load_model)")
     try:
         obj = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -237,7 +240,8 @@ def load_checkpoint(path: StrPath, map_location: str | torch.device = "cpu") -> 
             "other than tensors and plain data, so it is not a pyhexz checkpoint",
         ) from e
     except Exception as e:
-        raise ModelLoadError(p, f"torch.load failed (corrupt, or not a torch.save file): {_short(e)}") from e
+        raise ModelLoadError(
+            p, f"torch.load failed (corrupt, or not a torch.save file): {_short(e)}") from e
 
     if not isinstance(obj, Mapping):
         raise ModelLoadError(
@@ -257,7 +261,8 @@ def load_checkpoint(path: StrPath, map_location: str | torch.device = "cpu") -> 
     version = obj["version"]
     if version != CHECKPOINT_VERSION or isinstance(version, bool):
         raise ModelLoadError(
-            p, f"unsupported checkpoint version {version!r} (this pyhexz reads version {CHECKPOINT_VERSION})"
+            p, f"unsupported checkpoint version {version!r} "
+            f"(this pyhexz reads version {CHECKPOINT_VERSION})"
         )
     params = _parse_params(p, obj["params"])
     optimizer_state = obj["optimizer_state"]

@@ -1,6 +1,6 @@
 """Following a training run's model: finding, loading and verifying its checkpoints, and a
-watcher thread that swaps in each newer one. Shared by the self-play worker (worker.py) and the
-CPU player (cpu_player.py).
+watcher thread that swaps in each newer one. Shared by the self-play worker (worker/job.py) and
+the CPU player (cpu/player.py).
 
 Sources: the Redis model bus (pointer, announcements, bytes with their SHA-256) and/or the
 training server (HEAD/GET /models/...). Bytes that fail their checksum or do not load are never
@@ -13,16 +13,16 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional
 
 import redis
 import requests
 
 from pyhexz import hexz_pb2 as pb
-from pyhexz.nn import ModelLoadError, Predictor, load_model_bytes
-from pyhexz.infra.modelbus import ModelBus, ModelIntegrityError
 from pyhexz.infra.http import Backoff, ServerClient, short_error
+from pyhexz.infra.modelbus import ModelBus, ModelIntegrityError
+from pyhexz.nn import ModelLoadError, Predictor, load_model_bytes
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ class ModelFetcher:
     Every model is checked against its SHA-256 before it is loaded.
     """
 
-    def __init__(self, client: Optional[ServerClient], bus: Optional[ModelBus],
-                 device: str = "cpu", name: Optional[str] = None) -> None:
+    def __init__(self, client: ServerClient | None, bus: ModelBus | None,
+                 device: str = "cpu", name: str | None = None) -> None:
         if client is None and bus is None:
             raise ValueError("a model fetcher needs a training server or a Redis model bus")
         self.client = client
@@ -65,7 +65,7 @@ class ModelFetcher:
         self.device = device
         self.name = name   # the model this worker plays for; None: whatever the server trains
 
-    def latest(self) -> Optional[pb.ModelKey]:
+    def latest(self) -> pb.ModelKey | None:
         """The newest model's key, or None while there is none. Raises if no source answers."""
         if self.bus is not None:
             try:
@@ -78,32 +78,37 @@ class ModelFetcher:
                 if self.client is None:
                     raise
                 log.warning("model pointer unreadable in redis error=%s; asking the server", e)
+        # Without a server the bus branch above returned or raised (the constructor requires
+        # one of the two).
+        assert self.client is not None
         # HEAD: the headers name the model without its bytes travelling.
         r = self.client.request("HEAD", "/models/latest")
         if r.status_code == 404:
             return None
         _raise_for_status(r, "/models/latest")
-        name, n = r.headers.get("X-Model-Name"), r.headers.get("X-Model-Checkpoint", "")
-        if not name or not n.isdigit():
+        name = r.headers.get("X-Model-Name")
+        checkpoint = r.headers.get("X-Model-Checkpoint", "")
+        if not name or not checkpoint.isdigit():
             raise ModelUnavailable(f"HEAD /models/latest: no X-Model-Name/X-Model-Checkpoint "
-                                   f"headers (got {name!r}, {n!r})")
+                                   f"headers (got {name!r}, {checkpoint!r})")
         if self.name and name != self.name:
             raise ModelUnavailable(f"the server trains model {name!r}, this worker was started "
                                    f"for {self.name!r}")
-        return _key(name, int(n))
+        return _key(name, int(checkpoint))
 
     def load(self, key: pb.ModelKey) -> LoadedModel:
         """Loads and verifies checkpoint `key`. Raises ModelUnavailable, ModelIntegrityError,
         ModelLoadError or requests.RequestException; never returns unverified bytes."""
-        if self.bus is not None and key.name == self.bus.name:
-            ckpt_key = self.bus.checkpoint_key(key.checkpoint)
+        bus = self.bus
+        if bus is not None and key.name == bus.name:
+            ckpt_key = bus.checkpoint_key(key.checkpoint)
             try:
-                m = self.bus.fetch(key.checkpoint)
+                m = bus.fetch(key.checkpoint)
                 return self._build(m.data, m.sha256, key, f"redis {ckpt_key}")
             except ModelIntegrityError as e:
                 if self.client is None:
                     raise
-                if self._exists(ckpt_key):
+                if _exists(bus, ckpt_key):
                     log.error("model refused source=redis key=%s reason=%r; never running it, "
                               "asking the server", ckpt_key, str(e))
                 else:
@@ -113,8 +118,10 @@ class ModelFetcher:
                     raise
                 log.warning("redis unavailable error=%s; asking the server", e)
         if self.client is None:
+            # The constructor requires a server or a bus, so without a server there is a bus.
+            assert bus is not None
             raise ModelUnavailable(f"model {key.name}:{key.checkpoint} is not on the model bus "
-                                   f"of {self.bus.name!r}, and there is no server to ask")
+                                   f"of {bus.name!r}, and there is no server to ask")
         path = f"/models/{key.name}/checkpoints/{key.checkpoint}"
         r = self.client.request("GET", path)
         if r.status_code == 404:
@@ -127,16 +134,18 @@ class ModelFetcher:
                 f"header says {r.headers.get('X-Model-SHA256')!r}; refusing the model")
         return self._build(r.content, digest, key, f"server {path}")
 
-    def _exists(self, redis_key: str) -> bool:
-        try:
-            return bool(self.bus.redis.exists(redis_key))
-        except redis.RedisError:
-            return False
-
     def _build(self, data: bytes, digest: str, key: pb.ModelKey, source: str) -> LoadedModel:
         module = load_model_bytes(data, self.device, source=source)
         return LoadedModel(Predictor(module, self.device), pb.ModelKey(name=key.name,
                            checkpoint=key.checkpoint), digest, source)
+
+
+def _exists(bus: ModelBus, redis_key: str) -> bool:
+    """Whether Redis holds `redis_key`; False when Redis cannot say."""
+    try:
+        return bool(bus.redis.exists(redis_key))
+    except redis.RedisError:
+        return False
 
 
 def _raise_for_status(r: requests.Response, what: str) -> None:
@@ -157,27 +166,36 @@ class LiveModel:
     """
 
     def __init__(self, fetcher: ModelFetcher, *, poll_seconds: float = 30.0,
-                 tick_seconds: float = 1.0, backoff: Backoff = Backoff(0.5, 5.0)) -> None:
+                 tick_seconds: float = 1.0, backoff: Backoff | None = None) -> None:
         self.fetcher = fetcher
         self.poll_seconds = poll_seconds
         self.tick_seconds = tick_seconds
-        self.backoff = backoff
-        self.model: Optional[LoadedModel] = None
+        self.backoff = backoff if backoff is not None else Backoff(0.5, 5.0)
+        self.model: LoadedModel | None = None
         self.swaps = 0
         self.refused = 0
-        self._wanted: Optional[tuple[pb.ModelKey, bool]] = None
+        self._wanted: tuple[pb.ModelKey, bool] | None = None
         self._not_before: dict[tuple[str, int], tuple[float, int]] = {}  # failed key -> retry time
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="model-watch", daemon=True)
 
+    @property
+    def label(self) -> str:
+        """The current model's name:checkpoint, for logs; "none" before the first."""
+        return self.model.label if self.model is not None else "none"
+
     def current(self) -> tuple[Predictor, pb.ModelKey]:
         m = self.model
+        if m is None:
+            raise ModelUnavailable("no model loaded yet: wait_first() or set .model first")
         return m.predictor, m.key
 
-    def wait_first(self, stop: threading.Event, backoff: Backoff = Backoff(1.0, 15.0)) -> bool:
+    def wait_first(self, stop: threading.Event, backoff: Backoff | None = None) -> bool:
         """Loads the newest model, waiting with backoff while there is none; False if stopped."""
+        if backoff is None:
+            backoff = Backoff(1.0, 15.0)
         attempt = 0
         while not stop.is_set():
             try:
@@ -201,7 +219,7 @@ class LiveModel:
                 self._wanted = (pb.ModelKey(name=key.name, checkpoint=key.checkpoint), force)
             self._wake.set()
 
-    def start(self) -> "LiveModel":
+    def start(self) -> LiveModel:
         self._thread.start()
         return self
 
@@ -227,14 +245,18 @@ class LiveModel:
                         next_check = now + self.poll_seconds
                         self._check_latest()
                     elif isinstance(signal_, int):
+                        # Only the bus announces numbers (_signals), so there is a bus.
+                        bus = self.fetcher.bus
+                        assert bus is not None
                         # An announcement means new bytes: retry even a key that failed before.
-                        self._not_before.pop((self.fetcher.bus.name, signal_), None)
-                        self._consider(_key(self.fetcher.bus.name, signal_), False)
+                        self._not_before.pop((bus.name, signal_), None)
+                        self._consider(_key(bus.name, signal_), False)
                     self._take_wanted()
             except redis.RedisError as e:
                 delay = self.backoff.delay(attempt)
                 attempt += 1
-                log.warning("model watch lost redis error=%s; reconnecting in %.1fs", short_error(e), delay)
+                log.warning("model watch lost redis error=%s; reconnecting in %.1fs",
+                            short_error(e), delay)
                 self._stop.wait(delay)
             except Exception:
                 # The watcher must outlive any surprise: self-play goes on with the old model.
@@ -252,6 +274,8 @@ class LiveModel:
                 yield None
             return
         announcements = bus.announcements(self.tick_seconds)
+        # A generator (ModelBus.announcements yields): closing it closes its pubsub connection.
+        assert isinstance(announcements, Generator)
         try:
             first = next(announcements)   # subscribes; the pointer is read after that, so
             yield _CONNECTED              # nothing published in between is missed
@@ -293,10 +317,12 @@ class LiveModel:
             loaded = self.fetcher.load(key)
         except _LOAD_ERRORS as e:
             self.refused += 1
-            self._not_before[k] = (time.monotonic() + self.backoff.base * 2 ** min(failures, 6),
+            # The same backoff as reconnecting: a key that keeps failing is asked for less
+            # often, and a fleet that all refused it does not ask again in step.
+            self._not_before[k] = (time.monotonic() + self.backoff.delay(failures),
                                    failures + 1)
             log.error("model switch refused to=%s:%d error=%r; keeping %s", key.name,
-                      key.checkpoint, short_error(e), self.model.label)
+                      key.checkpoint, short_error(e), self.label)
             return
         self._not_before.pop(k, None)
         self._install(loaded)

@@ -14,7 +14,6 @@ calling convention::
 order of the (2, 11, 10) mask, so masking is ``action_mask.flatten(1)``.
 """
 
-from typing import Tuple
 
 import torch
 from torch import nn
@@ -94,7 +93,8 @@ class HexzNet(nn.Module):
             nn.Tanh(),
         )
 
-    def forward(self, board: torch.Tensor, action_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, board: torch.Tensor,
+                action_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.tower(self.stem(board))
         # .float(): under fp16 autocast the Linear output is half, which cannot
         # hold -1e32; in fp32 this is a no-op.

@@ -66,7 +66,8 @@ class Predictor:
             and boards.shape[1:] == BOARD_SHAPE
         ):
             raise ValueError(
-                f"boards must be a float32 array of shape (N, *{BOARD_SHAPE}), got {_describe(boards)}"
+                f"boards must be a float32 array of shape (N, *{BOARD_SHAPE}), "
+                f"got {_describe(boards)}"
             )
         if not (
             isinstance(masks, np.ndarray)
@@ -74,10 +75,12 @@ class Predictor:
             and masks.ndim == 4
             and masks.shape[1:] == MASK_SHAPE
         ):
-            raise ValueError(f"masks must be a bool array of shape (N, *{MASK_SHAPE}), got {_describe(masks)}")
+            raise ValueError(f"masks must be a bool array of shape (N, *{MASK_SHAPE}), "
+                             f"got {_describe(masks)}")
         n = boards.shape[0]
         if masks.shape[0] != n:
-            raise ValueError(f"boards and masks have different batch sizes: {n} vs {masks.shape[0]}")
+            raise ValueError(
+                f"boards and masks have different batch sizes: {n} vs {masks.shape[0]}")
         if n == 0:
             return np.zeros((0, POLICY_SIZE), np.float32), np.zeros((0,), np.float32)
 

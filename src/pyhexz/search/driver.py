@@ -8,12 +8,14 @@ Self-play, the timed search of the CPU player and the players of matches all sea
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pyhexz.game.board import BOARD_SHAPE, MASK_SHAPE
+from pyhexz.infra.config import above, at_least, check_settings, plies, setting
 from pyhexz.search.mcts import MCTS
 
 if TYPE_CHECKING:
@@ -25,18 +27,17 @@ Evaluator = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 @dataclass
 class SearchConfig:
-    runs_per_move: int = 800
-    c_puct: float = 1.5
-    dirichlet_alpha: float = 0.55
-    dirichlet_weight: float = 0.25
+    runs_per_move: int = setting(800, "MCTS simulations per move", check=at_least(1))
+    c_puct: float = setting(1.5, "PUCT exploration constant", check=above(0))
+    dirichlet_alpha: float = setting(0.55, "root noise concentration")
+    dirichlet_weight: float = setting(0.25, "root noise weight")
     leaves_per_tree: int = 1
-    sample_plies: Optional[int] = None   # None: sample by visit count all game long
+    sample_plies: int | None = setting(
+        None, "sample moves by visit count for this many plies of a self-play game, then play "
+        "the most visited; 'all': sample all game long", parse=plies, check=at_least(0))
 
     def __post_init__(self) -> None:
-        if self.runs_per_move < 1:
-            raise ValueError(f"runs_per_move must be >= 1, got {self.runs_per_move}")
-        if self.sample_plies is not None and self.sample_plies < 0:
-            raise ValueError(f"sample_plies must be >= 0, got {self.sample_plies}")
+        check_settings(self)
 
 
 def uniform_evaluator(planes: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +47,7 @@ def uniform_evaluator(planes: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray
 
 
 def search(mcts: MCTS, evaluate: Evaluator, planes: np.ndarray, masks: np.ndarray,
-           stats: Optional["SelfPlayStats"] = None) -> None:
+           stats: SelfPlayStats | None = None) -> None:
     """Runs the scheduled simulations of every tree, one network call per batch of leaves."""
     masks_u8 = masks.view(np.uint8)
     while mcts.busy():
@@ -59,7 +60,8 @@ def search(mcts: MCTS, evaluate: Evaluator, planes: np.ndarray, masks: np.ndarra
             stats.nn_seconds += time.perf_counter() - t0
             stats.nn_calls += 1
             stats.simulations += n
-        mcts.apply(np.ascontiguousarray(probs, np.float32), np.ascontiguousarray(values, np.float32))
+        mcts.apply(np.ascontiguousarray(probs, np.float32),
+                   np.ascontiguousarray(values, np.float32))
 
 
 def new_buffers(mcts: MCTS) -> tuple[np.ndarray, np.ndarray]:

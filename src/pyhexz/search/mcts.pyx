@@ -23,12 +23,13 @@ of every evaluated node) but, by default, resets the visit statistics, as hexz f
 next search starts afresh yet needs no network call for positions it evaluated before. So the
 visit distribution of every move holds exactly the simulations of that move.
 
-Selection is PUCT (AlphaZero): argmax Q + c_puct * P * sqrt(N_parent) / (1 + N_child), with
-unvisited children valued at their parent's Q ("first play urgency" = parent). With more than
-one leaf per tree in a batch, virtual losses keep the selections apart.
+Neural search selects by PUCT (AlphaZero; `MCTS._puct_child`): argmax Q(s,a) + c_puct P(s,a)
+sqrt(N(s)) / (1 + N(s,a)), with unvisited children valued at their parent's Q ("first play
+urgency" = parent). With more than one leaf per tree in a batch, virtual losses keep the
+selections apart.
 
-`run_rollouts` is the classic baseline: UCT with uniformly random playouts, no network, the
-whole search in C.
+`run_rollouts` is the classic baseline: UCT (`MCTS._uct_child`: argmax Q + c sqrt(ln N / n))
+with uniformly random playouts, no network, the whole search in C.
 """
 
 import numpy as np
@@ -36,7 +37,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.math cimport log, sqrt
 from libc.stdint cimport uint8_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy
 
 from pyhexz.game.board cimport (
@@ -48,6 +49,8 @@ cnp.import_array()
 
 cdef int PLANE_SIZE = NPLANES * NROWS * NCOLS
 cdef int MASK_SIZE = 2 * NROWS * NCOLS
+# The most leaves one batch may hold: slot arrays are indexed by leaf * NMOVES + move in C ints.
+cdef int MAX_BATCH = 2147483647 // NMOVES
 
 
 cdef struct Node:
@@ -99,44 +102,59 @@ cdef class MCTS:
 
     def __cinit__(self, int num_trees, float c_puct=1.5, float dirichlet_alpha=0.0,
                   float dirichlet_weight=0.25, int leaves_per_tree=1, seed=None):
+        # Every pointer is NULL before anything can fail, so that __dealloc__ (which Cython
+        # runs even when __cinit__ raises) frees only what was really allocated.
+        self.trees = NULL
+        self.num_trees = 0
+        self.slot_tree = NULL
+        self.slot_node = NULL
+        self.slot_nmoves = NULL
+        self.slot_moves = NULL
+        self.nslots = 0
         if num_trees < 1 or leaves_per_tree < 1:
             raise ValueError("num_trees and leaves_per_tree must be at least 1")
+        if num_trees > MAX_BATCH // leaves_per_tree:
+            # Slot indices (leaf * NMOVES + move) are C ints; refuse what would overflow them.
+            raise ValueError(f"num_trees * leaves_per_tree must be at most {MAX_BATCH}, got "
+                             f"{num_trees} * {leaves_per_tree}")
         if c_puct <= 0 or dirichlet_alpha < 0 or not 0 <= dirichlet_weight <= 1:
             raise ValueError("need c_puct > 0, dirichlet_alpha >= 0, 0 <= dirichlet_weight <= 1")
-        self.num_trees = num_trees
         self.leaves_per_tree = leaves_per_tree
         self.c_puct = c_puct
         self.dirichlet_alpha = dirichlet_alpha
         self.dirichlet_weight = dirichlet_weight
         self.np_rng = np.random.default_rng(seed)
         self.rng.s = <unsigned long long>self.np_rng.integers(0, 2**63)
-        self.trees = <Tree*>malloc(num_trees * sizeof(Tree))
-        cdef int b = num_trees * leaves_per_tree
+        cdef size_t b = <size_t>num_trees * <size_t>leaves_per_tree
+        # calloc: every tree starts empty (nodes NULL, size 0, cap 0, todo 0).
+        self.trees = <Tree*>calloc(num_trees, sizeof(Tree))
+        if self.trees == NULL:
+            raise MemoryError(f"cannot allocate {num_trees} search trees")
+        self.num_trees = num_trees   # only now may __dealloc__ walk the trees
         self.slot_tree = <int*>malloc(b * sizeof(int))
         self.slot_node = <int*>malloc(b * sizeof(int))
         self.slot_nmoves = <int*>malloc(b * sizeof(int))
         self.slot_moves = <short*>malloc(b * NMOVES * sizeof(short))
-        if (self.trees == NULL or self.slot_tree == NULL or self.slot_node == NULL
-                or self.slot_nmoves == NULL or self.slot_moves == NULL):
-            raise MemoryError()
-        cdef int t
-        for t in range(num_trees):
-            self.trees[t].nodes = NULL
-            self.trees[t].size = 0
-            self.trees[t].cap = 0
-            self.trees[t].todo = 0
-        self.nslots = 0
+        if (self.slot_tree == NULL or self.slot_node == NULL or self.slot_nmoves == NULL
+                or self.slot_moves == NULL):
+            raise MemoryError(f"cannot allocate a batch of {b} leaves")
 
     def __dealloc__(self):
         cdef int t
         if self.trees != NULL:
             for t in range(self.num_trees):
-                free(self.trees[t].nodes)
+                if self.trees[t].nodes != NULL:
+                    free(self.trees[t].nodes)
             free(self.trees)
-        free(self.slot_tree)
-        free(self.slot_node)
-        free(self.slot_nmoves)
-        free(self.slot_moves)
+            self.trees = NULL
+        if self.slot_tree != NULL:
+            free(self.slot_tree)
+        if self.slot_node != NULL:
+            free(self.slot_node)
+        if self.slot_nmoves != NULL:
+            free(self.slot_nmoves)
+        if self.slot_moves != NULL:
+            free(self.slot_moves)
 
     @property
     def batch_size(self) -> int:
@@ -279,56 +297,88 @@ cdef class MCTS:
                 return True
         return False
 
-    cdef int _select(self, Tree* tr, State* s, bint uct, float c) noexcept nogil:
-        """Walks from the root to a leaf, applying virtual losses; returns the leaf."""
-        cdef int x = 0, best, i, ntot
+    cdef int _select(self, Tree* tr, State* s, bint rollouts) noexcept nogil:
+        """Walks from the root to a leaf, applying virtual losses; returns the leaf.
+
+        The walk is the same for both searches; only the rule that picks a child differs:
+        `_puct_child` for neural search, `_uct_child` for random rollouts. `s` ends as the
+        leaf's position (the root's, replayed down the path).
+        """
+        cdef int x = 0
         cdef Node* nd
-        cdef Node* ch
-        cdef float score, best_score, q, q_parent, u_scale
-        cdef int chooser
         memcpy(s, &tr.root, sizeof(State))
         while True:
             nd = &tr.nodes[x]
             nd.vl += 1
             if nd.first_child < 0 or nd.terminal or nd.n == 0:
                 return x
-            chooser = nd.turn
-            ntot = nd.n + nd.vl - 1   # visits so far, without this descent's own
-            if nd.n > 0:
-                q_parent = _value_for(nd.w, chooser) / nd.n
-            else:
-                q_parent = 0
-            if uct:
-                u_scale = c * sqrt(log(<float>(ntot if ntot > 1 else 1)))
-            else:
-                u_scale = c * sqrt(<float>(ntot if ntot > 1 else 1))
-            best = -1
-            best_score = -1e30
-            for i in range(nd.first_child, nd.first_child + nd.nchildren):
-                ch = &tr.nodes[i]
-                if ch.n + ch.vl == 0:
-                    if uct:
-                        # Every move once before any twice, in random order.
-                        # (float32: the random part must not vanish next to the base)
-                        score = 1e6 + <float>(rng_next(&self.rng) >> 44)
-                    else:
-                        score = q_parent + u_scale * ch.p
-                else:
-                    # Virtual losses count as losses for the chooser.
-                    q = (_value_for(ch.w, chooser) - ch.vl) / (ch.n + ch.vl)
-                    if uct:
-                        score = q + u_scale / sqrt(<float>(ch.n + ch.vl))
-                    else:
-                        score = q + u_scale * ch.p / (1 + ch.n + ch.vl)
-                if score > best_score:
-                    best_score = score
-                    best = i
-            apply_policy_move(s, tr.nodes[best].move)
-            x = best
+            x = self._uct_child(tr, nd) if rollouts else self._puct_child(tr, nd)
+            apply_policy_move(s, tr.nodes[x].move)
             nd = &tr.nodes[x]
             if nd.turn == 0:
                 nd.turn = s.turn
                 nd.terminal = s.over
+
+    cdef int _puct_child(self, Tree* tr, Node* nd) noexcept nogil:
+        """AlphaZero's PUCT rule: the child a maximising
+
+            Q(s,a) + c_puct * P(s,a) * sqrt(N(s)) / (1 + N(s,a))
+
+        N(s) is the node's visit count before this descent (other descents' virtual losses
+        count as visits), N(s,a) the child's visits plus its virtual losses, P(s,a) its prior
+        and Q(s,a) its mean value for the player choosing here, with each virtual loss counted
+        as a loss (-1). An unvisited child has Q(s,a) = Q(s), the node's own mean value ("first
+        play urgency" = parent). Ties go to the first child. `nd` is expanded and visited.
+        """
+        cdef int chooser = nd.turn
+        cdef int ntot = nd.n + nd.vl - 1   # visits so far, without this descent's own
+        cdef float q_parent = _value_for(nd.w, chooser) / nd.n if nd.n > 0 else 0
+        cdef float u_scale = self.c_puct * sqrt(<float>(ntot if ntot > 1 else 1))
+        cdef int i, best = -1
+        cdef float q, score, best_score = -1e30
+        cdef Node* ch
+        for i in range(nd.first_child, nd.first_child + nd.nchildren):
+            ch = &tr.nodes[i]
+            if ch.n + ch.vl == 0:
+                score = q_parent + u_scale * ch.p
+            else:
+                q = (_value_for(ch.w, chooser) - ch.vl) / (ch.n + ch.vl)
+                score = q + u_scale * ch.p / (1 + ch.n + ch.vl)
+            if score > best_score:
+                best_score = score
+                best = i
+        return best
+
+    cdef int _uct_child(self, Tree* tr, Node* nd) noexcept nogil:
+        """UCT (UCB1 applied to trees, Kocsis and Szepesvari 2006): the child maximising
+
+            Q + c * sqrt(ln N / n)
+
+        with c = c_puct, N the node's visit count before this descent and n the child's (both
+        counting virtual losses as above), Q the child's mean playout outcome for the player
+        choosing here. Priors play no part. Unvisited children come first, each once, in a
+        random order drawn from the search's own generator (seeded, so trees are reproducible).
+        Computed as c * sqrt(ln N) / sqrt(n), in this order: trees must stay bit-identical.
+        """
+        cdef int chooser = nd.turn
+        cdef int ntot = nd.n + nd.vl - 1   # visits so far, without this descent's own
+        cdef float u_scale = self.c_puct * sqrt(log(<float>(ntot if ntot > 1 else 1)))
+        cdef int i, best = -1
+        cdef float q, score, best_score = -1e30
+        cdef Node* ch
+        for i in range(nd.first_child, nd.first_child + nd.nchildren):
+            ch = &tr.nodes[i]
+            if ch.n + ch.vl == 0:
+                # Every move once before any twice, in random order.
+                # (float32: the random part must not vanish next to the base)
+                score = 1e6 + <float>(rng_next(&self.rng) >> 44)
+            else:
+                q = (_value_for(ch.w, chooser) - ch.vl) / (ch.n + ch.vl)
+                score = q + u_scale / sqrt(<float>(ch.n + ch.vl))
+            if score > best_score:
+                best_score = score
+                best = i
+        return best
 
     cdef void _backup(self, Tree* tr, int x, float v1) noexcept nogil:
         """Adds a value (player 1's view) to x and its ancestors, removing one virtual loss."""
@@ -410,7 +460,7 @@ cdef class MCTS:
                 for k in range(self.leaves_per_tree):
                     if tr.todo - taken <= 0:
                         break
-                    x = self._select(tr, &s, False, self.c_puct)
+                    x = self._select(tr, &s, False)
                     if tr.nodes[x].terminal:
                         self._backup(tr, x, MCTS._terminal_value(&s))
                         tr.todo -= 1
@@ -481,7 +531,7 @@ cdef class MCTS:
         while done < simulations:
             chunk = min(256, simulations - done)
             for i in range(chunk):
-                x = self._select(tr, &s, True, self.c_puct)
+                x = self._select(tr, &s, True)
                 if not tr.nodes[x].terminal:
                     if tr.nodes[x].first_child < 0:
                         nm = legal_policy_moves(&s, moves)
@@ -527,6 +577,34 @@ cdef class MCTS:
 
     def tree_size(self, int t) -> int:
         return self._tree(t).size
+
+    def tree_nodes(self, int t) -> dict:
+        """The whole of tree t as arrays in node order (the root first), for tests and debugging.
+
+        Keys: parent (-1 at the root), first_child (-1 until expanded), nchildren, move (policy
+        index of the move that led here, -1 at the root), visits, value_sum (W, player 1's
+        view), prior and turn (player to move, 0 where the search never went).
+        """
+        cdef Tree* tr = self._rooted(t)
+        cdef int i, size = tr.size
+        out = {k: np.zeros(size, dtype=np.int32)
+               for k in ("parent", "first_child", "nchildren", "move", "visits", "turn")}
+        out["value_sum"] = np.zeros(size, dtype=np.float32)
+        out["prior"] = np.zeros(size, dtype=np.float32)
+        cdef int[::1] parent = out["parent"], first_child = out["first_child"]
+        cdef int[::1] nchildren = out["nchildren"], move = out["move"]
+        cdef int[::1] visits = out["visits"], turn = out["turn"]
+        cdef float[::1] value_sum = out["value_sum"], prior = out["prior"]
+        for i in range(size):
+            parent[i] = tr.nodes[i].parent
+            first_child[i] = tr.nodes[i].first_child
+            nchildren[i] = tr.nodes[i].nchildren
+            move[i] = tr.nodes[i].move
+            visits[i] = tr.nodes[i].n
+            turn[i] = tr.nodes[i].turn
+            value_sum[i] = tr.nodes[i].w
+            prior[i] = tr.nodes[i].p
+        return out
 
     def best_move(self, int t) -> int:
         """The most visited root move (policy index); ties go to the better mean value."""

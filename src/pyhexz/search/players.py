@@ -14,14 +14,11 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-
-from pyhexz.game.board import Board, policy_index
-from pyhexz.search.mcts import MCTS
+from pyhexz.game.board import Board, policy_index, policy_move_tuple
 from pyhexz.search.driver import new_buffers, search
-from pyhexz.game.board import policy_move_tuple
+from pyhexz.search.mcts import MCTS
 
 if TYPE_CHECKING:
     from pyhexz.infra.storage import CheckpointRepo
@@ -37,7 +34,7 @@ class Player(Protocol):
 
 
 class RandomPlayer:
-    def __init__(self, seed: Optional[int] = None) -> None:
+    def __init__(self, seed: int | None = None) -> None:
         self.name = "random"
         self.rng = random.Random(seed)
 
@@ -48,7 +45,7 @@ class RandomPlayer:
 class RolloutPlayer:
     """Rollout MCTS: the baseline opponent and the fallback CPU player."""
 
-    def __init__(self, runs: int = 800, uct_c: float = 1.0, seed: Optional[int] = None) -> None:
+    def __init__(self, runs: int = 800, uct_c: float = 1.0, seed: int | None = None) -> None:
         self.name = f"rollout:{runs}"
         self.runs = runs
         self.mcts = MCTS(1, c_puct=uct_c, seed=seed)
@@ -114,13 +111,13 @@ def model_key_for_path(path: str | os.PathLike) -> tuple[str, int]:
 
 def load_predictor(repo: CheckpointRepo, n: int, device: str = "cpu"):
     """A Predictor for checkpoint n of a repository, its file checked against its SHA-256."""
-    from pyhexz.nn import Predictor
     from pyhexz.infra.storage import MODEL_FILE
+    from pyhexz.nn import Predictor
     with repo.verified_copy(n, MODEL_FILE) as path:
         return Predictor.from_path(path, device)
 
 
-def make_player(spec: str, *, device: str = "cpu", seed: Optional[int] = None,
+def make_player(spec: str, *, device: str = "cpu", seed: int | None = None,
                 max_games: int = 64) -> Player:
     """A player from its spec string (see the module docstring)."""
     if spec == "random":

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
-from pyhexz.game.board import Board
-from pyhexz.search.mcts import MCTS
+from pyhexz.game.board import Board, policy_move_tuple
 from pyhexz.search.driver import Evaluator, new_buffers, search
-from pyhexz.game.board import policy_move_tuple
+from pyhexz.search.mcts import MCTS
 
 Move = tuple[int, int, int]
 # run_rollouts takes a C int.
@@ -74,10 +72,10 @@ class TimedSearch:
     network then continues the searches already running.
     """
 
-    def __init__(self, slots: int, evaluate: Optional[Evaluator] = None, *, c_puct: float = 1.5,
+    def __init__(self, slots: int, evaluate: Evaluator | None = None, *, c_puct: float = 1.5,
                  uct_c: float = 1.0, leaves_per_round: int = 8,
-                 round_seconds: Optional[float] = None, max_tree_nodes: int = 4_000_000,
-                 seed: Optional[int] = None) -> None:
+                 round_seconds: float | None = None, max_tree_nodes: int = 4_000_000,
+                 seed: int | None = None) -> None:
         if round_seconds is None:
             round_seconds = 0.005 if evaluate is None else 0.02
         if slots < 1 or leaves_per_round < 1 or round_seconds <= 0 or max_tree_nodes < 1000:
@@ -93,8 +91,8 @@ class TimedSearch:
         if not self.rollout:
             self.planes, self.masks = new_buffers(self.mcts)
         self._positions: dict[int, _Position] = {}
-        self._round_ema: Optional[float] = None
-        self._leaf_seconds: Optional[float] = None
+        self._round_ema: float | None = None
+        self._leaf_seconds: float | None = None
         self.rounds = 0
 
     @property
@@ -163,6 +161,7 @@ class TimedSearch:
             self.mcts.start(slot, k)
             p.iterations += k
             leaves += k
+        assert self.evaluate is not None   # neural rounds only run with an evaluator
         t0 = time.monotonic()
         search(self.mcts, self.evaluate, self.planes, self.masks)
         cost = (time.monotonic() - t0) / max(leaves, 1)
@@ -204,8 +203,8 @@ def think(searcher: TimedSearch, board: Board, seconds: float,
 class TimedPlayer:
     """A fixed think time per move, as the CPU player service plays: for timed matches."""
 
-    def __init__(self, seconds: float, evaluate: Optional[Evaluator] = None, *,
-                 name: Optional[str] = None, **search_options) -> None:
+    def __init__(self, seconds: float, evaluate: Evaluator | None = None, *,
+                 name: str | None = None, **search_options) -> None:
         if seconds <= 0:
             raise ValueError(f"think time must be > 0 s, got {seconds}")
         self.seconds = seconds

@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Optional, Protocol
+from typing import Protocol
 
 from pyhexz.infra.storage import CheckpointRepo, StorageError
 
@@ -34,7 +34,7 @@ class EventLike(Protocol):
 
     def is_set(self) -> bool: ...
 
-    def wait(self, timeout: Optional[float] = None) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 EVAL_FILE = "eval.json"
 MAX_ELO_STEP = 400.0
@@ -66,7 +66,7 @@ def _ok(e: dict) -> bool:
     return "rollout" in e.get("matches", {})
 
 
-def read_eval(repo: CheckpointRepo, n: int) -> Optional[dict]:
+def read_eval(repo: CheckpointRepo, n: int) -> dict | None:
     """Checkpoint n's eval.json, or None while it has none (or it cannot be read)."""
     key = repo.key(n, EVAL_FILE)
     try:
@@ -89,14 +89,17 @@ def evaluated(repo: CheckpointRepo) -> dict[int, dict]:
     return {n: e for n, e in evals.items() if e is not None}
 
 
-def evaluate(repo: CheckpointRepo, n: int, cfg: EvalConfig = EvalConfig(),
-             done: Optional[dict[int, dict]] = None) -> dict:
+def evaluate(repo: CheckpointRepo, n: int, cfg: EvalConfig | None = None,
+             done: dict[int, dict] | None = None) -> dict:
     """Plays checkpoint n against its predecessor and the rollout baseline; writes eval.json.
 
-    `done`: the evaluations so far, if the caller has them (else they are read).
+    `cfg`: None plays with the EvalConfig defaults. `done`: the evaluations so far, if the
+    caller has them (else they are read).
     """
-    from pyhexz.train.arena import load_openings, play_match
+    if cfg is None:
+        cfg = EvalConfig()
     from pyhexz.search.players import NeuralPlayer, RolloutPlayer, load_predictor
+    from pyhexz.train.arena import load_openings, play_match
 
     openings = load_openings()[:cfg.openings]
     done = evaluated(repo) if done is None else done
@@ -135,14 +138,14 @@ def elo_curve(evals: dict[int, dict]) -> list[dict]:
              "rollout_score": evals[n]["matches"]["rollout"]["score"]} for n in sorted(evals)]
 
 
-def next_to_evaluate(repo: CheckpointRepo, done: Optional[dict[int, dict]] = None) -> Optional[int]:
+def next_to_evaluate(repo: CheckpointRepo, done: dict[int, dict] | None = None) -> int | None:
     """The newest checkpoint without eval.json: a busy evaluator skips ahead, never falls behind."""
     done = evaluated(repo) if done is None else done
     todo = [n for n in repo.checkpoints() if n not in done]
     return todo[-1] if todo else None
 
 
-def evaluator_loop(storage_url: str, name: str, cfg: EvalConfig, stop: "EventLike",
+def evaluator_loop(storage_url: str, name: str, cfg: EvalConfig, stop: EventLike,
                    poll_seconds: float = 10.0) -> None:
     """Evaluates new checkpoints until `stop` is set; one failure is logged, not fatal.
 

@@ -21,43 +21,27 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import queue
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from pyhexz import hexz_pb2 as pb
 from pyhexz.game.examples import GAME_FILE_SUFFIX, read_game_file, write_game_file
-from pyhexz.search.players import load_predictor
 from pyhexz.infra.process import init_worker_process, spawn_context
-from pyhexz.search.driver import SearchConfig
-from pyhexz.train.selfplay import run_selfplay, wind_down_before
 from pyhexz.infra.storage import CheckpointRepo, LocalStorage
-from pyhexz.train.trainer import TrainConfig, Trainer, trained_game_names
+from pyhexz.search.driver import SearchConfig
+from pyhexz.search.players import load_predictor
+from pyhexz.train.config import LocalConfig
+from pyhexz.train.selfplay import run_selfplay, wind_down_before
+from pyhexz.train.trainer import Trainer, trained_game_names
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class LocalConfig:
-    dir: Path
-    # No defaults here: `pyhexz train`'s flags are the one place for them (the settings of the
-    # best run on two cores, BENCHMARKS.md learn3).
-    search: SearchConfig
-    train: TrainConfig
-    name: str = "local"
-    num_workers: int = max(1, (os.cpu_count() or 2) - 1)
-    parallel_games: int = 32
-    device: str = "cpu"
-    minutes: Optional[float] = None
-    checkpoints: Optional[int] = None     # stop after this many new checkpoints
-    progress_seconds: float = 15.0
-
-
 def _selfplay_worker(root: str, name: str, search: SearchConfig, parallel_games: int,
-                     device: str, latest, stop, out, seed: int, end: Optional[float]) -> None:
+                     device: str, latest, stop, out, seed: int, end: float | None) -> None:
     init_worker_process()
     repo = CheckpointRepo(LocalStorage(root), name)
     current: dict = {"n": None}
@@ -124,7 +108,8 @@ def run(cfg: LocalConfig) -> int:
             if end is not None and time.monotonic() >= end:
                 log.info("train stopping reason=minutes")
                 break
-            if cfg.checkpoints is not None and trainer.checkpoint - first_checkpoint >= cfg.checkpoints:
+            if (cfg.checkpoints is not None
+                    and trainer.checkpoint - first_checkpoint >= cfg.checkpoints):
                 log.info("train stopping reason=checkpoints")
                 break
             if not any(w.is_alive() for w in workers):
@@ -137,6 +122,8 @@ def run(cfg: LocalConfig) -> int:
                 receive(games_q.get(timeout=1.0))
             except queue.Empty:
                 pass
+            except _TORN as e:
+                _log_torn(e)
             if trainer.ready():
                 trained = [name for name, _ in trainer.pending]
                 stats = trainer.train_and_publish()
@@ -166,11 +153,15 @@ def run(cfg: LocalConfig) -> int:
                 receive(games_q.get(timeout=0.2))
             except queue.Empty:
                 pass
+            except _TORN as e:
+                _log_torn(e)
             except KeyboardInterrupt:
                 break
         while True:
             try:
                 receive(games_q.get_nowait())
+            except _TORN as e:
+                _log_torn(e)
             except (queue.Empty, KeyboardInterrupt):
                 break
         for w in workers:
@@ -182,6 +173,17 @@ def run(cfg: LocalConfig) -> int:
         log.info("train stopped checkpoint=%d games=%d examples=%d pending_in_spool=%d",
                  trainer.checkpoint, games, examples, trainer.pending_examples)
     return trainer.checkpoint
+
+
+# What reading the games queue raises when a self-play process died in the middle of putting a
+# game (a signal to the whole process group): that game is lost with its process, the rest of
+# the queue is still good, so the drain goes on.
+_TORN = (EOFError, pickle.UnpicklingError)
+
+
+def _log_torn(e: BaseException) -> None:
+    log.warning("train drain skipped a torn message from a self-play process that died "
+                "mid-send error=%s", type(e).__name__)
 
 
 def _recover_spool(spool: Path, trainer: Trainer) -> None:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class SelfPlayStats:
         return self.examples / max(self.seconds, 1e-9)
 
     @property
-    def mean_game_seconds(self) -> Optional[float]:
+    def mean_game_seconds(self) -> float | None:
         """How long a game has taken from start to end (None before the first has ended)."""
         return self.game_seconds / self.games if self.games else None
 
@@ -75,7 +75,7 @@ class SelfPlayStats:
 WIND_DOWN_GAMES = 1.5
 
 
-def wind_down_before(end: Optional[float], who: str) -> Callable[[SelfPlayStats], bool]:
+def wind_down_before(end: float | None, who: str) -> Callable[[SelfPlayStats], bool]:
     """A `should_start` for run_selfplay that says no once fewer than WIND_DOWN_GAMES mean game
     lengths are left before `end` (a time.monotonic() value; None: never).
 
@@ -113,20 +113,22 @@ class _Game:
     started: float = field(default_factory=time.perf_counter)
 
 
-def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig = SearchConfig(), *,
-                 parallel_games: int = 16, max_games: Optional[int] = None,
-                 max_seconds: Optional[float] = None,
+def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None = None, *,
+                 parallel_games: int = 16, max_games: int | None = None,
+                 max_seconds: float | None = None,
                  should_stop: Callable[[], bool] = lambda: False,
                  should_start: Callable[[SelfPlayStats], bool] = lambda stats: True,
-                 seed: Optional[int] = None, execution_id: Optional[str] = None,
+                 seed: int | None = None, execution_id: str | None = None,
                  on_progress: Callable[[SelfPlayStats], None] = lambda s: None) -> SelfPlayStats:
     """Plays games until `max_games` have finished, `max_seconds` passed or `should_stop()`.
 
     Finished games go to `sink` as one AddTrainingExamplesRequest each. Games still running when
     time is up are dropped: an unfinished game has no result to learn from. `should_start(stats)`
     is asked before each new game; a caller with a hard deadline says no once a game would not
-    fit, and the games under way finish instead of being thrown away.
+    fit, and the games under way finish instead of being thrown away. No `config`: the
+    defaults of SearchConfig.
     """
+    config = config if config is not None else SearchConfig()
     rng = np.random.default_rng(seed)
     execution_id = execution_id or uuid.uuid4().hex
     mcts = MCTS(parallel_games, c_puct=config.c_puct, dirichlet_alpha=config.dirichlet_alpha,
@@ -141,7 +143,7 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig = Sear
         return ((max_games is None or started < max_games) and not should_stop()
                 and (deadline is None or time.monotonic() < deadline) and should_start(stats))
 
-    def new_game(t: int) -> Optional[_Game]:
+    def new_game(t: int) -> _Game | None:
         nonlocal started
         if not may_start():
             return None
@@ -150,7 +152,7 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig = Sear
         mcts.set_root(t, g.board)
         return g
 
-    games: list[Optional[_Game]] = [new_game(t) for t in range(parallel_games)]
+    games: list[_Game | None] = [new_game(t) for t in range(parallel_games)]
     while any(games):
         if should_stop() or (deadline is not None and time.monotonic() >= deadline):
             break

@@ -22,9 +22,9 @@ import math
 import tempfile
 import time
 import zipfile
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -36,39 +36,13 @@ from pyhexz.game import symmetry
 from pyhexz.game.board import BOARD_SHAPE, MASK_SHAPE
 from pyhexz.game.examples import Arrays, decode
 from pyhexz.infra.storage import MODEL_FILE, SCRIPT_FILE, CheckpointRepo
+from pyhexz.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteError(RuntimeError):
     """A training run produced a non-finite loss, gradient or weight."""
-
-
-@dataclass
-class TrainConfig:
-    blocks: int = 5
-    filters: int = 64
-    batch_size: int = 256
-    learning_rate: float = 3e-4
-    final_learning_rate: float = 1e-4
-    lr_decay_checkpoints: int = 200   # checkpoints over which the rate falls linearly
-    weight_decay: float = 1e-4
-    samples_per_example: float = 4.0
-    replay_window: int = 100_000
-    trigger_examples: int = 4096      # new examples that start a training run
-    augment: bool = True              # train each sample under a random board symmetry
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("blocks", "filters", "batch_size", "replay_window", "trigger_examples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.samples_per_example > 0 or not self.learning_rate > 0:
-            raise ValueError("samples_per_example and learning_rate must be > 0")
-
-    def lr_at(self, checkpoint: int) -> float:
-        f = min(1.0, checkpoint / max(1, self.lr_decay_checkpoints))
-        return self.learning_rate + f * (self.final_learning_rate - self.learning_rate)
 
 
 class ReplayWindow:
@@ -104,7 +78,8 @@ class ReplayWindow:
                       self.data.results[idx])
 
 
-def losses(net: torch.nn.Module, batch: Arrays, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def losses(net: torch.nn.Module, batch: Arrays,
+           device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(policy cross-entropy, value MSE) of a batch."""
     boards = torch.from_numpy(batch.boards).to(device)
     masks = torch.from_numpy(batch.masks).to(device)
@@ -113,7 +88,8 @@ def losses(net: torch.nn.Module, batch: Arrays, device: torch.device) -> tuple[t
     logits, value = net(boards, masks)
     # Illegal moves carry -1e32 logits and zero targets; their product must be exactly 0.
     logp = F.log_softmax(logits, dim=1)
-    policy_loss = -(target_p * torch.where(target_p > 0, logp, torch.zeros_like(logp))).sum(1).mean()
+    masked_logp = torch.where(target_p > 0, logp, torch.zeros_like(logp))
+    policy_loss = -(target_p * masked_logp).sum(1).mean()
     value_loss = F.mse_loss(value.squeeze(1), target_v)
     return policy_loss, value_loss
 
@@ -188,8 +164,10 @@ PublishHook = Callable[[int, dict, dict], None]
 class Trainer:
     """Model + optimizer + replay window of one model in a checkpoint repository."""
 
-    def __init__(self, repo: CheckpointRepo, config: TrainConfig = TrainConfig(),
-                 device: str = "cpu", on_published: Optional[PublishHook] = None) -> None:
+    def __init__(self, repo: CheckpointRepo, config: TrainConfig | None = None,
+                 device: str = "cpu", on_published: PublishHook | None = None) -> None:
+        if config is None:
+            config = TrainConfig()
         self.repo = repo
         self.on_published = on_published
         self.config = config
@@ -246,7 +224,7 @@ class Trainer:
         return pb.ModelKey(name=self.repo.name, checkpoint=self.checkpoint)
 
     def add(self, name: str, request: pb.AddTrainingExamplesRequest,
-            arrays: Optional[Arrays] = None) -> int:
+            arrays: Arrays | None = None) -> int:
         """Adds a game (validated); `name` identifies it in the checkpoint's archive.
 
         `arrays`: the request's examples already decoded (the server validated them).
@@ -261,7 +239,7 @@ class Trainer:
     def ready(self) -> bool:
         return self.pending_examples >= self.config.trigger_examples
 
-    def train_and_publish(self, meta: Optional[dict] = None) -> dict:
+    def train_and_publish(self, meta: dict | None = None) -> dict:
         """Trains on the window and publishes the next checkpoint with the pending games.
 
         `meta`: more entries for the checkpoint's meta.json (the server records its WAL position).
@@ -286,7 +264,7 @@ class Trainer:
         self.pending, self.pending_examples = [], 0
         return stats
 
-    def _publish(self, n: int, games: list, stats: dict, extra: Optional[dict] = None) -> None:
+    def _publish(self, n: int, games: list, stats: dict, extra: dict | None = None) -> None:
         with tempfile.TemporaryDirectory() as d:
             mpath, spath = Path(d) / MODEL_FILE, Path(d) / SCRIPT_FILE
             modellib.save_checkpoint(mpath, self.net, self.optimizer, model_name=self.repo.name,
@@ -307,7 +285,7 @@ class Trainer:
             self.on_published(n, files, meta)
 
 
-def trained_game_names(repo: CheckpointRepo, n: Optional[int]) -> set[str]:
+def trained_game_names(repo: CheckpointRepo, n: int | None) -> set[str]:
     """Names of the games checkpoint n was trained from (to drop them from a spool)."""
     if n is None:
         return set()

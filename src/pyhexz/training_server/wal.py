@@ -49,9 +49,10 @@ import struct
 import threading
 import uuid
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class _Pending:
     attachment: Any
     done: threading.Event = field(default_factory=threading.Event)
     end: int = -1
-    error: Optional[BaseException] = None
+    error: BaseException | None = None
 
 
 def _scan(data: bytes, offset: int) -> Iterator[tuple[int, int, bytes]]:
@@ -133,7 +134,7 @@ class WriteAheadLog:
     """An append-only log in a directory owned by this process (see the module docstring)."""
 
     def __init__(self, directory: str | os.PathLike, *, segment_bytes: int = 64 << 20,
-                 sink: Optional[Callable[[list[tuple[int, int, Any]]], None]] = None) -> None:
+                 sink: Callable[[list[tuple[int, int, Any]]], None] | None = None) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.segment_bytes = segment_bytes
@@ -156,17 +157,18 @@ class WriteAheadLog:
             raise
         self._fd = os.open(self._segment_path(self._segments[-1]), os.O_WRONLY)
         self._cond = threading.Condition()
-        self._spare: Optional[Path] = None     # a prepared segment file, for the next roll
+        self._spare: Path | None = None     # a prepared segment file, for the next roll
         self._spare_wanted = threading.Event()
         self._spare_wanted.set()
         self._queue: collections.deque[_Pending] = collections.deque()
         self._closed = False
-        self._failed: Optional[BaseException] = None
+        self._failed: BaseException | None = None
         self.commits = 0       # group commits (fdatasync calls), for metrics
         self.records_written = 0
         self._writer = threading.Thread(target=self._write_loop, name="wal-writer", daemon=True)
         self._writer.start()
-        self._spare_thread = threading.Thread(target=self._spare_loop, name="wal-spare", daemon=True)
+        self._spare_thread = threading.Thread(target=self._spare_loop, name="wal-spare",
+                                              daemon=True)
         self._spare_thread.start()
 
     def __repr__(self) -> str:
@@ -201,9 +203,9 @@ class WriteAheadLog:
         # Segments are created whole (temp file + rename), so a bad header is not a torn write.
         if not data.startswith(SEGMENT_MAGIC):
             raise WALCorruptError(f"{path}: not a WAL segment (bad header)")
-        valid = len(SEGMENT_MAGIC)
-        for _, valid, _ in _scan(data, len(SEGMENT_MAGIC)):
-            pass
+        valid = len(SEGMENT_MAGIC)   # the end of the last valid record
+        for _, record_end, _ in _scan(data, len(SEGMENT_MAGIC)):
+            valid = record_end
         torn = len(data[valid:].rstrip(b"\0"))
         if torn > _MAX_BATCH_BYTES:
             # More than one group commit's worth after the bad record: not a torn last write
@@ -262,7 +264,7 @@ class WriteAheadLog:
 
     # ---------------------------------------------------------------- reading
 
-    def records(self, start: int, stop: Optional[int] = None) -> Iterator[Record]:
+    def records(self, start: int, stop: int | None = None) -> Iterator[Record]:
         """Durable records with start <= record.start < stop (default: to the end).
 
         `start` must be a record boundary (0, or a position some record ended at).
@@ -272,7 +274,8 @@ class WriteAheadLog:
             return
         segments = list(self._segments)
         if start < segments[0]:
-            raise WALError(f"{self.dir}: position {start} was trimmed (log starts at {segments[0]})")
+            raise WALError(f"{self.dir}: position {start} was trimmed "
+                           f"(log starts at {segments[0]})")
         for i, seg in enumerate(segments):
             seg_end = segments[i + 1] if i + 1 < len(segments) else None
             if seg_end is not None and seg_end <= start:
@@ -366,7 +369,8 @@ class WriteAheadLog:
             self._write_buffers(buffers, at)
             os.fdatasync(self._fd)
         except OSError as e:
-            try:  # leave no half batch behind, so the next records are found after the last good one
+            # Leave no half batch behind, so the next records are found after the last good one.
+            try:
                 os.pwrite(self._fd, bytes(total), at)
                 os.fdatasync(self._fd)
             except OSError:
@@ -397,7 +401,7 @@ class WriteAheadLog:
             if chunk and n:
                 buffers[0] = memoryview(buffers[0])[n:]
 
-    def _roll(self, start: Optional[int] = None) -> None:
+    def _roll(self, start: int | None = None) -> None:
         """Continues in a new segment starting at `start` (default: the end)."""
         start = self.end if start is None else start
         with self._cond:

@@ -8,8 +8,8 @@ scales with its container (viewBox, no fixed size), so it works on a phone.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 from xml.sax.saxutils import escape
 
 __all__ = ["Series", "line_chart", "nice_ticks"]
@@ -59,7 +59,8 @@ def line_chart(series: Sequence[Series], *, title: str = "", x_label: str = "",
            f'font-family="{_FONT}" font-size="12" role="img" aria-label="{escape(title)}">',
            f'<rect width="{width}" height="{height}" fill="#ffffff"/>']
     if title:
-        out.append(f'<text x="{left}" y="18" font-size="14" font-weight="bold">{escape(title)}</text>')
+        out.append(f'<text x="{left}" y="18" font-size="14" font-weight="bold">'
+                   f'{escape(title)}</text>')
     if not series:
         out.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="#888">'
                    f'no data yet</text></svg>')

@@ -1,8 +1,10 @@
 """The web UI: pages for people watching a training run, and a board to play the model on.
 
-One Flask blueprint, mounted at /ui by the training server (all pages) and by the CPU server
-(the Play page). Pages are static HTML shipped in the package (`web/`); their scripts fetch the
-JSON endpoints below and redraw, so nothing needs a build step, a CDN or the internet. Charts are
+One Flask blueprint (`ui`, module level), mounted at /ui by the training server (all pages) and
+by the CPU server (the Play page); `create_ui` gives what to register, carrying the host's state
+(its checkpoints, status and opponents) into app.extensions, where the views read it. Pages are
+static HTML shipped in the package (`web/`); their scripts fetch the JSON endpoints below and
+redraw, so nothing needs a build step, a CDN or the internet. Charts are
 SVG drawn on the server (charts.py). Every request goes through `fetch` with the bearer token a
 person typed once (kept in the browser's localStorage), so the host app's token check covers the
 UI as it covers the API.
@@ -23,27 +25,39 @@ from __future__ import annotations
 
 import base64
 import functools
+import itertools
 import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from flask import Blueprint, Response, abort, jsonify, redirect, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    request,
+    url_for,
+)
 
-from pyhexz.web import charts
 from pyhexz import hexz_pb2 as pb
-from pyhexz.game.board import Board, IllegalMoveError, InvalidStateError
-from pyhexz.train.evaluation import elo_curve, read_eval, with_eval
+from pyhexz.game.board import Board, IllegalMoveError, InvalidStateError, policy_move_tuple
 from pyhexz.game.examples import InvalidExampleError, decode
-from pyhexz.game.board import policy_move_tuple
 from pyhexz.infra.storage import CheckpointRepo
 from pyhexz.search.timed import SearchResult, TimedSearch, think
+from pyhexz.train.evaluation import elo_curve, read_eval, with_eval
+from pyhexz.web import charts
 
 if TYPE_CHECKING:
+    from flask.sansio.app import App
+
     from pyhexz.cpu.player import CpuPlayer
 
 log = logging.getLogger(__name__)
@@ -51,6 +65,7 @@ log = logging.getLogger(__name__)
 PAGES = ("training", "checkpoints", "games", "play")
 CHARTS = ("loss", "throughput", "elo", "rollout")
 MAX_GAMES_LISTED = 50
+WEB = resources.files("pyhexz") / "web"   # the pages and scripts, shipped in the package
 
 
 class Thinker(Protocol):
@@ -74,7 +89,7 @@ class SearchOpponent:
 
     def __init__(self, make_searcher: Callable[[], TimedSearch], seconds: float) -> None:
         self._make = make_searcher
-        self._searcher: Optional[TimedSearch] = None
+        self._searcher: TimedSearch | None = None
         self.seconds = seconds
         self._lock = threading.Lock()
 
@@ -92,7 +107,7 @@ def result_json(r: SearchResult) -> dict:
                       for m, share, prior in r.scored_moves()[:8]]}
 
 
-def cpu_player_opponents(player: "CpuPlayer", seconds: float) -> Callable[[], list[Opponent]]:
+def cpu_player_opponents(player: CpuPlayer, seconds: float) -> Callable[[], list[Opponent]]:
     """The CPU server's one opponent: its own player, searching like a /hexz/cpu/suggest call."""
 
     def think(board: Board) -> dict:
@@ -133,8 +148,9 @@ class RepoOpponents:
         wanted.append(("rollout", f"rollout MCTS ({self.seconds:g} s/move)",
                        lambda: TimedSearch(1, None)))
         with self._lock:
-            self._cache = {i: self._cache.get(i) or Opponent(i, label, SearchOpponent(make, self.seconds))
-                           for i, label, make in wanted}
+            self._cache = {
+                i: self._cache.get(i) or Opponent(i, label, SearchOpponent(make, self.seconds))
+                for i, label, make in wanted}
             return list(self._cache.values())
 
 
@@ -181,7 +197,7 @@ def replay(req: pb.AddTrainingExamplesRequest) -> list[dict]:
         positions.append({
             **board_json(b), "value": ex.root_value, "result": ex.result,
             "played": [m.row, m.col, m.cell_type],
-            "visits": [dict(zip(("row", "col", "type"), policy_move_tuple(int(k))),
+            "visits": [dict(zip(("row", "col", "type"), policy_move_tuple(int(k)), strict=True),
                             share=float(probs[k])) for k in top if probs[k] > 0]})
         b.play(m.row, m.col, m.cell_type)
     positions.append({**board_json(b), "value": None, "result": None, "played": None,
@@ -246,10 +262,11 @@ def _chart(name: str, rows: list[dict]) -> str:
                                  title="Training loss", x_label="checkpoint", y_label="loss")
     if name == "throughput":
         speed = []
-        for a, b in zip(rows, rows[1:]):
+        for a, b in itertools.pairwise(rows):
             dt = (b["created"] or 0) - (a["created"] or 0)
             if dt > 0:
-                speed.append((b["checkpoint"], (b["examples_trained"] - a["examples_trained"]) / dt))
+                trained = b["examples_trained"] - a["examples_trained"]
+                speed.append((b["checkpoint"], trained / dt))
         return charts.line_chart([charts.Series("examples/s", speed)], title="Throughput",
                                  x_label="checkpoint", y_label="examples trained per second")
     if name == "elo":
@@ -267,149 +284,205 @@ def _bad_request(message: str):
     return jsonify(error=message), 400
 
 
-def create_ui(*, repo: Optional[CheckpointRepo] = None,
-              status: Callable[[], dict] = dict,
-              opponents: Callable[[], list[Opponent]] = list) -> Blueprint:
-    """The UI blueprint (mount at /ui). `repo`: the run's checkpoints (None on a CPU server,
-    which then shows only Play); `status`: the host's live state; `opponents`: who can be played."""
-    bp = Blueprint("ui", __name__)
-    web = resources.files("pyhexz") / "web"
-    table = CheckpointTable(repo) if repo is not None else None
+UI_EXTENSION = "hexz_ui"
 
-    def need_repo() -> CheckpointRepo:
-        if repo is None:
+ui = Blueprint("ui", __name__)
+
+
+class UiState:
+    """What the UI's views read, kept by the host app in app.extensions[UI_EXTENSION]."""
+
+    def __init__(self, repo: CheckpointRepo | None, status: Callable[[], dict],
+                 opponents: Callable[[], list[Opponent]]) -> None:
+        self.repo = repo            # the run's checkpoints (None on a CPU server: only Play)
+        self.status = status        # the host's live state
+        self.opponents = opponents  # who can be played
+        self.table = CheckpointTable(repo) if repo is not None else None
+        # Archives never change; a few keep memory flat.
+        self.archive = functools.lru_cache(maxsize=4)(self._read_archive)
+
+    def need_repo(self) -> CheckpointRepo:
+        if self.repo is None:
             abort(404, "this server has no training run")
-        return repo
+        return self.repo
 
-    @bp.get("/")
-    def index():
-        return redirect(url_for("ui.page", name="training" if repo is not None else "play"))
+    def need_table(self) -> CheckpointTable:
+        if self.table is None:   # there is a table exactly when there is a repo
+            abort(404, "this server has no training run")
+        return self.table
 
-    @bp.get("/<name>")
-    def page(name: str):
-        if name not in PAGES or (repo is None and name != "play"):
-            abort(404)
-        return Response((web / f"{name}.html").read_text(encoding="utf-8"), mimetype="text/html")
-
-    @bp.get("/static/<name>")
-    def static_file(name: str):
-        if name not in {"ui.css", "ui.js", "board.js"}:
-            abort(404)
-        mime = "text/css" if name.endswith(".css") else "text/javascript"
-        return Response((web / name).read_text(encoding="utf-8"), mimetype=mime,
-                        headers={"Cache-Control": "max-age=300"})
-
-    @bp.get("/api/pages")
-    def api_pages():
-        return jsonify(pages=[p for p in PAGES if repo is not None or p == "play"])
-
-    @bp.get("/api/status")
-    def api_status():
-        return jsonify(status())
-
-    @bp.get("/api/checkpoints")
-    def api_checkpoints():
-        r = need_repo()
-        return jsonify(model=r.name, checkpoints=table.rows())
-
-    @bp.get("/api/charts/<name>.svg")
-    def api_chart(name: str):
-        need_repo()
-        if name not in CHARTS:
-            abort(404)
-        return Response(_chart(name, table.rows()), mimetype="image/svg+xml")
-
-    @bp.get("/api/checkpoints/<int:n>/files/<name>")
-    def api_file(n: int, name: str):
-        r = need_repo()
-        if n not in r.checkpoints() or name not in r.meta(n).get("sha256", {}):
-            abort(404, f"checkpoint {n} has no file {name!r}")
-        data = r.read_verified(n, name)
-        return Response(data, mimetype="application/octet-stream", headers={
-            "Content-Disposition": f'attachment; filename="{r.name}-{n}-{name}"'})
-
-    @functools.lru_cache(maxsize=4)   # archives never change; a few keep memory flat
-    def archive(n: int) -> dict[str, pb.AddTrainingExamplesRequest]:
+    def _read_archive(self, n: int) -> dict[str, pb.AddTrainingExamplesRequest]:
         from pyhexz.train.trainer import read_examples_archive
-        r = need_repo()
+        r = self.need_repo()
         games: dict[str, pb.AddTrainingExamplesRequest] = {}
         for f in r.example_archives(n):
             games.update(read_examples_archive(r.storage.read(r.key(n, f"examples/{f}"))))
         return games
 
-    @bp.get("/api/games")
-    def api_games():
-        r = need_repo()
-        out = []
-        for n in reversed(r.checkpoints()):
-            for name, req in archive(n).items():
-                last = req.examples[-1] if req.examples else None
-                out.append({"checkpoint": n, "name": name, "plies": len(req.examples),
-                            "result": None if last is None else
-                            (last.result if last.turn == 1 else -last.result),
-                            "model": f"{last.model_key.name}:{last.model_key.checkpoint}"
-                            if last is not None else None})
-            if len(out) >= MAX_GAMES_LISTED:
-                break
-        return jsonify(games=out[:MAX_GAMES_LISTED])
 
-    @bp.get("/api/games/<int:n>/<path:name>")
-    def api_game(n: int, name: str):
-        req = archive(n).get(name)
-        if req is None or not req.examples:
-            abort(404, f"checkpoint {n} holds no game {name!r}")
+class UiMount(Blueprint):
+    """The UI for one app: `app.register_blueprint(mount, url_prefix="/ui")` puts its state in
+    app.extensions and registers the module's blueprint, whose views read it from there.
+
+    A Blueprint itself only so that Flask's register_blueprint takes it: it has no views of
+    its own, and registering it registers `ui` in its place.
+    """
+
+    def __init__(self, state: UiState) -> None:
+        super().__init__(ui.name, __name__)
+        self.state = state
+
+    def register(self, app: App, options: dict[str, Any]) -> None:
+        app.extensions[UI_EXTENSION] = self.state
+        ui.register(app, options)
+
+
+def create_ui(*, repo: CheckpointRepo | None = None,
+              status: Callable[[], dict] = dict,
+              opponents: Callable[[], list[Opponent]] = list) -> UiMount:
+    """The UI to register on an app (mount at /ui). `repo`: the run's checkpoints (None on a
+    CPU server, which then shows only Play); `status`: the host's live state; `opponents`: who
+    can be played."""
+    return UiMount(UiState(repo, status, opponents))
+
+
+def _state() -> UiState:
+    return current_app.extensions[UI_EXTENSION]
+
+
+@ui.get("/")
+def index():
+    return redirect(url_for("ui.page", name="training" if _state().repo is not None else "play"))
+
+
+@ui.get("/<name>")
+def page(name: str):
+    if name not in PAGES or (_state().repo is None and name != "play"):
+        abort(404)
+    return Response((WEB / f"{name}.html").read_text(encoding="utf-8"), mimetype="text/html")
+
+
+@ui.get("/static/<name>")
+def static_file(name: str):
+    if name not in {"ui.css", "ui.js", "board.js"}:
+        abort(404)
+    mime = "text/css" if name.endswith(".css") else "text/javascript"
+    return Response((WEB / name).read_text(encoding="utf-8"), mimetype=mime,
+                    headers={"Cache-Control": "max-age=300"})
+
+
+@ui.get("/api/pages")
+def api_pages():
+    repo = _state().repo
+    return jsonify(pages=[p for p in PAGES if repo is not None or p == "play"])
+
+
+@ui.get("/api/status")
+def api_status():
+    return jsonify(_state().status())
+
+
+@ui.get("/api/checkpoints")
+def api_checkpoints():
+    st = _state()
+    r = st.need_repo()
+    return jsonify(model=r.name, checkpoints=st.need_table().rows())
+
+
+@ui.get("/api/charts/<name>.svg")
+def api_chart(name: str):
+    table = _state().need_table()
+    if name not in CHARTS:
+        abort(404)
+    return Response(_chart(name, table.rows()), mimetype="image/svg+xml")
+
+
+@ui.get("/api/checkpoints/<int:n>/files/<name>")
+def api_file(n: int, name: str):
+    r = _state().need_repo()
+    if n not in r.checkpoints() or name not in r.meta(n).get("sha256", {}):
+        abort(404, f"checkpoint {n} has no file {name!r}")
+    data = r.read_verified(n, name)
+    return Response(data, mimetype="application/octet-stream", headers={
+        "Content-Disposition": f'attachment; filename="{r.name}-{n}-{name}"'})
+
+
+@ui.get("/api/games")
+def api_games():
+    st = _state()
+    r = st.need_repo()
+    out = []
+    for n in reversed(r.checkpoints()):
+        for name, req in st.archive(n).items():
+            last = req.examples[-1] if req.examples else None
+            out.append({"checkpoint": n, "name": name, "plies": len(req.examples),
+                        "result": None if last is None else
+                        (last.result if last.turn == 1 else -last.result),
+                        "model": f"{last.model_key.name}:{last.model_key.checkpoint}"
+                        if last is not None else None})
+        if len(out) >= MAX_GAMES_LISTED:
+            break
+    return jsonify(games=out[:MAX_GAMES_LISTED])
+
+
+@ui.get("/api/games/<int:n>/<path:name>")
+def api_game(n: int, name: str):
+    req = _state().archive(n).get(name)
+    if req is None or not req.examples:
+        abort(404, f"checkpoint {n} holds no game {name!r}")
+    try:
+        return jsonify(checkpoint=n, name=name, positions=replay(req))
+    except (InvalidExampleError, IllegalMoveError, ValueError) as e:
+        return jsonify(error=f"game {name} cannot be replayed: {e}"), 422
+
+
+@ui.get("/api/play/opponents")
+def api_opponents():
+    return jsonify(opponents=[{"id": o.id, "label": o.label} for o in _state().opponents()])
+
+
+@ui.post("/api/play/new")
+def api_new():
+    body = request.get_json(silent=True) or {}
+    seed = body.get("seed")
+    if seed is not None and not isinstance(seed, int):
+        return _bad_request("seed must be an integer")
+    b = Board.new(seed)
+    return jsonify(state=state_b64(b), board=board_json(b))
+
+
+@ui.post("/api/play/move")
+def api_move():
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return _bad_request("expected a JSON object with state, move and opponent")
+    try:
+        b = Board.from_proto(base64.b64decode(str(body.get("state", "")), validate=True))
+    except (InvalidStateError, ValueError) as e:
+        return _bad_request(f"state is not a valid base64 GameEngineState: {e}")
+    seat, move = body.get("seat"), body.get("move")
+    if seat not in (1, 2):
+        return _bad_request("seat must be 1 or 2: the player the person plays")
+    if move is not None:
+        if not (isinstance(move, list) and len(move) == 3
+                and all(isinstance(x, int) for x in move)):
+            return _bad_request(
+                "move must be [row, col, type] with type 5 (flag) or 0 (normal piece)")
+        if b.turn != seat:
+            return _bad_request(f"it is player {b.turn}'s turn, not player {seat}'s")
         try:
-            return jsonify(checkpoint=n, name=name, positions=replay(req))
-        except (InvalidExampleError, IllegalMoveError, ValueError) as e:
-            return jsonify(error=f"game {name} cannot be replayed: {e}"), 422
-
-    @bp.get("/api/play/opponents")
-    def api_opponents():
-        return jsonify(opponents=[{"id": o.id, "label": o.label} for o in opponents()])
-
-    @bp.post("/api/play/new")
-    def api_new():
-        body = request.get_json(silent=True) or {}
-        seed = body.get("seed")
-        if seed is not None and not isinstance(seed, int):
-            return _bad_request("seed must be an integer")
-        b = Board.new(seed)
-        return jsonify(state=state_b64(b), board=board_json(b))
-
-    @bp.post("/api/play/move")
-    def api_move():
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            return _bad_request("expected a JSON object with state, move and opponent")
-        try:
-            b = Board.from_proto(base64.b64decode(str(body.get("state", "")), validate=True))
-        except (InvalidStateError, ValueError) as e:
-            return _bad_request(f"state is not a valid base64 GameEngineState: {e}")
-        seat, move = body.get("seat"), body.get("move")
-        if seat not in (1, 2):
-            return _bad_request("seat must be 1 or 2: the player the person plays")
-        if move is not None:
-            if not (isinstance(move, list) and len(move) == 3
-                    and all(isinstance(x, int) for x in move)):
-                return _bad_request(
-                    "move must be [row, col, type] with type 5 (flag) or 0 (normal piece)")
-            if b.turn != seat:
-                return _bad_request(f"it is player {b.turn}'s turn, not player {seat}'s")
-            try:
-                b.play(*move)
-            except (IllegalMoveError, ValueError) as e:
-                return _bad_request(f"illegal move {move}: {e}")
-        opp = {o.id: o for o in opponents()}.get(body.get("opponent"))
-        if opp is None:
-            return _bad_request(f"unknown opponent {body.get('opponent')!r}")
-        replies = []
-        # The CPU moves until it is the person's turn again: a player without a legal move is
-        # skipped (FLAGZ.md), so the CPU may move several times in a row.
-        while not b.is_over and b.turn != seat:
-            info = opp.think(b)
-            b.play(*info["move"])
-            replies.append({"move": list(info["move"]), "value": info.get("value"),
-                            "moves": info.get("moves", [])})
-        return jsonify(state=state_b64(b), board=board_json(b), cpu=replies)
-
-    return bp
+            b.play(*move)
+        except (IllegalMoveError, ValueError) as e:
+            return _bad_request(f"illegal move {move}: {e}")
+    opp = {o.id: o for o in _state().opponents()}.get(body.get("opponent"))
+    if opp is None:
+        return _bad_request(f"unknown opponent {body.get('opponent')!r}")
+    replies = []
+    # The CPU moves until it is the person's turn again: a player without a legal move is
+    # skipped (FLAGZ.md), so the CPU may move several times in a row.
+    while not b.is_over and b.turn != seat:
+        info = opp.think(b)
+        b.play(*info["move"])
+        replies.append({"move": list(info["move"]), "value": info.get("value"),
+                        "moves": info.get("moves", [])})
+    return jsonify(state=state_b64(b), board=board_json(b), cpu=replies)

@@ -31,51 +31,19 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
 from pyhexz import hexz_pb2 as pb
-from pyhexz.infra.modelbus import ModelBus
-from pyhexz.nn.follow import LiveModel, ModelFetcher
-from pyhexz.infra.process import init_worker_process, spawn_context
-from pyhexz.search.driver import SearchConfig
-from pyhexz.train.selfplay import run_selfplay, wind_down_before
-from pyhexz.infra.storage import validate_model_name
 from pyhexz.infra.http import ServerClient
-from pyhexz.worker.uploader import UploadStats, Uploader
+from pyhexz.infra.modelbus import ModelBus
+from pyhexz.infra.process import init_worker_process, spawn_context
+from pyhexz.nn.follow import LiveModel, ModelFetcher
+from pyhexz.train.selfplay import run_selfplay, wind_down_before
+from pyhexz.worker.config import WorkerConfig
+from pyhexz.worker.uploader import Uploader, UploadStats
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class WorkerConfig:
-    server_url: str
-    redis_url: Optional[str] = None
-    model_name: Optional[str] = None   # required with Redis; else learnt from the server
-    max_seconds: Optional[float] = None
-    parallel_games: int = 32
-    search: SearchConfig = field(default_factory=SearchConfig)
-    device: str = "cpu"
-    auth_token: Optional[str] = None
-    num_workers: int = 1
-    grace_seconds: float = 8.0
-    model_poll_seconds: float = 30.0
-    progress_seconds: float = 60.0
-    upload_buffer: int = 64
-    seed: Optional[int] = None
-    # time.monotonic() when the budget began (the CLI's start, shared by its processes);
-    # None: when run_worker is called.
-    started: Optional[float] = None
-
-    def __post_init__(self) -> None:
-        if self.redis_url and not self.model_name:
-            raise ValueError("a model name is required with a Redis URL (it names the Redis keys)")
-        if self.model_name:
-            validate_model_name(self.model_name)
-        if self.max_seconds is not None and self.max_seconds <= self.grace_seconds:
-            raise ValueError(f"max_seconds ({self.max_seconds}) must be longer than the "
-                             f"grace period ({self.grace_seconds} s) kept for the last uploads")
 
 
 class _Stopped(Exception):
@@ -95,8 +63,8 @@ class WorkerStats:
     upload: UploadStats = field(default_factory=UploadStats)
 
 
-def run_worker(cfg: WorkerConfig, stop: Optional[threading.Event] = None,
-               execution_id: Optional[str] = None) -> WorkerStats:
+def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
+               execution_id: str | None = None) -> WorkerStats:
     """Runs one worker until `stop` is set or its time is up; returns what it did.
 
     `stop` is set by the caller's signal handler. The time budget sets it too, `grace_seconds`
@@ -105,7 +73,8 @@ def run_worker(cfg: WorkerConfig, stop: Optional[threading.Event] = None,
     stop = stop or threading.Event()
     t0 = time.monotonic() if cfg.started is None else cfg.started
     stop_at = None if cfg.max_seconds is None else t0 + cfg.max_seconds - cfg.grace_seconds
-    bus = ModelBus(cfg.redis_url, cfg.model_name) if cfg.redis_url else None
+    # WorkerConfig requires a model name with a Redis URL.
+    bus = ModelBus(cfg.redis_url, cfg.model_name) if cfg.redis_url and cfg.model_name else None
     fetcher = ModelFetcher(ServerClient(cfg.server_url, cfg.auth_token), bus, cfg.device,
                            cfg.model_name)
     live = LiveModel(fetcher, poll_seconds=cfg.model_poll_seconds)
@@ -126,8 +95,8 @@ def run_worker(cfg: WorkerConfig, stop: Optional[threading.Event] = None,
         log.info("worker stopped before any model arrived")
         return stats
     live.start()
-    uploader = Uploader(ServerClient(cfg.server_url, cfg.auth_token), buffer_games=cfg.upload_buffer,
-                        on_model=live.offer).start()
+    uploader = Uploader(ServerClient(cfg.server_url, cfg.auth_token),
+                        buffer_games=cfg.upload_buffer, on_model=live.offer).start()
     last_report = play_start = time.monotonic()
 
     def report(final: bool = False) -> None:
@@ -137,7 +106,7 @@ def run_worker(cfg: WorkerConfig, stop: Optional[threading.Event] = None,
                  "swaps=%d uploaded=%d uploaded_examples=%d buffered=%d upload_retries=%d "
                  "at_capacity=%d wrong_model_dropped=%d rejected=%d lost=%d",
                  "done" if final else "progress", time.monotonic() - t0, stats.games,
-                 stats.examples, stats.examples / max(play, 1e-9), live.model.label, live.swaps,
+                 stats.examples, stats.examples / max(play, 1e-9), live.label, live.swaps,
                  u.games, u.examples, uploader.pending, u.retries, u.at_capacity, u.wrong_model,
                  u.rejected, u.lost)
 
@@ -161,7 +130,7 @@ def run_worker(cfg: WorkerConfig, stop: Optional[threading.Event] = None,
         uploader.put(req, stopping)
 
     log.info("worker started server=%s redis=%s model=%s parallel_games=%d runs_per_move=%d "
-             "max_seconds=%s", cfg.server_url, "yes" if bus else "no", live.model.label,
+             "max_seconds=%s", cfg.server_url, "yes" if bus else "no", live.label,
              cfg.parallel_games, cfg.search.runs_per_move, cfg.max_seconds)
     try:
         run_selfplay(model_source, sink, cfg.search, parallel_games=cfg.parallel_games,
@@ -174,7 +143,7 @@ def run_worker(cfg: WorkerConfig, stop: Optional[threading.Event] = None,
         stop.set()
         uploader.close(cfg.grace_seconds)
         live.close()
-    stats.model, stats.swaps, stats.refused = live.model.label, live.swaps, live.refused
+    stats.model, stats.swaps, stats.refused = live.label, live.swaps, live.refused
     stats.seconds, stats.upload = time.monotonic() - t0, uploader.stats
     report(final=True)
     return stats
@@ -192,7 +161,11 @@ def _child(cfg: WorkerConfig, stop, index: int, log_level: int) -> None:
     init_worker_process(log_level=log_level)
     event = threading.Event()
     signal.signal(signal.SIGTERM, lambda s, f: event.set())
-    threading.Thread(target=lambda: (stop.wait(), event.set()), daemon=True).start()
+
+    def relay_stop() -> None:   # the parent's stop, as this process's own event
+        stop.wait()
+        event.set()
+    threading.Thread(target=relay_stop, daemon=True).start()
     seed = None if cfg.seed is None else cfg.seed + index
     run_worker(dataclasses.replace(cfg, seed=seed, num_workers=1), event, _execution_id(index))
 

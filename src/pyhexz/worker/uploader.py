@@ -26,8 +26,8 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import requests
 from google.protobuf.message import DecodeError
@@ -70,20 +70,20 @@ class Uploader:
 
     def __init__(self, client: ServerClient, *, buffer_games: int = 64,
                  on_model: ModelHint = lambda key, force: None,
-                 backoff: Backoff = Backoff()) -> None:
+                 backoff: Backoff | None = None) -> None:
         if buffer_games < 1:
             raise ValueError(f"buffer_games must be >= 1, got {buffer_games}")
         self.client = client
         self.on_model = on_model
-        self.backoff = backoff
+        self.backoff = backoff if backoff is not None else Backoff()
         self.stats = UploadStats()
         self._queue: queue.Queue[_Game] = queue.Queue(maxsize=buffer_games)
         self._in_flight = 0
-        self._deadline: Optional[float] = None   # set by close(): give up after this
+        self._deadline: float | None = None   # set by close(): give up after this
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
 
-    def start(self) -> "Uploader":
+    def start(self) -> Uploader:
         self._thread.start()
         return self
 
@@ -124,10 +124,11 @@ class Uploader:
         left = self.pending
         self.stats.lost += left
         if left:
-            log.warning("upload stopped with games unsent=%d (grace %.1fs over)", left, grace_seconds)
+            log.warning("upload stopped with games unsent=%d (grace %.1fs over)", left,
+                        grace_seconds)
         return left
 
-    def _remaining(self) -> Optional[float]:
+    def _remaining(self) -> float | None:
         return None if self._deadline is None else self._deadline - time.monotonic()
 
     def _run(self) -> None:
@@ -165,7 +166,7 @@ class Uploader:
                 # close() wakes it: the grace period allows one prompt retry.
                 self._closing.wait(delay)
 
-    def _attempt(self, game: _Game, timeout: Optional[float]) -> str:
+    def _attempt(self, game: _Game, timeout: float | None) -> str:
         try:
             return self._post(game, timeout)
         except requests.RequestException as e:
@@ -175,7 +176,7 @@ class Uploader:
             log.exception("upload failed game=%s; will retry", game.game_id)
         return _RETRY
 
-    def _post(self, game: _Game, timeout: Optional[float]) -> str:
+    def _post(self, game: _Game, timeout: float | None) -> str:
         r = self.client.post_examples(game.body, timeout=timeout)
         answer = _parse_answer(r.content)
         status = answer.status if answer is not None else Status.STATUS_UNSPECIFIED
@@ -195,28 +196,31 @@ class Uploader:
         self.stats.games += 1
         self.stats.examples += game.examples
         log.debug("upload accepted game=%s examples=%d", game.game_id, game.examples)
-        if answer.HasField("latest_model"):
+        if answer is not None and answer.HasField("latest_model"):
             self.on_model(answer.latest_model, False)
         return _DONE
 
-    def _refused(self, game: _Game, http: int, answer: Optional[pb.AddTrainingExamplesResponse]) -> str:
+    def _refused(self, game: _Game, http: int,
+                 answer: pb.AddTrainingExamplesResponse | None) -> str:
         if answer is not None and answer.status == Status.REJECTED_WRONG_MODEL:
             self.stats.wrong_model += 1
             latest = answer.latest_model
-            log.warning("upload rejected game=%s examples=%d reason=wrong_model server_model=%s:%d; "
-                        "game dropped, switching model", game.game_id, game.examples,
+            log.warning("upload rejected game=%s examples=%d reason=wrong_model "
+                        "server_model=%s:%d; game dropped, switching model",
+                        game.game_id, game.examples,
                         latest.name, latest.checkpoint)
             if answer.HasField("latest_model"):
                 self.on_model(latest, True)
             return _DROP
         self.stats.rejected += 1
-        reason = answer.error_message if answer is not None and answer.error_message else "(no message)"
+        reason = (answer.error_message if answer is not None and answer.error_message
+                  else "(no message)")
         log.error("upload rejected game=%s examples=%d http=%d reason=%r; game dropped "
                   "(resending it cannot help)", game.game_id, game.examples, http, reason[:300])
         return _DROP
 
 
-def _parse_answer(body: bytes) -> Optional[pb.AddTrainingExamplesResponse]:
+def _parse_answer(body: bytes) -> pb.AddTrainingExamplesResponse | None:
     """The server's answer, or None when the body is not one (an HTML error page, say)."""
     try:
         answer = pb.AddTrainingExamplesResponse.FromString(body)

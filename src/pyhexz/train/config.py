@@ -1,0 +1,66 @@
+"""The settings of training: the trainer's (TrainConfig) and the one-machine job's (LocalConfig).
+
+Apart from the trainer and the job, which import torch, so that the command line can build its
+flags from them (pyhexz.infra.config) without loading torch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyhexz.infra.config import above, at_least, check_settings, setting
+from pyhexz.search.driver import SearchConfig
+
+
+@dataclass
+class TrainConfig:
+    blocks: int = setting(5, "residual blocks (new model)", check=at_least(1))
+    filters: int = setting(64, "filters per conv (new model)", check=at_least(1))
+    batch_size: int = setting(256, "training batch size", check=at_least(1))
+    learning_rate: float = setting(3e-4, "initial Adam rate (falls linearly to 1e-4 over 200 "
+                                   "checkpoints)", check=above(0))
+    final_learning_rate: float = 1e-4
+    lr_decay_checkpoints: int = 200   # checkpoints over which the rate falls linearly
+    weight_decay: float = 1e-4
+    samples_per_example: float = setting(4.0, "samples trained per new example", check=above(0))
+    replay_window: int = setting(100_000, "newest examples trained on", check=at_least(1))
+    trigger_examples: int = setting(4096, "new examples that trigger a training run",
+                                    flag="--minibatch-size", check=at_least(1))
+    augment: bool = setting(True, "train on examples as played, without random board mirror "
+                            "images")   # the flag is --no-augment
+    seed: int = setting(0, "training seed")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+    def lr_at(self, checkpoint: int) -> float:
+        f = min(1.0, checkpoint / max(1, self.lr_decay_checkpoints))
+        return self.learning_rate + f * (self.final_learning_rate - self.learning_rate)
+
+
+@dataclass
+class LocalConfig:
+    """The settings of `pyhexz train` (its flags and HEXZ_* variables, infra/config.py)."""
+
+    dir: Path = setting(Path("runs/local"), "where checkpoints and games live")
+    # The settings of the best run on two cores (BENCHMARKS.md, learn3), bar the network size.
+    search: SearchConfig = field(
+        default_factory=lambda: SearchConfig(runs_per_move=100, sample_plies=20))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        trigger_examples=4096, replay_window=100_000, samples_per_example=8.0,
+        learning_rate=1e-3))
+    name: str = setting("local", "model name (a plain name)", flag="--model-name")
+    num_workers: int = setting(max(1, (os.cpu_count() or 2) - 1), "self-play processes",
+                               check=at_least(1))
+    parallel_games: int = setting(32, "games each process plays at once (the network's batch "
+                                  "size)", check=at_least(1))
+    device: str = setting("cpu", "torch device: cpu, cuda, cuda:1, mps")
+    minutes: float | None = setting(None, "stop after this many minutes", check=above(0))
+    checkpoints: int | None = setting(None, "stop after this many new checkpoints",
+                                         check=at_least(1))
+    progress_seconds: float = 15.0
+
+    def __post_init__(self) -> None:
+        check_settings(self)

@@ -1,0 +1,342 @@
+"""pyhexz.infra.config: flags and HEXZ_* variables made from config dataclasses, and the
+`pyhexz` command line built on it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pyhexz import cli
+from pyhexz.infra.config import (
+    ConfigParser,
+    above,
+    at_least,
+    check_settings,
+    environ_for,
+    from_env,
+    options,
+    setting,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def no_hexz_env(monkeypatch):
+    """Only what a test sets: a HEXZ_* variable of the caller's shell must not change a flag."""
+    for k in [k for k in os.environ if k.startswith("HEXZ_")]:
+        monkeypatch.delenv(k)
+
+
+def clean_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEXZ_")}
+    env["PYTHONPATH"] = str(REPO_ROOT / "src")
+    env.update(extra)
+    return env
+
+
+# --------------------------------------------------------------------------
+# The mechanism, on dataclasses of its own
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Inner:
+    depth: int = setting(3, "how deep", check=at_least(1))
+    rate: float = setting(0.5, "how fast", check=above(0))
+    hidden: int = 7          # not a setting: no flag, no variable
+
+
+@dataclass
+class Outer:
+    name: str = setting("x", "a name", flag="--outer-name")
+    limit: int | None = setting(None, "an optional limit", check=at_least(0))
+    verbose: bool = setting(False, "talk more")
+    shuffle: bool = setting(True, "keep the order")
+    inner: Inner = field(default_factory=lambda: Inner(depth=5))
+    path: Path = setting(Path("out"), "where")
+    low: int = setting(1, "lower bound", check=at_least(0), command_default=2)
+    high: int = setting(10, "upper bound")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+
+
+def parser_for(cls: type) -> ConfigParser:
+    p = ConfigParser(prog="t")
+    p.add_config(cls)
+    return p
+
+
+def test_flags_and_variables_are_made_from_the_fields() -> None:
+    got = {o.flag: o.env for o in options(Outer)}
+    assert got == {"--outer-name": "HEXZ_OUTER_NAME", "--limit": "HEXZ_LIMIT",
+                   "--verbose": "HEXZ_VERBOSE", "--no-shuffle": "HEXZ_NO_SHUFFLE",
+                   "--depth": "HEXZ_DEPTH", "--rate": "HEXZ_RATE", "--path": "HEXZ_PATH",
+                   "--low": "HEXZ_LOW", "--high": "HEXZ_HIGH"}
+    c = parser_for(Outer).parse_args([]).config
+    # Nested defaults come from the parent's default; command_default from the setting.
+    assert c == Outer(inner=Inner(depth=5), low=2)
+    assert c.inner.hidden == 7
+
+
+def test_values_from_flags_including_nested_and_switches() -> None:
+    c = parser_for(Outer).parse_args(
+        ["--outer-name", "y", "--limit", "0", "--verbose", "--no-shuffle", "--depth", "9",
+         "--rate", "2", "--path", "a/b"]).config
+    assert c == Outer(name="y", limit=0, verbose=True, shuffle=False,
+                      inner=Inner(depth=9, rate=2.0), path=Path("a/b"), low=2)
+
+
+def test_a_variable_sets_the_default_and_the_command_line_wins(monkeypatch) -> None:
+    monkeypatch.setenv("HEXZ_DEPTH", "4")
+    monkeypatch.setenv("HEXZ_NO_SHUFFLE", "yes")
+    monkeypatch.setenv("HEXZ_LIMIT", "")      # empty: as if unset
+    p = parser_for(Outer)
+    c = p.parse_args([]).config
+    assert (c.inner.depth, c.shuffle, c.limit) == (4, False, None)
+    assert p.parse_args(["--depth", "6"]).config.inner.depth == 6
+
+
+def test_from_env_matches_the_flags_defaults() -> None:
+    env = {"HEXZ_DEPTH": "8", "HEXZ_VERBOSE": "1", "HEXZ_OUTER_NAME": "z", "HEXZ_LOW": "3"}
+    c = from_env(Outer, env)
+    assert c == Outer(name="z", verbose=True, inner=Inner(depth=8), low=3)
+    assert from_env(Outer, environ_for(c)) == c   # environ_for gives it back
+    assert from_env(Outer, {}) == parser_for(Outer).parse_args([]).config
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"HEXZ_DEPTH": "deep"}, "HEXZ_DEPTH='deep' is not a valid int"),
+    ({"HEXZ_DEPTH": "0"}, "HEXZ_DEPTH='0': depth must be >= 1, got 0"),
+    ({"HEXZ_VERBOSE": "maybe"}, "HEXZ_VERBOSE='maybe' is not a valid switch"),
+    ({"HEXZ_LOW": "11"}, r"low \(11\) must not exceed high \(10\)"),
+])
+def test_from_env_bad_values_name_the_variable(env, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        from_env(Outer, env)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--depth", "x"], "argument --depth: 'x' is not a valid int"),
+    (["--depth", "0"], "argument --depth: depth must be >= 1, got 0"),
+    (["--rate", "-1"], "argument --rate: rate must be > 0, got -1.0"),
+    (["--low", "20"], r"low \(20\) must not exceed high \(10\)"),   # from __post_init__
+])
+def test_bad_flags_are_one_usage_error(argv, message, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        parser_for(Outer).parse_args(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert "Traceback" not in err
+
+
+def test_required_settings(capsys) -> None:
+    @dataclass
+    class Job:
+        target: str = setting(help="where to")
+        source: str = setting(help="from where", positional=True)
+
+    p = parser_for(Job)
+    assert p.parse_args(["a", "--target", "b"]).config == Job(target="b", source="a")
+    with pytest.raises(SystemExit):
+        p.parse_args(["a"])
+    assert "--target (or HEXZ_TARGET) is required" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------
+# The pyhexz command line
+# --------------------------------------------------------------------------
+
+
+def parse(*argv: str):
+    return cli.build_parser().parse_args(list(argv))
+
+
+def test_commands_get_their_configs() -> None:
+    from pyhexz.search.driver import SearchConfig
+    from pyhexz.train.config import LocalConfig, TrainConfig
+    from pyhexz.training_server.config import ServerConfig
+    from pyhexz.worker.config import WorkerConfig
+
+    t = parse("train", "--minibatch-size", "7", "--no-augment", "--model-name", "m")
+    assert isinstance(t.config, LocalConfig)
+    assert (t.config.train.trigger_examples, t.config.train.augment, t.config.name) == \
+        (7, False, "m")
+    s = parse("server", "--wal-segment-bytes", "4096", "--port", "9")
+    assert isinstance(s.config, ServerConfig) and s.config.segment_bytes == 4096
+    assert (s.listen.host, s.listen.port) == ("127.0.0.1", 9)
+    w = parse("worker", "--server-url", "http://x", "--runs-per-move", "3")
+    assert w.config == WorkerConfig(server_url="http://x", search=SearchConfig(runs_per_move=3))
+    assert parse("--threads", "2", "arena", "a", "b").process.threads == 2
+    assert parse("export", "a", "b").config == cli.ExportJob("a", Path("b"))
+    assert isinstance(t.config.train, TrainConfig)
+
+
+def test_per_command_defaults() -> None:
+    """The defaults each command had before the flags were made from the dataclasses."""
+    t = parse("train").config
+    assert (t.search.runs_per_move, t.search.sample_plies, t.dir, t.name) == \
+        (100, 20, Path("runs/local"), "local")
+    assert (t.train.trigger_examples, t.train.replay_window, t.train.samples_per_example,
+            t.train.learning_rate, t.train.seed) == (4096, 100_000, 8.0, 1e-3, 0)
+    assert t.num_workers == max(1, (os.cpu_count() or 2) - 1) and t.parallel_games == 32
+    sp = parse("selfplay", "--output-dir", "x").config
+    assert (sp.search.runs_per_move, sp.search.sample_plies, sp.num_workers, sp.seed) == \
+        (800, None, 1, None)
+    w = parse("worker", "--server-url", "u").config
+    assert (w.search.runs_per_move, w.grace_seconds, w.model_poll_seconds, w.upload_buffer,
+            w.progress_seconds) == (800, 8.0, 30.0, 64, 60.0)
+    s = parse("server").config
+    assert (s.train.samples_per_example, s.train.learning_rate, s.eval_openings, s.eval_runs,
+            s.max_request_bytes, s.segment_bytes, s.storage, s.model_name) == \
+        (4.0, 3e-4, 8, 64, 32 << 20, 64 << 20, "runs/server", "flagz")
+    a = parse("arena", "p", "q")
+    assert (a.config.seed, a.config.json, a.process.log_level, a.process.threads) == \
+        (0, False, "INFO", 1)
+    c = parse("cpu-server")
+    assert (c.gunicorn.http_threads, c.gunicorn.workers, c.gunicorn.listen.host) == \
+        (8, 1, "127.0.0.1")
+
+
+def test_cpu_server_port_defaults_to_cloud_runs(monkeypatch) -> None:
+    monkeypatch.setenv("PORT", "9123")
+    assert parse("cpu-server").gunicorn.listen.port == 9123
+    monkeypatch.setenv("HEXZ_PORT", "9124")
+    assert parse("cpu-server").gunicorn.listen.port == 9124
+    assert parse("cpu-server", "--port", "9125").gunicorn.listen.port == 9125
+
+
+def test_variables_of_nested_settings_and_the_renamed_ones(monkeypatch) -> None:
+    monkeypatch.setenv("HEXZ_MINIBATCH_SIZE", "300")
+    monkeypatch.setenv("HEXZ_WAL_SEGMENT_BYTES", "8192")
+    monkeypatch.setenv("HEXZ_NO_AUGMENT", "1")
+    monkeypatch.setenv("HEXZ_TORCH_THREADS", "3")
+    a = parse("server")
+    assert (a.config.train.trigger_examples, a.config.segment_bytes, a.config.train.augment,
+            a.process.threads) == (300, 8192, False, 3)
+    assert parse("server", "--minibatch-size", "400").config.train.trigger_examples == 400
+
+
+def test_help_shows_defaults_and_variables(capsys) -> None:
+    with pytest.raises(SystemExit):
+        parse("train", "--help")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: 100) [HEXZ_RUNS_PER_MOVE]" in out
+    assert "(default: 4096) [HEXZ_MINIBATCH_SIZE]" in out
+    assert "--no-augment" in out and "[HEXZ_NO_AUGMENT]" in out
+    with pytest.raises(SystemExit):
+        parse("server", "--help")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: 8) [HEXZ_EVAL_OPENINGS]" in out and "[HEXZ_WAL_SEGMENT_BYTES]" in out
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["selfplay", "--output-dir", "x", "--runs-per-move", "0"], {},
+     "argument --runs-per-move: runs_per_move must be >= 1, got 0"),
+    (["worker"], {}, "--server-url (or HEXZ_SERVER_URL) is required"),
+    (["server", "--storage", "gs://b/p"], {}, "set --state-dir (HEXZ_STATE_DIR)"),
+    (["server", "--minibatch-size", "100", "--max-pending", "50"], {},
+     "max_pending (50) must be at least the minibatch size (100)"),
+    (["train"], {"HEXZ_SAMPLES_PER_EXAMPLE": "lots"},
+     "HEXZ_SAMPLES_PER_EXAMPLE='lots' is not a valid value for --samples-per-example"),
+    (["cpu-server", "--redis-url", "redis://x"], {}, "needs a model name"),
+])
+def test_bad_values_are_one_line_and_exit_2(argv, env, message) -> None:
+    r = subprocess.run([sys.executable, "-m", "pyhexz", *argv], cwd=REPO_ROOT,
+                       env=clean_env(**env), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0], r.stderr
+
+
+def test_server_config_from_env_without_the_cli() -> None:
+    """Gunicorn's create_app() reads the same settings as `pyhexz server`, without the CLI."""
+    code = (
+        "import sys\n"
+        "from pyhexz.training_server.app import config_from_env\n"
+        "c = config_from_env()\n"
+        "assert 'pyhexz.cli' not in sys.modules, 'the CLI was imported'\n"
+        "print(c.train.trigger_examples, c.segment_bytes, c.eval_openings, c.train.augment)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                       text=True, timeout=120,
+                       env=clean_env(HEXZ_MINIBATCH_SIZE="150", HEXZ_WAL_SEGMENT_BYTES="4096",
+                                     HEXZ_NO_AUGMENT="true"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["150", "4096", "8", "False"]
+
+
+def test_server_config_from_env_is_what_the_flags_give(monkeypatch, tmp_path: Path) -> None:
+    from pyhexz.training_server.config import ServerConfig
+    env = {"HEXZ_STORAGE": str(tmp_path), "HEXZ_MINIBATCH_SIZE": "150", "HEXZ_BLOCKS": "2",
+           "HEXZ_EVAL_OPENINGS": "0", "HEXZ_AUTH_TOKEN": "t"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert ServerConfig.from_env(env) == parse("server").config
+
+
+def test_nothing_under_training_server_imports_the_cli() -> None:
+    for path in (REPO_ROOT / "src/pyhexz/training_server").rglob("*.py"):
+        assert not re.search(r"pyhexz\.cli\b|from pyhexz import cli", path.read_text()), path
+
+
+def all_variables() -> set[str]:
+    """Every HEXZ_* variable a command reads: one per flag, the global flags included."""
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    names = set()
+    for p in [parser, *sub.choices.values()]:
+        for action in p._actions:
+            names.update(re.findall(r"\[(HEXZ_[A-Z0-9_]+)\]", action.help or ""))
+    return names
+
+
+# Variables of scripts, not of pyhexz commands: each with the file that reads it.
+SCRIPT_VARIABLES = {"HEXZ_VENV": "scripts/setup.sh"}
+
+
+def test_every_variable_in_the_docs_is_a_flag() -> None:
+    known = all_variables()
+    assert {"HEXZ_RUNS_PER_MOVE", "HEXZ_TORCH_THREADS", "HEXZ_WAL_SEGMENT_BYTES"} <= known
+    for name, script in SCRIPT_VARIABLES.items():
+        assert name in (REPO_ROOT / script).read_text(), f"{script} no longer reads {name}"
+    docs = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+    for doc in docs:
+        named = set(re.findall(r"HEXZ_[A-Z0-9_]*[A-Z0-9]", doc.read_text()))
+        unknown = named - known - set(SCRIPT_VARIABLES)
+        assert not unknown, f"{doc.name} names {sorted(unknown)}, which no command reads"
+
+
+def test_flags_need_no_optional_extra() -> None:
+    """Settings live in modules that import neither redis nor requests (the `worker` extra), so
+    every command keeps its flags without them; only running the worker needs them, and then
+    it is the import of its job module that fails (pyhexz.__main__ names the extra)."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('redis', 'requests'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from pyhexz import cli\n"
+        "p = cli.build_parser()\n"
+        "assert p.parse_args(['train', '--runs-per-move', '3']).config.search.runs_per_move == 3\n"
+        "assert p.parse_args(['worker', '--server-url', 'http://x']).config.server_url == 'http://x'\n"
+        "try:\n"
+        "    import pyhexz.worker.job\n"
+        "except ModuleNotFoundError as e:\n"
+        "    print('missing', e.name)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=clean_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == "missing" and r.stdout.split()[1] in ("redis", "requests")
