@@ -65,11 +65,30 @@ def test_checkpoints_listing_and_downloads(client, repo):
 
 @pytest.mark.parametrize("name", ["loss", "throughput", "elo", "rollout"])
 def test_charts_are_svg(client, name):
+    """Each chart is an SVG document with its title that draws its data, or says it has none
+    (the Elo and rollout charts before the evaluation test below has run)."""
     r = client.get(f"/ui/api/charts/{name}.svg")
     assert r.status_code == 200 and r.mimetype == "image/svg+xml"
     first = r.data.decode().split("\n<!-- rollout -->")[0]
     root = ET.fromstring(first)
     assert root.tag.endswith("svg")
+    text = " ".join("".join(e.itertext()) for e in root.iter() if e.tag.endswith("text"))
+    assert CHART_TITLES[name] in text
+    lines = _polylines(first)
+    if name == "loss":   # policy and value loss of the two trained checkpoints
+        assert [len(points) for points in lines] == [2, 2]
+    else:
+        assert lines or "no data yet" in text
+
+
+CHART_TITLES = {"loss": "Training loss", "throughput": "Throughput", "elo": "Elo",
+                "rollout": "Score against the rollout baseline"}
+
+
+def _polylines(svg: str) -> list[list[str]]:
+    """The points of every data series drawn in an SVG chart."""
+    return [e.get("points").split() for e in ET.fromstring(svg).iter()
+            if e.tag.endswith("polyline")]
 
 
 def test_line_chart_draws_each_series_and_handles_no_data():
@@ -194,6 +213,10 @@ def test_evaluation_writes_eval_json_and_chains_elo(repo, client):
     rows = {r["checkpoint"]: r for r in client.get("/ui/api/checkpoints").json["checkpoints"]}
     assert rows[2]["matches"]["previous"]["score"] == m["score"]
     assert rows[2]["elo"] == curve[1]["elo"] and rows[1]["elo"] is None
+    # The charts now draw the evaluated checkpoints 0 and 2.
+    for chart in ("elo", "rollout"):
+        svg = client.get(f"/ui/api/charts/{chart}.svg").data.decode()
+        assert [len(points) for points in _polylines(svg.split("\n<!-- rollout -->")[0])] == [2]
 
 
 def test_ticks_cover_the_data_and_stay_whole_for_checkpoints():
