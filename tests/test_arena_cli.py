@@ -442,11 +442,13 @@ def test_env_named_in_help(capsys) -> None:
 @pytest.mark.parametrize("value", ["abc", "0", "-3", "1.5", ""])
 def test_env_bad_value(monkeypatch, capsys, value: str) -> None:
     monkeypatch.setenv("HEXZ_RUNS_PER_MOVE", value)
+    parser = cli.build_parser()   # said when a command that reads it runs, not before
     with pytest.raises(SystemExit, match="^2$") as e:
-        cli.build_parser()
+        parser.parse_args(["selfplay", "--output-dir", "x"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert f"HEXZ_RUNS_PER_MOVE={value!r} is not a valid value for --runs-per-move" in err
+    assert f"selfplay: error: HEXZ_RUNS_PER_MOVE={value!r} is not a valid value for " \
+           "--runs-per-move" in err
 
 
 @pytest.mark.parametrize("argv", [["selfplay", "--output-dir", "x", "--runs-per-move", "0"],

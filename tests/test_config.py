@@ -260,6 +260,20 @@ def test_bad_values_are_one_line_and_exit_2(argv, env, message) -> None:
     assert len(errors) == 1 and message in errors[0], r.stderr
 
 
+def test_a_bad_variable_is_blamed_on_the_command_run_and_stops_only_it() -> None:
+    """HEXZ_EVAL_RUNS is a `server` setting: `selfplay` does not read it and runs; `server`
+    names itself in the error."""
+    env = clean_env(HEXZ_EVAL_RUNS="many")
+    ok = subprocess.run([sys.executable, "-m", "pyhexz", "selfplay", "--help"], cwd=REPO_ROOT,
+                        env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "pyhexz", "server"], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    errors = [line for line in bad.stderr.splitlines() if "error:" in line]
+    assert bad.returncode == 2 and len(errors) == 1, bad.stderr
+    assert errors[0].startswith("pyhexz server: error: HEXZ_EVAL_RUNS='many'"), errors
+
+
 def test_server_config_from_env_without_the_cli() -> None:
     """Gunicorn's create_app() reads the same settings as `pyhexz server`, without the CLI."""
     code = (

@@ -334,6 +334,9 @@ class ConfigParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self._configs: list[tuple[str, type, list[Option]]] = []
         self._failure: BaseException | None = None
+        # Bad HEXZ_* values, said when this parser's command is the one run: a variable
+        # meant for `worker` must not be blamed on `train`, nor stop `arena`.
+        self._env_errors: list[str] = []
 
     def fail_with(self, error: BaseException) -> None:
         """Parsing raises `error`: the command cannot run here (its configs could not be
@@ -355,7 +358,7 @@ class ConfigParser(argparse.ArgumentParser):
             try:
                 default = o.from_text(raw)
             except ValueError as e:
-                self.error(f"{o.env}={raw!r} is not a valid value for {o.flag}: {e}")
+                self._env_errors.append(f"{o.env}={raw!r} is not a valid value for {o.flag}: {e}")
         text = o.setting.help.replace("%", "%%")
         text += f" (default: {_shown(default)})"
         if o.env:
@@ -385,6 +388,8 @@ class ConfigParser(argparse.ArgumentParser):
             self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
         if self._failure is not None:
             raise self._failure
+        if self._env_errors:
+            self.error(self._env_errors[0])
         ns, rest = super().parse_known_args(args, namespace)
         for dest, cls, opts in self._configs:
             values = {}
