@@ -132,7 +132,7 @@ def test_from_env_bad_values_name_the_variable(env, message) -> None:
     (["--low", "20"], r"low \(20\) must not exceed high \(10\)"),   # from __post_init__
 ])
 def test_bad_flags_are_one_usage_error(argv, message, capsys) -> None:
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(SystemExit, match="^2$") as e:
         parser_for(Outer).parse_args(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err
@@ -148,7 +148,7 @@ def test_required_settings(capsys) -> None:
 
     p = parser_for(Job)
     assert p.parse_args(["a", "--target", "b"]).config == Job(target="b", source="a")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):
         p.parse_args(["a"])
     assert "--target (or HEXZ_TARGET) is required" in capsys.readouterr().err
 
@@ -228,13 +228,13 @@ def test_variables_of_nested_settings_and_the_renamed_ones(monkeypatch) -> None:
 
 
 def test_help_shows_defaults_and_variables(capsys) -> None:
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^0$"):
         parse("train", "--help")
     out = " ".join(capsys.readouterr().out.split())
     assert "(default: 100) [HEXZ_RUNS_PER_MOVE]" in out
     assert "(default: 4096) [HEXZ_MINIBATCH_SIZE]" in out
     assert "--no-augment" in out and "[HEXZ_NO_AUGMENT]" in out
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^0$"):
         parse("server", "--help")
     out = " ".join(capsys.readouterr().out.split())
     assert "(default: 8) [HEXZ_EVAL_OPENINGS]" in out and "[HEXZ_WAL_SEGMENT_BYTES]" in out

@@ -314,10 +314,9 @@ def test_upload_answers_and_the_periodic_check_find_missed_announcements(redis_u
         bus.redis.set(bus.latest_key, 2)
         wait_for(lambda: live.current()[1].checkpoint == 2, what="the periodic pointer check")
         # Older keys are ignored unless the server insists (REJECTED_WRONG_MODEL).
-        live.offer(pb.ModelKey(name=name, checkpoint=1))
-        time.sleep(0.4)
+        assert live.offer(pb.ModelKey(name=name, checkpoint=1)) is False
         assert live.current()[1].checkpoint == 2
-        live.offer(pb.ModelKey(name=name, checkpoint=1), force=True)
+        assert live.offer(pb.ModelKey(name=name, checkpoint=1), force=True) is True
         wait_for(lambda: live.current()[1].checkpoint == 1, what="the forced switch back")
 
 

@@ -212,12 +212,15 @@ class LiveModel:
             stop.wait(delay)
         return False
 
-    def offer(self, key: pb.ModelKey, force: bool = False) -> None:
-        """A model named by the server; switch to it if newer (or if `force`, whatever it is)."""
-        if self._wants(key, force):
-            with self._lock:
-                self._wanted = (pb.ModelKey(name=key.name, checkpoint=key.checkpoint), force)
-            self._wake.set()
+    def offer(self, key: pb.ModelKey, force: bool = False) -> bool:
+        """A model named by the server; switch to it if newer (or if `force`, whatever it is).
+        Says whether the switch was scheduled: the decision is made here, at once."""
+        if not self._wants(key, force):
+            return False
+        with self._lock:
+            self._wanted = (pb.ModelKey(name=key.name, checkpoint=key.checkpoint), force)
+        self._wake.set()
+        return True
 
     def start(self) -> LiveModel:
         self._thread.start()

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 Status = pb.AddTrainingExamplesResponse.Status
 # Called with the server's latest model from every answer; `force` when the server refused a
 # game for its model, so the worker must switch even to an older or renamed one.
-ModelHint = Callable[[pb.ModelKey, bool], None]
+ModelHint = Callable[[pb.ModelKey, bool], object]   # what it returns is not used
 
 
 @dataclass
