@@ -334,7 +334,7 @@ def test_every_variable_in_the_docs_is_a_flag() -> None:
 def test_flags_need_no_optional_extra() -> None:
     """Settings live in modules that import neither redis nor requests (the `worker` extra), so
     every command keeps its flags without them; only running the worker needs them, and then
-    it is the import of its job module that fails (pyhexz.__main__ names the extra)."""
+    it is the import of its job module that fails (pyhexz.cli.main names the extra)."""
     code = (
         "import sys\n"
         "class Block:\n"

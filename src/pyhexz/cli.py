@@ -23,7 +23,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from pathlib import Path
 # seconds that import takes are seconds of the Cloud Run task's timeout too.
 STARTED = time.monotonic()
 
+from pyhexz.cpu.config import CpuServerConfig  # noqa: E402
 from pyhexz.infra.config import (  # noqa: E402
     ConfigParser,
     above,
@@ -39,7 +40,11 @@ from pyhexz.infra.config import (  # noqa: E402
     environ_for,
     setting,
 )
+from pyhexz.infra.extras import missing_extra_message  # noqa: E402
 from pyhexz.search.driver import SearchConfig  # noqa: E402
+from pyhexz.train.config import LocalConfig  # noqa: E402
+from pyhexz.training_server.config import ServerConfig  # noqa: E402
+from pyhexz.worker.config import WorkerConfig  # noqa: E402
 
 log = logging.getLogger("pyhexz.cli")
 
@@ -136,59 +141,35 @@ class GunicornSettings:
 # --------------------------------------------------------------------------
 
 
-def _local_configs() -> dict:
-    from pyhexz.train.config import LocalConfig
-    return {"config": LocalConfig}
-
-
-def _worker_configs() -> dict:
-    from pyhexz.worker.config import WorkerConfig
-    return {"config": WorkerConfig}
-
-
-def _server_configs() -> dict:
-    from pyhexz.training_server.config import ServerConfig
-    return {"config": ServerConfig, "listen": Listen}
-
-
-def _cpu_server_configs() -> dict:
-    from pyhexz.cpu.config import CpuServerConfig
-    return {"config": CpuServerConfig, "gunicorn": GunicornSettings}
-
-
 def build_parser() -> ConfigParser:
     """Every command's flags, made from its config dataclasses (pyhexz.infra.config); after
     parsing, `config` is the command's config (`listen`, `gunicorn`: the servers' own)."""
     parser = ConfigParser(prog="pyhexz", description=__doc__.split("\n\n")[0])
     parser.add_config(ProcessSettings, "process")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ConfigParser)
-    commands = [
-        ("train", "self-play and training on this machine", cmd_train, _local_configs),
-        ("selfplay", "self-play games written to files", cmd_selfplay,
-         lambda: {"config": SelfPlayJob}),
+    # The config modules import no optional extra (no torch, Flask or redis either): every
+    # command has its flags on a core install; running one imports what it needs.
+    commands: list[tuple[str, str, Callable[[argparse.Namespace], int], dict[str, type]]] = [
+        ("train", "self-play and training on this machine", cmd_train,
+         {"config": LocalConfig}),
+        ("selfplay", "self-play games written to files", cmd_selfplay, {"config": SelfPlayJob}),
         ("worker", "self-play streamed to a training server (Cloud Run task)", cmd_worker,
-         _worker_configs),
+         {"config": WorkerConfig}),
         ("arena", "a match between two players over fixed openings", cmd_arena,
-         lambda: {"config": ArenaJob}),
+         {"config": ArenaJob}),
         ("server", "the training server (Flask, for local debugging; production runs "
          "create_app() under gunicorn with the same HEXZ_* variables)", cmd_server,
-         _server_configs),
+         {"config": ServerConfig, "listen": Listen}),
         ("cpu-server", "the remote CPU player service for game servers (runs gunicorn with "
-         "'pyhexz.cpu:create_app()')", cmd_cpu_server, _cpu_server_configs),
+         "'pyhexz.cpu:create_app()')", cmd_cpu_server,
+         {"config": CpuServerConfig, "gunicorn": GunicornSettings}),
         ("export", "export a checkpoint as a hexz TorchScript file", cmd_export,
-         lambda: {"config": ExportJob}),
+         {"config": ExportJob}),
     ]
     for name, help, func, configs in commands:
         p = sub.add_parser(name, help=help)
         p.set_defaults(func=func)
-        try:
-            loaded = configs()
-        except ModuleNotFoundError as e:
-            # The worker's module needs the `worker` extra; a core install still runs the
-            # other commands, and this one says which extra is missing (pyhexz.__main__).
-            p.fail_with(e)
-            continue
-        for dest, cls in loaded.items():
+        for dest, cls in configs.items():
             p.add_config(cls, dest)
     return parser
 
@@ -312,8 +293,8 @@ def cmd_server(a: argparse.Namespace) -> int:
 
 
 def cmd_cpu_server(a: argparse.Namespace) -> int:
-    # The service needs the `server` extra: without it, fail here in one line (pyhexz.__main__
-    # names the extra), not in gunicorn after the exec.
+    # The service needs the `server` extra: without it, fail here in one line (main names the
+    # extra), not in gunicorn after the exec.
     import flask  # noqa: F401
     import gunicorn  # noqa: F401
     # The service (and infra/process for logging and threads) reads its settings from HEXZ_*
@@ -353,6 +334,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_torch(args.process.threads)
     try:
         return args.func(args)
+    except ModuleNotFoundError as e:
+        # A service command on an install without its extra: one line that names the extra.
+        message = missing_extra_message(e, args.command)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError) as e:
         print(f"pyhexz {args.command}: error: {e}", file=sys.stderr)
         return 2

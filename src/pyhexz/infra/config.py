@@ -333,15 +333,9 @@ class ConfigParser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._configs: list[tuple[str, type, list[Option]]] = []
-        self._failure: BaseException | None = None
         # Bad HEXZ_* values, said when this parser's command is the one run: a variable
         # meant for `worker` must not be blamed on `train`, nor stop `arena`.
         self._env_errors: list[str] = []
-
-    def fail_with(self, error: BaseException) -> None:
-        """Parsing raises `error`: the command cannot run here (its configs could not be
-        imported, e.g. an optional extra is missing), and says so only when it is chosen."""
-        self._failure = error
 
     def add_config(self, cls: type, dest: str = "config") -> list[Option]:
         """Adds the flags of a config dataclass; after parsing, namespace.<dest> is the config."""
@@ -386,8 +380,6 @@ class ConfigParser(argparse.ArgumentParser):
 
     def parse_known_args(  # type: ignore[override]
             self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
-        if self._failure is not None:
-            raise self._failure
         if self._env_errors:
             self.error(self._env_errors[0])
         ns, rest = super().parse_known_args(args, namespace)
