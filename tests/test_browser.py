@@ -14,7 +14,7 @@ from flask import Flask
 from werkzeug.serving import make_server
 
 from pyhexz.train.evaluation import EvalConfig, evaluate
-from pyhexz.web.ui import RepoOpponents, create_ui
+from pyhexz.web.ui import RepoOpponents, init_ui
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
@@ -27,9 +27,9 @@ def base_url(trained_repo_factory):
     for n in (0, 1, 2):  # matches for the Elo chart
         evaluate(repo, n, EvalConfig(openings=1, runs=4, rollout_runs=8))
     app = Flask(__name__)
-    app.register_blueprint(create_ui(repo=repo, status=lambda: {
+    init_ui(app, repo=repo, status=lambda: {
         "model": "browser", "checkpoint": repo.latest(), "examples_per_s": 123.4},
-        opponents=RepoOpponents(repo, seconds=0.05)), url_prefix="/ui")
+        opponents=RepoOpponents(repo, seconds=0.05))
     server = make_server("127.0.0.1", 0, app, threaded=True)
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()

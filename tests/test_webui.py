@@ -20,7 +20,7 @@ from pyhexz.train.evaluation import (
     next_to_evaluate,
 )
 from pyhexz.web.charts import Series, line_chart, nice_ticks
-from pyhexz.web.ui import RepoOpponents, create_ui, initial_board_from_planes, replay
+from pyhexz.web.ui import RepoOpponents, init_ui, initial_board_from_planes, replay
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,8 @@ def repo(trained_repo_factory) -> CheckpointRepo:
 @pytest.fixture(scope="module")
 def client(repo):
     app = Flask(__name__)
-    app.register_blueprint(create_ui(repo=repo, status=lambda: {"model": "uitest", "checkpoint": 2},
-                                     opponents=RepoOpponents(repo, seconds=0.05)), url_prefix="/ui")
+    init_ui(app, repo=repo, status=lambda: {"model": "uitest", "checkpoint": 2},
+            opponents=RepoOpponents(repo, seconds=0.05))
     return app.test_client()
 
 
@@ -186,7 +186,7 @@ def test_play_rejects_bad_requests_with_400(client, body, message):
 
 def test_cpu_server_mode_offers_only_play(repo):
     app = Flask(__name__)
-    app.register_blueprint(create_ui(), url_prefix="/ui")
+    init_ui(app)
     c = app.test_client()
     assert c.get("/ui/").headers["Location"].endswith("/ui/play")
     assert c.get("/ui/training").status_code == 404

@@ -69,7 +69,7 @@ from pyhexz.infra.httpbody import gunzip
 from pyhexz.infra.modelbus import ModelBus
 from pyhexz.nn.follow import LiveModel, ModelFetcher
 from pyhexz.search.timed import SearchResult
-from pyhexz.web.ui import cpu_player_opponents, create_ui
+from pyhexz.web.ui import cpu_player_opponents, init_ui
 
 log = logging.getLogger(__name__)
 
@@ -416,8 +416,8 @@ def create_app(config: CpuServerConfig | None = None,
     app.extensions[CPU_EXTENSION] = CpuServer(cfg, player)
     app.register_blueprint(routes)
     # People play the same player on the web UI's Play page.
-    app.register_blueprint(create_ui(opponents=cpu_player_opponents(
-        player, min(cfg.default_think_ms, cfg.max_think_ms) / 1000)), url_prefix="/ui")
+    init_ui(app, opponents=cpu_player_opponents(
+        player, min(cfg.default_think_ms, cfg.max_think_ms) / 1000))
     return app
 
 

@@ -35,7 +35,7 @@ from pyhexz.training_server.config import ServerConfig
 from pyhexz.training_server.metrics import ServerMetrics, prometheus_text
 from pyhexz.training_server.routes import METRICS_EXTENSION, routes
 from pyhexz.training_server.service import TrainingService
-from pyhexz.web.ui import RepoOpponents, create_ui
+from pyhexz.web.ui import RepoOpponents, init_ui
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,8 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     app.register_blueprint(routes)
     # The web UI: its pages and scripts are public (they hold no data); every /ui/api call
     # they make carries the token the person types in.
-    app.register_blueprint(create_ui(
-        repo=service.repo, status=service.status,
-        opponents=RepoOpponents(service.repo, config.play_seconds, config.device)),
-        url_prefix="/ui")
+    init_ui(app, repo=service.repo, status=service.status,
+            opponents=RepoOpponents(service.repo, config.play_seconds, config.device))
 
     if config.eval_openings:
         from pyhexz.train.evaluation import EvalConfig, start_evaluator

@@ -1,8 +1,8 @@
 """The web UI: pages for people watching a training run, and a board to play the model on.
 
 One Flask blueprint (`ui`, module level), mounted at /ui by the training server (all pages) and
-by the CPU server (the Play page); `create_ui` gives what to register, carrying the host's state
-(its checkpoints, status and opponents) into app.extensions, where the views read it. Pages are
+by the CPU server (the Play page); `init_ui` mounts it, carrying the host's state (its
+checkpoints, status and opponents) into app.extensions, where the views read it. Pages are
 static HTML shipped in the package (`web/`); their scripts fetch the JSON endpoints below and
 redraw, so nothing needs a build step, a CDN or the internet. Charts are
 SVG drawn on the server (charts.py). Every request goes through `fetch` with the bearer token a
@@ -33,11 +33,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from flask import (
     Blueprint,
+    Flask,
     Response,
     abort,
     current_app,
@@ -56,8 +57,6 @@ from pyhexz.train.evaluation import elo_curve, read_eval, with_eval
 from pyhexz.web import charts
 
 if TYPE_CHECKING:
-    from flask.sansio.app import App
-
     from pyhexz.cpu.player import CpuPlayer
 
 log = logging.getLogger(__name__)
@@ -320,30 +319,15 @@ class UiState:
         return games
 
 
-class UiMount(Blueprint):
-    """The UI for one app: `app.register_blueprint(mount, url_prefix="/ui")` puts its state in
-    app.extensions and registers the module's blueprint, whose views read it from there.
-
-    A Blueprint itself only so that Flask's register_blueprint takes it: it has no views of
-    its own, and registering it registers `ui` in its place.
-    """
-
-    def __init__(self, state: UiState) -> None:
-        super().__init__(ui.name, __name__)
-        self.state = state
-
-    def register(self, app: App, options: dict[str, Any]) -> None:
-        app.extensions[UI_EXTENSION] = self.state
-        ui.register(app, options)
-
-
-def create_ui(*, repo: CheckpointRepo | None = None,
-              status: Callable[[], dict] = dict,
-              opponents: Callable[[], list[Opponent]] = list) -> UiMount:
-    """The UI to register on an app (mount at /ui). `repo`: the run's checkpoints (None on a
-    CPU server, which then shows only Play); `status`: the host's live state; `opponents`: who
-    can be played."""
-    return UiMount(UiState(repo, status, opponents))
+def init_ui(app: Flask, *, repo: CheckpointRepo | None = None,
+            status: Callable[[], dict] = dict,
+            opponents: Callable[[], list[Opponent]] = list, url_prefix: str = "/ui") -> None:
+    """Mounts the UI on `app` (Flask's init_app pattern): its state goes into app.extensions,
+    where the views of the module-level `ui` blueprint read it. `repo`: the run's checkpoints
+    (None on a CPU server, which then shows only Play); `status`: the host's live state;
+    `opponents`: who can be played."""
+    app.extensions[UI_EXTENSION] = UiState(repo, status, opponents)
+    app.register_blueprint(ui, url_prefix=url_prefix)
 
 
 def _state() -> UiState:
