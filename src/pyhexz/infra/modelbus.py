@@ -19,7 +19,7 @@ before a newer checkpoint arrived can still fetch the one it was told about.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import redis
@@ -119,7 +119,7 @@ class ModelBus:
         n = self.latest()
         return None if n is None else self.fetch(n)
 
-    def announcements(self, poll_seconds: float = 1.0) -> Iterator[int | None]:
+    def announcements(self, poll_seconds: float = 1.0) -> Generator[int | None, None, None]:
         """Checkpoint numbers as they are announced; None every `poll_seconds` without one.
 
         The None ticks let a caller check its stop flag. Raises redis.ConnectionError when the

@@ -9,11 +9,10 @@ run: the old model stays.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import redis
@@ -22,6 +21,7 @@ import requests
 from pyhexz import hexz_pb2 as pb
 from pyhexz.infra.http import Backoff, ServerClient, short_error
 from pyhexz.infra.modelbus import ModelBus, ModelIntegrityError
+from pyhexz.infra.storage import sha256
 from pyhexz.nn import ModelLoadError, Predictor, load_model_bytes
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class ModelFetcher:
         if r.status_code == 404:
             raise ModelUnavailable(f"the server has no model {key.name}:{key.checkpoint}")
         _raise_for_status(r, path)
-        digest = hashlib.sha256(r.content).hexdigest()
+        digest = sha256(r.content)
         if r.headers.get("X-Model-SHA256") != digest:
             raise ModelIntegrityError(
                 f"GET {path}: SHA-256 of the body is {digest[:16]}..., the server's X-Model-SHA256 "
@@ -276,9 +276,7 @@ class LiveModel:
                 self._wake.clear()
                 yield None
             return
-        announcements = bus.announcements(self.tick_seconds)
-        # A generator (ModelBus.announcements yields): closing it closes its pubsub connection.
-        assert isinstance(announcements, Generator)
+        announcements = bus.announcements(self.tick_seconds)   # close() ends its pubsub
         try:
             first = next(announcements)   # subscribes; the pointer is read after that, so
             yield _CONNECTED              # nothing published in between is missed
