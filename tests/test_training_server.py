@@ -31,7 +31,7 @@ from pyhexz.train.selfplay import run_selfplay
 from pyhexz.train.trainer import read_examples_archive
 from pyhexz.training_server.app import create_app
 from pyhexz.training_server.config import ServerConfig
-from pyhexz.training_server.metrics import prometheus_text
+from pyhexz.training_server.metrics import ServerMetrics
 
 Resp = pb.AddTrainingExamplesResponse
 PROTO = {"Content-Type": "application/x-protobuf"}
@@ -221,7 +221,7 @@ def test_ingest_train_publish_to_gcs_and_redis(serve, games, gcs_emulator, redis
     # Label values are escaped: quotes, backslashes and newlines come back as they were.
     odd = 'a "quoted"\\ name\nsecond line'
     st = dict(s.service.status(), model=odd, requests={'we"ird\\': 2})
-    text = prometheus_text(st)
+    text = ServerMetrics(odd, lambda: st).text().decode()
     assert 'model="a \\"quoted\\"\\\\ name\\nsecond line"' in text
     again = samples(text)
     assert again["pyhexz_requests_total", labels(model=odd, status='we"ird\\')] == 2

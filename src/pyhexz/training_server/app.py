@@ -32,7 +32,7 @@ import os
 from flask import Flask
 
 from pyhexz.training_server.config import ServerConfig
-from pyhexz.training_server.metrics import ServerMetrics, prometheus_text
+from pyhexz.training_server.metrics import ServerMetrics
 from pyhexz.training_server.routes import METRICS_EXTENSION, routes
 from pyhexz.training_server.service import TrainingService
 from pyhexz.web.ui import RepoOpponents, init_ui
@@ -95,4 +95,4 @@ def serve(config: ServerConfig, host: str, port: int) -> None:
         app.config["service"].close()
 
 
-__all__ = ["create_app", "config_from_env", "prometheus_text", "serve"]
+__all__ = ["create_app", "config_from_env", "serve"]

@@ -96,9 +96,3 @@ class ServerMetrics:
     def text(self) -> bytes:
         return generate_latest(self.registry)
 
-
-def prometheus_text(status: dict) -> str:
-    """A status dict in Prometheus text exposition, without the histogram (one-off use)."""
-    registry = CollectorRegistry()
-    registry.register(StatusCollector(lambda: status))
-    return generate_latest(registry).decode()
