@@ -90,8 +90,10 @@ def run(cfg: LocalConfig) -> int:
     games = examples = 0
     last_report = t0
 
-    def receive(data: bytes) -> None:
+    def receive(data: bytes | None) -> None:
         nonlocal games, examples
+        if data is None:   # a torn message (_take)
+            return
         req = pb.AddTrainingExamplesRequest.FromString(data)
         fname = f"{time.time_ns()}-{req.game_id}{GAME_FILE_SUFFIX}"
         write_game_file(spool / fname, req)  # durable before it counts
@@ -119,11 +121,9 @@ def run(cfg: LocalConfig) -> int:
                     break
                 raise RuntimeError("all self-play workers died; see their log lines above")
             try:
-                receive(games_q.get(timeout=1.0))
+                receive(_take(games_q, 1.0))
             except queue.Empty:
                 pass
-            except _TORN as e:
-                _log_torn(e)
             if trainer.ready():
                 trained = [name for name, _ in trainer.pending]
                 stats = trainer.train_and_publish()
@@ -150,18 +150,14 @@ def run(cfg: LocalConfig) -> int:
         deadline = time.monotonic() + 60
         while any(w.is_alive() for w in workers) and time.monotonic() < deadline:
             try:
-                receive(games_q.get(timeout=0.2))
+                receive(_take(games_q, 0.2))
             except queue.Empty:
                 pass
-            except _TORN as e:
-                _log_torn(e)
             except KeyboardInterrupt:
                 break
         while True:
             try:
-                receive(games_q.get_nowait())
-            except _TORN as e:
-                _log_torn(e)
+                receive(_take(games_q, None))
             except (queue.Empty, KeyboardInterrupt):
                 break
         for w in workers:
@@ -175,15 +171,17 @@ def run(cfg: LocalConfig) -> int:
     return trainer.checkpoint
 
 
-# What reading the games queue raises when a self-play process died in the middle of putting a
-# game (a signal to the whole process group): that game is lost with its process, the rest of
-# the queue is still good, so the drain goes on.
-_TORN = (EOFError, pickle.UnpicklingError)
-
-
-def _log_torn(e: BaseException) -> None:
-    log.warning("train drain skipped a torn message from a self-play process that died "
-                "mid-send error=%s", type(e).__name__)
+def _take(games_q, timeout: float | None) -> bytes | None:
+    """The next finished game's bytes from the queue; queue.Empty when none comes within
+    `timeout` (None: none is waiting now). None for a torn message: a self-play process that
+    died in the middle of putting a game (a signal to the whole process group) lost that game
+    with it, and the rest of the queue is still good, so it is skipped with a warning."""
+    try:
+        return games_q.get(timeout=timeout) if timeout is not None else games_q.get_nowait()
+    except (EOFError, pickle.UnpicklingError) as e:
+        log.warning("train skipped a torn message from a self-play process that died mid-send "
+                    "error=%s", type(e).__name__)
+        return None
 
 
 def _recover_spool(spool: Path, trainer: Trainer) -> None:
