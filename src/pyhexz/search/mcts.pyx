@@ -143,18 +143,13 @@ cdef class MCTS:
         cdef int t
         if self.trees != NULL:
             for t in range(self.num_trees):
-                if self.trees[t].nodes != NULL:
-                    free(self.trees[t].nodes)
+                free(self.trees[t].nodes)
             free(self.trees)
             self.trees = NULL
-        if self.slot_tree != NULL:
-            free(self.slot_tree)
-        if self.slot_node != NULL:
-            free(self.slot_node)
-        if self.slot_nmoves != NULL:
-            free(self.slot_nmoves)
-        if self.slot_moves != NULL:
-            free(self.slot_moves)
+        free(self.slot_tree)     # free(NULL) does nothing
+        free(self.slot_node)
+        free(self.slot_nmoves)
+        free(self.slot_moves)
 
     @property
     def batch_size(self) -> int:
