@@ -5,6 +5,7 @@ the hexz Go server (FLAGZ.md section 10) live in `../shared/fixtures` relative t
 """
 
 import json
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -77,6 +78,17 @@ def wait_for(cond, seconds: float = 60.0, what: str = "", *, step: float = 0.05)
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {seconds:g} s waiting for {what or cond}")
         time.sleep(step)
+
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def child_env(**extra: str) -> dict:
+    """The environment for a pyhexz child process: this checkout's src/ on the path, and only
+    the HEXZ_* variables the test sets (one from the caller's shell must not change a flag)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEXZ_")}
+    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    return {**env, **extra}
 
 
 def free_port() -> int:

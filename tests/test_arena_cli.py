@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import child_env
 from pyhexz import cli
 from pyhexz.game.board import Board
 from pyhexz.game.examples import GAME_FILE_SUFFIX, decode, read_game_file
@@ -575,8 +576,7 @@ def test_resolve_model_path_ignores_unpublished_checkpoint(tmp_path: Path) -> No
 
 def test_hexz_mode_selfplay_subprocess(tmp_path: Path) -> None:
     out = tmp_path / "games"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEXZ_")}
-    env["PYTHONPATH"] = str(REPO_ROOT / "src")
+    env = child_env()
     r = subprocess.run(
         [sys.executable, "-m", "pyhexz.hexz", "--mode=selfplay", "--num-workers=1",
          "--max-games=1", "--runs-per-move=4", "--parallel-games=1", f"--output-dir={out}"],

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import child_env
 from pyhexz import cli
 from pyhexz.infra.config import (
     ConfigParser,
@@ -32,13 +33,6 @@ def no_hexz_env(monkeypatch):
     """Only what a test sets: a HEXZ_* variable of the caller's shell must not change a flag."""
     for k in [k for k in os.environ if k.startswith("HEXZ_")]:
         monkeypatch.delenv(k)
-
-
-def clean_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEXZ_")}
-    env["PYTHONPATH"] = str(REPO_ROOT / "src")
-    env.update(extra)
-    return env
 
 
 # --------------------------------------------------------------------------
@@ -253,7 +247,7 @@ def test_help_shows_defaults_and_variables(capsys) -> None:
 ])
 def test_bad_values_are_one_line_and_exit_2(argv, env, message) -> None:
     r = subprocess.run([sys.executable, "-m", "pyhexz", *argv], cwd=REPO_ROOT,
-                       env=clean_env(**env), capture_output=True, text=True, timeout=120)
+                       env=child_env(**env), capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     errors = [line for line in r.stderr.splitlines() if "error:" in line]
@@ -263,7 +257,7 @@ def test_bad_values_are_one_line_and_exit_2(argv, env, message) -> None:
 def test_a_bad_variable_is_blamed_on_the_command_run_and_stops_only_it() -> None:
     """HEXZ_EVAL_RUNS is a `server` setting: `selfplay` does not read it and runs; `server`
     names itself in the error."""
-    env = clean_env(HEXZ_EVAL_RUNS="many")
+    env = child_env(HEXZ_EVAL_RUNS="many")
     ok = subprocess.run([sys.executable, "-m", "pyhexz", "selfplay", "--help"], cwd=REPO_ROOT,
                         env=env, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
@@ -284,7 +278,7 @@ def test_server_config_from_env_without_the_cli() -> None:
         "print(c.train.trigger_examples, c.segment_bytes, c.eval_openings, c.train.augment)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
                        text=True, timeout=120,
-                       env=clean_env(HEXZ_MINIBATCH_SIZE="150", HEXZ_WAL_SEGMENT_BYTES="4096",
+                       env=child_env(HEXZ_MINIBATCH_SIZE="150", HEXZ_WAL_SEGMENT_BYTES="4096",
                                      HEXZ_NO_AUGMENT="true"))
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["150", "4096", "8", "False"]
@@ -350,7 +344,7 @@ def test_flags_need_no_optional_extra() -> None:
         "    import pyhexz.worker.job\n"
         "except ModuleNotFoundError as e:\n"
         "    print('missing', e.name)\n")
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=clean_env(),
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=child_env(),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[0] == "missing" and r.stdout.split()[1] in ("redis", "requests")

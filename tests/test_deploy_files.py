@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import free_port, stop_processes
+from conftest import child_env, free_port, stop_processes
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILES = ["Dockerfile.server", "Dockerfile.worker"]
@@ -430,8 +430,7 @@ runpy.run_module("pyhexz", run_name="__main__", alter_sys=True)
 
 def _run_without(blocked: list[str], argv: list[str], cwd: Path,
                  modules: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEXZ_")}
-    env["PYTHONPATH"] = str(REPO / "src")
+    env = child_env()
     code = _BLOCK.format(blocked=blocked, argv=argv, modules=modules)
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=120)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import child_env
 from pyhexz.game.examples import GAME_FILE_SUFFIX, read_game_file
 from pyhexz.infra.storage import CheckpointRepo, LocalStorage
 from pyhexz.train.trainer import read_examples_archive
@@ -28,9 +29,7 @@ pytestmark = pytest.mark.slow
 
 
 def env() -> dict:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("HEXZ_")}
-    e["PYTHONPATH"] = str(REPO_ROOT / "src")
-    return e
+    return child_env()
 
 
 def train_cmd(d: Path, *extra: str) -> list[str]:

@@ -21,13 +21,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import free_port, wait_for
+from conftest import child_env, free_port, wait_for
 from pyhexz.infra.modelbus import ModelBus
 from pyhexz.infra.storage import CheckpointRepo, open_storage, sha256
 from pyhexz.train.trainer import read_examples_archive
 
 NAME = "e2e"
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 pytestmark = pytest.mark.skipif(not Path(sys.executable).with_name("gunicorn").exists(),
                                 reason="gunicorn is not installed")
 
@@ -35,10 +34,7 @@ pytestmark = pytest.mark.skipif(not Path(sys.executable).with_name("gunicorn").e
 # --- processes -------------------------------------------------------------------------------
 
 def _env(extra: dict) -> dict:
-    # Only what the test sets: a HEXZ_* variable of the caller's shell must not change a flag.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEXZ_")}
-    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
-    return {**env, **extra}
+    return child_env(**extra)
 
 
 class Server:
