@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -177,7 +178,7 @@ def build_parser() -> ConfigParser:
 def cmd_train(a: argparse.Namespace) -> int:
     from pyhexz.train import local
     cfg = a.config
-    n = local.run(cfg)
+    n = local.run(cfg, shlex.join(["pyhexz", *a.argv]))
     print(f"model {cfg.name}: checkpoint {n} in {cfg.dir}/models/flagz/{cfg.name}/checkpoints/{n}")
     return 0
 
@@ -328,7 +329,9 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv   # the command line, as `train` records it in its checkpoints
     from pyhexz.infra.process import configure_logging, setup_torch
     configure_logging(args.process.log_level)
     setup_torch(args.process.threads)
