@@ -8,6 +8,9 @@ the leaves of all its games into one network batch. Players are named by a spec 
     PATH[:RUNS]         neural MCTS with a pyhexz checkpoint, a hexz TorchScript file or a
                         checkpoint directory (the newest checkpoint), RUNS simulations (200)
     default[:RUNS]      the same with the model that ships with pyhexz (nn/shipped.py)
+    rollout@SECONDS     a think time instead of a number of simulations: the player searches
+    MODEL@SECONDS       each move for SECONDS on one core, as the CPU player service does
+                        (search/timed.py; MODEL is a PATH or default)
 """
 
 from __future__ import annotations
@@ -134,11 +137,28 @@ def load_predictor(repo: CheckpointRepo, n: int, device: str = "cpu"):
         return Predictor.from_path(path, device)
 
 
+def _is_seconds(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
+
+
 def make_player(spec: str, *, device: str = "cpu", seed: int | None = None,
                 max_games: int = 64) -> Player:
     """A player from its spec string (see the module docstring)."""
     if spec == "random":
         return RandomPlayer(seed)
+    base, at, seconds = spec.rpartition("@")
+    if at and (base == "rollout" or _is_seconds(seconds)):
+        if not _is_seconds(seconds):
+            raise ValueError(f"player {spec!r}: the think time after '@' must be seconds > 0")
+        from pyhexz.search.timed import TimedPlayer
+        evaluate = None
+        if base != "rollout":
+            from pyhexz.nn import Predictor
+            evaluate = Predictor.from_path(resolve_model_path(base), device)
+        return TimedPlayer(float(seconds), evaluate, name=spec, seed=seed)
     if spec.startswith("rollout"):
         _, _, runs = spec.partition(":")
         return RolloutPlayer(int(runs or 800), seed=seed)

@@ -62,7 +62,6 @@ class _Position:
     cap: int              # simulation cap
     started: float
     forced: bool          # a single legal move: one round for its statistics is enough
-    mover: int            # the player to move
     tree_stats: bool      # the result describes the tree (TreeStats)
     iterations: int = 0
 
@@ -127,7 +126,7 @@ class TimedSearch:
         self.mcts.set_root(slot, board)
         self._positions[slot] = _Position(
             deadline, min(max_iterations or _MAX_SIMS, _MAX_SIMS), time.monotonic(),
-            forced=len(board.legal_moves()) == 1, mover=board.turn, tree_stats=tree_stats)
+            forced=len(board.legal_moves()) == 1, tree_stats=tree_stats)
         return slot
 
     def step(self) -> dict[int, SearchResult]:
@@ -194,7 +193,7 @@ class TimedSearch:
             move=policy_move_tuple(self.mcts.best_move(slot)), iterations=p.iterations,
             visits=self.mcts.visits(slot), priors=self.mcts.priors(slot),
             value=float(self.mcts.root_value(slot)), seconds=now - p.started,
-            tree=tree_stats(self.mcts, slot, p.mover, rollout=self.rollout)
+            tree=tree_stats(self.mcts, slot, rollout=self.rollout)
             if p.tree_stats else None)
 
 

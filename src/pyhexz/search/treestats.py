@@ -2,10 +2,10 @@
 
 The hexz Go CPU player answers every move with such statistics (MCTSStats, FLAGZ.md section
 9), and the Go game master reads them: the best root move's Q is its "CPU confidence", each
-root move's Q its score in the game history. `tree_stats` computes them from the compiled
-tree's node arrays (`MCTS.tree_nodes`) with numpy: a breadth-first walk over the children
-ranges gives each depth's nodes, so the cost is a few array operations per depth, not a
-Python step per node (BENCHMARKS.md, "CPU player: tree statistics", has the figures).
+root move's Q its score in the game history. The shape comes from one compiled pass over the
+tree (`MCTS.depth_stats`): a second of rollout search grows a tree of millions of nodes, too
+many to copy out as arrays and walk in numpy in the time of a request (BENCHMARKS.md, "CPU
+player: tree statistics", has the figures).
 
 The depth and node counts follow the Go search's definitions, so that numbers from either
 player mean the same: every node the tree holds counts, also the children a node got when it
@@ -18,9 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
-from pyhexz.game.board import policy_move_tuple
+from pyhexz.game.board import policy_index
 from pyhexz.search.mcts import MCTS
 
 Move = tuple[int, int, int]
@@ -45,7 +43,7 @@ class TreeStats:
     leaf_nodes: list[int]          # nodes without children, per depth
     branch_nodes: list[int]        # nodes with children, per depth
     visit_counts: list[dict[int, int]]   # per depth: visit count -> number of nodes with it
-    moves: list[RootMove]          # in the tree's order of the root's children
+    moves: list[RootMove]          # every legal move at the root, by policy index
 
     @property
     def depth_levels(self) -> int:
@@ -53,57 +51,27 @@ class TreeStats:
         return len(self.leaf_nodes)
 
 
-def _levels(first_child: np.ndarray, nchildren: np.ndarray) -> list[np.ndarray]:
-    """The node indices at each depth, root first: each depth's nodes are the concatenated
-    children ranges [first_child, first_child + nchildren) of the depth above."""
-    levels = [np.zeros(1, dtype=np.int64)]
-    while True:
-        above = levels[-1]
-        first, count = first_child[above], nchildren[above]
-        expanded = (first >= 0) & (count > 0)
-        first, count = first[expanded].astype(np.int64), count[expanded].astype(np.int64)
-        if first.size == 0:
-            return levels
-        # Range starts repeated per child, plus each child's offset within its range.
-        ends = np.cumsum(count)
-        offsets = np.arange(int(ends[-1]), dtype=np.int64) - np.repeat(ends - count, count)
-        levels.append(np.repeat(first, count) + offsets)
+def tree_stats(mcts: MCTS, t: int, *, rollout: bool) -> TreeStats:
+    """The statistics of tree `t` of `mcts` after a search; `rollout` says which selection
+    rule searched it (UCT or PUCT), for the exploration terms."""
+    shape = mcts.depth_stats(t)
+    return TreeStats(mcts.tree_size(t), shape["leaf"], shape["branch"], shape["visits"],
+                     _root_moves(mcts, t, rollout))
 
 
-def tree_stats(mcts: MCTS, t: int, mover: int, *, rollout: bool) -> TreeStats:
-    """The statistics of tree `t` of `mcts` after a search from a position where `mover` is
-    to move; `rollout` says which selection rule searched it (UCT or PUCT), for the
-    exploration terms."""
-    nodes = mcts.tree_nodes(t)
-    first_child, nchildren, visits = nodes["first_child"], nodes["nchildren"], nodes["visits"]
-    leaf, branch, counts = [], [], []
-    for idx in _levels(first_child, nchildren):
-        leaves = int(np.count_nonzero(first_child[idx] < 0))
-        leaf.append(leaves)
-        branch.append(len(idx) - leaves)
-        values, numbers = np.unique(visits[idx], return_counts=True)
-        counts.append(dict(zip(values.tolist(), numbers.tolist(), strict=True)))
-    return TreeStats(int(len(visits)), leaf, branch, counts,
-                     _root_moves(nodes, mover, rollout, mcts.c_puct))
-
-
-def _root_moves(nodes: dict[str, np.ndarray], mover: int, rollout: bool,
-                c: float) -> list[RootMove]:
-    first, count = int(nodes["first_child"][0]), int(nodes["nchildren"][0])
-    if first < 0:
-        return []
-    parent_visits = max(int(nodes["visits"][0]), 1)
-    sign = 1.0 if mover == 1 else -1.0   # value_sum is from player 1's view
+def _root_moves(mcts: MCTS, t: int, rollout: bool) -> list[RootMove]:
+    visits, priors, values = mcts.visits(t), mcts.priors(t), mcts.root_values(t)
+    parent_visits = max(mcts.root_visits(t), 1)
+    c = mcts.c_puct
     out = []
-    for i in range(first, first + count):
-        n = int(nodes["visits"][i])
-        prior = float(nodes["prior"][i])
+    for move in sorted(mcts.root_board(t).legal_moves(), key=lambda m: policy_index(*m)):
+        i = policy_index(*move)
+        n, prior = int(visits[i]), float(priors[i])
         if rollout:   # UCT: c * sqrt(ln N / n); an unvisited move counts as visited once
             explore = c * math.sqrt(math.log(parent_visits) / max(n, 1))
         else:         # PUCT: c * P * sqrt(N) / (1 + n)
             explore = c * prior * math.sqrt(parent_visits) / (1 + n)
-        out.append(RootMove(policy_move_tuple(int(nodes["move"][i])), n, prior,
-                            sign * float(nodes["value_sum"][i]) / n if n else None, explore))
+        out.append(RootMove(move, n, prior, float(values[i]) if n else None, explore))
     return out
 
 

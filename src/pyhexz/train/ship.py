@@ -36,7 +36,14 @@ import torch
 
 from pyhexz.game.board import BOARD_SHAPE, POLICY_SIZE
 from pyhexz.infra.atomicfile import atomic_write_bytes
-from pyhexz.infra.storage import META_FILE, MODEL_FILE, SCRIPT_FILE, CheckpointRepo, sha256
+from pyhexz.infra.storage import (
+    META_FILE,
+    MODEL_FILE,
+    SCRIPT_FILE,
+    CheckpointRepo,
+    StorageError,
+    sha256,
+)
 from pyhexz.nn import export_torchscript, load_checkpoint, save_checkpoint
 from pyhexz.nn.shipped import (
     FORMAT,
@@ -99,8 +106,11 @@ def read_source(path: str, model_name: str | None = None) -> Source:
                       None, None)
     repo, n = found
     listed = repo.meta(n).get("sha256", {})
-    return Source(file, repo.read_verified(n, MODEL_FILE),
-                  repo.read_verified(n, ONNX_FILE) if ONNX_FILE in listed else None, repo, n)
+    try:
+        return Source(file, repo.read_verified(n, MODEL_FILE),
+                      repo.read_verified(n, ONNX_FILE) if ONNX_FILE in listed else None, repo, n)
+    except StorageError as e:   # a corrupt file: one line, not a traceback
+        raise ValueError(str(e)) from None
 
 
 def training_record(repo: CheckpointRepo, n: int) -> dict[str, Any]:
@@ -145,6 +155,8 @@ def ship_model(source_path: str, options: ShipOptions) -> Path:
     if target.exists():
         raise ValueError(f"{target} exists already: ship under a new name (names are versions)")
     src = read_source(source_path, o.model_name)
+    if o.strength is not None:
+        check_strength(o.strength, sha256(src.model))
     with tempfile.TemporaryDirectory() as d:
         tmp_file = Path(d) / MODEL_FILE
         tmp_file.write_bytes(src.model)
@@ -241,13 +253,25 @@ def _write_training_state(directory: Path, src: Source, meta: dict) -> None:
              len(src.model))
 
 
+def check_strength(strength: dict, *model_sha256: str) -> None:
+    """A strength table (benchmarks/strength.py) belongs to the model: it measured a file
+    with one of these SHA-256s (the shipped file, or the checkpoint it was shipped from)."""
+    measured = strength.get("model_sha256") if isinstance(strength, dict) else None
+    if measured not in model_sha256:
+        raise ValueError(f"the strength table measured another model (sha256 "
+                         f"{str(measured)[:12]}, this one is {model_sha256[0][:12]})")
+
+
 def write_strength(model_dir: Path, strength: dict) -> None:
-    """Puts a strength table into a shipped model's meta.json (benchmarks/strength.py)."""
+    """Puts a strength table into a shipped model's meta.json (benchmarks/strength.py), if it
+    measured this model."""
     path = model_dir / META_FILE
     meta = json.loads(path.read_text(encoding="utf-8"))
+    check_strength(strength, meta["files"][MODEL_FILE]["sha256"], meta["source"]["sha256"])
     meta["strength"] = strength
     atomic_write_bytes(path, (json.dumps(meta, indent=1) + "\n").encode())
 
 
 __all__ = ["ShipOptions", "ship_model", "read_source", "training_record", "write_strength",
+           "check_strength",
            "JOB_META", "MAX_SHIPPED_BYTES"]
