@@ -229,7 +229,7 @@ def test_cpu_server_serves_the_play_page_with_its_own_player():
     from pyhexz.cpu.app import create_app
     from pyhexz.cpu.config import CpuServerConfig
 
-    app = create_app(CpuServerConfig(default_think_ms=50))
+    app = create_app(CpuServerConfig(default_think_ms=50, rollout=True))
     c = app.test_client()
     assert c.get("/").headers["Location"].endswith("/ui/play")
     assert c.get("/ui/play").status_code == 200

@@ -298,7 +298,7 @@ def build_player(cfg: CpuServerConfig, shipped_root: Path | None = None) -> CpuP
     if cfg.model_path:
         why = f"the model path {_redacted(cfg.model_path)}"
         try:
-            model = load_served_model(cfg.model_path, cfg.model_name, cfg.device)
+            model = load_served_model(cfg.model_path, cfg.model_name, cfg.device, shipped_root)
         except NoModelYet as e:
             if not following:
                 raise

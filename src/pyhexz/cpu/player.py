@@ -72,13 +72,14 @@ def _load_from_repo(repo: CheckpointRepo, device: str, n: int | None = None) -> 
                        f"{repo.storage} {repo.key(n, MODEL_FILE)}")
 
 
-def load_served_model(path: str, name: str | None = None, device: str = "cpu") -> LoadedModel:
+def load_served_model(path: str, name: str | None = None, device: str = "cpu",
+                      shipped_root: Path | None = None) -> LoadedModel:
     """The model HEXZ_MODEL_PATH names (see the module docstring); the newest where there are
     several. Raises NoModelYet for a source without checkpoints, FileNotFoundError,
     ValueError (ModelLoadError) or StorageError for one that cannot be used. "default" is
-    the shipped model (load_shipped_model)."""
+    the shipped model (load_shipped_model; `shipped_root`: its models folder)."""
     if path == DEFAULT_SPEC:
-        return load_shipped_model(device)
+        return load_shipped_model(device, shipped_root)
     if "://" in path:
         root, model = _split_storage_url(path, name)
         return _load_from_repo(CheckpointRepo(open_storage(root), model), device)
