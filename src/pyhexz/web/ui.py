@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -130,8 +131,9 @@ class RepoOpponents:
     """
 
     def __init__(self, repo: CheckpointRepo, seconds: float = 1.0, device: str = "cpu",
-                 newest: int = 3) -> None:
+                 newest: int = 3, shipped_root: Path | None = None) -> None:
         self.repo, self.seconds, self.device, self.newest = repo, seconds, device, newest
+        self.shipped_root = shipped_root   # the shipped models' folder; None: the package's
         self._cache: dict[str, Opponent] = {}
         self._lock = threading.Lock()
 
@@ -149,7 +151,7 @@ class RepoOpponents:
         from pyhexz.nn import Predictor
         from pyhexz.nn.shipped import NoShippedModel, ShippedModelError, default_model
         try:
-            m = default_model()
+            m = default_model(self.shipped_root)
             path = m.path()
         except NoShippedModel:
             return None
