@@ -293,26 +293,28 @@ def build_player(cfg: CpuServerConfig, shipped_root: Path | None = None) -> CpuP
     for. A shipped model that is missing or fails its SHA-256 check means rollout MCTS, with
     one loud log line saying why. A followed training run's models replace either as they come.
     """
-    model = None
+    model = None   # the model path's
     following = bool(cfg.redis_url or cfg.server_url)
     if cfg.model_path:
-        why = f"the model path {_redacted(cfg.model_path)}"
         try:
             model = load_served_model(cfg.model_path, cfg.model_name, cfg.device, shipped_root)
         except NoModelYet as e:
             if not following:
                 raise
-            log.info("no model yet error=%r; rollout MCTS until the training run publishes", str(e))
-            why = "rollout MCTS until the training run publishes a model"
+            log.info("no model yet error=%r; the training run has not published one", str(e))
+    follower = ModelFollower(_live_model(cfg), model) if following else None
+    playing = model
+    if model is not None:
+        why = f"the model path {_redacted(cfg.model_path)}"
     elif cfg.rollout:
         why = "rollout MCTS, as asked for (rollout setting)"
     else:
-        model, why = shipped_or_rollout(cfg.device, shipped_root)
-    follower = ModelFollower(_live_model(cfg), model if cfg.model_path else None) \
-        if following else None
+        playing, why = shipped_or_rollout(cfg.device, shipped_root)
+    if following and model is None:
+        why += "; until the followed training run publishes a model"
     options = SearchOptions(slots=cfg.search_slots, leaves_per_round=cfg.leaves_per_round,
                             max_tree_nodes=cfg.max_tree_nodes)
-    player = CpuPlayer(model, follower, options, why=why)
+    player = CpuPlayer(playing, follower, options, why=why)
     m = player.model
     log.info("cpu player ready player=%s model=%s source=%s why=%r redis=%s server=%s",
              "neural" if m else "rollout", f"{m.key.name}:{m.key.checkpoint}" if m else "none",

@@ -81,19 +81,22 @@ class Plan:
 
 
 def make_plan(model: str, previous: str | None, match_ids: list[str] | None, openings: int,
-              chunk: int) -> Plan:
-    """The plan for `model` (a player spec's model: "default" or a path); the `previous`
-    match only with a previous model."""
-    known = {m.id for m in MATCHES}
+              chunk: int, matches: tuple[Match, ...] = MATCHES) -> Plan:
+    """The plan for `model` (a player spec's model: "default" or a path) over `matches`; the
+    `previous` match only with a previous model."""
+    known = {m.id for m in matches}
     unknown = sorted(set(match_ids or []) - known)
     if unknown:
         raise ValueError(f"unknown matches {unknown}: choose from {sorted(known)}")
     if chunk < 1 or openings < 1:
         raise ValueError("openings and chunk must be >= 1")
-    chosen = [m for m in MATCHES if (match_ids is None or m.id in match_ids)
-              and (m.id != "previous" or previous)]
-    if match_ids and "previous" in match_ids and not previous:
-        raise ValueError("the 'previous' match needs the previous model (--previous)")
+    def needs_previous(m: Match) -> bool:
+        return "{previous}" in m.player1 + m.player2
+    chosen = [m for m in matches if (match_ids is None or m.id in match_ids)
+              and (previous or not needs_previous(m))]
+    asked = [m.id for m in matches if match_ids and m.id in match_ids and needs_previous(m)]
+    if asked and not previous:
+        raise ValueError(f"the match {asked[0]!r} needs the previous model (--previous)")
 
     def fill(spec: str) -> str:
         return spec.format(model=model, previous=previous)
