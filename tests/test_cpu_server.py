@@ -701,8 +701,12 @@ def test_starts_from_a_model_file_and_switches_to_the_announced_one(redis_url, t
         assert status()["model"]["name"] == name
 
 
-def test_follows_a_training_run_through_the_training_server(tmp_path: Path, openings) -> None:
-    """No Redis: the models come from the training server's GET /models/latest."""
+@pytest.mark.parametrize("tokens", [{"server_auth_token": "secret"}, {"auth_token": "secret"}],
+                         ids=["server-token", "one-token-for-both"])
+def test_follows_a_training_run_through_the_training_server(tmp_path: Path, openings,
+                                                            tokens: dict) -> None:
+    """No Redis: the models come from the training server's GET /models/latest. Its token
+    is the server token, which defaults to the CPU server's own (which then guards it too)."""
     from pyhexz.train.config import TrainConfig
     from pyhexz.training_server.app import create_app as training_app
     from pyhexz.training_server.config import ServerConfig
@@ -711,15 +715,18 @@ def test_follows_a_training_run_through_the_training_server(tmp_path: Path, open
                                      auth_token="secret", train=TrainConfig(blocks=1, filters=8)))
     try:
         with serve_app(tapp) as server_url:
-            cfg = CpuServerConfig(server_url=server_url, server_auth_token="secret",
-                                  model_name=name,
-                                  model_poll_seconds=0.5)
+            cfg = CpuServerConfig(server_url=server_url, model_name=name,
+                                  model_poll_seconds=0.5, **tokens)
+            ok = {"Authorization": "Bearer secret"}
             with served(cfg) as url:
-                status = lambda: requests.get(url + "/status", timeout=10).json()  # noqa: E731
+                guarded = requests.get(url + "/status", timeout=10).status_code == 401
+                assert guarded == ("auth_token" in tokens)
+                status = lambda: requests.get(url + "/status", headers=ok,  # noqa: E731
+                                              timeout=10).json()
                 s = wait_for(lambda: (lambda s: s if s["model"] else None)(status()))
                 assert (s["model"]["name"], s["model"]["checkpoint"]) == (name, 0)
                 assert s["model"]["source"].startswith("server ")
-                r = post_proto(url, suggest_request(openings[15], think_ms=30))
+                r = post_proto(url, suggest_request(openings[15], think_ms=30), headers=ok)
                 assert r.headers["X-Hexz-Model"] == f"{name}:0"
     finally:
         tapp.config["service"].close()
@@ -836,28 +843,6 @@ def test_an_auth_token_guards_suggest_status_and_the_ui_data(openings) -> None:
     with served(CpuServerConfig(rollout=True, default_think_ms=20)) as url:
         assert_legal_json(post_json(url, body), b)
         assert requests.get(url + "/status", timeout=10).json()["config"]["auth_token"] is False
-
-
-def test_the_server_token_defaults_to_the_auth_token(tmp_path: Path, openings) -> None:
-    """A CPU server that follows a training server guarded by the same token needs it once."""
-    from pyhexz.train.config import TrainConfig
-    from pyhexz.training_server.app import create_app as training_app
-    from pyhexz.training_server.config import ServerConfig
-    name = f"onetoken{os.getpid()}"
-    tapp = training_app(ServerConfig(model_name=name, storage=str(tmp_path / "store"),
-                                     auth_token="same", train=TrainConfig(blocks=1, filters=8)))
-    try:
-        with serve_app(tapp) as server_url:
-            cfg = CpuServerConfig(server_url=server_url, auth_token="same", model_name=name,
-                                  model_poll_seconds=0.5)
-            with served(cfg) as url:
-                ok = {"Authorization": "Bearer same"}
-                status = lambda: requests.get(url + "/status", headers=ok,  # noqa: E731
-                                              timeout=10).json()
-                s = wait_for(lambda: (lambda s: s if s["model"] else None)(status()))
-                assert (s["model"]["name"], s["model"]["checkpoint"]) == (name, 0)
-    finally:
-        tapp.config["service"].close()
 
 
 # --------------------------------------------------------------------------

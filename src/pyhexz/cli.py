@@ -123,11 +123,11 @@ class ShipJob:
                                  "recorded (other machines, hardware, restarts)")
     strength: Path | None = setting(None, "its strength table: the strength.json of "
                                     "benchmarks/strength.py")
-    models_dir: Path | None = setting(None, "the models folder to write (default: the "
-                                      "package's, src/pyhexz/models in a checkout)")
+    models_dir: Path | None = setting(None, "the models folder to write; none: the package's "
+                                      "(src/pyhexz/models in a checkout)")
     training_dir: Path = setting(Path("training"), "where the resumable checkpoint (weights and "
                                  "optimizer state, not shipped) goes, in NAME/")
-    keep_others: bool = setting(False, "keep the other shipped models (default: remove them)")
+    keep_others: bool = setting(False, "keep the other shipped models instead of removing them")
     max_mb: float = setting(20.0, "the most MiB that may ship", check=above(0))
 
     def __post_init__(self) -> None:
