@@ -289,8 +289,10 @@ def _figures(r: MatchResult) -> dict[str, Any]:
 
 def markdown(t: dict[str, Any]) -> str:
     """The table as Markdown, for BENCHMARKS.md."""
-    def num(x: Any, fmt: str) -> str:
-        return "-" if x is None else format(x, fmt)
+    def elo(x: float | None, score: float) -> str:
+        if x is None:   # an infinite Elo: a score of 0 or 1
+            return "-inf" if score <= 0 else "+inf"
+        return f"{x:+.0f}"
     lines = ["| match | players | games | score | 95% (paired) | Elo [95%] | target | met |",
              "|---|---|---:|---:|---|---|---:|---|"]
     for r in t["matches"]:
@@ -303,8 +305,9 @@ def markdown(t: dict[str, Any]) -> str:
         lines.append(
             f"| {r['match']} | {r['player1']} vs {r['player2']} | {r['games']} | "
             f"{r['score']:.3f} | [{r['score_paired_low']:.3f}, {r['score_paired_high']:.3f}] | "
-            f"{num(r['elo'], '+.0f')} [{num(r['elo_paired_low'], '+.0f')}, "
-            f"{num(r['elo_paired_high'], '+.0f')}] | {r['target']:.2f} | {met} |")
+            f"{elo(r['elo'], r['score'])} [{elo(r['elo_paired_low'], r['score_paired_low'])}, "
+            f"{elo(r['elo_paired_high'], r['score_paired_high'])}] | {r['target']:.2f} | "
+            f"{met} |")
     return "\n".join(lines)
 
 
