@@ -51,6 +51,8 @@ class Service:
         env = benchlib.src_env(HEXZ_MAX_THINK_MS=str(max_think_ms), HEXZ_LOG_LEVEL="WARNING")
         if model:
             env["HEXZ_MODEL_PATH"] = model
+        else:   # rollout MCTS, also where a model ships
+            env["HEXZ_ROLLOUT"] = "1"
         gunicorn = Path(sys.executable).parent / "gunicorn"
         self.proc = subprocess.Popen(
             [str(gunicorn), "--bind", f"127.0.0.1:{self.port}", "--workers", "1", "--threads",

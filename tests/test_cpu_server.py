@@ -7,8 +7,10 @@ requests are real JSON and protobuf bytes; Redis is a real redis-server.
 from __future__ import annotations
 
 import base64
+import collections
 import gzip
 import json
+import logging
 import os
 import random
 import subprocess
@@ -43,9 +45,10 @@ SUGGEST = SUGGEST_PATH
 
 
 @contextmanager
-def served(cfg: CpuServerConfig):
-    """The app of `cfg` behind a real HTTP server in a thread; yields its base URL."""
-    app = create_app(cfg)
+def served(cfg: CpuServerConfig, player=None):
+    """The app of `cfg` (and `player`, else the one `cfg` describes) behind a real HTTP server
+    in a thread; yields its base URL."""
+    app = create_app(cfg, player)
     try:
         with serve_app(app) as url:
             yield url
@@ -66,7 +69,8 @@ def positions(openings) -> list[Board]:
 
 @pytest.fixture(scope="module")
 def rollout_url():
-    with served(CpuServerConfig(max_think_ms=400, default_think_ms=40, search_slots=4)) as url:
+    with served(CpuServerConfig(max_think_ms=400, default_think_ms=40, search_slots=4,
+                                rollout=True)) as url:
         yield url
 
 
@@ -107,14 +111,57 @@ def suggest_request(board: Board, think_ms: int = 0, iterations: int = 0) -> pb.
                                  game_engine_state=board.to_proto())
 
 
-def assert_legal_json(r: requests.Response, board: Board) -> None:
+def assert_legal_json(r: requests.Response, board: Board) -> dict:
+    """A legal JSON answer with the Go player's stats; returns the stats."""
     assert r.status_code == 200, r.text
     assert r.headers["Content-Type"] == "application/json"
     body = r.json()
-    assert set(body) == {"move"} and set(body["move"]) == {"move", "row", "col", "type"}
+    assert set(body) == {"move", "stats"} and set(body["move"]) == {"move", "row", "col", "type"}
     m = body["move"]
     assert m["move"] == board.move
     assert (m["row"], m["col"], m["type"]) in board.legal_moves()
+    check_go_stats(body["stats"], board, (m["row"], m["col"], m["type"]))
+    assert str(body["stats"]["Iterations"]) == r.headers["X-Hexz-Iterations"]
+    return body["stats"]
+
+
+GO_STATS = {"Iterations", "MaxDepth", "TreeSize", "LeafNodes", "BranchNodes", "VisitCounts",
+            "Elapsed", "Moves"}
+GO_MOVE = {"Row", "Col", "CellType", "U", "Q", "Iterations"}
+
+
+def check_go_stats(stats: dict, board: Board, played: tuple) -> None:
+    """`stats` has the shape of the Go player's MCTSStats (FLAGZ.md section 9: Go's field
+    names, per-depth lists root first, visit-count maps with numbers as keys, nanoseconds, one
+    entry per root move with Q in [0, 1]) and its numbers add up."""
+    assert set(stats) == GO_STATS
+    for k in ("Iterations", "MaxDepth", "TreeSize", "Elapsed"):
+        assert isinstance(stats[k], int) and not isinstance(stats[k], bool), k
+    depths = stats["MaxDepth"]
+    assert depths >= 2 and stats["Elapsed"] > 0
+    assert len(stats["LeafNodes"]) == len(stats["BranchNodes"]) == len(stats["VisitCounts"]) \
+        == depths
+    assert (stats["LeafNodes"][0], stats["BranchNodes"][0]) == (0, 1)   # the root, searched
+    assert stats["BranchNodes"][-1] == 0
+    assert sum(stats["LeafNodes"]) + sum(stats["BranchNodes"]) == stats["TreeSize"]
+    for d, counts in enumerate(stats["VisitCounts"]):
+        assert all(k.isdigit() and isinstance(v, int) and v > 0 for k, v in counts.items())
+        assert sum(counts.values()) == stats["LeafNodes"][d] + stats["BranchNodes"][d]
+    # The root's own first visit (its evaluation, or the rollout that expands it) is extra.
+    assert stats["VisitCounts"][0] == {str(stats["Iterations"] + 1): 1}
+    moves = stats["Moves"]
+    assert all(set(m) == GO_MOVE for m in moves)
+    assert sorted((m["Row"], m["Col"], m["CellType"]) for m in moves) == \
+        sorted(board.legal_moves())
+    assert sum(m["Iterations"] for m in moves) == stats["Iterations"]
+    assert collections.Counter(str(m["Iterations"]) for m in moves) == \
+        collections.Counter(stats["VisitCounts"][1])   # depth 1: the root's moves
+    for m in moves:
+        assert 0.0 <= m["Q"] <= 1.0 and m["U"] >= 0.0
+        if m["Iterations"] == 0:
+            assert m["Q"] == 0.0   # as Go reports a move never visited
+    by_move = {(m["Row"], m["Col"], m["CellType"]): m for m in moves}
+    assert by_move[played]["Iterations"] == max(m["Iterations"] for m in moves)
 
 
 def check_stats(resp: pb.SuggestMoveResponse, board: Board) -> dict:
@@ -260,7 +307,7 @@ def test_max_iterations_caps_the_simulations(which, rollout_url, neural_url, ope
 
 def test_server_maximum_iterations_caps_requests(openings) -> None:
     b = openings[9]
-    with served(CpuServerConfig(max_iterations=30, max_think_ms=400)) as url:
+    with served(CpuServerConfig(max_iterations=30, max_think_ms=400, rollout=True)) as url:
         for asked in (0, 1000, 7):
             r = post_proto(url, suggest_request(b, think_ms=300, iterations=asked))
             assert r.headers["X-Hexz-Iterations"] == str(min(asked or 30, 30))
@@ -271,7 +318,7 @@ def test_concurrent_requests_share_the_search_fairly(openings) -> None:
     than its think time (waiting counts against it), and those searched side by side get
     about the same number of simulations."""
     b = openings[10]
-    with served(CpuServerConfig(max_think_ms=2000, search_slots=4)) as url:
+    with served(CpuServerConfig(max_think_ms=2000, search_slots=4, rollout=True)) as url:
         def one(_):
             return timed(lambda: post_proto(url, suggest_request(b, think_ms=300)))
         with ThreadPoolExecutor(6) as ex:
@@ -441,7 +488,8 @@ def fuzz_bodies(draw, states: list[bytes]) -> tuple[str, bytes]:
 
 @pytest.fixture(scope="module")
 def fuzz_url():
-    with served(CpuServerConfig(max_think_ms=15, default_think_ms=5, search_slots=2)) as url:
+    with served(CpuServerConfig(max_think_ms=15, default_think_ms=5, search_slots=2,
+                                rollout=True)) as url:
         yield url
 
 
@@ -604,7 +652,7 @@ def test_follows_a_training_run_through_redis(redis_url, tmp_path: Path, opening
     name = f"follow{os.getpid()}"
     bus = ModelBus(redis_url, name)
     cfg = CpuServerConfig(redis_url=redis_url, model_name=name, model_poll_seconds=0.5,
-                          max_think_ms=200)
+                          max_think_ms=200, rollout=True)
     b = openings[13]
     with served(cfg) as url:
         status = lambda: requests.get(url + "/status", timeout=10).json()  # noqa: E731
@@ -653,8 +701,12 @@ def test_starts_from_a_model_file_and_switches_to_the_announced_one(redis_url, t
         assert status()["model"]["name"] == name
 
 
-def test_follows_a_training_run_through_the_training_server(tmp_path: Path, openings) -> None:
-    """No Redis: the models come from the training server's GET /models/latest."""
+@pytest.mark.parametrize("tokens", [{"server_auth_token": "secret"}, {"auth_token": "secret"}],
+                         ids=["server-token", "one-token-for-both"])
+def test_follows_a_training_run_through_the_training_server(tmp_path: Path, openings,
+                                                            tokens: dict) -> None:
+    """No Redis: the models come from the training server's GET /models/latest. Its token
+    is the server token, which defaults to the CPU server's own (which then guards it too)."""
     from pyhexz.train.config import TrainConfig
     from pyhexz.training_server.app import create_app as training_app
     from pyhexz.training_server.config import ServerConfig
@@ -663,14 +715,18 @@ def test_follows_a_training_run_through_the_training_server(tmp_path: Path, open
                                      auth_token="secret", train=TrainConfig(blocks=1, filters=8)))
     try:
         with serve_app(tapp) as server_url:
-            cfg = CpuServerConfig(server_url=server_url, auth_token="secret", model_name=name,
-                                  model_poll_seconds=0.5)
+            cfg = CpuServerConfig(server_url=server_url, model_name=name,
+                                  model_poll_seconds=0.5, **tokens)
+            ok = {"Authorization": "Bearer secret"}
             with served(cfg) as url:
-                status = lambda: requests.get(url + "/status", timeout=10).json()  # noqa: E731
+                guarded = requests.get(url + "/status", timeout=10).status_code == 401
+                assert guarded == ("auth_token" in tokens)
+                status = lambda: requests.get(url + "/status", headers=ok,  # noqa: E731
+                                              timeout=10).json()
                 s = wait_for(lambda: (lambda s: s if s["model"] else None)(status()))
                 assert (s["model"]["name"], s["model"]["checkpoint"]) == (name, 0)
                 assert s["model"]["source"].startswith("server ")
-                r = post_proto(url, suggest_request(openings[15], think_ms=30))
+                r = post_proto(url, suggest_request(openings[15], think_ms=30), headers=ok)
                 assert r.headers["X-Hexz-Model"] == f"{name}:0"
     finally:
         tapp.config["service"].close()
@@ -724,3 +780,134 @@ def test_original_readme_commands_and_the_cli_serve_the_cpu_player(tmp_path: Pat
         assert cfg["max_think_ms"] == 100
     finally:
         stop_processes(procs)
+
+
+# --------------------------------------------------------------------------
+# The Go contract: stats, maxThinkTime 0
+# --------------------------------------------------------------------------
+
+
+def test_json_answers_carry_the_go_players_stats(rollout_url, neural_url, positions) -> None:
+    for url in (rollout_url, neural_url):
+        for b in positions[::3]:
+            stats = assert_legal_json(post_json(url, {"maxThinkTime": 30_000_000,
+                                                      "gameEngineState": state_b64(b)}), b)
+            assert stats["TreeSize"] > len(stats["Moves"])
+
+
+def test_max_think_time_zero_is_a_minimal_search(neural_url, positions) -> None:
+    """As for the Go player: maxThinkTime 0 runs one simulation (or maxIterations of them);
+    no maxThinkTime at all is the default think time."""
+    b = positions[4]
+    with served(CpuServerConfig(default_think_ms=30, rollout=True)) as url:
+        for body, iterations in (({"maxThinkTime": 0}, 1),
+                                 ({"maxThinkTime": 0, "maxIterations": 7}, 7)):
+            r = post_json(url, {**body, "gameEngineState": state_b64(b)})
+            assert assert_legal_json(r, b)["Iterations"] == iterations
+        assert_legal_json(post_json(url, {"gameEngineState": state_b64(b)}), b)
+        think = requests.get(url + "/status", timeout=10).json()["requests"]["think_time_ms"]
+        assert (think["median"], think["max"]) == (0, 30)   # asked: 0, 0 and the default
+    # Neural: the one simulation goes to the move the network likes best.
+    r = post_json(neural_url, {"maxThinkTime": 0, "gameEngineState": state_b64(b)})
+    stats = assert_legal_json(r, b)
+    assert stats["Iterations"] == 1 and stats["TreeSize"] > 1
+
+
+# --------------------------------------------------------------------------
+# The optional token
+# --------------------------------------------------------------------------
+
+
+def test_an_auth_token_guards_suggest_status_and_the_ui_data(openings) -> None:
+    b = openings[3]
+    ok = {"Authorization": "Bearer tok3n"}
+    with served(CpuServerConfig(rollout=True, auth_token="tok3n", default_think_ms=20)) as url:
+        body = {"maxThinkTime": 20_000_000, "gameEngineState": state_b64(b)}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "tok3n"}):
+            r = post_json(url, body, headers=headers)
+            assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+            assert r.json() == {"error": "missing or wrong 'Authorization: Bearer <token>' "
+                                         "header"}
+        assert_legal_json(post_json(url, body, headers=ok), b)
+        r = post_proto(url, suggest_request(b, think_ms=20))
+        assert r.status_code == 401
+        for path in ("/status", "/ui/api/play/opponents", "/ui/api/pages"):
+            assert requests.get(url + path, timeout=10).status_code == 401, path
+            assert requests.get(url + path, headers=ok, timeout=10).status_code == 200, path
+        # What holds no data stays open: the health check and the page itself.
+        assert requests.get(url + "/healthz", timeout=10).text == "ok\n"
+        assert requests.get(url + "/ui/play", timeout=10).status_code == 200
+        assert requests.get(url + "/status", headers=ok, timeout=10).json()["config"][
+            "auth_token"] is True
+    # Without a token (the default: the hexz Go server sends none) everything is open.
+    with served(CpuServerConfig(rollout=True, default_think_ms=20)) as url:
+        assert_legal_json(post_json(url, body), b)
+        assert requests.get(url + "/status", timeout=10).json()["config"]["auth_token"] is False
+
+
+# --------------------------------------------------------------------------
+# The shipped model plays by default
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shipped_root(tmp_path: Path) -> Path:
+    """A models folder with a shipped model of a tiny network, as `pyhexz ship-model` writes
+    it from a published checkpoint."""
+    from pyhexz.train.ship import ShipOptions, ship_model
+    repo = CheckpointRepo(LocalStorage(tmp_path / "run"), "tiny")
+    publish(repo, 6, tmp_path)
+    root = tmp_path / "models"
+    ship_model(str(tmp_path / "run"), ShipOptions(name="tiny-v1", why="test", root=root))
+    return root
+
+
+def served_player(cfg: CpuServerConfig, root: Path):
+    return served(cfg, player=build_player(cfg, shipped_root=root))
+
+
+def test_without_a_model_path_the_shipped_model_plays(shipped_root: Path, openings) -> None:
+    b = openings[5]
+    with served_player(CpuServerConfig(max_think_ms=200), shipped_root) as url:
+        s = requests.get(url + "/status", timeout=10).json()
+        assert s["player"] == "neural MCTS"
+        assert (s["model"]["name"], s["model"]["checkpoint"]) == ("tiny-v1", 6)
+        assert s["model"]["source"].startswith("shipped model tiny-v1 (1 x 8, checkpoint 6)")
+        assert s["why"] == "the shipped model tiny-v1 (no model path is given)"
+        assert s["model"]["sha256"] == sha256((shipped_root / "tiny-v1/model.pt").read_bytes())
+        r = post_json(url, {"maxThinkTime": 30_000_000, "gameEngineState": state_b64(b)})
+        assert_legal_json(r, b)
+        assert r.headers["X-Hexz-Model"] == "tiny-v1:6"
+    # Rollout MCTS only when asked for.
+    with served_player(CpuServerConfig(rollout=True), shipped_root) as url:
+        s = requests.get(url + "/status", timeout=10).json()
+        assert s["player"] == "rollout MCTS (no model)" and "as asked for" in s["why"]
+    # HEXZ_MODEL_PATH=default names it too.
+    with served_player(CpuServerConfig(model_path="default"), shipped_root) as url:
+        s = requests.get(url + "/status", timeout=10).json()
+        assert s["model"]["name"] == "tiny-v1" and s["why"] == "the model path default"
+    with pytest.raises(ValueError, match="not both"):
+        CpuServerConfig(model_path="x.pt", rollout=True)
+
+
+def test_a_shipped_model_that_fails_its_check_means_rollout_said_loudly(
+        shipped_root: Path, tmp_path: Path, caplog) -> None:
+    model = shipped_root / "tiny-v1" / "model.pt"
+    model.write_bytes(model.read_bytes()[:-1] + b"!")
+    with caplog.at_level(logging.WARNING, logger="pyhexz"), \
+            served_player(CpuServerConfig(), shipped_root) as url:
+        s = requests.get(url + "/status", timeout=10).json()
+    assert s["player"] == "rollout MCTS (no model)" and s["model"] is None
+    assert "fails its SHA-256 check" in s["why"]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "fails its SHA-256 check" in errors[0].getMessage()
+    # No model ships at all: rollout, with one warning that says so.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pyhexz"):
+        player = build_player(CpuServerConfig(), shipped_root=tmp_path / "empty")
+    try:
+        assert player.model is None and "no model ships" in player.why
+        (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert "plays rollout MCTS" in warning.getMessage()
+    finally:
+        player.close()

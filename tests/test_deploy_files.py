@@ -532,6 +532,8 @@ def test_compose_file_runs_the_whole_stack() -> None:
         assert (REPO / build["context"] / build["dockerfile"]).exists()
     assert services["cpu"]["image"] == services["server"]["image"]
     assert services["cpu"]["command"][:2] == ["pyhexz", "cpu-server"]
+    # The CPU player stays open to the hexz Go server, which sends no token.
+    assert services["cpu"]["environment"]["HEXZ_AUTH_TOKEN"] == ""
     assert "replicas" in services["worker"]["deploy"]
     assert services["gcs"]["profiles"] == ["gcs"]
     assert "server" in services["worker"]["depends_on"]

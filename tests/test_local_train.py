@@ -168,6 +168,23 @@ def test_train_then_kill_and_resume(tmp_path: Path) -> None:
     assert not list(job.incoming.glob(".*.tmp"))
     assert f"checkpoint {n_kill + 1}" in r.stdout
 
+    # Each of the three sessions recorded itself in the checkpoints it wrote: how the model
+    # was trained can be read back from the run (what `pyhexz ship-model` records).
+    from pyhexz.train.ship import training_record
+    rec = training_record(job.repo, n_kill + 1)
+    sessions = rec["sessions"]
+    assert [(s["first_checkpoint"], s["last_checkpoint"]) for s in sessions] == [
+        (0, 2), (3, n_kill), (n_kill + 1, n_kill + 1)]
+    assert sessions[0]["command"].startswith(f"pyhexz train --dir {d} ")
+    assert sessions[0]["command"].endswith("--checkpoints 2")
+    assert sessions[2]["command"].endswith("--checkpoints 1")
+    assert "--checkpoints" not in sessions[1]["command"]
+    assert all(s["settings"]["train"]["blocks"] == 2 and s["wall_seconds"] > 0
+               for s in sessions)
+    assert rec["wall_time_complete"] and rec["wall_seconds"] == pytest.approx(
+        sum(s["wall_seconds"] for s in sessions), abs=0.2)
+    assert rec["examples_trained"] == job.repo.meta(n_kill + 1)["examples_trained"]
+
 
 def _move_sequences(job: Job) -> list[tuple]:
     out = []

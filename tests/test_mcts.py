@@ -1052,3 +1052,63 @@ def test_best_move_breaks_ties_by_value():
     unsearched.set_root(0, tiny(EXCLUSIVE))
     with pytest.raises(ValueError, match="tree 0 has not been searched"):
         unsearched.best_move(0)
+
+
+# ---------------------------------------------------------------------------
+# Tree statistics: depth_stats and root_values against the node arrays
+
+
+def reference_shape(m: MCTS, t: int) -> dict:
+    """The per-depth shape of tree t, computed the slow way from `tree_nodes`: each node's
+    depth by walking its parent pointers to the root."""
+    nodes = m.tree_nodes(t)
+    depths = []
+    for i in range(len(nodes["parent"])):
+        d, x = 0, i
+        while nodes["parent"][x] >= 0:
+            x, d = int(nodes["parent"][x]), d + 1
+        depths.append(d)
+    levels = max(depths) + 1
+    out: dict = {"leaf": [0] * levels, "branch": [0] * levels,
+                 "visits": [{} for _ in range(levels)]}
+    for i, d in enumerate(depths):
+        out["branch" if nodes["first_child"][i] >= 0 else "leaf"][d] += 1
+        v = int(nodes["visits"][i])
+        out["visits"][d][v] = out["visits"][d].get(v, 0) + 1
+    return out
+
+
+@pytest.mark.parametrize("search", ["rollout", "neural", "neural_reused"])
+def test_depth_stats_match_the_node_arrays(search):
+    b = random_position(11, 12)
+    if search == "rollout":
+        m = rollout_search(b, 3000)
+    else:
+        m = neural_search(b, 400, hashed_eval, leaves_per_tree=4)
+    if search == "neural_reused":
+        # After `play` the subtree is copied breadth first: parents still come first.
+        move = int(np.argmax(m.visits(0)))
+        m.play(0, move, keep_stats=True)
+        m.start(0, 200)
+        drive(m, hashed_eval)
+    got = m.depth_stats(0)
+    assert got == reference_shape(m, 0)
+    assert sum(got["leaf"]) + sum(got["branch"]) == m.tree_size(0)
+    # Visit counts of 64 and more go through the dict, below through the C array: both occur.
+    assert any(v >= 64 for d in got["visits"] for v in d) and 0 in got["visits"][-1]
+
+
+def test_root_values_are_the_mover_mean_values_of_the_root_moves():
+    boards = [random_position(seed, plies) for seed in range(1, 5) for plies in (9, 10)]
+    assert {b.turn for b in boards} == {1, 2}   # both seats
+    for b in boards:
+        m = neural_search(b, 200, hashed_eval)
+        nodes = m.tree_nodes(0)
+        first, count = int(nodes["first_child"][0]), int(nodes["nchildren"][0])
+        sign = 1 if b.turn == 1 else -1   # value_sum is from player 1's view
+        values = m.root_values(0)
+        for i in range(first, first + count):
+            n = int(nodes["visits"][i])
+            want = sign * float(nodes["value_sum"][i]) / n if n else 0.0
+            assert values[nodes["move"][i]] == pytest.approx(want, abs=1e-6)
+        assert not values[[k for k in range(220) if k not in legal_indices(b)]].any()

@@ -29,10 +29,12 @@ def repo(trained_repo_factory) -> CheckpointRepo:
 
 
 @pytest.fixture(scope="module")
-def client(repo):
+def client(repo, tmp_path_factory):
     app = Flask(__name__)
+    # No shipped model (whatever the package ships): the opponents are the run's and rollout.
     init_ui(app, repo=repo, status=lambda: {"model": "uitest", "checkpoint": 2},
-            opponents=RepoOpponents(repo, seconds=0.05))
+            opponents=RepoOpponents(repo, seconds=0.05,
+                                    shipped_root=tmp_path_factory.mktemp("noshipped")))
     return app.test_client()
 
 
@@ -160,6 +162,35 @@ def test_play_against_a_checkpoint_opening_as_second(client):
     assert r.json["board"]["turn"] == 2 and r.json["board"]["move"] == 1
 
 
+def test_play_against_the_shipped_model(repo, tmp_path, caplog):
+    """The training server's Play page offers the model that ships with pyhexz as `default`,
+    after the run's newest checkpoints, when it passes its SHA-256 check."""
+    from pyhexz.train.ship import ShipOptions, ship_model
+    root = tmp_path / "models"
+    ship_model(str(repo.storage.root / repo.prefix / "2"),
+               ShipOptions(name="ui-v1", why="test", root=root))
+    app = Flask(__name__)
+    init_ui(app, repo=repo, opponents=RepoOpponents(repo, seconds=0.05, shipped_root=root))
+    c = app.test_client()
+    opps = c.get("/ui/api/play/opponents").json["opponents"]
+    assert [o["id"] for o in opps] == ["checkpoint:2", "checkpoint:1", "checkpoint:0", "default",
+                                       "rollout"]
+    assert opps[3]["label"].startswith("shipped model ui-v1 (1 x 8, checkpoint 2)")
+    new = c.post("/ui/api/play/new", json={"seed": 2}).json
+    r = c.post("/ui/api/play/move", json={"state": new["state"], "move": None, "seat": 2,
+                                          "opponent": "default"})
+    assert r.status_code == 200 and r.json["board"]["move"] == 1
+    # A shipped file that fails its check is left out, with a warning.
+    model = root / "ui-v1" / "model.pt"
+    model.write_bytes(model.read_bytes() + b"tail")
+    app = Flask(__name__)
+    init_ui(app, repo=repo, opponents=RepoOpponents(repo, seconds=0.05, shipped_root=root))
+    with caplog.at_level("WARNING", logger="pyhexz"):
+        opps = app.test_client().get("/ui/api/play/opponents").json["opponents"]
+    assert "default" not in [o["id"] for o in opps]
+    assert "fails its SHA-256 check" in caplog.text
+
+
 @pytest.mark.parametrize("body, message", [
     (None, "JSON object"),
     ({"state": "%%%", "seat": 1, "move": [0, 0, 5], "opponent": "rollout"}, "base64"),
@@ -229,7 +260,7 @@ def test_cpu_server_serves_the_play_page_with_its_own_player():
     from pyhexz.cpu.app import create_app
     from pyhexz.cpu.config import CpuServerConfig
 
-    app = create_app(CpuServerConfig(default_think_ms=50))
+    app = create_app(CpuServerConfig(default_think_ms=50, rollout=True))
     c = app.test_client()
     assert c.get("/").headers["Location"].endswith("/ui/play")
     assert c.get("/ui/play").status_code == 200

@@ -6,7 +6,8 @@
     pyhexz server --storage DIR|gs://B  the training server (Flask; production: gunicorn)
     pyhexz arena P1 P2                  a match over the fixture openings, both seats
     pyhexz export CHECKPOINT OUT        a checkpoint as a hexz TorchScript file
-    pyhexz cpu-server --model-path M    the remote CPU player service (gunicorn)
+    pyhexz cpu-server [--model-path M]  the remote CPU player service (gunicorn)
+    pyhexz ship-model CHECKPOINT ...    ship a trained checkpoint as the default model
 
 Every flag can also be set by a HEXZ_* environment variable (for the containers), named after
 the flag: --runs-per-move is HEXZ_RUNS_PER_MOVE. A flag on the command line wins. The flags, their
@@ -21,6 +22,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -88,8 +90,9 @@ class SelfPlayJob:
 
 @dataclass
 class ArenaJob:
-    player1: str = setting(help="random | rollout:RUNS | MODEL_PATH[:RUNS]", positional=True)
-    player2: str = setting(help="random | rollout:RUNS | MODEL_PATH[:RUNS]", positional=True)
+    player1: str = setting(help="random | rollout[:RUNS|@SECONDS] | MODEL[:RUNS|@SECONDS], "
+                           "MODEL: a path or default (the shipped model)", positional=True)
+    player2: str = setting(help="the same choices as player1", positional=True)
     games: int | None = setting(None, "use only the first N openings (x2 seats)",
                                    check=at_least(1))
     openings: Path | None = setting(None, "JSONL openings (none: the hexz fixture)")
@@ -105,6 +108,30 @@ class ArenaJob:
 class ExportJob:
     checkpoint: str = setting(help="pyhexz checkpoint file or model directory", positional=True)
     output: Path = setting(help="TorchScript file to write", positional=True)
+
+
+@dataclass
+class ShipJob:
+    """`pyhexz ship-model`: a trained checkpoint into the package as the default model."""
+
+    checkpoint: str = setting(help="checkpoint file or folder, model folder or `train --dir` "
+                              "folder (its newest published checkpoint)", positional=True)
+    name: str = setting(help="the shipped model's name, a version (flagz-3x32-v1)")
+    why: str = setting(help="why this checkpoint ships (recorded in meta.json)")
+    model_name: str | None = setting(None, "the model in a `train --dir` folder with several")
+    notes: Path | None = setting(None, "a text file: how it was trained beyond what its run "
+                                 "recorded (other machines, hardware, restarts)")
+    strength: Path | None = setting(None, "its strength table: the strength.json of "
+                                    "benchmarks/strength.py")
+    models_dir: Path | None = setting(None, "the models folder to write; none: the package's "
+                                      "(src/pyhexz/models in a checkout)")
+    training_dir: Path = setting(Path("training"), "where the resumable checkpoint (weights and "
+                                 "optimizer state, not shipped) goes, in NAME/")
+    keep_others: bool = setting(False, "keep the other shipped models instead of removing them")
+    max_mb: float = setting(20.0, "the most MiB that may ship", check=above(0))
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 @dataclass
@@ -165,6 +192,8 @@ def build_parser() -> ConfigParser:
          {"config": CpuServerConfig, "gunicorn": GunicornSettings}),
         ("export", "export a checkpoint as a hexz TorchScript file", cmd_export,
          {"config": ExportJob}),
+        ("ship-model", "ship a trained checkpoint with pyhexz as the default model "
+         "(docs/shipped-model.md)", cmd_ship_model, {"config": ShipJob}),
     ]
     for name, help, func, configs in commands:
         p = sub.add_parser(name, help=help)
@@ -177,7 +206,7 @@ def build_parser() -> ConfigParser:
 def cmd_train(a: argparse.Namespace) -> int:
     from pyhexz.train import local
     cfg = a.config
-    n = local.run(cfg)
+    n = local.run(cfg, shlex.join(["pyhexz", *a.argv]))
     print(f"model {cfg.name}: checkpoint {n} in {cfg.dir}/models/flagz/{cfg.name}/checkpoints/{n}")
     return 0
 
@@ -327,8 +356,32 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ship_model(a: argparse.Namespace) -> int:
+    import json
+
+    from pyhexz.train.ship import ShipOptions, ship_model
+    job: ShipJob = a.config
+    try:
+        strength = json.loads(job.strength.read_text()) if job.strength else None
+    except ValueError as e:
+        raise ValueError(f"{job.strength}: not a strength table (JSON): {e}") from None
+    target = ship_model(job.checkpoint, ShipOptions(
+        name=job.name, why=job.why, root=job.models_dir, training_dir=job.training_dir,
+        notes=job.notes.read_text() if job.notes else None, strength=strength,
+        model_name=job.model_name, keep_others=job.keep_others,
+        max_bytes=int(job.max_mb * 2**20)))
+    meta = json.loads((target / "meta.json").read_text())
+    for f, entry in meta["files"].items():
+        print(f"{target / f}  {entry['size']:>10,} bytes  sha256 {entry['sha256']}")
+    print(f"shipped {job.name} as the default model (resumable checkpoint: "
+          f"{job.training_dir / job.name})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv   # the command line, as `train` records it in its checkpoints
     from pyhexz.infra.process import configure_logging, setup_torch
     configure_logging(args.process.log_level)
     setup_torch(args.process.threads)

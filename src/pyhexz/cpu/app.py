@@ -6,7 +6,8 @@
 Endpoints:
 
     POST /hexz/cpu/suggest   application/json: {"maxThinkTime": ns, "gameEngineState": base64}
-                             -> {"move": {"move": N, "row": r, "col": c, "type": 0|5}};
+                             -> {"move": {"move": N, "row": r, "col": c, "type": 0|5},
+                                 "stats": the Go player's MCTSStats (go_stats)};
                              application/x-protobuf: SuggestMoveRequest -> SuggestMoveResponse
                              with move_stats (visit share FINAL, prior MCTS_PRIOR, value)
     GET  /status             JSON: the player and its model, requests served, think times
@@ -22,6 +23,13 @@ it) shortens the think time further. Waiting for a free search slot counts again
 
 The routes are one module-level blueprint (`routes`); create_app builds the player and keeps
 it, with the settings and the request log, in app.extensions[CPU_EXTENSION] for the views.
+
+`maxThinkTime: 0` is what it is to the Go player: a minimal search, one simulation (or
+`maxIterations` of them); a request without maxThinkTime gets the default think time.
+
+With an auth token (`--auth-token`, HEXZ_AUTH_TOKEN) every route but /healthz and the Play
+page itself needs `Authorization: Bearer <token>` (infra/httpauth.py, the training server's
+rule); without one, as by default, the service is open: the hexz Go server sends no token.
 
 Every answer is a legal move for the player to move in the given state. Bad input (malformed
 JSON, base64 or protobuf, an invalid or finished game state, negative limits) gets 400 with a
@@ -42,6 +50,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -59,9 +68,11 @@ from pyhexz.cpu.player import (
     SearchOptions,
     SearchUnavailable,
     load_served_model,
+    shipped_or_rollout,
 )
 from pyhexz.game.board import Board, IllegalMoveError, InvalidStateError
 from pyhexz.infra.http import ServerClient
+from pyhexz.infra.httpauth import refuse_unauthorized
 
 # A request the client got wrong (message, HTTP status); bounded gunzip.
 from pyhexz.infra.httpbody import BadRequest as BadInput
@@ -83,7 +94,7 @@ SUGGEST_PATH = "/hexz/cpu/suggest"
 @dataclass
 class SuggestRequest:
     board: Board
-    think_ms: int          # as asked; 0: the default
+    think_ms: int | None   # as asked; None: the default; 0: a minimal search
     max_iterations: int    # as asked; 0: no cap
 
 
@@ -128,7 +139,7 @@ def parse_json_request(body: bytes) -> SuggestRequest:
         raise BadInput(f"the body is not JSON: {e}") from None
     if not isinstance(obj, dict):
         raise BadInput(f"the body must be a JSON object, got {type(obj).__name__}")
-    think_ns = _int_field(obj, "maxThinkTime")
+    think_ns = None if obj.get("maxThinkTime") is None else _int_field(obj, "maxThinkTime")
     max_iterations = _int_field(obj, "maxIterations")
     enc = obj.get("gameEngineState")
     if not isinstance(enc, str) or not enc:
@@ -138,12 +149,14 @@ def parse_json_request(body: bytes) -> SuggestRequest:
         raw = base64.b64decode(enc, validate=True)
     except (binascii.Error, ValueError) as e:
         raise BadInput(f"gameEngineState is not standard base64: {e}") from None
-    # Round up: a think time of 1 ns is a think time, not "none given".
-    return SuggestRequest(_board(raw), -(-think_ns // 1_000_000), max_iterations)
+    # Round up: a think time of 1 ns is a think time, not a minimal search.
+    return SuggestRequest(_board(raw), None if think_ns is None else -(-think_ns // 1_000_000),
+                          max_iterations)
 
 
 def parse_proto_request(body: bytes) -> SuggestRequest:
-    """A binary SuggestMoveRequest; BadInput says what is wrong."""
+    """A binary SuggestMoveRequest; BadInput says what is wrong. proto3 cannot tell an unset
+    max_think_time_ms from 0: both mean the default think time here."""
     msg = pb.SuggestMoveRequest()
     try:
         msg.ParseFromString(body)
@@ -154,7 +167,7 @@ def parse_proto_request(body: bytes) -> SuggestRequest:
     if msg.max_think_time_ms < 0 or msg.max_iterations < 0:
         raise BadInput(f"max_think_time_ms ({msg.max_think_time_ms}) and max_iterations "
                        f"({msg.max_iterations}) must be >= 0")
-    return SuggestRequest(_board(msg.game_engine_state), msg.max_think_time_ms,
+    return SuggestRequest(_board(msg.game_engine_state), msg.max_think_time_ms or None,
                           msg.max_iterations)
 
 
@@ -172,10 +185,31 @@ def _deadline_header(now: float) -> float | None:
     return now + (when.timestamp() - time.time())
 
 
+def go_stats(result: SearchResult) -> dict:
+    """The search's statistics as the Go player's MCTSStats (FLAGZ.md section 9): Go marshals
+    the struct without JSON tags, so the keys are its field names. Per root move, Q is the
+    mover's mean result mapped to [0, 1] (0.5 + mean value / 2; 0 for a move never visited,
+    as Go reports it) and U the exploration term of the rule that searched (PUCT or UCT)."""
+    tree = result.tree
+    assert tree is not None, "go_stats needs a search run with tree_stats"
+    return {
+        "Iterations": result.iterations, "MaxDepth": tree.depth_levels, "TreeSize": tree.size,
+        "LeafNodes": tree.leaf_nodes, "BranchNodes": tree.branch_nodes,
+        # Go's map[int]int: JSON object keys are the numbers as strings.
+        "VisitCounts": [{str(k): v for k, v in sorted(d.items())} for d in tree.visit_counts],
+        "Elapsed": round(result.seconds * 1e9),
+        "Moves": [{"Row": m.move[0], "Col": m.move[1], "CellType": m.move[2],
+                   "U": m.exploration, "Q": 0.0 if m.value is None else 0.5 + m.value / 2,
+                   "Iterations": m.visits} for m in tree.moves],
+    }
+
+
 def json_response(result: SearchResult, board: Board) -> Response:
-    """The JSON answer (FLAGZ.md section 9): the move, at the board's move counter."""
+    """The JSON answer (FLAGZ.md section 9): the move, at the board's move counter, and the
+    search's statistics as the Go player reports them."""
     row, col, typ = result.move
-    body = {"move": {"move": board.move, "row": row, "col": col, "type": typ}}
+    body = {"move": {"move": board.move, "row": row, "col": col, "type": typ},
+            "stats": go_stats(result)}
     return Response(json.dumps(body), mimetype=JSON)
 
 
@@ -251,25 +285,40 @@ def _redacted(url: str | None) -> str | None:
     return urlunsplit(parts._replace(netloc=user + host))
 
 
-def build_player(cfg: CpuServerConfig) -> CpuPlayer:
-    """The CPU player the settings describe: its model loaded, its follower started."""
-    model = None
+def build_player(cfg: CpuServerConfig, shipped_root: Path | None = None) -> CpuPlayer:
+    """The CPU player the settings describe: its model loaded, its follower started.
+
+    Which model plays: the model path's; without one the model that ships with pyhexz
+    (`shipped_root`: its models folder, the package's by default), unless rollout MCTS is asked
+    for. A shipped model that is missing or fails its SHA-256 check means rollout MCTS, with
+    one loud log line saying why. A followed training run's models replace either as they come.
+    """
+    model = None   # the model path's
     following = bool(cfg.redis_url or cfg.server_url)
     if cfg.model_path:
         try:
-            model = load_served_model(cfg.model_path, cfg.model_name, cfg.device)
+            model = load_served_model(cfg.model_path, cfg.model_name, cfg.device, shipped_root)
         except NoModelYet as e:
             if not following:
                 raise
-            log.info("no model yet error=%r; rollout MCTS until the training run publishes", str(e))
+            log.info("no model yet error=%r; the training run has not published one", str(e))
     follower = ModelFollower(_live_model(cfg), model) if following else None
+    playing = model
+    if model is not None:
+        why = f"the model path {_redacted(cfg.model_path)}"
+    elif cfg.rollout:
+        why = "rollout MCTS, as asked for (rollout setting)"
+    else:
+        playing, why = shipped_or_rollout(cfg.device, shipped_root)
+    if following and model is None:
+        why += "; until the followed training run publishes a model"
     options = SearchOptions(slots=cfg.search_slots, leaves_per_round=cfg.leaves_per_round,
                             max_tree_nodes=cfg.max_tree_nodes)
-    player = CpuPlayer(model, follower, options)
+    player = CpuPlayer(playing, follower, options, why=why)
     m = player.model
-    log.info("cpu player ready player=%s model=%s source=%s redis=%s server=%s",
+    log.info("cpu player ready player=%s model=%s source=%s why=%r redis=%s server=%s",
              "neural" if m else "rollout", f"{m.key.name}:{m.key.checkpoint}" if m else "none",
-             m.source if m else "-", _redacted(cfg.redis_url), cfg.server_url)
+             m.source if m else "-", why, _redacted(cfg.redis_url), _redacted(cfg.server_url))
     return player
 
 
@@ -277,7 +326,8 @@ def _live_model(cfg: CpuServerConfig):
     """A LiveModel over Redis and/or the training server."""
     # CpuServerConfig requires a model name with a Redis URL.
     bus = ModelBus(cfg.redis_url, cfg.model_name) if cfg.redis_url and cfg.model_name else None
-    client = ServerClient(cfg.server_url, cfg.auth_token) if cfg.server_url else None
+    token = cfg.server_auth_token or cfg.auth_token
+    client = ServerClient(cfg.server_url, token) if cfg.server_url else None
     return LiveModel(ModelFetcher(client, bus, cfg.device, cfg.model_name),
                      poll_seconds=cfg.model_poll_seconds)
 
@@ -303,6 +353,12 @@ def _server() -> CpuServer:
 
 def error(message: str, status: int) -> Response:
     return Response(json.dumps({"error": message}), status=status, mimetype=JSON)
+
+
+@routes.before_app_request
+def authorize() -> Response | None:
+    return refuse_unauthorized(_server().config.auth_token,
+                               lambda status, message: error(message, status))
 
 
 @routes.app_errorhandler(BadInput)
@@ -341,17 +397,24 @@ def suggest() -> Response:
         req = parse_proto_request(_decoded_body())
     else:
         raise BadInput(f"Content-Type {mimetype or 'none'!r}: use {JSON} or {PROTOBUF}", 415)
-    think_ms = min(req.think_ms or cfg.default_think_ms, cfg.max_think_ms)
+    max_iterations = req.max_iterations
+    if req.think_ms == 0:
+        # The Go player's minimal search: one simulation (or the asked number), bounded by
+        # the longest think time rather than by the clock.
+        think_ms = cfg.max_think_ms
+        max_iterations = max_iterations or 1
+    else:
+        think_ms = min(req.think_ms or cfg.default_think_ms, cfg.max_think_ms)
     deadline = t0 + (think_ms - cfg.think_margin_ms) / 1000
     header_deadline = _deadline_header(t0)
     if header_deadline is not None:
         deadline = min(deadline, header_deadline - cfg.think_margin_ms / 1000)
-    max_iterations = req.max_iterations
     if cfg.max_iterations:
         max_iterations = min(max_iterations or cfg.max_iterations, cfg.max_iterations)
     try:
         result, model = server.player.suggest(req.board, deadline, max_iterations,
-                                              timeout=cfg.max_think_ms / 1000 + 60)
+                                              timeout=cfg.max_think_ms / 1000 + 60,
+                                              tree_stats=mimetype == JSON)
     except SearchUnavailable as e:
         return error(f"no move: {e}", 503)
     try:
@@ -363,7 +426,8 @@ def suggest() -> Response:
     resp.headers["X-Hexz-Iterations"] = str(result.iterations)
     resp.headers["X-Hexz-Search-Ms"] = f"{result.seconds * 1000:.1f}"
     resp.headers["X-Hexz-Model"] = model
-    server.requests.suggestion(think_ms, (time.monotonic() - t0) * 1000, result)
+    server.requests.suggestion(0 if req.think_ms == 0 else think_ms,
+                               (time.monotonic() - t0) * 1000, result)
     return resp
 
 
@@ -381,7 +445,8 @@ def status() -> Response:
             "max_iterations": cfg.max_iterations, "search_slots": cfg.search_slots,
             "think_margin_ms": cfg.think_margin_ms, "device": cfg.device,
             "model_path": _redacted(cfg.model_path), "redis_url": _redacted(cfg.redis_url),
-            "server_url": cfg.server_url},
+            "server_url": cfg.server_url, "rollout": cfg.rollout,
+            "auth_token": bool(cfg.auth_token)},
     }
     return Response(json.dumps(body, indent=1), mimetype=JSON)
 

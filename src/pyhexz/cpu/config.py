@@ -17,7 +17,11 @@ class CpuServerConfig(FromEnv):
 
     model_path: str | None = setting(
         None, "the model: checkpoint or TorchScript file, checkpoints directory, storage "
-        "directory or URL (gs://bucket/prefix); the newest checkpoint. None: rollout MCTS")
+        "directory or URL (gs://bucket/prefix); the newest checkpoint. None or 'default': the "
+        "model that ships with pyhexz")
+    rollout: bool = setting(
+        False, "play rollout MCTS (no network) instead of the shipped model when no model path "
+        "is given")
     model_name: str | None = setting(
         None, "model name: picks the model in a storage root and names the Redis keys")
     redis_url: str | None = setting(
@@ -25,7 +29,11 @@ class CpuServerConfig(FromEnv):
     server_url: str | None = setting(
         None, "follow a training run through its training server (GET /models/latest)")
     auth_token: str | None = setting(
-        None, "bearer token for the training server (prefer the variable: flags show in ps)")
+        None, "bearer token this server requires on /hexz/cpu/suggest, /status and the UI's "
+        "data (not /healthz); none: open, as the hexz Go server sends none (prefer the "
+        "variable: flags show in ps)")
+    server_auth_token: str | None = setting(
+        None, "bearer token for the training server of --server-url (none: --auth-token)")
     device: str = setting("cpu", "torch device: cpu, cuda, cuda:1, mps")
     max_think_ms: int = setting(10_000, "longest think time a request may ask for",
                                 check=at_least(1))
@@ -45,6 +53,9 @@ class CpuServerConfig(FromEnv):
 
     def __post_init__(self) -> None:
         check_settings(self)
+        if self.rollout and self.model_path:
+            raise ValueError("rollout plays without a model: give a model path or rollout, "
+                             "not both")
         if self.redis_url and not self.model_name:
             raise ValueError("following a Redis needs a model name (HEXZ_MODEL_NAME): it names "
                              "the Redis keys")

@@ -5,8 +5,9 @@ checkpoint) or a storage URL / storage directory (the newest published checkpoin
 checked against its SHA-256). With a Redis URL it follows a training run: `LiveModel`
 (nn/follow.py, shared with the worker) watches the model bus (announcements, plus the pointer
 on every (re)connect and periodically) and swaps in each new checkpoint; bytes that fail their
-checksum or do not load are never run and the old model keeps playing. Without any model it
-plays rollout MCTS.
+checksum or do not load are never run and the old model keeps playing. Without a model path it
+plays the model that ships with pyhexz (nn/shipped.py), checked against its SHA-256; rollout
+MCTS when asked for, when none ships or when the shipped one fails its check.
 
 Search: requests are searched in one thread by `TimedSearch`, interleaved in rounds. Why one
 interleaving thread rather than a thread per request behind a semaphore: the compiled rollout
@@ -28,10 +29,16 @@ from pathlib import Path
 
 from pyhexz import hexz_pb2 as pb
 from pyhexz.game.board import Board
-from pyhexz.infra.storage import META_FILE, MODEL_FILE, CheckpointRepo, open_storage, sha256
-from pyhexz.nn import Predictor, load_model
+from pyhexz.infra.storage import MODEL_FILE, CheckpointRepo, open_storage, sha256
+from pyhexz.nn import ModelLoadError, Predictor, load_model
 from pyhexz.nn.follow import LiveModel, LoadedModel
-from pyhexz.search.players import load_predictor, model_key_for_path, resolve_model_path
+from pyhexz.nn.shipped import DEFAULT_SPEC, NoShippedModel, ShippedModelError, default_model
+from pyhexz.search.players import (
+    load_predictor,
+    model_key_for_path,
+    published_checkpoint,
+    resolve_model_path,
+)
 from pyhexz.search.timed import SearchResult, TimedSearch
 
 log = logging.getLogger(__name__)
@@ -65,10 +72,14 @@ def _load_from_repo(repo: CheckpointRepo, device: str, n: int | None = None) -> 
                        f"{repo.storage} {repo.key(n, MODEL_FILE)}")
 
 
-def load_served_model(path: str, name: str | None = None, device: str = "cpu") -> LoadedModel:
+def load_served_model(path: str, name: str | None = None, device: str = "cpu",
+                      shipped_root: Path | None = None) -> LoadedModel:
     """The model HEXZ_MODEL_PATH names (see the module docstring); the newest where there are
     several. Raises NoModelYet for a source without checkpoints, FileNotFoundError,
-    ValueError (ModelLoadError) or StorageError for one that cannot be used."""
+    ValueError (ModelLoadError) or StorageError for one that cannot be used. "default" is
+    the shipped model (load_shipped_model; `shipped_root`: its models folder)."""
+    if path == DEFAULT_SPEC:
+        return load_shipped_model(device, shipped_root)
     if "://" in path:
         root, model = _split_storage_url(path, name)
         return _load_from_repo(CheckpointRepo(open_storage(root), model), device)
@@ -84,14 +95,42 @@ def load_served_model(path: str, name: str | None = None, device: str = "cpu") -
     except FileNotFoundError as e:
         raise (NoModelYet(str(e)) if p.is_dir() else e) from None
     file = file.resolve()
-    if (file.parent / META_FILE).exists() and file.parents[3].as_posix().endswith(_MODELS_DIR):
+    published = published_checkpoint(file)
+    if published is not None:
         # A published checkpoint: load it through the repository, checked against meta.json.
-        repo = CheckpointRepo(open_storage(file.parents[5]), file.parents[2].name)
-        return _load_from_repo(repo, device, int(file.parent.name))
+        repo, n = published
+        return _load_from_repo(repo, device, n)
     key_name, n = model_key_for_path(file)
     return LoadedModel(Predictor(load_model(file, device), device),
                        pb.ModelKey(name=key_name, checkpoint=n), sha256(file.read_bytes()),
                        str(file))
+
+
+def load_shipped_model(device: str = "cpu", root: Path | None = None) -> LoadedModel:
+    """The default shipped model (nn/shipped.py), its file checked against its SHA-256.
+    NoShippedModel when none ships; ShippedModelError or ModelLoadError when it cannot be
+    trusted or loaded."""
+    m = default_model(root)
+    path = m.path(MODEL_FILE)
+    return LoadedModel(Predictor(load_model(path, device), device),
+                       pb.ModelKey(name=m.name, checkpoint=m.checkpoint),
+                       m.files[MODEL_FILE]["sha256"], f"{m.label}: {path}")
+
+
+def shipped_or_rollout(device: str = "cpu",
+                       root: Path | None = None) -> tuple[LoadedModel | None, str]:
+    """The shipped model and why it plays, or None (rollout MCTS) and why not, said loudly
+    in the log: a CPU player that is weaker than it should be must not go unnoticed."""
+    try:
+        m = load_shipped_model(device, root)
+    except NoShippedModel as e:
+        log.warning("cpu player plays rollout MCTS: no model path is given and %s", e)
+        return None, f"rollout MCTS: no model path is given and {e}"
+    except (ShippedModelError, ModelLoadError) as e:
+        log.error("cpu player plays rollout MCTS: the shipped model cannot be used error=%r",
+                  str(e))
+        return None, f"rollout MCTS: the shipped model cannot be used: {e}"
+    return m, f"the shipped model {m.key.name} (no model path is given)"
 
 
 class ModelFollower:
@@ -144,6 +183,7 @@ class _Job:
     board: Board
     deadline: float
     max_iterations: int
+    tree_stats: bool = False
     done: threading.Event = field(default_factory=threading.Event)
     result: SearchResult | None = None
     error: str | None = None
@@ -169,8 +209,9 @@ class CpuPlayer:
 
     def __init__(self, model: LoadedModel | None = None,
                  follower: ModelFollower | None = None,
-                 options: SearchOptions | None = None) -> None:
+                 options: SearchOptions | None = None, why: str = "") -> None:
         self._model = model
+        self.why = why   # which model plays and why, for /status
         self.follower = follower
         self.options = options if options is not None else SearchOptions()
         self._pending: collections.deque[_Job] = collections.deque()
@@ -190,12 +231,13 @@ class CpuPlayer:
         return f.model if f is not None and f.model is not None else self._model
 
     def suggest(self, board: Board, deadline: float, max_iterations: int = 0,
-                timeout: float = 60.0) -> tuple[SearchResult, str]:
+                timeout: float = 60.0, tree_stats: bool = False) -> tuple[SearchResult, str]:
         """Searches `board` until `deadline` (time.monotonic()) or `max_iterations`; returns
-        the result and the label of the model that searched. Blocks the calling thread."""
+        the result (with the tree's statistics if `tree_stats`) and the label of the model
+        that searched. Blocks the calling thread."""
         if board.is_over:
             raise ValueError("the game is over: there is no move to suggest")
-        job = _Job(board, deadline, max_iterations)
+        job = _Job(board, deadline, max_iterations, tree_stats)
         with self._cond:
             if self._stop or not self._thread.is_alive():
                 raise SearchUnavailable("the CPU player is shutting down")
@@ -224,6 +266,7 @@ class CpuPlayer:
         running = sum(s.running for s in list(self._searches.values()))
         out = {
             "player": ("neural MCTS" if m else "rollout MCTS (no model)"),
+            "why": self.why,
             "model": None if m is None else {
                 "name": m.key.name, "checkpoint": m.key.checkpoint, "sha256": m.sha256,
                 "source": m.source},
@@ -262,7 +305,7 @@ class CpuPlayer:
             label = "rollout" if model is None else f"{model.key.name}:{model.key.checkpoint}"
             while self._pending and search.free_slots:
                 job = self._pending.popleft()
-                slot = search.add(job.board, job.deadline, job.max_iterations)
+                slot = search.add(job.board, job.deadline, job.max_iterations, job.tree_stats)
                 job.model = label
                 self._jobs[(search.rollout, slot)] = job
 
@@ -308,4 +351,4 @@ class CpuPlayer:
 
 
 __all__ = ["CpuPlayer", "ModelFollower", "SearchOptions", "SearchUnavailable", "NoModelYet",
-           "load_served_model"]
+           "load_served_model", "load_shipped_model", "shipped_or_rollout"]

@@ -38,7 +38,7 @@ cimport numpy as cnp
 from libc.math cimport log, sqrt
 from libc.stdint cimport uint8_t
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from pyhexz.game.board cimport (
     NMOVES, NPLANES, NROWS, NCOLS, Board, Rng, State, apply_policy_move, encode_state,
@@ -560,6 +560,22 @@ cdef class MCTS:
                 o[tr.nodes[i].move] = tr.nodes[i].p if prior else tr.nodes[i].n
         return out
 
+    def root_values(self, int t):
+        """Mean backed-up value of each root move for the player to move at the root, as a
+        (220,) float32 array by policy index (0 for a move never visited)."""
+        cdef Tree* tr = self._tree(t)
+        out = np.zeros(NMOVES, dtype=np.float32)
+        cdef float[::1] o = out
+        cdef int i
+        cdef Node* ch
+        if tr.size and tr.nodes[0].first_child >= 0:
+            for i in range(tr.nodes[0].first_child,
+                           tr.nodes[0].first_child + tr.nodes[0].nchildren):
+                ch = &tr.nodes[i]
+                if ch.n:
+                    o[ch.move] = _value_for(ch.w, tr.root.turn) / ch.n
+        return out
+
     def root_value(self, int t) -> float:
         """Mean backed-up value at the root, from the view of the player to move there."""
         cdef Tree* tr = self._tree(t)
@@ -600,6 +616,53 @@ cdef class MCTS:
             value_sum[i] = tr.nodes[i].w
             prior[i] = tr.nodes[i].p
         return out
+
+    def depth_stats(self, int t) -> dict:
+        """Tree t's shape per depth (the root is depth 0), in one pass over its nodes and no
+        per-node Python: `leaf` and `branch`, the numbers of nodes without and with children
+        at each depth, and `visits`, per depth a dict visit count -> number of nodes with it
+        (search/treestats.py; the Go player's MCTSStats). A child always comes after its
+        parent in the node array (`_alloc` appends, `_reroot` copies breadth first), so a pass
+        in order knows each node's depth when it reaches it. Visit counts below `dense` are
+        counted in a C array; the few nodes with more visits go through a dict.
+        """
+        cdef Tree* tr = self._rooted(t)
+        cdef int size = tr.size, i, d, v, levels = 1, cap = 32
+        cdef int dense = 64, row = 2 + dense    # per depth: leaves, branches, visit bins
+        cdef int* depth = <int*>malloc(size * sizeof(int))
+        cdef long long* counts = <long long*>calloc(cap * row, sizeof(long long))
+        cdef long long* grown
+        try:
+            if depth == NULL or counts == NULL:
+                raise MemoryError()
+            big = {}   # (depth, visits) -> nodes, for visit counts >= dense
+            for i in range(size):
+                d = depth[tr.nodes[i].parent] + 1 if i else 0
+                depth[i] = d
+                if d >= cap:
+                    grown = <long long*>realloc(counts, 2 * cap * row * sizeof(long long))
+                    if grown == NULL:
+                        raise MemoryError()
+                    memset(grown + cap * row, 0, cap * row * sizeof(long long))
+                    counts, cap = grown, 2 * cap
+                if d >= levels:
+                    levels = d + 1
+                counts[d * row + (1 if tr.nodes[i].first_child >= 0 else 0)] += 1
+                v = tr.nodes[i].n
+                if v < dense:
+                    counts[d * row + 2 + v] += 1
+                else:
+                    big[d, v] = big.get((d, v), 0) + 1
+            out = {"leaf": [counts[d * row] for d in range(levels)],
+                   "branch": [counts[d * row + 1] for d in range(levels)],
+                   "visits": [{v: counts[d * row + 2 + v] for v in range(dense)
+                               if counts[d * row + 2 + v]} for d in range(levels)]}
+            for (d, v), n in big.items():
+                out["visits"][d][v] = n
+            return out
+        finally:
+            free(depth)
+            free(counts)
 
     def best_move(self, int t) -> int:
         """The most visited root move (policy index); ties go to the better mean value."""

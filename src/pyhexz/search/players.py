@@ -7,6 +7,10 @@ the leaves of all its games into one network batch. Players are named by a spec 
     rollout:RUNS        UCT search with random playouts (no network), RUNS simulations a move
     PATH[:RUNS]         neural MCTS with a pyhexz checkpoint, a hexz TorchScript file or a
                         checkpoint directory (the newest checkpoint), RUNS simulations (200)
+    default[:RUNS]      the same with the model that ships with pyhexz (nn/shipped.py)
+    rollout@SECONDS     a think time instead of a number of simulations: the player searches
+    MODEL@SECONDS       each move for SECONDS on one core, as the CPU player service does
+                        (search/timed.py; MODEL is a PATH or default)
 """
 
 from __future__ import annotations
@@ -84,7 +88,11 @@ class NeuralPlayer:
 
 
 def resolve_model_path(path: str | os.PathLike) -> Path:
-    """A model file from a file path or a model directory (its newest checkpoint)."""
+    """A model file from a file path or a model directory (its newest checkpoint); "default"
+    is the shipped model's checkpoint, checked against its SHA-256 (nn/shipped.py)."""
+    if os.fspath(path) == "default":
+        from pyhexz.nn.shipped import default_model_file
+        return default_model_file()
     p = Path(path)
     if p.is_file():
         return p
@@ -98,6 +106,18 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     if not nums:
         raise FileNotFoundError(f"{path}: no model file and no checkpoints/N/model.pt below it")
     return ckpts / str(nums[0]) / "model.pt"
+
+
+def published_checkpoint(file: Path) -> tuple[CheckpointRepo, int] | None:
+    """The repository and number of a model file inside a published checkpoint
+    (`ROOT/models/flagz/{name}/checkpoints/{N}/FILE` with meta.json beside it), else None."""
+    from pyhexz.infra.storage import META_FILE, CheckpointRepo, open_storage
+    file = Path(file).resolve()
+    up = file.parents
+    if (len(up) < 6 or not (file.parent / META_FILE).exists() or not file.parent.name.isdigit()
+            or up[1].name != "checkpoints" or up[3].name != "flagz" or up[4].name != "models"):
+        return None
+    return CheckpointRepo(open_storage(up[5]), up[2].name), int(file.parent.name)
 
 
 def model_key_for_path(path: str | os.PathLike) -> tuple[str, int]:
@@ -117,11 +137,28 @@ def load_predictor(repo: CheckpointRepo, n: int, device: str = "cpu"):
         return Predictor.from_path(path, device)
 
 
+def _is_seconds(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
+
+
 def make_player(spec: str, *, device: str = "cpu", seed: int | None = None,
                 max_games: int = 64) -> Player:
     """A player from its spec string (see the module docstring)."""
     if spec == "random":
         return RandomPlayer(seed)
+    base, at, seconds = spec.rpartition("@")
+    if at and (base == "rollout" or _is_seconds(seconds)):
+        if not _is_seconds(seconds):
+            raise ValueError(f"player {spec!r}: the think time after '@' must be seconds > 0")
+        from pyhexz.search.timed import TimedPlayer
+        evaluate = None
+        if base != "rollout":
+            from pyhexz.nn import Predictor
+            evaluate = Predictor.from_path(resolve_model_path(base), device)
+        return TimedPlayer(float(seconds), evaluate, name=spec, seed=seed)
     if spec.startswith("rollout"):
         _, _, runs = spec.partition(":")
         return RolloutPlayer(int(runs or 800), seed=seed)
@@ -134,4 +171,5 @@ def make_player(spec: str, *, device: str = "cpu", seed: int | None = None,
 
 
 __all__ = ["Player", "RandomPlayer", "RolloutPlayer", "NeuralPlayer", "make_player",
-           "policy_index", "resolve_model_path", "load_predictor", "model_key_for_path"]
+           "policy_index", "resolve_model_path", "load_predictor", "model_key_for_path",
+           "published_checkpoint"]

@@ -26,6 +26,7 @@ import numpy as np
 from pyhexz.game.board import Board, policy_move_tuple
 from pyhexz.search.driver import Evaluator, new_buffers, search
 from pyhexz.search.mcts import MCTS
+from pyhexz.search.treestats import TreeStats, tree_stats
 
 Move = tuple[int, int, int]
 # run_rollouts takes a C int.
@@ -44,6 +45,7 @@ class SearchResult:
     priors: np.ndarray    # (220,) priors of the root moves (uniform for rollout search)
     value: float          # mean value at the root, +1 = the player to move wins
     seconds: float        # from `add` to the end of the search
+    tree: TreeStats | None = None   # the tree's shape and root moves, when asked for (`add`)
 
     def scored_moves(self) -> list[tuple[Move, float, float]]:
         """(move, visit share, prior) of every root move, the most visited first."""
@@ -60,6 +62,7 @@ class _Position:
     cap: int              # simulation cap
     started: float
     forced: bool          # a single legal move: one round for its statistics is enough
+    tree_stats: bool      # the result describes the tree (TreeStats)
     iterations: int = 0
 
 
@@ -107,9 +110,12 @@ class TimedSearch:
     def free_slots(self) -> int:
         return self.slots - len(self._positions)
 
-    def add(self, board: Board, deadline: float, max_iterations: int = 0) -> int:
+    def add(self, board: Board, deadline: float, max_iterations: int = 0,
+            tree_stats: bool = False) -> int:
         """Starts searching `board` until `deadline` (time.monotonic()) or `max_iterations`
-        simulations (0: no cap); returns its slot. Every position gets at least one round."""
+        simulations (0: no cap); returns its slot. Every position gets at least one round.
+        `tree_stats`: the result carries the tree's statistics (`SearchResult.tree`), computed
+        when the search ends, before the slot's tree is reused."""
         if board.is_over:
             raise ValueError("the game is over: there is no move to search for")
         if max_iterations < 0:
@@ -120,7 +126,7 @@ class TimedSearch:
         self.mcts.set_root(slot, board)
         self._positions[slot] = _Position(
             deadline, min(max_iterations or _MAX_SIMS, _MAX_SIMS), time.monotonic(),
-            forced=len(board.legal_moves()) == 1)
+            forced=len(board.legal_moves()) == 1, tree_stats=tree_stats)
         return slot
 
     def step(self) -> dict[int, SearchResult]:
@@ -186,7 +192,9 @@ class TimedSearch:
         return SearchResult(
             move=policy_move_tuple(self.mcts.best_move(slot)), iterations=p.iterations,
             visits=self.mcts.visits(slot), priors=self.mcts.priors(slot),
-            value=float(self.mcts.root_value(slot)), seconds=now - p.started)
+            value=float(self.mcts.root_value(slot)), seconds=now - p.started,
+            tree=tree_stats(self.mcts, slot, rollout=self.rollout)
+            if p.tree_stats else None)
 
 
 def think(searcher: TimedSearch, board: Board, seconds: float,

@@ -52,6 +52,10 @@ class LocalConfig:
         trigger_examples=4096, replay_window=100_000, samples_per_example=8.0,
         learning_rate=1e-3))
     name: str = setting("local", "model name (a plain name)", flag="--model-name")
+    init: str | None = setting(
+        None, "start a new run from this model instead of random weights: 'default' (the "
+        "model that ships with pyhexz) or a pyhexz checkpoint (its optimizer state too, where "
+        "it has one); a DIR with checkpoints resumes and ignores it")
     num_workers: int = setting(max(1, (os.cpu_count() or 2) - 1), "self-play processes",
                                check=at_least(1))
     parallel_games: int = setting(32, "games each process plays at once (the network's batch "

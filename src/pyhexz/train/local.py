@@ -19,23 +19,26 @@ workers start no new games shortly before the end and let those under way finish
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
 import queue
 import signal
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from pyhexz import hexz_pb2 as pb
 from pyhexz.game.examples import GAME_FILE_SUFFIX, read_game_file, write_game_file
 from pyhexz.infra.process import init_worker_process, spawn_context
-from pyhexz.infra.storage import CheckpointRepo, LocalStorage
+from pyhexz.infra.storage import CheckpointRepo, LocalStorage, sha256
 from pyhexz.search.driver import SearchConfig
-from pyhexz.search.players import load_predictor
+from pyhexz.search.players import load_predictor, resolve_model_path
 from pyhexz.train.config import LocalConfig
 from pyhexz.train.selfplay import run_selfplay, wind_down_before
-from pyhexz.train.trainer import Trainer, trained_game_names
+from pyhexz.train.ship import JOB_META
+from pyhexz.train.trainer import InitModel, Trainer, trained_game_names
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +65,26 @@ def _selfplay_worker(root: str, name: str, search: SearchConfig, parallel_games:
              stats.examples, stats.dropped)
 
 
-def run(cfg: LocalConfig) -> int:
-    """Runs the job until --minutes / --checkpoints or Ctrl-C; returns the last checkpoint."""
+def _init_model(spec: str) -> InitModel:
+    """The model `--init` names ("default": the shipped one, checked against its SHA-256)."""
+    from pyhexz.nn import load_checkpoint
+    path = resolve_model_path(spec)
+    return InitModel(load_checkpoint(path), f"{spec} ({path})" if spec != str(path) else spec,
+                     sha256(path.read_bytes()))
+
+
+def run(cfg: LocalConfig, command: str | None = None) -> int:
+    """Runs the job until --minutes / --checkpoints or Ctrl-C; returns the last checkpoint.
+
+    Each checkpoint's meta.json records this session (`command`, the settings, when it
+    started), so that how a model was trained can be read back from its run (train/ship.py).
+    """
     root = Path(cfg.dir)
     repo = CheckpointRepo(LocalStorage(root), cfg.name)
-    trainer = Trainer(repo, cfg.train, cfg.device)
+    session = {JOB_META: {"command": command, "started": time.time(),
+                          "settings": json.loads(json.dumps(asdict(cfg), default=str))}}
+    init = _init_model(cfg.init) if cfg.init and repo.latest() is None else None
+    trainer = Trainer(repo, cfg.train, cfg.device, init=init, created_meta=session)
     spool = root / "models" / "flagz" / cfg.name / "incoming"
     spool.mkdir(parents=True, exist_ok=True)
     _recover_spool(spool, trainer)
@@ -126,7 +144,7 @@ def run(cfg: LocalConfig) -> int:
                 pass
             if trainer.ready():
                 trained = [name for name, _ in trainer.pending]
-                stats = trainer.train_and_publish()
+                stats = trainer.train_and_publish(session)
                 latest.value = trainer.checkpoint
                 for name in trained:
                     (spool / name).unlink(missing_ok=True)

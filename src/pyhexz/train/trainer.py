@@ -23,7 +23,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -161,11 +161,27 @@ def read_examples_archive(data: bytes) -> list[tuple[str, pb.AddTrainingExamples
 PublishHook = Callable[[int, dict, dict], None]
 
 
+@dataclass
+class InitModel:
+    """What a new run starts from instead of random weights (`pyhexz train --init`): a
+    checkpoint's network, and its optimizer state when it has one."""
+
+    checkpoint: modellib.Checkpoint
+    source: str     # where it came from, for checkpoint 0's meta.json
+    sha256: str
+
+
 class Trainer:
-    """Model + optimizer + replay window of one model in a checkpoint repository."""
+    """Model + optimizer + replay window of one model in a checkpoint repository.
+
+    A repository without checkpoints gets checkpoint 0: a new network of the configured
+    size, or `init`'s (whose size then wins); `created_meta` goes into its meta.json. A
+    repository with checkpoints resumes the newest, and `init` plays no part.
+    """
 
     def __init__(self, repo: CheckpointRepo, config: TrainConfig | None = None,
-                 device: str = "cpu", on_published: PublishHook | None = None) -> None:
+                 device: str = "cpu", on_published: PublishHook | None = None,
+                 init: InitModel | None = None, created_meta: dict | None = None) -> None:
         if config is None:
             config = TrainConfig()
         self.repo = repo
@@ -182,13 +198,27 @@ class Trainer:
         latest = repo.latest()
         repo.clear_stale_claim(0 if latest is None else latest + 1)
         if latest is None:
-            self.net = modellib.HexzNet(config.blocks, config.filters).to(self.device)
+            meta = dict(created_meta or {})
+            if init is not None:
+                params = init.checkpoint.params
+                self.config = config = replace(config, blocks=params["blocks"],
+                                               filters=params["filters"])
+                self.net = init.checkpoint.model.to(self.device)
+                meta["init"] = {"source": init.source, "sha256": init.sha256,
+                                "optimizer_state": init.checkpoint.optimizer_state is not None}
+            else:
+                self.net = modellib.HexzNet(config.blocks, config.filters).to(self.device)
             self.optimizer = self._new_optimizer()
+            if init is not None and init.checkpoint.optimizer_state:
+                self.optimizer.load_state_dict(init.checkpoint.optimizer_state)
             self.checkpoint = -1
-            self._publish(0, [], {})
-            log.info("created model=%s checkpoint=0 blocks=%d filters=%d", repo.name,
-                     config.blocks, config.filters)
+            self._publish(0, [], {}, meta)
+            log.info("created model=%s checkpoint=0 blocks=%d filters=%d init=%s", repo.name,
+                     config.blocks, config.filters, init.source if init else "random")
         else:
+            if init is not None:
+                log.info("init ignored model=%s: it has checkpoints, resuming checkpoint %d",
+                         repo.name, latest)
             self._load(latest)
 
     def _new_optimizer(self) -> torch.optim.Optimizer:

@@ -14,7 +14,6 @@ the web UI's public pages.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
@@ -24,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
 from pyhexz import hexz_pb2 as pb
+from pyhexz.infra.httpauth import refuse_unauthorized
 from pyhexz.infra.httpbody import BadRequest
 from pyhexz.infra.storage import MODEL_FILE, SCRIPT_FILE
 from pyhexz.training_server.metrics import CONTENT_TYPE, ServerMetrics
@@ -47,10 +47,6 @@ def _service() -> TrainingService:
 
 def _metrics() -> ServerMetrics:
     return current_app.extensions[METRICS_EXTENSION]
-
-
-def _public_ui_path(path: str) -> bool:
-    return path == "/" or (path.startswith("/ui/") and not path.startswith("/ui/api/"))
 
 
 def _json(obj: dict, status: int = 200) -> Response:
@@ -79,15 +75,7 @@ def _start_clock() -> None:
 
 @routes.before_app_request
 def authorize() -> Response | None:
-    token = (_service().config.auth_token or "").encode()
-    if not token or request.path == "/healthz" or _public_ui_path(request.path):
-        return None
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
-        resp = error(401, "missing or wrong 'Authorization: Bearer <token>' header")
-        resp.headers["WWW-Authenticate"] = 'Bearer realm="pyhexz"'
-        return resp
-    return None
+    return refuse_unauthorized(_service().config.auth_token, error)
 
 
 @routes.after_app_request

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -123,14 +124,16 @@ def cpu_player_opponents(player: CpuPlayer, seconds: float) -> Callable[[], list
 
 
 class RepoOpponents:
-    """The Play page's opponents on a training server: the newest checkpoints and rollout MCTS.
+    """The Play page's opponents on a training server: the newest checkpoints, the model that
+    ships with pyhexz (`default`, when one ships and passes its SHA-256 check) and rollout MCTS.
 
     Models load on first use and are kept for the few newest checkpoints only.
     """
 
     def __init__(self, repo: CheckpointRepo, seconds: float = 1.0, device: str = "cpu",
-                 newest: int = 3) -> None:
+                 newest: int = 3, shipped_root: Path | None = None) -> None:
         self.repo, self.seconds, self.device, self.newest = repo, seconds, device, newest
+        self.shipped_root = shipped_root   # the shipped models' folder; None: the package's
         self._cache: dict[str, Opponent] = {}
         self._lock = threading.Lock()
 
@@ -140,10 +143,30 @@ class RepoOpponents:
             return TimedSearch(1, load_predictor(self.repo, n, self.device))
         return make
 
+    @functools.cached_property
+    def _shipped(self) -> tuple[str, Callable[[], TimedSearch]] | None:
+        """The shipped model's label and searcher factory, checked against its SHA-256 once
+        (package data does not change while the server runs); None when none ships or it
+        fails its check (said in the log)."""
+        from pyhexz.nn import Predictor
+        from pyhexz.nn.shipped import NoShippedModel, ShippedModelError, default_model
+        try:
+            m = default_model(self.shipped_root)
+            path = m.path()
+        except NoShippedModel:
+            return None
+        except ShippedModelError as e:
+            log.warning("play page leaves out the shipped model error=%r", str(e))
+            return None
+        return (f"{m.label} ({self.seconds:g} s/move)",
+                lambda: TimedSearch(1, Predictor.from_path(path, self.device)))
+
     def __call__(self) -> list[Opponent]:
         nums = self.repo.checkpoints()[-self.newest:][::-1]
         wanted = [(f"checkpoint:{n}", f"{self.repo.name} checkpoint {n} ({self.seconds:g} s/move)",
                    self._neural(n)) for n in nums]
+        if self._shipped is not None:
+            wanted.append(("default", *self._shipped))
         wanted.append(("rollout", f"rollout MCTS ({self.seconds:g} s/move)",
                        lambda: TimedSearch(1, None)))
         with self._lock:
