@@ -252,7 +252,21 @@ def test_load_errors_wrong_content(tmp_path: Path) -> None:
     )
     _assert_load_error(
         _write_raw(tmp_path / "params.pt", {**raw, "params": {"blocks": 2}}),
-        "'params' must have exactly the keys",
+        "'params' must have the keys ['blocks', 'filters']", "got ['blocks']",
+    )
+    _assert_load_error(
+        _write_raw(tmp_path / "params2.pt", {**raw, "params": {**raw["params"], "depth": 2}}),
+        "(and optionally ['global_pooling'])", "got ['blocks', 'depth', 'filters']",
+    )
+    _assert_load_error(
+        _write_raw(tmp_path / "gpool.pt", {**raw, "params": {**raw["params"],
+                                                             "global_pooling": 1}}),
+        "params['global_pooling'] must be a bool, got 1",
+    )
+    _assert_load_error(
+        _write_raw(tmp_path / "gpool2.pt", {**raw, "params": {**raw["params"],
+                                                              "global_pooling": True}}),
+        "does not fit a HexzNet(blocks=2, filters=16, global_pooling=True)", "missing: tower.1.",
     )
     _assert_load_error(
         _write_raw(tmp_path / "shape.pt", {**raw, "params": {"blocks": 2, "filters": 32}}),

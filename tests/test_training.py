@@ -137,7 +137,7 @@ def test_losses_match_hand_computed(data: Arrays) -> None:
     batch = Arrays(data.boards[:6], data.masks[:6], data.probs[:6], data.results[:6])
     batch.results[:] = [1, -1, 0, 1, -1, 1]
     with torch.no_grad():
-        p_loss, v_loss = losses(net, batch, CPU)
+        p_loss, v_loss, _ = losses(net, batch, CPU)
         logits, value = net(torch.from_numpy(batch.boards), torch.from_numpy(batch.masks))
     logits = logits.double().numpy()
     value = value.double().numpy()[:, 0]
@@ -163,7 +163,7 @@ def test_policy_loss_of_one_hot_target_is_minus_log_prob(data: Arrays) -> None:
     idx = np.flatnonzero(b.masks[0].reshape(-1))[0]
     b.probs.reshape(1, -1)[0, idx] = 1.0
     with torch.no_grad():
-        p_loss, _ = losses(net, b, CPU)
+        p_loss = losses(net, b, CPU).policy
         logits, _ = net(torch.from_numpy(b.boards), torch.from_numpy(b.masks))
     assert p_loss.item() == pytest.approx(-torch.log_softmax(logits, 1)[0, idx].item(), rel=1e-5)
 
@@ -171,7 +171,7 @@ def test_policy_loss_of_one_hot_target_is_minus_log_prob(data: Arrays) -> None:
 def eval_loss(net, a: Arrays) -> float:
     net.eval()
     with torch.no_grad():
-        p, v = losses(net, a, CPU)
+        p, v, _ = losses(net, a, CPU)
     return p.item() + v.item()
 
 
@@ -209,8 +209,8 @@ class _PoisonWindow(ReplayWindow):
         self.add(data)
         self.calls, self.k, self.poison = 0, k, poison
 
-    def sample(self, n, rng):
-        batch = super().sample(n, rng)
+    def sample(self, n, rng, newest=None):
+        batch = super().sample(n, rng, newest)
         self.calls += 1
         if self.calls == self.k:
             self.poison(batch)

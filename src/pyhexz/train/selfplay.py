@@ -12,6 +12,15 @@ Dirichlet noise at the root: all game long by default (the setting that worked f
 for the first `sample_plies` plies and the most visited move after them (AlphaZero's
 temperature drop), which keeps late random blunders from deciding the result that the value
 head learns. Flagz games start from random boards, so the openings stay varied either way.
+
+Playout cap randomization (KataGo; `full_search_fraction` < 1): only that share of moves,
+drawn at random, is searched with `runs_per_move` and becomes a training example; the others
+are searched with `cheap_runs` simulations and no root noise, so they play well cheaply, and
+are not recorded, since a policy target from a small search teaches little. Games then cost
+less per example recorded, and the value targets come from more, shorter-searched games.
+
+Every example carries the game's final score difference from its mover's view (`score`), the
+target of the network's score head.
 """
 
 from __future__ import annotations
@@ -111,6 +120,14 @@ class _Game:
     game_id: str
     examples: list = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    plies: int = 0
+    full: bool = True   # the next move gets the full search and is recorded
+
+
+def _full_search(config: SearchConfig, rng: np.random.Generator) -> bool:
+    """Whether the next move gets the full search (playout cap randomization's coin); with
+    every move full, the random stream is not touched."""
+    return config.full_search_fraction >= 1 or rng.random() < config.full_search_fraction
 
 
 def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None = None, *,
@@ -149,7 +166,8 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None
             return None
         started += 1
         g = _Game(Board.new(int(rng.integers(2**63))), uuid.uuid4().hex)
-        mcts.set_root(t, g.board)
+        g.full = _full_search(config, rng)
+        mcts.set_root(t, g.board, noise=g.full)
         return g
 
     games: list[_Game | None] = [new_game(t) for t in range(parallel_games)]
@@ -159,20 +177,23 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None
         evaluate, key = model()
         for t, g in enumerate(games):
             if g is not None:
-                mcts.start(t, config.runs_per_move)
+                mcts.start(t, config.runs_per_move if g.full else config.cheap_runs)
         search(mcts, evaluate, planes, masks, stats)
         for t, g in enumerate(games):
             if g is None:
                 continue
             visits = mcts.visits(t)
-            move = choose_move(visits, len(g.examples), config, rng)
-            board_planes, mask = g.board.encode()
+            move = choose_move(visits, g.plies, config, rng)
             row, col, typ = policy_move_tuple(move)
-            g.examples.append(make_example(
-                board_planes, mask, visits, turn=g.board.turn, move=(row, col, typ),
-                move_number=g.board.move, model_key=key, root_value=mcts.root_value(t)))
+            if g.full:
+                board_planes, mask = g.board.encode()
+                g.examples.append(make_example(
+                    board_planes, mask, visits, turn=g.board.turn, move=(row, col, typ),
+                    move_number=g.board.move, model_key=key, root_value=mcts.root_value(t)))
             g.board.play(row, col, typ)
-            mcts.play(t, move)
+            g.plies += 1
+            g.full = _full_search(config, rng)
+            mcts.play(t, move, noise=g.full)
             stats.positions += 1
             if g.board.is_over:
                 _finish(g, execution_id, sink)
@@ -186,8 +207,13 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None
 
 
 def _finish(g: _Game, execution_id: str, sink: GameSink) -> None:
+    """Fills in each example's result and score and hands the game to the sink (unless it
+    has no example: every move was a cheap one)."""
     winner = g.board.winner
+    score1, score2 = g.board.score
     for ex in g.examples:
         ex.result = 0.0 if winner == 0 else (1.0 if ex.turn == winner else -1.0)
-    sink(pb.AddTrainingExamplesRequest(examples=g.examples, execution_id=execution_id,
-                                       game_id=g.game_id))
+        ex.score = score1 - score2 if ex.turn == 1 else score2 - score1
+    if g.examples:
+        sink(pb.AddTrainingExamplesRequest(examples=g.examples, execution_id=execution_id,
+                                           game_id=g.game_id))
