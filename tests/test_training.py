@@ -26,7 +26,8 @@ from pyhexz.infra.storage import (
     sha256,
     validate_model_name,
 )
-from pyhexz.nn import SCORE_SCALE, HexzNet, load_checkpoint, load_model, save_checkpoint
+from pyhexz.nn import HexzNet, load_checkpoint, load_model, save_checkpoint
+from pyhexz.nn.network import SCORE_SCALE
 from pyhexz.search.driver import SearchConfig
 from pyhexz.search.driver import uniform_evaluator as uniform
 from pyhexz.train.selfplay import run_selfplay

@@ -88,8 +88,9 @@ class SelfPlayJob:
 
 @dataclass
 class ArenaJob:
-    player1: str = setting(help="random | rollout:RUNS | MODEL_PATH[:RUNS]", positional=True)
-    player2: str = setting(help="random | rollout:RUNS | MODEL_PATH[:RUNS]", positional=True)
+    player1: str = setting(help="random | rollout:RUNS | MODEL_PATH[:RUNS] | rollout@SECONDS | "
+                           "MODEL_PATH@SECONDS", positional=True)
+    player2: str = setting(help="the same as player1", positional=True)
     games: int | None = setting(None, "use only the first N openings (x2 seats)",
                                    check=at_least(1))
     openings: Path | None = setting(None, "JSONL openings (none: the hexz fixture)")

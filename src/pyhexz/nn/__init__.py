@@ -17,8 +17,8 @@ from pyhexz.nn.checkpoint import (
                                   load_model_bytes,
                                   save_checkpoint,
 )
-from pyhexz.nn.network import ILLEGAL_LOGIT, PRESETS, SCORE_SCALE, HexzNet
+from pyhexz.nn.network import ILLEGAL_LOGIT, PRESETS, HexzNet
 from pyhexz.nn.predictor import Predictor
 
-__all__ = ["ILLEGAL_LOGIT", "PRESETS", "SCORE_SCALE", "HexzNet", "Checkpoint", "ModelLoadError",
-           "save_checkpoint", "load_checkpoint", "export_torchscript", "load_model", "load_model_bytes", "Predictor"]
+__all__ = ["ILLEGAL_LOGIT", "PRESETS", "HexzNet", "Checkpoint", "ModelLoadError", "save_checkpoint",
+           "load_checkpoint", "export_torchscript", "load_model", "load_model_bytes", "Predictor"]

@@ -221,7 +221,7 @@ def _check_state_shapes(path: str, net: nn.Module, state: Any, params: dict[str,
     if problems:
         raise ModelLoadError(
             path,
-            f"'model_state' does not fit a HexzNet("
+            "'model_state' does not fit a HexzNet("
             + ", ".join(f"{k}={v}" for k, v in params.items()) + "): " + "; ".join(problems),
         )
 

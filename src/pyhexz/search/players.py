@@ -7,6 +7,9 @@ the leaves of all its games into one network batch. Players are named by a spec 
     rollout:RUNS        UCT search with random playouts (no network), RUNS simulations a move
     PATH[:RUNS]         neural MCTS with a pyhexz checkpoint, a hexz TorchScript file or a
                         checkpoint directory (the newest checkpoint), RUNS simulations (200)
+    rollout@SECONDS     the same searches with a think time per move instead of a simulation
+    PATH@SECONDS        count, as the CPU player service plays ("rollout@0.5s"; the `s` is
+                        optional): matches at equal think time (search/timed.py)
 """
 
 from __future__ import annotations
@@ -117,11 +120,34 @@ def load_predictor(repo: CheckpointRepo, n: int, device: str = "cpu"):
         return Predictor.from_path(path, device)
 
 
+def _think_time(spec: str) -> tuple[str, float] | None:
+    """(player, seconds) of a timed spec `PLAYER@SECONDS[s]`, None for an untimed one."""
+    player, at, think = spec.rpartition("@")
+    if not at:
+        return None
+    try:
+        seconds = float(think.removesuffix("s"))
+    except ValueError:
+        return None   # an '@' in a path
+    if not seconds > 0:
+        raise ValueError(f"player {spec!r}: the think time must be > 0 seconds")
+    return player, seconds
+
+
 def make_player(spec: str, *, device: str = "cpu", seed: int | None = None,
                 max_games: int = 64) -> Player:
     """A player from its spec string (see the module docstring)."""
     if spec == "random":
         return RandomPlayer(seed)
+    timed = _think_time(spec)
+    if timed is not None:
+        from pyhexz.search.timed import TimedPlayer
+        player, seconds = timed
+        if player == "rollout":
+            return TimedPlayer(seconds, None, name=spec, seed=seed)
+        from pyhexz.nn import Predictor
+        return TimedPlayer(seconds, Predictor.from_path(resolve_model_path(player), device),
+                           name=spec)
     if spec.startswith("rollout"):
         _, _, runs = spec.partition(":")
         return RolloutPlayer(int(runs or 800), seed=seed)

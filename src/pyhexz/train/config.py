@@ -14,6 +14,14 @@ from pyhexz.infra.config import above, at_least, check_settings, setting
 from pyhexz.search.driver import SearchConfig
 
 
+def count_or_none(text: str) -> int | None:
+    """A count, or 'none' (None): a setting that may be switched off by flag or variable."""
+    return None if text == "none" else int(text)
+
+
+count_or_none.__name__ = "count or 'none'"   # what a bad value's message calls it
+
+
 @dataclass
 class TrainConfig:
     blocks: int = setting(5, "residual blocks (new model)", check=at_least(1))
@@ -37,8 +45,8 @@ class TrainConfig:
         "beside the value (0: the score head is not trained)", check=at_least(0))
     replay_window_start: int | None = setting(
         None, "grow the replay window with the run (KataGo): all examples up to this many, "
-        "then about examples^0.75, at most --replay-window (none: always --replay-window)",
-        check=at_least(1))
+        "then about examples^0.75, at most --replay-window ('none': always --replay-window)",
+        parse=count_or_none, check=at_least(1))
     global_pooling: bool = setting(False, "global pooling bias in some residual blocks "
                                    "(KataGo) (new model)")
 

@@ -39,6 +39,7 @@ from pyhexz import nn as modellib
 from pyhexz.game import symmetry
 from pyhexz.game.examples import Arrays, decode
 from pyhexz.infra.storage import MODEL_FILE, SCRIPT_FILE, CheckpointRepo
+from pyhexz.nn.network import SCORE_SCALE
 from pyhexz.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,9 @@ class Losses(NamedTuple):
     score: torch.Tensor    # Huber against the score difference; 0 when not asked for
 
 
-def losses(net: torch.nn.Module, batch: Arrays, device: torch.device,
+def losses(net: modellib.HexzNet, batch: Arrays, device: torch.device,
            score: bool = False) -> Losses:
-    """The losses of a batch; `score`: the score head's too (net is a HexzNet then)."""
+    """The losses of a batch; `score`: the score head's too."""
     boards = torch.from_numpy(batch.boards).to(device)
     masks = torch.from_numpy(batch.masks).to(device)
     target_p = torch.from_numpy(batch.probs.reshape(len(batch), -1)).to(device)
@@ -111,10 +112,10 @@ def _score_loss(predicted: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     known = ~torch.isnan(scores)
     if not known.any():
         return predicted.new_zeros(())   # the mean of nothing would be NaN
-    return F.huber_loss(predicted[known], scores[known] / modellib.SCORE_SCALE)
+    return F.huber_loss(predicted[known], scores[known] / SCORE_SCALE)
 
 
-def train_steps(net: torch.nn.Module, optimizer: torch.optim.Optimizer, window: ReplayWindow,
+def train_steps(net: modellib.HexzNet, optimizer: torch.optim.Optimizer, window: ReplayWindow,
                 num_samples: int, batch_size: int, rng: np.random.Generator,
                 device: torch.device, augment: bool = False, score_weight: float = 0.0,
                 newest: int | None = None) -> dict:
