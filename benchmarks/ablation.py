@@ -26,9 +26,10 @@ move each) against rollout, each match split over `--processes` processes (one c
 plus the run's learning curve against rollout:800.
 
 A variant is a base (`defaults`: `pyhexz train` as it is; `all`: every change in FEATURES on)
-with at most one change added (`+NAME`) or taken away (`-NAME`). The changes are set through
-their HEXZ_* variables, which mean the same whichever way a default points (a switch's flag
-flips between --x and --no-x with its default). Adding one is one entry in FEATURES.
+with at most one change added (`+NAME`) or taken away (`-NAME`): a change of FEATURES (issue
+15's) or of LEARN3 (the settings of the earlier ablation, on by default). The changes are set
+through their HEXZ_* variables, which mean the same whichever way a default points (a switch's
+flag flips between --x and --no-x with its default). Adding one is one entry in FEATURES.
 """
 
 from __future__ import annotations
@@ -73,6 +74,13 @@ FEATURES: dict[str, Feature] = {
     "solver": Feature(None),             # exact endgame solver
     "gumbel": Feature(None),             # Gumbel top-k root with sequential halving
 }
+# learn3's changes (BENCHMARKS.md, the 25-minute ablation): on by default, not part of "all".
+LEARN3: dict[str, Feature] = {
+    "augment": Feature({"HEXZ_NO_AUGMENT": "0"}, {"HEXZ_NO_AUGMENT": "1"}),
+    "temperature-drop": Feature({"HEXZ_SAMPLE_PLIES": "20"}, {"HEXZ_SAMPLE_PLIES": "all"}),
+    "samples-8": Feature({"HEXZ_SAMPLES_PER_EXAMPLE": "8"}, {"HEXZ_SAMPLES_PER_EXAMPLE": "1"}),
+    "lr-1e-3": Feature({"HEXZ_LEARNING_RATE": "1e-3"}, {"HEXZ_LEARNING_RATE": "1e-4"}),
+}
 BASES = ("defaults", "all")
 NETWORK = ["--blocks", "3", "--filters", "32", "--num-workers", "2"]
 TARGETS = {"rollout:800": 0.90, "equal think time": 0.75}
@@ -104,10 +112,10 @@ def settings(variant: str) -> dict[str, str]:
             env.update(FEATURES[name].on or {})
     if not op:
         return env
-    if change not in FEATURES:
+    feature = FEATURES.get(change) or LEARN3.get(change)
+    if feature is None:
         raise ValueError(f"{variant!r}: no change {change!r}; the changes are "
-                         f"{', '.join(FEATURES)}")
-    feature = FEATURES[change]
+                         f"{', '.join([*FEATURES, *LEARN3])}")
     wanted = feature.on if op == "+" else feature.off
     if wanted is None:
         raise ValueError(f"{variant!r}: the settings of {change!r} are not wired in yet "
