@@ -321,12 +321,15 @@ class _SpyMCTS(MCTS):
     def __init__(self, *args, **kwargs) -> None:
         self.noise: dict[int, bool] = {}
         self.searches: list[tuple[int, bool]] = []   # (simulations, noise) per start
+        self.moves: list[tuple[bool, bool]] = []     # (noise, most visited?) per move played
 
     def set_root(self, t, board, noise=True):
         self.noise[t] = noise
         super().set_root(t, board, noise)
 
     def play(self, t, move, keep_stats=False, noise=True):
+        visits = self.visits(t)
+        self.moves.append((self.noise[t], bool(visits[move] == visits.max())))
         self.noise[t] = noise
         super().play(t, move, keep_stats, noise)
 
@@ -345,15 +348,17 @@ def _capped_selfplay(monkeypatch, config: SearchConfig, max_games: int = 2):
     games: list[pb.AddTrainingExamplesRequest] = []
     stats = run_selfplay(lambda: (uniform, pb.ModelKey(name="u")), games.append, config,
                          parallel_games=2, max_games=max_games, seed=4)
-    return games, stats, spy[0].searches
+    return games, stats, spy[0].searches, spy[0].moves
 
 
 def test_playout_caps_record_only_the_full_searches(monkeypatch) -> None:
     """A quarter of the moves get the full budget, with root noise, and become examples; the
-    others get the cheap budget, without noise, and are not recorded."""
+    others get the cheap budget, without noise, play their most visited move (even while full
+    searches sample theirs), and are not recorded."""
     config = SearchConfig(runs_per_move=8, cheap_runs_per_move=2, full_search_fraction=0.25,
                           dirichlet_alpha=0.3)
-    games, stats, searches = _capped_selfplay(monkeypatch, config)
+    assert config.sample_plies is None   # full searches sample all game long
+    games, stats, searches, moves = _capped_selfplay(monkeypatch, config)
     assert len(games) == stats.games == 2
     assert set(searches) == {(8, True), (2, False)}
     full = sum(sims == 8 for sims, _ in searches)
@@ -362,6 +367,8 @@ def test_playout_caps_record_only_the_full_searches(monkeypatch) -> None:
     assert stats.positions == len(searches)   # every move searched, recorded or not
     assert 0.1 < full / len(searches) < 0.45
     assert all(ex.visit_count == 8 for ex in examples)
+    assert all(most_visited for noise, most_visited in moves if not noise)
+    assert not all(most_visited for noise, most_visited in moves if noise)
     for g in games:
         moves = [ex.move.move for ex in g.examples]
         assert moves == sorted(moves) and len(set(moves)) == len(moves)
@@ -371,7 +378,7 @@ def test_playout_caps_record_only_the_full_searches(monkeypatch) -> None:
 
 
 def test_without_playout_caps_every_move_is_full_and_recorded(monkeypatch) -> None:
-    games, stats, searches = _capped_selfplay(monkeypatch, SearchConfig(runs_per_move=4))
+    games, stats, searches, _ = _capped_selfplay(monkeypatch, SearchConfig(runs_per_move=4))
     assert set(searches) == {(4, True)}
     assert stats.examples == len(searches) == sum(len(g.examples) for g in games)
 
@@ -380,7 +387,7 @@ def test_a_game_without_a_full_search_is_not_sent(monkeypatch) -> None:
     """A game all of whose moves were cheap has no example; it counts, but the sink never sees
     an empty request (a game file or upload must hold examples)."""
     config = SearchConfig(runs_per_move=4, cheap_runs_per_move=1, full_search_fraction=1e-9)
-    games, stats, searches = _capped_selfplay(monkeypatch, config)
+    games, stats, searches, _ = _capped_selfplay(monkeypatch, config)
     assert games == [] and stats.games == 2 and stats.examples == 0
     assert {sims for sims, _ in searches} == {1}
 

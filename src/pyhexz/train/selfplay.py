@@ -15,8 +15,9 @@ head learns. Flagz games start from random boards, so the openings stay varied e
 
 Playout cap randomization (KataGo; `full_search_fraction` < 1): only that share of moves,
 drawn at random, is searched with `runs_per_move` and becomes a training example; the others
-are searched with `cheap_runs` simulations and no root noise, so they play well cheaply, and
-are not recorded, since a policy target from a small search teaches little. Games then cost
+are searched with `cheap_runs` simulations, no root noise, and play their most visited move, so
+they play well cheaply, and are not recorded, since a policy target from a small search
+teaches little. Games then cost
 less per example recorded, and the value targets come from more, shorter-searched games.
 
 Every example carries the game's final score difference from its mover's view (`score`), the
@@ -106,10 +107,14 @@ def wind_down_before(end: float | None, who: str) -> Callable[[SelfPlayStats], b
 
 
 def choose_move(visits: np.ndarray, ply: int, config: SearchConfig,
-                rng: np.random.Generator) -> int:
+                rng: np.random.Generator, cheap: bool = False) -> int:
     """Self-play's move at `ply` (0-based) of a game: sampled, or past `sample_plies` the
-    most visited (ties broken at random, so equal visits do not favour low indices)."""
-    if config.sample_plies is None or ply < config.sample_plies:
+    most visited (ties broken at random, so equal visits do not favour low indices).
+
+    A `cheap` search's (playout caps) move is always its most visited: like KataGo's cheap
+    searches, which have no noise either, it plays for strength, since the move is not a
+    training example and its few visits would otherwise add randomness to the game's result."""
+    if not cheap and (config.sample_plies is None or ply < config.sample_plies):
         return sample_move(visits, rng)
     return int(rng.choice(np.flatnonzero(visits == visits.max())))
 
@@ -183,7 +188,7 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None
             if g is None:
                 continue
             visits = mcts.visits(t)
-            move = choose_move(visits, g.plies, config, rng)
+            move = choose_move(visits, g.plies, config, rng, cheap=not g.full)
             row, col, typ = policy_move_tuple(move)
             if g.full:
                 board_planes, mask = g.board.encode()
