@@ -17,8 +17,10 @@ Playout cap randomization (KataGo; `full_search_fraction` < 1): only that share 
 drawn at random, is searched with `runs_per_move` and becomes a training example; the others
 are searched with `cheap_runs` simulations, no root noise, and play their most visited move, so
 they play well cheaply, and are not recorded, since a policy target from a small search
-teaches little. Games then cost
-less per example recorded, and the value targets come from more, shorter-searched games.
+teaches little. Games then cost less per example recorded, and the value targets come from
+more, shorter-searched games. The coin is tossed once per round of moves, for all games at
+once: a round lasts as long as its longest search, so with a coin per game nearly every round
+would hold a full search and the cheap ones would save nothing.
 
 Every example carries the game's final score difference from its mover's view (`score`), the
 target of the network's score head.
@@ -126,12 +128,11 @@ class _Game:
     examples: list = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     plies: int = 0
-    full: bool = True   # the next move gets the full search and is recorded
 
 
 def _full_search(config: SearchConfig, rng: np.random.Generator) -> bool:
-    """Whether the next move gets the full search (playout cap randomization's coin); with
-    every move full, the random stream is not touched."""
+    """Whether the next round of moves gets the full search (playout cap randomization's
+    coin); with every move full, the random stream is not touched."""
     return config.full_search_fraction >= 1 or rng.random() < config.full_search_fraction
 
 
@@ -160,6 +161,7 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None
     stats = SelfPlayStats()
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     started = 0
+    full = _full_search(config, rng)   # this round's searches are full ones
 
     def may_start() -> bool:
         return ((max_games is None or started < max_games) and not should_stop()
@@ -171,8 +173,7 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None
             return None
         started += 1
         g = _Game(Board.new(int(rng.integers(2**63))), uuid.uuid4().hex)
-        g.full = _full_search(config, rng)
-        mcts.set_root(t, g.board, noise=g.full)
+        mcts.set_root(t, g.board, noise=full)
         return g
 
     games: list[_Game | None] = [new_game(t) for t in range(parallel_games)]
@@ -182,23 +183,23 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None
         evaluate, key = model()
         for t, g in enumerate(games):
             if g is not None:
-                mcts.start(t, config.runs_per_move if g.full else config.cheap_runs)
+                mcts.start(t, config.runs_per_move if full else config.cheap_runs)
         search(mcts, evaluate, planes, masks, stats)
+        recorded, full = full, _full_search(config, rng)   # full: the next round's
         for t, g in enumerate(games):
             if g is None:
                 continue
             visits = mcts.visits(t)
-            move = choose_move(visits, g.plies, config, rng, cheap=not g.full)
+            move = choose_move(visits, g.plies, config, rng, cheap=not recorded)
             row, col, typ = policy_move_tuple(move)
-            if g.full:
+            if recorded:
                 board_planes, mask = g.board.encode()
                 g.examples.append(make_example(
                     board_planes, mask, visits, turn=g.board.turn, move=(row, col, typ),
                     move_number=g.board.move, model_key=key, root_value=mcts.root_value(t)))
             g.board.play(row, col, typ)
             g.plies += 1
-            g.full = _full_search(config, rng)
-            mcts.play(t, move, noise=g.full)
+            mcts.play(t, move, noise=full)
             stats.positions += 1
             if g.board.is_over:
                 _finish(g, execution_id, sink)
