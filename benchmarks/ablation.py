@@ -1,14 +1,35 @@
-"""Which of `pyhexz train`'s settings matter: equal-time training runs that each leave one out.
+"""Which changes pay: equal-time `pyhexz train` runs, one after the other, each a variant of the
+defaults, and how strong each one's checkpoints are against rollout:800.
 
-    python benchmarks/ablation.py --out runs/ablation --minutes 25 \
-        --variants defaults no-augment sample-all
+    # the ablation: the base, then the base minus each change (here "all": every change on)
+    python benchmarks/ablation.py run --out runs/ablation --minutes 30 --ablate all
+    # chosen variants: the defaults, the defaults plus the score head, all minus playout caps
+    python benchmarks/ablation.py run --out runs/ablation --minutes 30 \
+        --variants defaults defaults+score all-playout-caps
+    # the issue's targets for one run's last checkpoint
+    python benchmarks/ablation.py target --dir runs/t30 --model-name local
 
-Every variant is a `pyhexz train` run of `--minutes` on this machine, one after the other, with
-the same network and workers (`--blocks 3 --filters 32 --num-workers 2`) and its variant's flags
-on top of the defaults. Then the last checkpoint of each plays the first `--games` fixture
-openings from both seats against each opponent (200 simulations a move), and the script prints
-a Markdown table. The runs are sequential, so a machine that is busier for one of them biases
-it: the table gives each run's examples/s to show that.
+`run` (the protocol of BENCHMARKS.md, "Ablation"): every variant is a `pyhexz train` run of
+`--minutes` on this machine with the same network and workers (NETWORK), one after the other,
+its variant's settings on top of the defaults. Then the last checkpoint of each plays the first
+`--games` fixture openings from both seats against each opponent (200 simulations a move), two
+matches at a time (one per core), and a learning curve takes the newest checkpoint at every
+`--curve-minutes` of each run against the first opponent. It prints a Markdown table per
+variant (with the minutes each took to reach a score of 0.5 and 0.9 on the curve) and the
+curves. Runs and matches are kept under `--out` (`*.json`): run it again and it does only what
+is missing, so an interrupted ablation resumes. The runs are sequential, so a machine that is
+busier for one of them biases it: the table gives each run's examples/s to show that.
+
+`target`: the issue's targets for a run's last checkpoint, at `--runs` simulations a move
+against rollout:800 over all 128 openings from both seats, and at equal think time (0.5 s a
+move each) against rollout, each match split over `--processes` processes (one core each),
+plus the run's learning curve against rollout:800.
+
+A variant is a base (`defaults`: `pyhexz train` as it is; `all`: every change in FEATURES on)
+with at most one change added (`+NAME`) or taken away (`-NAME`): a change of FEATURES (issue
+15's) or of LEARN3 (the settings of the earlier ablation, on by default). The changes are set
+through their HEXZ_* variables, which mean the same whichever way a default points (a switch's
+flag flips between --x and --no-x with its default). Adding one is one entry in FEATURES.
 """
 
 from __future__ import annotations
@@ -19,84 +40,343 @@ import os
 import re
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import benchlib
+import learning_curve
 
-# What each variant changes from `pyhexz train`'s defaults (the learn3 settings).
-VARIANTS = {
-    "defaults": [],
-    "no-augment": ["--no-augment"],                  # no mirror images of the board
-    "sample-all": ["--sample-plies", "all"],         # no temperature drop
-    "samples-1": ["--samples-per-example", "1"],     # learn2's sampling rate
-    "lr-1e-4": ["--learning-rate", "1e-4"],          # learn2's learning rate
+
+@dataclass(frozen=True)
+class Feature:
+    """One change: the HEXZ_* settings that switch it on, and those that switch it off. None:
+    its settings are not wired in yet (variants with it refuse to run)."""
+
+    on: dict[str, str] | None
+    off: dict[str, str] | None = None
+
+
+# Issue 15's changes. The training half (train/selfplay.py, train/trainer.py, nn/network.py):
+FEATURES: dict[str, Feature] = {
+    # a quarter of the moves searched fully and recorded, the rest with a quarter of the runs
+    "playout-caps": Feature({"HEXZ_FULL_SEARCH_FRACTION": "0.25"},
+                            {"HEXZ_FULL_SEARCH_FRACTION": "1"}),
+    "score": Feature({"HEXZ_SCORE_WEIGHT": "0.5"}, {"HEXZ_SCORE_WEIGHT": "0"}),
+    "window-growth": Feature({"HEXZ_REPLAY_WINDOW_START": "20000"},
+                             {"HEXZ_REPLAY_WINDOW_START": "none"}),
+    "global-pooling": Feature({"HEXZ_GLOBAL_POOLING": "1"}, {"HEXZ_GLOBAL_POOLING": "0"}),
+    # The search half (search/mcts.pyx, search/driver.py): its settings go here when merged.
+    "fpu": Feature(None),                # first-play urgency reduction
+    "forced-playouts": Feature(None),    # forced playouts and policy target pruning
+    "cache": Feature(None),              # transposition-aware evaluation cache
+    "solver": Feature(None),             # exact endgame solver
+    "gumbel": Feature(None),             # Gumbel top-k root with sequential halving
 }
+# learn3's changes (BENCHMARKS.md, the 25-minute ablation): on by default, not part of "all".
+LEARN3: dict[str, Feature] = {
+    "augment": Feature({"HEXZ_NO_AUGMENT": "0"}, {"HEXZ_NO_AUGMENT": "1"}),
+    "temperature-drop": Feature({"HEXZ_SAMPLE_PLIES": "20"}, {"HEXZ_SAMPLE_PLIES": "all"}),
+    "samples-8": Feature({"HEXZ_SAMPLES_PER_EXAMPLE": "8"}, {"HEXZ_SAMPLES_PER_EXAMPLE": "1"}),
+    "lr-1e-3": Feature({"HEXZ_LEARNING_RATE": "1e-3"}, {"HEXZ_LEARNING_RATE": "1e-4"}),
+}
+BASES = ("defaults", "all")
 NETWORK = ["--blocks", "3", "--filters", "32", "--num-workers", "2"]
+TARGETS = {"rollout:800": 0.90, "equal think time": 0.75}
+CURVE_MARKS = (0.5, 0.9)
 
 
-def train(out: Path, name: str, minutes: float) -> dict:
+def wired() -> list[str]:
+    return [name for name, f in FEATURES.items() if f.on is not None]
+
+
+def parse_variant(variant: str) -> tuple[str, str, str]:
+    """(base, '+' or '-' or '', change) of a variant's name."""
+    for base in BASES:
+        if variant == base:
+            return base, "", ""
+        op = variant[len(base):len(base) + 1]
+        if variant.startswith(base) and op in ("+", "-"):
+            return base, op, variant[len(base) + 1:]
+    raise ValueError(f"{variant!r}: a variant is BASE, BASE+CHANGE or BASE-CHANGE with BASE "
+                     f"one of {', '.join(BASES)}")
+
+
+def settings(variant: str) -> dict[str, str]:
+    """The HEXZ_* settings of a variant; ValueError for one that cannot run."""
+    base, op, change = parse_variant(variant)
+    env: dict[str, str] = {}
+    if base == "all":
+        for name in wired():
+            env.update(FEATURES[name].on or {})
+    if not op:
+        return env
+    feature = FEATURES.get(change) or LEARN3.get(change)
+    if feature is None:
+        raise ValueError(f"{variant!r}: no change {change!r}; the changes are "
+                         f"{', '.join([*FEATURES, *LEARN3])}")
+    wanted = feature.on if op == "+" else feature.off
+    if wanted is None:
+        raise ValueError(f"{variant!r}: the settings of {change!r} are not wired in yet "
+                         "(FEATURES in benchmarks/ablation.py)")
+    return {**env, **wanted}
+
+
+def ablation(base: str) -> list[str]:
+    """The base, then the base without each change it has (or with each it lacks)."""
+    return [base] + [f"{base}{'-' if base == 'all' else '+'}{name}" for name in wired()]
+
+
+def dir_name(variant: str) -> str:
+    """A directory and model name for a variant (model names allow no '+')."""
+    return variant.replace("+", "-with-", 1) if "+" in variant else variant.replace(
+        "-", "-without-", 1)
+
+
+def shown(env: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(env.items())) or "(none)"
+
+
+# --------------------------------------------------------------------------
+# Training runs
+# --------------------------------------------------------------------------
+
+
+def train(out: Path, variant: str, minutes: float, extra: list[str]) -> dict:
+    """Runs (or finds, from an earlier call) the variant's training run; returns its summary."""
+    name = dir_name(variant)
+    done = out / f"{name}.json"
+    env = settings(variant)
+    if done.exists():
+        summary = json.loads(done.read_text())
+        if summary["settings"] == env and summary["minutes"] == minutes:
+            print(f"[ablation] {variant}: done before, {done}", flush=True)
+            return summary
     log = out / f"{name}.log"
     cmd = [sys.executable, "-m", "pyhexz", "train", "--dir", str(out / name), "--model-name",
-           name, *NETWORK, *VARIANTS[name], "--minutes", str(minutes)]
-    print(f"[ablation] {name}: {' '.join(cmd[1:])}", flush=True)
+           name, *NETWORK, *extra, "--minutes", str(minutes)]
+    print(f"[ablation] {variant}: {shown(env)} {' '.join(cmd[1:])}", flush=True)
     with log.open("w") as f:
-        subprocess.run(["nice", "-n", "5", *cmd], stdout=f, stderr=subprocess.STDOUT,
-                       check=True, env=benchlib.src_env())
+        code = subprocess.run(["nice", "-n", "5", *cmd], stdout=f, stderr=subprocess.STDOUT,
+                              env=benchlib.src_env(**env)).returncode
     text = log.read_text()
+    if code:
+        last = text.strip().splitlines()[-1:] or ["(no output)"]
+        sys.exit(f"[ablation] {variant}: pyhexz train failed (exit {code}): {last[0]} "
+                 f"(log: {log})")
     stopped = re.findall(r"train stopped checkpoint=(\d+) games=(\d+) examples=(\d+)", text)[-1]
     progress = re.findall(r"examples_per_s=([\d.]+)", text)
-    return {"checkpoint": int(stopped[0]), "games": int(stopped[1]),
-            "examples": int(stopped[2]), "examples_per_s": float(progress[-1]) if progress else 0}
+    summary = {"variant": variant, "name": name, "settings": env, "minutes": minutes,
+               "checkpoint": int(stopped[0]), "games": int(stopped[1]),
+               "examples": int(stopped[2]),
+               "examples_per_s": float(progress[-1]) if progress else 0.0}
+    done.write_text(json.dumps(summary, indent=1))
+    return summary
 
 
-def arena(out: Path, name: str, checkpoint: int, opponent: str, games: int) -> dict:
+def repo_of(run_dir: Path, name: str):
+    """The checkpoints of a `pyhexz train --dir run_dir --model-name name` run."""
     from pyhexz.infra.storage import CheckpointRepo, LocalStorage
+    return CheckpointRepo(LocalStorage(run_dir), name)
 
-    model = out / name / CheckpointRepo(LocalStorage(out / name), name).key(checkpoint, "model.pt")
-    res = subprocess.run([sys.executable, "-m", "pyhexz", "arena", f"{model}:200", opponent,
-                          "--games", str(games), "--json"], capture_output=True, text=True,
-                         check=True, env=benchlib.src_env())
-    return json.loads(res.stdout)
+
+# --------------------------------------------------------------------------
+# Matches
+# --------------------------------------------------------------------------
+
+
+def match(player1: str, player2: str, openings: int, work: Path, processes: int = 1) -> dict:
+    """`pyhexz arena` over the first `openings` fixture openings from both seats, split over
+    `processes` processes; the result as arena's JSON, its intervals over all of them. Kept in
+    `work`: asked again, it is read back."""
+    from pyhexz.train.arena import default_openings_path, result_json, summarize
+
+    key = re.sub(r"[^A-Za-z0-9.]+", "_", f"{player1}--{player2}--{openings}")[-150:]
+    done = work / f"{key}.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    work.mkdir(parents=True, exist_ok=True)
+    lines = [ln for ln in default_openings_path().read_text().splitlines() if ln.strip()]
+    lines = lines[:openings]
+    parts = [lines[i::processes] for i in range(processes) if lines[i::processes]]
+    t0 = time.monotonic()
+    procs = []
+    log = work / f"{key}.log"   # the matches' progress lines
+    with log.open("w") as err:
+        for i, part in enumerate(parts):
+            path = work / f"{key}.part{i}.jsonl"
+            path.write_text("\n".join(part) + "\n")
+            procs.append(subprocess.Popen(
+                ["nice", "-n", "5", sys.executable, "-m", "pyhexz", "arena", player1, player2,
+                 "--openings", str(path), "--json"], stdout=subprocess.PIPE, stderr=err,
+                text=True, env=benchlib.src_env()))
+        results = []
+        for p in procs:
+            stdout, _ = p.communicate()
+            if p.returncode:
+                raise RuntimeError(f"pyhexz arena {player1} {player2} failed "
+                                   f"(exit {p.returncode}); log: {log}")
+            results.append(json.loads(stdout))
+    # Each part's outcomes come opening by opening, both seats together, so the
+    # concatenation keeps the pairs the paired interval is computed over.
+    merged = summarize(player1, player2, [x for r in results for x in r["outcomes"]],
+                       time.monotonic() - t0, games_per_opening=2)
+    out = json.loads(result_json(merged))
+    done.write_text(json.dumps(out))
+    for i in range(len(parts)):
+        (work / f"{key}.part{i}.jsonl").unlink()
+    return out
+
+
+def cell(m: dict) -> str:
+    # arena's JSON has no infinity: a clean sweep's Elo is null.
+    elo = (f"{m['elo']:+.0f}" if m["elo"] is not None
+           else "+inf" if m["score"] > 0.5 else "-inf")
+    return (f"{m['wins']}/{m['draws']}/{m['losses']}, {m['score']:.3f} "
+            f"[{m['score_paired_low']:.2f}, {m['score_paired_high']:.2f}], {elo}")
+
+
+def first_reaching(curve: list[tuple[float, dict]], score: float) -> str:
+    """Minutes into the run of the first curve point at `score` or better."""
+    return next((f"{minutes:.1f}" for minutes, m in curve if m["score"] >= score), "-")
+
+
+def curve_points(run_dir: Path, name: str, every: float) -> list[tuple[int, float]]:
+    """(checkpoint, minutes into the run) of the run's learning curve."""
+    if every <= 0:
+        return []
+    repo = repo_of(run_dir, name)
+    return [(n, learning_curve.minutes_into_run(repo, n))
+            for n in learning_curve.at_minutes(repo, every)]
+
+
+def model_file(run_dir: Path, name: str, n: int) -> Path:
+    return run_dir / repo_of(run_dir, name).key(n, "model.pt")
+
+
+# --------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    variants = args.variants or ablation(args.ablate)
+    for v in variants:
+        settings(v)   # every variant must be runnable before the first hour is spent
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs = {v: train(args.out, v, args.minutes, args.train_args) for v in variants}
+    curves = {v: curve_points(args.out / r["name"], r["name"], args.curve_minutes)
+              for v, r in runs.items()}
+    work = args.out / "matches"
+    jobs = {(v, opp, r["checkpoint"], args.games) for v, r in runs.items()
+            for opp in args.opponents}
+    jobs |= {(v, args.opponents[0], n, args.curve_games) for v in variants for n, _ in curves[v]}
+    # Two matches at a time: one per core, now that no training runs.
+    with ThreadPoolExecutor(2) as pool:
+        futures = {}
+        for job in jobs:
+            name = runs[job[0]]["name"]
+            futures[job] = pool.submit(match, f"{model_file(args.out / name, name, job[2])}"
+                                       f":{args.runs}", job[1], job[3], work)
+        results = {job: f.result() for job, f in futures.items()}
+
+    print(f"\n{args.minutes:g} minutes each, `{' '.join(NETWORK + args.train_args)}`; last "
+          f"checkpoint at {args.runs} simulations a move, {args.games} openings x 2 seats; "
+          f"curve: every {args.curve_minutes:g} minutes against {args.opponents[0]}, "
+          f"{args.curve_games} openings x 2 seats\n")
+    print("| variant | settings | checkpoints | games | examples | examples/s | "
+          + " | ".join(f"vs {o}: W/D/L, score [95% CI, paired], Elo" for o in args.opponents)
+          + " | " + " | ".join(f"minutes to {s}" for s in CURVE_MARKS) + " |")
+    print("|---|---|---:|---:|---:|---:|" + "---|" * len(args.opponents)
+          + "---:|" * len(CURVE_MARKS))
+    for v, r in runs.items():
+        curve = [(minutes, results[v, args.opponents[0], n, args.curve_games])
+                 for n, minutes in curves[v]]
+        print(f"| {v} | `{shown(r['settings'])}` | {r['checkpoint']} | {r['games']} | "
+              f"{r['examples']} | {r['examples_per_s']:.0f} | "
+              + " | ".join(cell(results[v, o, r["checkpoint"], args.games])
+                           for o in args.opponents) + " | "
+              + " | ".join(first_reaching(curve, s) for s in CURVE_MARKS) + " |")
+    if args.curve_minutes > 0:
+        print(f"\nLearning curves: score against {args.opponents[0]} of the newest checkpoint "
+              f"at each mark (minutes into the run: score)\n")
+        for v in variants:
+            points = ", ".join(
+                f"{minutes:.1f}: {results[v, args.opponents[0], n, args.curve_games]['score']:.2f}"
+                for n, minutes in curves[v])
+            print(f"- {v}: {points}")
+
+
+def cmd_target(args: argparse.Namespace) -> None:
+    repo = repo_of(args.dir, args.model_name)
+    n = repo.latest()
+    if n is None:
+        sys.exit(f"no checkpoints of {args.model_name} in {args.dir}")
+    model = model_file(args.dir, args.model_name, n)
+    work = args.dir / "target"
+    print(f"# {args.model_name} checkpoint {n} ({model}), "
+          f"{learning_curve.minutes_into_run(repo, n):.1f} minutes into its run", flush=True)
+    against = {
+        "rollout:800": match(f"{model}:{args.runs}", "rollout:800", args.openings, work,
+                             args.processes),
+        "equal think time": match(f"{model}@{args.think:g}s", f"rollout@{args.think:g}s",
+                                  args.openings, work, args.processes),
+    }
+    print("\n| match | openings x 2 seats | W/D/L, score [95% CI, paired], Elo | target | met |")
+    print("|---|---:|---|---:|---|")
+    for what, m in against.items():
+        target = TARGETS[what]
+        print(f"| `{m['player1']}` vs `{m['player2']}` | {m['openings']} | {cell(m)} | "
+              f">= {target:.2f} | {'yes' if m['score'] >= target else 'no'} |")
+    if args.curve_minutes > 0:
+        curve = [(minutes, match(f"{model_file(args.dir, args.model_name, k)}:{args.runs}",
+                                 "rollout:800", args.curve_games, work, args.processes))
+                 for k, minutes in curve_points(args.dir, args.model_name, args.curve_minutes)]
+        print(f"\nLearning curve against rollout:800 ({args.curve_games} openings x 2 seats): "
+              + ", ".join(f"{minutes:.1f} min: {m['score']:.2f}" for minutes, m in curve))
+        print("Minutes to " + ", ".join(f"{s}: {first_reaching(curve, s)}" for s in CURVE_MARKS)
+              + " (learn3: 45 to 0.5, 110 to 0.9)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--minutes", type=float, default=25)
-    ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
-    ap.add_argument("--opponents", nargs="+", default=["rollout:800"])
-    ap.add_argument("--games", type=int, default=32, help="openings (each from both seats)")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="equal-time training runs and their strength")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--minutes", type=float, default=30)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--variants", nargs="+", help="BASE, BASE+CHANGE or BASE-CHANGE")
+    which.add_argument("--ablate", choices=BASES, default="all",
+                       help="the base and the base minus (or, for defaults, plus) each change")
+    p.add_argument("--opponents", nargs="+", default=["rollout:800"])
+    p.add_argument("--games", type=int, default=32, help="openings (each from both seats)")
+    p.add_argument("--runs", type=int, default=200, help="simulations a move in the matches")
+    p.add_argument("--curve-minutes", type=float, default=5, help="0: no learning curve")
+    p.add_argument("--curve-games", type=int, default=32)
+    p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[],
+                   help="more `pyhexz train` flags for every run (last on the line)")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("target", help="a run's last checkpoint against the issue's targets")
+    p.add_argument("--dir", type=Path, required=True, help="the run's `pyhexz train --dir`")
+    p.add_argument("--model-name", default="local")
+    p.add_argument("--openings", type=int, default=128)
+    p.add_argument("--runs", type=int, default=200)
+    p.add_argument("--think", type=float, default=0.5, help="seconds a move, both players")
+    p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--curve-minutes", type=float, default=5, help="0: no learning curve")
+    p.add_argument("--curve-games", type=int, default=32)
+    p.set_defaults(func=cmd_target)
     args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    print(f"# {benchlib.cpu_model()}, {os.cpu_count()} cores", flush=True)
-
-    runs = {name: train(args.out, name, args.minutes) for name in args.variants}
-    # Two matches at a time: one per core, now that no training runs.
-    with ThreadPoolExecutor(2) as pool:
-        results = {(name, opp): pool.submit(arena, args.out, name, r["checkpoint"], opp,
-                                            args.games)
-                   for name, r in runs.items() for opp in args.opponents}
-        results = {k: f.result() for k, f in results.items()}
-
-    print(f"\n{args.minutes:g} minutes each; last checkpoint at 200 simulations a move, "
-          f"{args.games} openings x 2 seats\n")
-    print("| variant | flags | checkpoints | games | examples | examples/s | "
-          + " | ".join(f"vs {o}: W/D/L, score [95% CI, paired], Elo" for o in args.opponents)
-          + " |")
-    print("|---|---|---:|---:|---:|---:|" + "---|" * len(args.opponents))
-    for name, r in runs.items():
-        cells = []
-        for opp in args.opponents:
-            m = results[name, opp]
-            # arena's JSON has no infinity: a clean sweep's Elo is null.
-            elo = (f"{m['elo']:+.0f}" if m["elo"] is not None
-                   else "+inf" if m["score"] > 0.5 else "-inf")
-            cells.append(f"{m['wins']}/{m['draws']}/{m['losses']}, {m['score']:.3f} "
-                         f"[{m['score_paired_low']:.2f}, {m['score_paired_high']:.2f}], {elo}")
-        print(f"| {name} | `{' '.join(VARIANTS[name]) or '(none)'}` | {r['checkpoint']} | "
-              f"{r['games']} | {r['examples']} | {r['examples_per_s']:.0f} | "
-              + " | ".join(cells) + " |")
+    try:
+        if args.command == "run":
+            for v in args.variants or []:
+                settings(v)
+    except ValueError as e:
+        ap.error(str(e))
+    print(f"# {benchlib.cpu_model()}, {os.cpu_count()} cores, "
+          f"{time.strftime('%Y-%m-%d %H:%M')}", flush=True)
+    args.func(args)
 
 
 if __name__ == "__main__":

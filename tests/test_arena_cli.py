@@ -518,6 +518,28 @@ def test_cli_arena_with_checkpoint_player(checkpoint, tmp_path: Path, capsys) ->
     assert d["player1"] == spec and d["games"] == 2
 
 
+def test_timed_players_think_for_their_time(checkpoint, capsys) -> None:
+    """`PLAYER@SECONDS`: the search of the CPU player service, stopped by a think time per move
+    rather than a simulation count (matches at equal think time); an '@' that is not followed
+    by a time is part of a path; a think time of 0 is refused in one line."""
+    from pyhexz.search.timed import TimedPlayer
+
+    path, _ = checkpoint
+    for spec, seconds, neural in (("rollout@0.02s", 0.02, False), ("rollout@0.5", 0.5, False),
+                                  (f"{path}@0.01s", 0.01, True)):
+        p = make_player(spec)
+        assert isinstance(p, TimedPlayer) and p.name == spec and p.seconds == seconds
+        assert p.searcher.rollout is not neural
+    assert cli.main(["arena", f"{path}@0.01s", "rollout@0.01s", "--games", "1", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert (d["player1"], d["player2"], d["games"]) == (f"{path}@0.01s", "rollout@0.01s", 2)
+    assert cli.main(["arena", "rollout@0s", "random"]) == 2
+    assert "pyhexz arena: error: player 'rollout@0s': the think time must be > 0 seconds" \
+        in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="no@where"):
+        make_player("no@where")
+
+
 def test_arena_with_torchscript_and_directory_players(checkpoint, tmp_path: Path,
                                                       openings) -> None:
     path, _ = checkpoint

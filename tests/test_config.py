@@ -202,6 +202,29 @@ def test_per_command_defaults() -> None:
         (8, 1, "127.0.0.1")
 
 
+def test_learning_switches_are_flags_and_variables(monkeypatch) -> None:
+    """The switches of the training changes (playout caps, score head, growing window, global
+    pooling): off by default, on by flag or by HEXZ_* variable (benchmarks/ablation.py sets
+    them by variable, which reads the same whichever way a default points)."""
+    off = parse("train").config
+    assert (off.search.full_search_fraction, off.search.cheap_runs_per_move,
+            off.train.score_weight, off.train.replay_window_start,
+            off.train.global_pooling) == (1.0, None, 0.0, None, False)
+    on = parse("train", "--full-search-fraction", "0.25", "--cheap-runs-per-move", "20",
+               "--score-weight", "0.5", "--replay-window-start", "20000",
+               "--global-pooling").config
+    assert (on.search.full_search_fraction, on.search.cheap_runs, on.train.score_weight,
+            on.train.replay_window_start, on.train.global_pooling) == (0.25, 20, 0.5, 20000, True)
+    for name, value in (("HEXZ_FULL_SEARCH_FRACTION", "0.5"), ("HEXZ_SCORE_WEIGHT", "1"),
+                        ("HEXZ_REPLAY_WINDOW_START", "5000"), ("HEXZ_GLOBAL_POOLING", "1")):
+        monkeypatch.setenv(name, value)
+    env = parse("train").config
+    assert (env.search.full_search_fraction, env.train.score_weight,
+            env.train.replay_window_start, env.train.global_pooling) == (0.5, 1.0, 5000, True)
+    # The worker's self-play searches with the same settings.
+    assert parse("worker", "--server-url", "u").config.search.full_search_fraction == 0.5
+
+
 def test_cpu_server_port_defaults_to_cloud_runs(monkeypatch) -> None:
     monkeypatch.setenv("PORT", "9123")
     assert parse("cpu-server").gunicorn.listen.port == 9123
@@ -244,6 +267,10 @@ def test_help_shows_defaults_and_variables(capsys) -> None:
     (["train"], {"HEXZ_SAMPLES_PER_EXAMPLE": "lots"},
      "HEXZ_SAMPLES_PER_EXAMPLE='lots' is not a valid value for --samples-per-example"),
     (["cpu-server", "--redis-url", "redis://x"], {}, "needs a model name"),
+    (["train", "--full-search-fraction", "0"], {},
+     "argument --full-search-fraction: full_search_fraction must be in (0, 1], got 0.0"),
+    (["train", "--runs-per-move", "10", "--cheap-runs-per-move", "20"], {},
+     "cheap_runs_per_move (20) must not exceed runs_per_move (10)"),
 ])
 def test_bad_values_are_one_line_and_exit_2(argv, env, message) -> None:
     r = subprocess.run([sys.executable, "-m", "pyhexz", *argv], cwd=REPO_ROOT,

@@ -15,6 +15,7 @@ from pyhexz.game.examples import (
     BOARD_SHAPE,
     GAME_FILE_SUFFIX,
     MASK_SHAPE,
+    MAX_SCORE,
     Arrays,
     InvalidExampleError,
     decode,
@@ -84,7 +85,7 @@ def test_decode_many_and_concat() -> None:
     assert len(a) == 3
     np.testing.assert_array_equal(a.results, [1.0, 0.0, -1.0])
     both = Arrays.concat([decode(exs[:1]), decode(exs[1:])])
-    for f in ("boards", "masks", "probs", "results"):
+    for f in ("boards", "masks", "probs", "results", "scores"):
         np.testing.assert_array_equal(getattr(both, f), getattr(a, f))
     empty = Arrays.concat([])
     assert len(empty) == 0 and empty.boards.shape == (0,) + BOARD_SHAPE
@@ -147,6 +148,10 @@ def _bad_cases():
         ("result < -1", dict(result=-2.0), r"result -2\.0 outside"),
         ("result nan", dict(result=float("nan")), r"result nan outside"),
         ("result inf", dict(result=float("inf")), r"result inf outside"),
+        ("score too big", dict(score=MAX_SCORE + 1), rf"score {MAX_SCORE + 1}\.0 outside"),
+        ("score nan", dict(score=float("nan")), r"score nan outside"),
+        ("score against result", dict(score=-3.0), r"score -3\.0 disagrees with result 1\.0"),
+        ("draw with a score", dict(result=0.0, score=2.0), r"score 2\.0 disagrees with result 0"),
     ]
 
 
@@ -164,6 +169,28 @@ def test_decode_rejects(case: str) -> None:
     # The bad example is second: the message must name it ("example 1").
     with pytest.raises(InvalidExampleError, match=r"^example 1\b.*" + match):
         decode([good, _with(ex, **fields)])
+
+
+def test_score_travels_and_old_examples_have_none() -> None:
+    """The score goes over the wire with the example; an example recorded before scores were
+    (no field 14 in its bytes) decodes with the score unknown (NaN), as do Arrays built
+    without scores."""
+    won, lost = example(1, result=1.0)[0], example(2, result=-1.0)[0]
+    won.score, lost.score = 12.0, -7.0
+    old = example(3, result=1.0)[0]
+    wire = [pb.TrainingExample.FromString(e.SerializeToString()) for e in (won, lost, old)]
+    assert not wire[2].HasField("score")
+    a = decode(wire)
+    np.testing.assert_array_equal(a.scores[:2], [12.0, -7.0])
+    assert np.isnan(a.scores[2]) and a.scores.dtype == np.float32
+    plain = Arrays(a.boards, a.masks, a.probs, a.results)
+    assert plain.scores.shape == (3,) and np.isnan(plain.scores).all()
+    # Indexing keeps the rows of every array together.
+    picked = a[np.array([2, 0])]
+    np.testing.assert_array_equal(picked.results, [1.0, 1.0])
+    assert np.isnan(picked.scores[0]) and picked.scores[1] == 12.0
+    np.testing.assert_array_equal(picked.boards[1], a.boards[0])
+    np.testing.assert_array_equal(a[1:].scores, [-7.0, np.nan])
 
 
 def test_invalid_example_error_is_value_error() -> None:

@@ -20,6 +20,7 @@ import pytest
 from conftest import child_env
 from pyhexz.game.examples import GAME_FILE_SUFFIX, read_game_file
 from pyhexz.infra.storage import CheckpointRepo, LocalStorage
+from pyhexz.train.config import TrainConfig
 from pyhexz.train.trainer import read_examples_archive
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -184,6 +185,37 @@ def test_train_then_kill_and_resume(tmp_path: Path) -> None:
     assert rec["wall_time_complete"] and rec["wall_seconds"] == pytest.approx(
         sum(s["wall_seconds"] for s in sessions), abs=0.2)
     assert rec["examples_trained"] == job.repo.meta(n_kill + 1)["examples_trained"]
+
+
+def test_train_with_the_learning_switches_on(tmp_path: Path) -> None:
+    """Playout caps, the score head, the growing window and global pooling, end to end: the
+    checkpoints have the pooling network and a score loss, and the games trained hold only
+    full searches, each with the game's score."""
+    d = tmp_path / "run"
+    log = tmp_path / "train.log"
+    job = Job(d)
+    r = run_train(d, log, "--parallel-games", "8", "--minibatch-size", "256", "--checkpoints",
+                  "2", "--full-search-fraction", "0.5", "--cheap-runs-per-move", "2",
+                  "--score-weight", "1", "--replay-window-start", "300", "--global-pooling")
+    assert r.returncode == 0, tail(log)
+    assert job.repo.checkpoints() == [0, 1, 2], tail(log)
+    check_consistency(job)
+    for n in (1, 2):
+        meta = job.repo.meta(n)
+        assert meta["params"] == {"blocks": 2, "filters": 8, "global_pooling": True}
+        assert meta["stats"]["score_loss"] > 0
+        grown = TrainConfig(replay_window_start=300).window_at(meta["examples_trained"])
+        assert meta["stats"]["window"] == grown
+        for _, req in read_examples_archive(job.repo.read_verified(n, f"examples/{n:06d}.zip")):
+            moves = [ex.move.move for ex in req.examples]
+            assert all(ex.visit_count == 4 and ex.HasField("score") for ex in req.examples)
+            assert moves == sorted(set(moves))
+    # Past 300 examples, the window no longer holds them all.
+    assert job.repo.meta(2)["stats"]["window"] < job.repo.meta(2)["examples_trained"]
+    # Half the moves were cheap, so the recorded ones skip move numbers.
+    games = [req for n in (1, 2) for _, req in
+             read_examples_archive(job.repo.read_verified(n, f"examples/{n:06d}.zip"))]
+    assert any(ex.move.move != i for req in games for i, ex in enumerate(req.examples))
 
 
 def _move_sequences(job: Job) -> list[tuple]:

@@ -672,6 +672,32 @@ def test_play_mixes_fresh_noise_into_the_new_root():
     assert np.abs(after[after > 0] - 1.0 / len(nb.legal_moves())).max() > 1e-3
 
 
+def test_noise_is_switched_per_tree_by_set_root_and_play():
+    """set_root(noise=False) and play(noise=False) leave that root's priors as the network gave
+    them (self-play's cheap searches); the other trees of the forest still get noise."""
+    b = Board.new(11)
+    m = MCTS(2, dirichlet_alpha=0.3, dirichlet_weight=0.25, seed=3)
+    m.set_root(0, b, noise=False)
+    m.set_root(1, b)
+    for t in (0, 1):
+        m.start(t, 200)
+    drive(m)
+    uniform = 1.0 / len(b.legal_moves())
+    plain, noisy = m.priors(0), m.priors(1)
+    np.testing.assert_allclose(plain[plain > 0], uniform, rtol=1e-6)
+    assert np.abs(noisy[noisy > 0] - uniform).max() > 1e-3
+    # Through play: the kept subtree's root gets noise only when asked for.
+    move = int(np.argmax(m.visits(0)))
+    nb = b.copy()
+    nb.play(*move_tuple(move))
+    m.play(0, move, noise=False)
+    m.play(1, move, noise=True)
+    after_plain, after_noisy = m.priors(0), m.priors(1)
+    np.testing.assert_allclose(after_plain[after_plain > 0], 1.0 / len(nb.legal_moves()),
+                               rtol=1e-6)
+    assert np.abs(after_noisy[after_noisy > 0] - 1.0 / len(nb.legal_moves())).max() > 1e-3
+
+
 # ---------------------------------------------------------------------------
 # Subtree reuse
 

@@ -126,6 +126,77 @@ def test_scripted_matches_eager(trained_net: HexzNet, tmp_path: Path) -> None:
             torch.testing.assert_close(got[1], want[1])
 
 
+def test_score_head_is_beside_the_hexz_interface(trained_net: HexzNet, tmp_path: Path) -> None:
+    """forward keeps the hexz signature (logits, value); forward_with_score adds the score
+    head's output and agrees with forward on the other two. The TorchScript export has only
+    the hexz forward."""
+    boards, masks = random_batch(5, seed=4)
+    b, m = torch.from_numpy(boards), torch.from_numpy(masks)
+    with torch.inference_mode():
+        out = trained_net(b, m)
+        logits, value, score = trained_net.forward_with_score(b, m)
+    assert len(out) == 2 and score.shape == (5, 1) and score.dtype == torch.float32
+    torch.testing.assert_close(logits, out[0])
+    torch.testing.assert_close(value, out[1])
+    scripted = export_torchscript(trained_net, tmp_path / "net.pt")
+    assert not hasattr(scripted, "forward_with_score")
+
+
+@pytest.mark.parametrize("blocks, pooling_blocks", [(1, [0]), (3, [1]), (5, [1, 4])])
+def test_global_pooling_network(blocks: int, pooling_blocks: list, tmp_path: Path) -> None:
+    """Global pooling puts GlobalPoolingBlocks into the tower; the network keeps the hexz
+    interface, exports to TorchScript, and its checkpoint rebuilds it."""
+    from pyhexz.nn.network import GlobalPoolingBlock
+
+    torch.manual_seed(6)
+    net = HexzNet(blocks, 8, global_pooling=True).eval()
+    assert [i for i, blk in enumerate(net.tower) if isinstance(blk, GlobalPoolingBlock)] \
+        == pooling_blocks
+    assert net.params == {"blocks": blocks, "filters": 8, "global_pooling": True}
+    assert HexzNet(blocks, 8).params == {"blocks": blocks, "filters": 8}
+    boards, masks = random_batch(3, seed=5)
+    b, m = torch.from_numpy(boards), torch.from_numpy(masks)
+    with torch.inference_mode():
+        want = net(b, m)
+    assert want[0].shape == (3, POLICY_SIZE) and want[1].shape == (3, 1)
+    save_checkpoint(tmp_path / "c.pt", net)
+    export_torchscript(net, tmp_path / "s.pt")
+    ckpt = load_checkpoint(tmp_path / "c.pt")
+    assert ckpt.params == net.params and ckpt.fresh == []
+    with torch.inference_mode():
+        for module in (ckpt.model, load_model(tmp_path / "s.pt")):
+            got = module(b, m)
+            torch.testing.assert_close(got[0], want[0])
+            torch.testing.assert_close(got[1], want[1])
+    with pytest.raises(ValueError, match="global_pooling must be a bool"):
+        HexzNet(2, 8, global_pooling=1)  # type: ignore[arg-type]
+
+
+def test_checkpoint_from_before_the_score_head_loads_with_a_fresh_one(
+        trained_net: HexzNet, tmp_path: Path) -> None:
+    """A checkpoint written before the score head existed (no score_head.* weights) loads: the
+    head starts as initialised, the rest is the file's, so forward is exactly as it was."""
+    raw_path = tmp_path / "new.pt"
+    save_checkpoint(raw_path, trained_net)
+    raw = torch.load(raw_path, weights_only=True)
+    raw["model_state"] = {k: v for k, v in raw["model_state"].items()
+                          if not k.startswith("score_head.")}
+    old = _write_raw(tmp_path / "old.pt", raw)
+    ckpt = load_checkpoint(old)
+    assert ckpt.fresh and all(k.startswith("score_head.") for k in ckpt.fresh)
+    assert {k for k, _ in trained_net.named_parameters() if k.startswith("score_head.")} \
+        <= set(ckpt.fresh)
+    boards, masks = random_batch(4, seed=6)
+    b, m = torch.from_numpy(boards), torch.from_numpy(masks)
+    with torch.inference_mode():
+        for got, want in zip(ckpt.model(b, m), trained_net(b, m), strict=True):
+            torch.testing.assert_close(got, want)
+    assert isinstance(load_model(old), HexzNet)
+    # Only a whole head may be missing: part of one is a broken file.
+    raw["model_state"]["score_head.0.weight"] = trained_net.state_dict()["score_head.0.weight"]
+    _assert_load_error(_write_raw(tmp_path / "half.pt", raw), "missing: score_head.1.")
+
+
 # --------------------------------------------------------------------------
 # Checkpoints
 # --------------------------------------------------------------------------
@@ -252,7 +323,21 @@ def test_load_errors_wrong_content(tmp_path: Path) -> None:
     )
     _assert_load_error(
         _write_raw(tmp_path / "params.pt", {**raw, "params": {"blocks": 2}}),
-        "'params' must have exactly the keys",
+        "'params' must have the keys ['blocks', 'filters']", "got ['blocks']",
+    )
+    _assert_load_error(
+        _write_raw(tmp_path / "params2.pt", {**raw, "params": {**raw["params"], "depth": 2}}),
+        "(and optionally ['global_pooling'])", "got ['blocks', 'depth', 'filters']",
+    )
+    _assert_load_error(
+        _write_raw(tmp_path / "gpool.pt", {**raw, "params": {**raw["params"],
+                                                             "global_pooling": 1}}),
+        "params['global_pooling'] must be a bool, got 1",
+    )
+    _assert_load_error(
+        _write_raw(tmp_path / "gpool2.pt", {**raw, "params": {**raw["params"],
+                                                              "global_pooling": True}}),
+        "does not fit a HexzNet(blocks=2, filters=16, global_pooling=True)", "missing: tower.1.",
     )
     _assert_load_error(
         _write_raw(tmp_path / "shape.pt", {**raw, "params": {"blocks": 2, "filters": 32}}),

@@ -14,6 +14,7 @@ from pyhexz.game.examples import decode
 from pyhexz.nn import HexzNet, Predictor
 from pyhexz.search.driver import SearchConfig, sample_move
 from pyhexz.search.driver import uniform_evaluator as uniform
+from pyhexz.search.mcts import MCTS
 from pyhexz.train import selfplay
 from pyhexz.train.selfplay import run_selfplay
 
@@ -121,6 +122,8 @@ def test_replay_matches_examples_and_results(played) -> None:
         for ex in g.examples:
             want = 0.0 if winner == 0 else (1.0 if ex.turn == winner else -1.0)
             assert ex.result == want
+            # The score head's target: the final difference, from the mover's view.
+            assert ex.HasField("score") and ex.score == (s1 - s2 if ex.turn == 1 else s2 - s1)
 
 
 def test_results_consistent_with_turn(played) -> None:
@@ -305,3 +308,118 @@ def test_wind_down_says_no_once_the_games_would_not_fit(caplog):
         stats.games, stats.game_seconds = 4, 4.0           # now 1 s a game: still no
         assert not late(stats)
     assert caplog.text.count("x winding down: no new games, mean_game_seconds=10.0") == 1
+
+
+# ---------------------------------------------------------------------------
+# Playout cap randomization
+
+
+class _SpyMCTS(MCTS):
+    """The real forest, remembering the simulations asked of each search, whether its root
+    had noise, and which round of moves (searches between two network batches) it was in."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.noise: dict[int, bool] = {}
+        self.searches: list[tuple[int, bool]] = []   # (simulations, noise) per start
+        self.rounds: list[set[int]] = []             # the simulations asked in each round
+        self.moves: list[tuple[bool, bool]] = []     # (noise, most visited?) per move played
+        self.searching = False
+
+    def collect(self, planes, masks):
+        self.searching = True
+        return super().collect(planes, masks)
+
+    def set_root(self, t, board, noise=True):
+        self.noise[t] = noise
+        super().set_root(t, board, noise)
+
+    def play(self, t, move, keep_stats=False, noise=True):
+        visits = self.visits(t)
+        self.moves.append((self.noise[t], bool(visits[move] == visits.max())))
+        self.noise[t] = noise
+        super().play(t, move, keep_stats, noise)
+
+    def start(self, t, simulations):
+        if self.searching or not self.rounds:
+            self.rounds.append(set())
+            self.searching = False
+        self.rounds[-1].add(simulations)
+        self.searches.append((simulations, self.noise[t]))
+        super().start(t, simulations)
+
+
+def _capped_selfplay(monkeypatch, config: SearchConfig, max_games: int = 2):
+    spy: list[_SpyMCTS] = []
+
+    def make(*args, **kwargs) -> _SpyMCTS:
+        spy.append(_SpyMCTS(*args, **kwargs))
+        return spy[-1]
+    monkeypatch.setattr(selfplay, "MCTS", make)
+    games: list[pb.AddTrainingExamplesRequest] = []
+    stats = run_selfplay(lambda: (uniform, pb.ModelKey(name="u")), games.append, config,
+                         parallel_games=2, max_games=max_games, seed=4)
+    return games, stats, spy[0]
+
+
+def test_playout_caps_record_only_the_full_searches(monkeypatch) -> None:
+    """A quarter of the rounds of moves get the full budget, with root noise, and become
+    examples; the others get the cheap budget, without noise, play their most visited move
+    (even while full searches sample theirs), and are not recorded. All searches of a round
+    have the same budget, so that a cheap round is not held up by one full search."""
+    config = SearchConfig(runs_per_move=8, cheap_runs_per_move=2, full_search_fraction=0.25,
+                          dirichlet_alpha=0.3)
+    assert config.sample_plies is None   # full searches sample all game long
+    games, stats, spy = _capped_selfplay(monkeypatch, config)
+    searches, moves = spy.searches, spy.moves
+    assert all(len(budgets) == 1 for budgets in spy.rounds)
+    assert {budget for budgets in spy.rounds for budget in budgets} == {8, 2}
+    assert len(games) == stats.games == 2
+    assert set(searches) == {(8, True), (2, False)}
+    full = sum(sims == 8 for sims, _ in searches)
+    examples = [ex for g in games for ex in g.examples]
+    assert len(examples) == stats.examples == full
+    assert stats.positions == len(searches)   # every move searched, recorded or not
+    assert 0.1 < full / len(searches) < 0.45
+    # The network was called once per simulation of the round's budget, not of the largest
+    # budget of any game: the cheap rounds saved their calls. (+1: the roots' first evaluation;
+    # a round may take fewer calls where a tree reaches the end of its game.)
+    assert stats.nn_calls <= 1 + sum(max(b) for b in spy.rounds) < 8 * len(spy.rounds)
+    assert all(ex.visit_count == 8 for ex in examples)
+    assert all(most_visited for noise, most_visited in moves if not noise)
+    assert not all(most_visited for noise, most_visited in moves if noise)
+    for g in games:
+        moves = [ex.move.move for ex in g.examples]
+        assert moves == sorted(moves) and len(set(moves)) == len(moves)
+        # Results and scores still come from the game's end, whichever moves were recorded.
+        a = decode(list(g.examples))
+        assert (np.sign(a.scores) == a.results).all()
+
+
+def test_without_playout_caps_every_move_is_full_and_recorded(monkeypatch) -> None:
+    games, stats, spy = _capped_selfplay(monkeypatch, SearchConfig(runs_per_move=4))
+    searches = spy.searches
+    assert set(searches) == {(4, True)}
+    assert stats.examples == len(searches) == sum(len(g.examples) for g in games)
+
+
+def test_a_game_without_a_full_search_is_not_sent(monkeypatch) -> None:
+    """A game all of whose moves were cheap has no example; it counts, but the sink never sees
+    an empty request (a game file or upload must hold examples)."""
+    config = SearchConfig(runs_per_move=4, cheap_runs_per_move=1, full_search_fraction=1e-9)
+    games, stats, spy = _capped_selfplay(monkeypatch, config)
+    assert games == [] and stats.games == 2 and stats.examples == 0
+    assert {sims for sims, _ in spy.searches} == {1}
+
+
+def test_playout_cap_settings_are_checked() -> None:
+    assert SearchConfig(runs_per_move=100).cheap_runs == 25
+    assert SearchConfig(runs_per_move=2).cheap_runs == 1
+    assert SearchConfig(runs_per_move=100, cheap_runs_per_move=10).cheap_runs == 10
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=r"full_search_fraction must be in \(0, 1\]"):
+            SearchConfig(full_search_fraction=bad)
+    with pytest.raises(ValueError, match=r"cheap_runs_per_move \(200\) must not exceed "
+                                         r"runs_per_move \(100\)"):
+        SearchConfig(runs_per_move=100, cheap_runs_per_move=200)
+    with pytest.raises(ValueError, match="cheap_runs_per_move must be >= 1"):
+        SearchConfig(cheap_runs_per_move=0)

@@ -206,7 +206,7 @@ def test_default_is_a_player_everywhere_a_model_is_named(run, root, capsys) -> N
     assert isinstance(timed, TimedPlayer) and not timed.searcher.rollout
     b = load_openings()[2]
     assert timed.choose([b])[0] in b.legal_moves()
-    with pytest.raises(ValueError, match="seconds > 0"):
+    with pytest.raises(ValueError, match="think time must be > 0 seconds"):
         make_player("rollout@soon")
     assert cli.main(["arena", "default:4", "random", "--games", "1", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -70,9 +70,12 @@ def test_augment_moves_planes_masks_and_targets_together():
     probs = mask.astype(np.float32) / mask.sum()
     n = 64
     batch = Arrays(np.repeat(planes[None], n, 0), np.repeat(mask[None], n, 0),
-                   np.repeat(probs[None], n, 0), np.arange(n, dtype=np.float32))
+                   np.repeat(probs[None], n, 0), np.arange(n, dtype=np.float32),
+                   -np.arange(n, dtype=np.float32))
     out = augment(batch, np.random.default_rng(1))
+    # A mirror image is won by as much as the original: results and scores stay.
     np.testing.assert_array_equal(out.results, batch.results)
+    np.testing.assert_array_equal(out.scores, batch.scores)
     seen = set()
     for i in range(n):
         s = next(s for s in range(4) if np.array_equal(out.boards[i], transform(planes, s)))

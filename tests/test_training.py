@@ -4,6 +4,7 @@ checkpoints."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ from pyhexz.infra.storage import (
     sha256,
     validate_model_name,
 )
-from pyhexz.nn import HexzNet, load_checkpoint, load_model
+from pyhexz.nn import HexzNet, load_checkpoint, load_model, save_checkpoint
+from pyhexz.nn.network import SCORE_SCALE
 from pyhexz.search.driver import SearchConfig
 from pyhexz.search.driver import uniform_evaluator as uniform
 from pyhexz.train.selfplay import run_selfplay
@@ -126,6 +128,34 @@ def test_replay_window_sample_only_stored_rows() -> None:
     np.testing.assert_allclose(s.results, ids / 100, rtol=1e-6)
 
 
+def test_replay_window_samples_the_newest() -> None:
+    """`newest` k: only the k newest examples are drawn, across the ring's wrap too."""
+    w = ReplayWindow(5)
+    w.add(tagged(range(8)))            # holds 3..7, the newest at slot 2
+    rng = np.random.default_rng(0)
+
+    def drawn(newest):
+        return set(w.sample(200, rng, newest).boards[:, 0, 0, 0].astype(int))
+    assert drawn(None) == drawn(5) == drawn(50) == {3, 4, 5, 6, 7}
+    assert drawn(2) == {6, 7} and drawn(1) == {7} and drawn(0) == {7}
+    w.add(tagged([8, 9, 10]))          # 6..10
+    assert drawn(4) == {7, 8, 9, 10}
+
+
+def test_window_grows_with_the_run_as_katago_s() -> None:
+    fixed = cfg(replay_window=5000)
+    assert [fixed.window_at(n) for n in (0, 10, 10**7)] == [5000] * 3
+    grow = cfg(replay_window=5000, replay_window_start=1000)
+    assert grow.window_at(500) == 500 and grow.window_at(1000) == 1000
+    # c (1 + beta ((n / c)^alpha - 1) / alpha) with n = 16 c: (16)^0.75 = 8.
+    assert grow.window_at(16_000) == int(1000 * (1 + 0.4 * 7 / 0.75)) == 4733
+    assert grow.window_at(10**7) == 5000
+    sizes = [grow.window_at(n) for n in range(0, 100_000, 997)]
+    assert sizes == sorted(sizes)
+    with pytest.raises(ValueError, match="replay_window_start must be >= 1"):
+        cfg(replay_window_start=0)
+
+
 # --------------------------------------------------------------------------
 # Losses and training steps
 # --------------------------------------------------------------------------
@@ -137,7 +167,7 @@ def test_losses_match_hand_computed(data: Arrays) -> None:
     batch = Arrays(data.boards[:6], data.masks[:6], data.probs[:6], data.results[:6])
     batch.results[:] = [1, -1, 0, 1, -1, 1]
     with torch.no_grad():
-        p_loss, v_loss = losses(net, batch, CPU)
+        p_loss, v_loss, _ = losses(net, batch, CPU)
         logits, value = net(torch.from_numpy(batch.boards), torch.from_numpy(batch.masks))
     logits = logits.double().numpy()
     value = value.double().numpy()[:, 0]
@@ -163,15 +193,57 @@ def test_policy_loss_of_one_hot_target_is_minus_log_prob(data: Arrays) -> None:
     idx = np.flatnonzero(b.masks[0].reshape(-1))[0]
     b.probs.reshape(1, -1)[0, idx] = 1.0
     with torch.no_grad():
-        p_loss, _ = losses(net, b, CPU)
+        p_loss = losses(net, b, CPU).policy
         logits, _ = net(torch.from_numpy(b.boards), torch.from_numpy(b.masks))
     assert p_loss.item() == pytest.approx(-torch.log_softmax(logits, 1)[0, idx].item(), rel=1e-5)
+
+
+def test_score_loss_is_huber_over_the_known_scores(data: Arrays) -> None:
+    torch.manual_seed(3)
+    net = HexzNet(2, 16).eval()
+    batch = data[np.arange(4)]
+    batch.scores[:] = [10.0, np.nan, -25.0, np.nan]
+    with torch.no_grad():
+        _, _, s_loss = losses(net, batch, CPU, score=True)
+        predicted = net.forward_with_score(torch.from_numpy(batch.boards),
+                                           torch.from_numpy(batch.masks))[2][:, 0].double()
+    err = predicted.numpy()[[0, 2]] - np.array([10.0, -25.0]) / SCORE_SCALE
+    huber = np.where(np.abs(err) <= 1, 0.5 * err**2, np.abs(err) - 0.5)
+    assert s_loss.item() == pytest.approx(huber.mean(), rel=1e-5)
+    # No score known (examples from before scores were recorded): no score loss.
+    batch.scores[:] = np.nan
+    with torch.no_grad():
+        assert losses(net, batch, CPU, score=True).score.item() == 0.0
+    # Not asked for: zero, and the score head is not run.
+    assert losses(net, batch, CPU).score.item() == 0.0
+
+
+def test_score_weight_trains_the_score_head_and_only_then(data: Arrays) -> None:
+    assert not np.isnan(data.scores).any()   # self-play records every example's score
+    w = ReplayWindow(len(data))
+    w.add(data)
+
+    def run(score_weight: float):
+        torch.manual_seed(0)
+        net = HexzNet(2, 16)
+        head = {k: v.clone() for k, v in net.score_head.state_dict().items()}
+        opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+        before = losses(net.eval(), data, CPU, score=True).score.item()
+        stats = [train_steps(net, opt, w, 256, 64, np.random.default_rng(i), CPU,
+                             score_weight=score_weight) for i in range(6)]
+        after = losses(net.eval(), data, CPU, score=True).score.item()
+        moved = not state_equal(head, net.score_head.state_dict())
+        return before, after, moved, stats
+    before, after, moved, stats = run(1.0)
+    assert moved and after < before and all("score_loss" in st for st in stats)
+    _, _, moved, stats = run(0.0)
+    assert not moved and not any("score_loss" in st for st in stats)
 
 
 def eval_loss(net, a: Arrays) -> float:
     net.eval()
     with torch.no_grad():
-        p, v = losses(net, a, CPU)
+        p, v, _ = losses(net, a, CPU)
     return p.item() + v.item()
 
 
@@ -209,8 +281,8 @@ class _PoisonWindow(ReplayWindow):
         self.add(data)
         self.calls, self.k, self.poison = 0, k, poison
 
-    def sample(self, n, rng):
-        batch = super().sample(n, rng)
+    def sample(self, n, rng, newest=None):
+        batch = super().sample(n, rng, newest)
         self.calls += 1
         if self.calls == self.k:
             self.poison(batch)
@@ -421,7 +493,7 @@ def test_trainer_lifecycle_publish_and_resume(tmp_path: Path, games, data: Array
     assert state_equal(t2.optimizer.state_dict(), t.optimizer.state_dict())
     assert len(t2.window) == n1
     want = Arrays.concat([decode(list(g.examples)) for g in games[:3]])
-    for f in ("boards", "masks", "probs", "results"):
+    for f in ("boards", "masks", "probs", "results", "scores"):
         np.testing.assert_array_equal(getattr(t2.window.data, f)[:n1], getattr(want, f))
     assert repo.checkpoints() == [0, 1]  # resuming publishes nothing
 
@@ -434,6 +506,64 @@ def test_trainer_lifecycle_publish_and_resume(tmp_path: Path, games, data: Array
     ckpt2 = load_checkpoint(tmp_path / repo.key(2, MODEL_FILE))
     assert float(ckpt2.optimizer_state["state"][0]["step"]) == steps1 + stats2["steps"]
     assert float(t2.optimizer.state_dict()["state"][0]["step"]) == steps1 + stats2["steps"]
+
+
+def _old_checkpoint(repo: CheckpointRepo, games) -> dict:
+    """Checkpoint 0 as pyhexz wrote it before the score head: no score_head weights, and Adam
+    state over the other parameters only (one step taken). Returns that optimizer state."""
+    torch.manual_seed(1)
+    net = HexzNet(2, 16)
+    old_params = [p for k, p in net.named_parameters() if not k.startswith("score_head.")]
+    opt = torch.optim.AdamW(old_params, lr=1e-3)
+    a = decode(list(games[0].examples))
+    p_loss, v_loss, _ = losses(net, a, CPU)
+    (p_loss + v_loss).backward()
+    opt.step()
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / MODEL_FILE
+        save_checkpoint(path, net, opt)
+        raw = torch.load(path, weights_only=True)
+        raw["model_state"] = {k: v for k, v in raw["model_state"].items()
+                              if not k.startswith("score_head.")}
+        torch.save(raw, path)
+        repo.publish(0, {MODEL_FILE: path.read_bytes()}, {"examples_trained": 0})
+    return opt.state_dict()
+
+
+def test_trainer_resumes_a_checkpoint_from_before_the_score_head(tmp_path: Path, games) -> None:
+    """The score head starts fresh; the other parameters keep their weights and their Adam
+    moments; training with the score on publishes a checkpoint that has the head."""
+    repo = repo_at(tmp_path)
+    old_state = _old_checkpoint(repo, games)
+    t = Trainer(repo, cfg(score_weight=1.0))
+    assert t.checkpoint == 0
+    state = t.optimizer.state_dict()
+    assert state_equal(state["state"], old_state["state"])   # moments of the old parameters
+    assert len(state["param_groups"][0]["params"]) == len(list(t.net.parameters()))
+    feed(t, games[:2], "a")
+    stats = t.train_and_publish()
+    assert np.isfinite(stats["score_loss"])
+    ckpt = load_checkpoint(tmp_path / repo.key(1, MODEL_FILE))
+    assert ckpt.fresh == [] and state_equal(ckpt.model.state_dict(), t.net.state_dict())
+    # Every parameter, the score head's too, now has Adam state, and it resumes as it is.
+    assert len(ckpt.optimizer_state["state"]) == len(list(t.net.parameters()))
+    assert state_equal(Trainer(repo, cfg()).optimizer.state_dict(), t.optimizer.state_dict())
+
+
+def test_trainer_window_growth_and_global_pooling(tmp_path: Path, games) -> None:
+    repo = repo_at(tmp_path)
+    c = cfg(replay_window_start=50, global_pooling=True)
+    t = Trainer(repo, c)
+    assert repo.meta(0)["params"] == {"blocks": 2, "filters": 16, "global_pooling": True}
+    names = feed(t, games[:3], "a")
+    stats = t.train_and_publish()
+    total = sum(len(g.examples) for g in games[:3])
+    assert stats["window"] == c.window_at(total) < total == len(t.window)
+    assert repo.meta(1)["game_names"] == names
+    # The architecture is the checkpoint's: a resumed run keeps global pooling whatever the
+    # configuration says now, as it keeps blocks and filters.
+    t2 = Trainer(repo, cfg())
+    assert t2.net.global_pooling and state_equal(t2.net.state_dict(), t.net.state_dict())
 
 
 def test_trainer_non_finite_publishes_nothing(tmp_path: Path, games, data: Arrays) -> None:
@@ -467,7 +597,7 @@ def test_resume_window_keeps_newest(tmp_path: Path, games) -> None:
     cap = len(all_arrays) - len(games[0].examples) - 5  # spans both checkpoints' archives
     t2 = Trainer(repo, cfg(replay_window=cap))
     assert len(t2.window) == cap
-    for f in ("boards", "masks", "probs", "results"):
+    for f in ("boards", "masks", "probs", "results", "scores"):
         np.testing.assert_array_equal(getattr(t2.window.data, f), getattr(all_arrays, f)[-cap:])
 
 

@@ -180,7 +180,7 @@ class ModelKey(_message.Message):
     def __init__(self, name: _Optional[str] = ..., checkpoint: _Optional[int] = ...) -> None: ...
 
 class TrainingExample(_message.Message):
-    __slots__ = ("unix_micros", "board", "move_probs", "result", "encoding", "turn", "action_mask", "move", "model_key", "root_value", "visit_count")
+    __slots__ = ("unix_micros", "board", "move_probs", "result", "encoding", "turn", "action_mask", "move", "model_key", "root_value", "visit_count", "score")
     class Encoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         NUMPY: _ClassVar[TrainingExample.Encoding]
@@ -196,6 +196,7 @@ class TrainingExample(_message.Message):
     MODEL_KEY_FIELD_NUMBER: _ClassVar[int]
     ROOT_VALUE_FIELD_NUMBER: _ClassVar[int]
     VISIT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
     unix_micros: int
     board: bytes
     move_probs: bytes
@@ -207,7 +208,8 @@ class TrainingExample(_message.Message):
     model_key: ModelKey
     root_value: float
     visit_count: int
-    def __init__(self, unix_micros: _Optional[int] = ..., board: _Optional[bytes] = ..., move_probs: _Optional[bytes] = ..., result: _Optional[float] = ..., encoding: _Optional[_Union[TrainingExample.Encoding, str]] = ..., turn: _Optional[int] = ..., action_mask: _Optional[bytes] = ..., move: _Optional[_Union[GameEngineMove, _Mapping]] = ..., model_key: _Optional[_Union[ModelKey, _Mapping]] = ..., root_value: _Optional[float] = ..., visit_count: _Optional[int] = ...) -> None: ...
+    score: float
+    def __init__(self, unix_micros: _Optional[int] = ..., board: _Optional[bytes] = ..., move_probs: _Optional[bytes] = ..., result: _Optional[float] = ..., encoding: _Optional[_Union[TrainingExample.Encoding, str]] = ..., turn: _Optional[int] = ..., action_mask: _Optional[bytes] = ..., move: _Optional[_Union[GameEngineMove, _Mapping]] = ..., model_key: _Optional[_Union[ModelKey, _Mapping]] = ..., root_value: _Optional[float] = ..., visit_count: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
 
 class AddTrainingExamplesRequest(_message.Message):
     __slots__ = ("examples", "execution_id", "game_id")

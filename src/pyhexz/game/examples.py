@@ -6,7 +6,9 @@ One example is one searched position of a self-play game (FLAGZ.md section 7 for
 - action_mask: bool (2, 11, 10), the legal moves;
 - move_probs: float32 (2, 11, 10), the search's visit distribution, the policy target (never
   the network's priors: hexz once stored priors and wasted its early data);
-- result: the game's outcome from the view of the player to move, -1, 0 or +1.
+- result: the game's outcome from the view of the player to move, -1, 0 or +1;
+- score: the game's final score difference from the same view (the mover's points less the
+  opponent's), the score head's target; optional, as examples recorded before it have none.
 
 Arrays travel as `np.save` bytes (the hexz NUMPY encoding), so any numpy can read them. Every
 reader goes through `decode`, which checks shapes, dtypes and values, because examples arrive
@@ -18,7 +20,7 @@ from __future__ import annotations
 import gzip
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import cast
 
@@ -26,7 +28,10 @@ import numpy as np
 import numpy.typing as npt
 
 from pyhexz import hexz_pb2 as pb
-from pyhexz.game.board import BOARD_SHAPE, MASK_SHAPE
+from pyhexz.game.board import BOARD_SHAPE, CELLS, MASK_SHAPE
+
+# No score difference can exceed this: every cell of the board a piece of the highest value, 5.
+MAX_SCORE = 5 * CELLS
 
 
 class InvalidExampleError(ValueError):
@@ -52,24 +57,41 @@ def decode_array(data: bytes, shape: tuple, dtype: npt.DTypeLike, what: str) -> 
 
 @dataclass
 class Arrays:
-    """The decoded training arrays of a batch of examples."""
+    """The decoded training arrays of a batch of examples.
+
+    `scores` is NaN where an example has no score (recorded before scores were): the score
+    loss skips those. Left out, it is all NaN.
+    """
 
     boards: np.ndarray   # (N, 11, 11, 10) float32
     masks: np.ndarray    # (N, 2, 11, 10) bool
     probs: np.ndarray    # (N, 2, 11, 10) float32
     results: np.ndarray  # (N,) float32
+    scores: np.ndarray = None  # type: ignore[assignment]  # (N,) float32, NaN: unknown
+
+    def __post_init__(self) -> None:
+        if self.scores is None:
+            self.scores = np.full(len(self.results), np.nan, np.float32)
 
     def __len__(self) -> int:
         return len(self.results)
 
+    def __getitem__(self, index: slice | np.ndarray) -> Arrays:
+        """The examples at `index` (a slice or an index array) of every array."""
+        return Arrays(*(getattr(self, f.name)[index] for f in fields(Arrays)))
+
+    @staticmethod
+    def empty(n: int = 0) -> Arrays:
+        """n examples of zeros (scores unknown), e.g. storage to fill."""
+        return Arrays(np.zeros((n,) + BOARD_SHAPE, np.float32), np.zeros((n,) + MASK_SHAPE, bool),
+                      np.zeros((n,) + MASK_SHAPE, np.float32), np.zeros(n, np.float32))
+
     @staticmethod
     def concat(parts: list[Arrays]) -> Arrays:
         if not parts:
-            return Arrays(np.zeros((0,) + BOARD_SHAPE, np.float32),
-                          np.zeros((0,) + MASK_SHAPE, bool),
-                          np.zeros((0,) + MASK_SHAPE, np.float32), np.zeros(0, np.float32))
-        return Arrays(*(np.concatenate([getattr(p, f) for p in parts])
-                        for f in ("boards", "masks", "probs", "results")))
+            return Arrays.empty()
+        return Arrays(*(np.concatenate([getattr(p, f.name) for p in parts])
+                        for f in fields(Arrays)))
 
 
 def make_example(board: np.ndarray, mask: np.ndarray, visits: np.ndarray, *, turn: int,
@@ -142,6 +164,8 @@ def decode(examples: list[pb.TrainingExample]) -> Arrays:
     masks = _decode_field(examples, "action_mask")
     probs = _decode_field(examples, "move_probs")
     results = np.array([ex.result for ex in examples], np.float32)
+    has_score = np.array([ex.HasField("score") for ex in examples], bool)
+    scores = np.array([ex.score for ex in examples], np.float32)
     if n == 0:
         return Arrays.concat([])
     flat_p = probs.reshape(n, -1)
@@ -157,6 +181,12 @@ def decode(examples: list[pb.TrainingExample]) -> Arrays:
         (illegal_weight, lambda i: "move_probs puts weight on illegal moves"),
         (~((results >= -1.0) & (results <= 1.0)),
          lambda i: f"result {examples[i].result} outside [-1, 1]"),
+        (has_score & ~(np.abs(scores) <= MAX_SCORE),
+         lambda i: f"score {examples[i].score} outside [-{MAX_SCORE}, {MAX_SCORE}]"),
+        # The higher score wins and equal scores draw, so the two must agree: a sign error
+        # in either target shows here.
+        (has_score & (np.sign(scores) != results),
+         lambda i: f"score {examples[i].score} disagrees with result {examples[i].result}"),
     ]
     bad = np.zeros(n, bool)
     for failed, _ in checks:
@@ -165,7 +195,8 @@ def decode(examples: list[pb.TrainingExample]) -> Arrays:
         i = int(np.argmax(bad))
         msg = next(m for failed, m in checks if failed[i])
         raise InvalidExampleError(f"example {i}: {msg(i)}")
-    return Arrays(boards, masks, probs, results)
+    scores[~has_score] = np.nan
+    return Arrays(boards, masks, probs, results, scores)
 
 
 # Self-play output files: one gzip-compressed AddTrainingExamplesRequest per game, so that the

@@ -51,4 +51,6 @@ def augment(batch: Arrays, rng: np.random.Generator) -> Arrays:
         flat = a.reshape(n, a.shape[1], ROWS * COLS)
         return np.take_along_axis(flat, perm[:, None, :], axis=2).reshape(a.shape)
 
-    return Arrays(apply(batch.boards), apply(batch.masks), apply(batch.probs), batch.results)
+    # Results and scores are the same under every symmetry.
+    return Arrays(apply(batch.boards), apply(batch.masks), apply(batch.probs), batch.results,
+                  batch.scores)

@@ -4,10 +4,12 @@ Two on-disk formats, told apart by content, never by file name:
 
 * **Checkpoint** (``save_checkpoint`` / ``load_checkpoint``): a ``torch.save``
   dict ``{"format": "pyhexz.checkpoint", "version": 1, "params": {"blocks",
-  "filters"}, "model_state", "optimizer_state", "meta"}`` for training. It holds
-  only tensors and plain data, so it is read with ``weights_only=True``: a
-  checkpoint from elsewhere cannot run code on load. The architecture is
-  rebuilt from ``params``, which is why ``HexzNet`` depends on nothing else.
+  "filters"[, "global_pooling"]}, "model_state", "optimizer_state", "meta"}`` for
+  training. It holds only tensors and plain data, so it is read with
+  ``weights_only=True``: a checkpoint from elsewhere cannot run code on load. The
+  architecture is rebuilt from ``params``, which is why ``HexzNet`` depends on
+  nothing else. A checkpoint written before one of the network's OPTIONAL_HEADS
+  existed loads with that head freshly initialised (``Checkpoint.fresh``).
 * **TorchScript** (``export_torchscript``): self-contained, runnable without
   pyhexz (this is the format the hexz project consumes). Always exported from a
   CPU copy in eval mode so any consumer can load it without ``map_location``.
@@ -59,6 +61,7 @@ object) and include ``<root>/constants.pkl`` and ``<root>/code/...``; a
 
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 import pickle
@@ -75,7 +78,7 @@ from torch import nn
 
 from pyhexz.game.board import BOARD_SHAPE, MASK_SHAPE, POLICY_SIZE
 from pyhexz.infra.atomicfile import atomic_writer
-from pyhexz.nn.network import HexzNet, unwrap
+from pyhexz.nn.network import OPTIONAL_HEADS, HexzNet, unwrap
 
 __all__ = ["Checkpoint", "ModelLoadError", "save_checkpoint", "load_checkpoint",
            "export_torchscript", "load_model", "load_model_bytes"]
@@ -122,9 +125,11 @@ class Checkpoint:
     """A loaded training checkpoint. ``model`` is on ``map_location``, in eval mode."""
 
     model: HexzNet
-    params: dict[str, int]
+    params: dict[str, Any]
     optimizer_state: dict[str, Any] | None
     meta: dict[str, Any]
+    # Parameters the file did not have (an optional head newer than it), left as initialised.
+    fresh: list[str] = dataclasses.field(default_factory=list)
 
 
 def save_checkpoint(
@@ -151,7 +156,7 @@ def save_checkpoint(
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
-        "params": {"blocks": net.blocks, "filters": net.filters},
+        "params": net.params,
         "model_state": net.state_dict(),
         "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
         "meta": plain_meta,
@@ -160,32 +165,43 @@ def save_checkpoint(
         torch.save(payload, f)
 
 
-def _parse_params(path: str, params: Any) -> dict[str, int]:
+def _parse_params(path: str, params: Any) -> dict[str, Any]:
     if not isinstance(params, Mapping):
         raise ModelLoadError(path, f"'params' must be a dict, got {type(params).__name__}")
-    expected = {"blocks", "filters"}
-    if set(params) != expected:
+    expected, optional = {"blocks", "filters"}, {"global_pooling"}
+    if not expected <= set(params) <= expected | optional:
         raise ModelLoadError(
             path,
-            f"'params' must have exactly the keys {sorted(expected)}, "
-            f"got {sorted(map(str, params))}",
+            f"'params' must have the keys {sorted(expected)} (and optionally "
+            f"{sorted(optional)}), got {sorted(map(str, params))}",
         )
-    out: dict[str, int] = {}
+    out: dict[str, Any] = {}
     for k in ("blocks", "filters"):
         v = params[k]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ModelLoadError(path, f"params[{k!r}] must be a positive int, got {v!r}")
         out[k] = v
+    if "global_pooling" in params:
+        if not isinstance(params["global_pooling"], bool):
+            raise ModelLoadError(path, f"params['global_pooling'] must be a bool, got "
+                                 f"{params['global_pooling']!r}")
+        out["global_pooling"] = params["global_pooling"]
     return out
 
 
-def _check_state_shapes(path: str, net: nn.Module, state: Any, params: dict[str, int]) -> None:
-    """Explain a state_dict/architecture mismatch better than load_state_dict does."""
+def _is_optional(key: str) -> bool:
+    return key.split(".", 1)[0] in OPTIONAL_HEADS
+
+
+def _check_state_shapes(path: str, net: nn.Module, state: Any, params: dict[str, Any]) -> None:
+    """Explain a state_dict/architecture mismatch better than load_state_dict does. An
+    optional head may be missing as a whole (the file is older than it)."""
     if not isinstance(state, Mapping):
         raise ModelLoadError(path, f"'model_state' must be a dict, got {type(state).__name__}")
     expected = net.state_dict()
     problems: list[str] = []
-    missing = [k for k in expected if k not in state]
+    missing = [k for k in expected if k not in state and not (
+        _is_optional(k) and not any(j.split(".", 1)[0] == k.split(".", 1)[0] for j in state))]
     unexpected = [k for k in state if k not in expected]
     non_tensor = [k for k in state if k in expected and not isinstance(state[k], torch.Tensor)]
     mismatched = [
@@ -205,8 +221,8 @@ def _check_state_shapes(path: str, net: nn.Module, state: Any, params: dict[str,
     if problems:
         raise ModelLoadError(
             path,
-            f"'model_state' does not fit a HexzNet(blocks={params['blocks']}, "
-            f"filters={params['filters']}): " + "; ".join(problems),
+            "'model_state' does not fit a HexzNet("
+            + ", ".join(f"{k}={v}" for k, v in params.items()) + "): " + "; ".join(problems),
         )
 
 
@@ -277,7 +293,8 @@ def load_checkpoint(path: StrPath, map_location: str | torch.device = "cpu") -> 
     net = HexzNet(**params)
     _check_state_shapes(p, net, obj["model_state"], params)
     try:
-        net.load_state_dict(obj["model_state"])
+        # Not strict: _check_state_shapes allowed only a whole optional head to be missing.
+        fresh = net.load_state_dict(obj["model_state"], strict=False).missing_keys
     except Exception as e:  # e.g. dtype trouble not caught by the shape check
         raise ModelLoadError(p, f"'model_state' could not be loaded: {_short(e)}") from e
     net.to(map_location)
@@ -289,6 +306,7 @@ def load_checkpoint(path: StrPath, map_location: str | torch.device = "cpu") -> 
         params=params,
         optimizer_state=dict(optimizer_state) if optimizer_state is not None else None,
         meta=dict(meta),
+        fresh=list(fresh),
     )
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pyhexz.game.board import BOARD_SHAPE, MASK_SHAPE
-from pyhexz.infra.config import above, at_least, check_settings, plies, setting
+from pyhexz.infra.config import Check, above, at_least, check_settings, plies, setting
 from pyhexz.search.mcts import MCTS
 
 if TYPE_CHECKING:
@@ -35,9 +35,25 @@ class SearchConfig:
     sample_plies: int | None = setting(
         None, "sample moves by visit count for this many plies of a self-play game, then play "
         "the most visited; 'all': sample all game long", parse=plies, check=at_least(0))
+    # Playout cap randomization (KataGo; train/selfplay.py): self-play only.
+    full_search_fraction: float = setting(
+        1.0, "share of self-play moves searched with --runs-per-move and recorded as training "
+        "examples; the others get --cheap-runs-per-move, no root noise, and no example (KataGo's "
+        "playout cap randomization; 1: every move)", check=Check(lambda v: 0 < v <= 1, "in (0, 1]"))
+    cheap_runs_per_move: int | None = setting(
+        None, "simulations of a self-play move that is not recorded (none: a quarter of "
+        "--runs-per-move)", check=at_least(1))
 
     def __post_init__(self) -> None:
         check_settings(self)
+        if self.cheap_runs_per_move is not None and self.cheap_runs_per_move > self.runs_per_move:
+            raise ValueError(f"cheap_runs_per_move ({self.cheap_runs_per_move}) must not exceed "
+                             f"runs_per_move ({self.runs_per_move})")
+
+    @property
+    def cheap_runs(self) -> int:
+        """Simulations of a cheap (unrecorded) self-play move."""
+        return self.cheap_runs_per_move or max(1, self.runs_per_move // 4)
 
 
 def uniform_evaluator(planes: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -74,6 +74,7 @@ cdef struct Tree:
     int cap
     State root
     int todo            # simulations still to run
+    bint noise          # the root's priors get Dirichlet noise (set_root and play say)
 
 
 cdef inline float _value_for(float w1, int player) noexcept nogil:
@@ -196,10 +197,12 @@ cdef class MCTS:
             raise IndexError(f"tree {t} out of range 0..{self.num_trees - 1}")
         return &self.trees[t]
 
-    def set_root(self, int t, Board board) -> None:
-        """Starts a fresh tree for tree t at the given position."""
+    def set_root(self, int t, Board board, bint noise=True) -> None:
+        """Starts a fresh tree for tree t at the given position. `noise`: its root's priors
+        get Dirichlet noise (if the forest has any); self-play's cheap searches have none."""
         cdef Tree* tr = self._tree(t)
         self._check_no_batch()
+        tr.noise = noise
         memcpy(&tr.root, &board.st, sizeof(State))
         tr.size = 0
         tr.todo = 0
@@ -207,11 +210,11 @@ cdef class MCTS:
         tr.nodes[0].turn = tr.root.turn
         tr.nodes[0].terminal = tr.root.over
 
-    def play(self, int t, int move, bint keep_stats=False) -> None:
+    def play(self, int t, int move, bint keep_stats=False, bint noise=True) -> None:
         """Advances tree t's root by a move (policy index), reusing the subtree below it.
 
         The subtree keeps its cached network outputs; its visit counts and values are reset
-        unless `keep_stats`.
+        unless `keep_stats`. `noise` as for set_root, for the new root.
         """
         cdef Tree* tr = self._tree(t)
         if tr.size == 0:
@@ -225,6 +228,7 @@ cdef class MCTS:
                 break
         else:
             raise ValueError(f"move {move} is not legal at the root of tree {t}")
+        tr.noise = noise
         cdef Node* root = &tr.nodes[0]
         for i in range(root.first_child, root.first_child + root.nchildren):
             if root.first_child >= 0 and tr.nodes[i].move == move:
@@ -411,7 +415,7 @@ cdef class MCTS:
 
     cdef int _add_noise(self, Tree* tr) except -1:
         """Mixes Dirichlet noise into the root's priors (self-play exploration)."""
-        if self.dirichlet_alpha <= 0 or self.dirichlet_weight <= 0:
+        if not tr.noise or self.dirichlet_alpha <= 0 or self.dirichlet_weight <= 0:
             return 0
         cdef Node* root = &tr.nodes[0]
         cdef int k = root.nchildren

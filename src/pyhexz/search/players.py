@@ -10,7 +10,8 @@ the leaves of all its games into one network batch. Players are named by a spec 
     default[:RUNS]      the same with the model that ships with pyhexz (nn/shipped.py)
     rollout@SECONDS     a think time instead of a number of simulations: the player searches
     MODEL@SECONDS       each move for SECONDS on one core, as the CPU player service does
-                        (search/timed.py; MODEL is a PATH or default)
+                        (search/timed.py; MODEL is a PATH or default; "rollout@0.5s": the
+                        `s` is optional): matches at equal think time
 """
 
 from __future__ import annotations
@@ -137,11 +138,20 @@ def load_predictor(repo: CheckpointRepo, n: int, device: str = "cpu"):
         return Predictor.from_path(path, device)
 
 
-def _is_seconds(text: str) -> bool:
+def _think_time(spec: str) -> tuple[str, float] | None:
+    """(player, seconds) of a timed spec `PLAYER@SECONDS[s]`, None for an untimed one."""
+    player, at, think = spec.rpartition("@")
+    if not at:
+        return None
     try:
-        return float(text) > 0
+        seconds = float(think.removesuffix("s"))
     except ValueError:
-        return False
+        if player != "rollout":
+            return None   # an '@' in a path
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ValueError(f"player {spec!r}: the think time must be > 0 seconds")
+    return player, seconds
 
 
 def make_player(spec: str, *, device: str = "cpu", seed: int | None = None,
@@ -149,16 +159,15 @@ def make_player(spec: str, *, device: str = "cpu", seed: int | None = None,
     """A player from its spec string (see the module docstring)."""
     if spec == "random":
         return RandomPlayer(seed)
-    base, at, seconds = spec.rpartition("@")
-    if at and (base == "rollout" or _is_seconds(seconds)):
-        if not _is_seconds(seconds):
-            raise ValueError(f"player {spec!r}: the think time after '@' must be seconds > 0")
+    timed = _think_time(spec)
+    if timed is not None:
         from pyhexz.search.timed import TimedPlayer
+        base, seconds = timed
         evaluate = None
         if base != "rollout":
             from pyhexz.nn import Predictor
             evaluate = Predictor.from_path(resolve_model_path(base), device)
-        return TimedPlayer(float(seconds), evaluate, name=spec, seed=seed)
+        return TimedPlayer(seconds, evaluate, name=spec, seed=seed)
     if spec.startswith("rollout"):
         _, _, runs = spec.partition(":")
         return RolloutPlayer(int(runs or 800), seed=seed)

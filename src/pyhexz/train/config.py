@@ -14,6 +14,14 @@ from pyhexz.infra.config import above, at_least, check_settings, setting
 from pyhexz.search.driver import SearchConfig
 
 
+def count_or_none(text: str) -> int | None:
+    """A count, or 'none' (None): a setting that may be switched off by flag or variable."""
+    return None if text == "none" else int(text)
+
+
+count_or_none.__name__ = "count or 'none'"   # what a bad value's message calls it
+
+
 @dataclass
 class TrainConfig:
     blocks: int = setting(5, "residual blocks (new model)", check=at_least(1))
@@ -31,6 +39,16 @@ class TrainConfig:
     augment: bool = setting(True, "train on examples as played, without random board mirror "
                             "images")   # the flag is --no-augment
     seed: int = setting(0, "training seed")
+    # Issue 15's training changes, each off by default until the ablation has measured it.
+    score_weight: float = setting(
+        0.0, "weight of the score head's loss: the game's final score difference, learned "
+        "beside the value (0: the score head is not trained)", check=at_least(0))
+    replay_window_start: int | None = setting(
+        None, "grow the replay window with the run (KataGo): all examples up to this many, "
+        "then about examples^0.75, at most --replay-window ('none': always --replay-window)",
+        parse=count_or_none, check=at_least(1))
+    global_pooling: bool = setting(False, "global pooling bias in some residual blocks "
+                                   "(KataGo) (new model)")
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -38,6 +56,24 @@ class TrainConfig:
     def lr_at(self, checkpoint: int) -> float:
         f = min(1.0, checkpoint / max(1, self.lr_decay_checkpoints))
         return self.learning_rate + f * (self.final_learning_rate - self.learning_rate)
+
+    def window_at(self, examples: int) -> int:
+        """The replay window's size once `examples` examples have arrived in all.
+
+        Fixed at replay_window, or, with replay_window_start (c), KataGo's growing window:
+        every example while there are at most c, then c * (1 + beta * ((n / c)^alpha - 1) /
+        alpha) with alpha 0.75 and beta 0.4, which grows ever slower, capped at replay_window.
+        Early examples come from a weak network and are soon worth little; a window that is
+        small at first and grows with the run drops them sooner.
+        """
+        c = self.replay_window_start
+        if c is None:
+            return self.replay_window
+        if examples <= c:
+            return min(examples, self.replay_window)
+        alpha, beta = 0.75, 0.4
+        grown = c * (1 + beta * ((examples / c) ** alpha - 1) / alpha)
+        return min(int(grown), self.replay_window)
 
 
 @dataclass

@@ -12,6 +12,18 @@ Dirichlet noise at the root: all game long by default (the setting that worked f
 for the first `sample_plies` plies and the most visited move after them (AlphaZero's
 temperature drop), which keeps late random blunders from deciding the result that the value
 head learns. Flagz games start from random boards, so the openings stay varied either way.
+
+Playout cap randomization (KataGo; `full_search_fraction` < 1): only that share of moves,
+drawn at random, is searched with `runs_per_move` and becomes a training example; the others
+are searched with `cheap_runs` simulations, no root noise, and play their most visited move, so
+they play well cheaply, and are not recorded, since a policy target from a small search
+teaches little. Games then cost less per example recorded, and the value targets come from
+more, shorter-searched games. The coin is tossed once per round of moves, for all games at
+once: a round lasts as long as its longest search, so with a coin per game nearly every round
+would hold a full search and the cheap ones would save nothing.
+
+Every example carries the game's final score difference from its mover's view (`score`), the
+target of the network's score head.
 """
 
 from __future__ import annotations
@@ -97,10 +109,14 @@ def wind_down_before(end: float | None, who: str) -> Callable[[SelfPlayStats], b
 
 
 def choose_move(visits: np.ndarray, ply: int, config: SearchConfig,
-                rng: np.random.Generator) -> int:
+                rng: np.random.Generator, cheap: bool = False) -> int:
     """Self-play's move at `ply` (0-based) of a game: sampled, or past `sample_plies` the
-    most visited (ties broken at random, so equal visits do not favour low indices)."""
-    if config.sample_plies is None or ply < config.sample_plies:
+    most visited (ties broken at random, so equal visits do not favour low indices).
+
+    A `cheap` search's (playout caps) move is always its most visited: like KataGo's cheap
+    searches, which have no noise either, it plays for strength, since the move is not a
+    training example and its few visits would otherwise add randomness to the game's result."""
+    if not cheap and (config.sample_plies is None or ply < config.sample_plies):
         return sample_move(visits, rng)
     return int(rng.choice(np.flatnonzero(visits == visits.max())))
 
@@ -111,6 +127,13 @@ class _Game:
     game_id: str
     examples: list = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    plies: int = 0
+
+
+def _full_search(config: SearchConfig, rng: np.random.Generator) -> bool:
+    """Whether the next round of moves gets the full search (playout cap randomization's
+    coin); with every move full, the random stream is not touched."""
+    return config.full_search_fraction >= 1 or rng.random() < config.full_search_fraction
 
 
 def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None = None, *,
@@ -138,6 +161,7 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None
     stats = SelfPlayStats()
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     started = 0
+    full = _full_search(config, rng)   # this round's searches are full ones
 
     def may_start() -> bool:
         return ((max_games is None or started < max_games) and not should_stop()
@@ -149,7 +173,7 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None
             return None
         started += 1
         g = _Game(Board.new(int(rng.integers(2**63))), uuid.uuid4().hex)
-        mcts.set_root(t, g.board)
+        mcts.set_root(t, g.board, noise=full)
         return g
 
     games: list[_Game | None] = [new_game(t) for t in range(parallel_games)]
@@ -159,20 +183,23 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None
         evaluate, key = model()
         for t, g in enumerate(games):
             if g is not None:
-                mcts.start(t, config.runs_per_move)
+                mcts.start(t, config.runs_per_move if full else config.cheap_runs)
         search(mcts, evaluate, planes, masks, stats)
+        recorded, full = full, _full_search(config, rng)   # full: the next round's
         for t, g in enumerate(games):
             if g is None:
                 continue
             visits = mcts.visits(t)
-            move = choose_move(visits, len(g.examples), config, rng)
-            board_planes, mask = g.board.encode()
+            move = choose_move(visits, g.plies, config, rng, cheap=not recorded)
             row, col, typ = policy_move_tuple(move)
-            g.examples.append(make_example(
-                board_planes, mask, visits, turn=g.board.turn, move=(row, col, typ),
-                move_number=g.board.move, model_key=key, root_value=mcts.root_value(t)))
+            if recorded:
+                board_planes, mask = g.board.encode()
+                g.examples.append(make_example(
+                    board_planes, mask, visits, turn=g.board.turn, move=(row, col, typ),
+                    move_number=g.board.move, model_key=key, root_value=mcts.root_value(t)))
             g.board.play(row, col, typ)
-            mcts.play(t, move)
+            g.plies += 1
+            mcts.play(t, move, noise=full)
             stats.positions += 1
             if g.board.is_over:
                 _finish(g, execution_id, sink)
@@ -186,8 +213,13 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None
 
 
 def _finish(g: _Game, execution_id: str, sink: GameSink) -> None:
+    """Fills in each example's result and score and hands the game to the sink (unless it
+    has no example: every move was a cheap one)."""
     winner = g.board.winner
+    score1, score2 = g.board.score
     for ex in g.examples:
         ex.result = 0.0 if winner == 0 else (1.0 if ex.turn == winner else -1.0)
-    sink(pb.AddTrainingExamplesRequest(examples=g.examples, execution_id=execution_id,
-                                       game_id=g.game_id))
+        ex.score = score1 - score2 if ex.turn == 1 else score2 - score1
+    if g.examples:
+        sink(pb.AddTrainingExamplesRequest(examples=g.examples, execution_id=execution_id,
+                                           game_id=g.game_id))

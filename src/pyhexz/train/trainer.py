@@ -6,11 +6,14 @@ are added with `add`, and once `trigger_examples` new examples have arrived,
 `train_and_publish` trains and writes the next checkpoint to the repository.
 
 Loss = cross-entropy of the policy against the search's visit distribution + MSE of the value
-against the game result (both from the mover's view). About `samples_per_example` samples are
+against the game result (both from the mover's view), + `score_weight` times the Huber loss of
+the score head against the final score difference (in SCORE_SCALE units; examples without a
+score, recorded before scores were, add nothing). About `samples_per_example` samples are
 trained per new example (4, as KataGo and hexz), each under a random mirror symmetry of the
 board (`pyhexz.game.symmetry`), which gives the small replay windows of one machine four times the
-positions. A loss, gradient or weight that is not finite aborts the run: the model and
-optimizer go back to their state before it and nothing is published.
+positions. Samples come from the newest `TrainConfig.window_at` examples of the window, which
+can grow with the run. A loss, gradient or weight that is not finite aborts the run: the model
+and optimizer go back to their state before it and nothing is published.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,9 +37,9 @@ import torch.nn.functional as F
 from pyhexz import hexz_pb2 as pb
 from pyhexz import nn as modellib
 from pyhexz.game import symmetry
-from pyhexz.game.board import BOARD_SHAPE, MASK_SHAPE
 from pyhexz.game.examples import Arrays, decode
 from pyhexz.infra.storage import MODEL_FILE, SCRIPT_FILE, CheckpointRepo
+from pyhexz.nn.network import SCORE_SCALE
 from pyhexz.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -50,10 +54,7 @@ class ReplayWindow:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.data = Arrays(np.zeros((capacity, *BOARD_SHAPE), np.float32),
-                           np.zeros((capacity, *MASK_SHAPE), bool),
-                           np.zeros((capacity, *MASK_SHAPE), np.float32),
-                           np.zeros(capacity, np.float32))
+        self.data = Arrays.empty(capacity)
         self.size = 0
         self.next = 0
 
@@ -63,41 +64,63 @@ class ReplayWindow:
     def add(self, a: Arrays) -> None:
         n = len(a)
         if n > self.capacity:
-            a = Arrays(a.boards[-self.capacity:], a.masks[-self.capacity:],
-                       a.probs[-self.capacity:], a.results[-self.capacity:])
+            a = a[-self.capacity:]
             n = self.capacity
         idx = (self.next + np.arange(n)) % self.capacity
-        for f in ("boards", "masks", "probs", "results"):
-            getattr(self.data, f)[idx] = getattr(a, f)
+        for f in fields(Arrays):
+            getattr(self.data, f.name)[idx] = getattr(a, f.name)
         self.next = (self.next + n) % self.capacity
         self.size = min(self.capacity, self.size + n)
 
-    def sample(self, n: int, rng: np.random.Generator) -> Arrays:
-        idx = rng.integers(0, self.size, size=n)
-        return Arrays(self.data.boards[idx], self.data.masks[idx], self.data.probs[idx],
-                      self.data.results[idx])
+    def sample(self, n: int, rng: np.random.Generator, newest: int | None = None) -> Arrays:
+        """n examples drawn uniformly, with replacement, from the newest `newest` (None: all)."""
+        k = self.size if newest is None else max(1, min(newest, self.size))
+        age = rng.integers(0, k, size=n)   # 0: the newest example
+        return self.data[(self.next - 1 - age) % self.capacity]
 
 
-def losses(net: torch.nn.Module, batch: Arrays,
-           device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(policy cross-entropy, value MSE) of a batch."""
+class Losses(NamedTuple):
+    policy: torch.Tensor   # cross-entropy against the visit distribution
+    value: torch.Tensor    # MSE against the result
+    score: torch.Tensor    # Huber against the score difference; 0 when not asked for
+
+
+def losses(net: modellib.HexzNet, batch: Arrays, device: torch.device,
+           score: bool = False) -> Losses:
+    """The losses of a batch; `score`: the score head's too."""
     boards = torch.from_numpy(batch.boards).to(device)
     masks = torch.from_numpy(batch.masks).to(device)
     target_p = torch.from_numpy(batch.probs.reshape(len(batch), -1)).to(device)
     target_v = torch.from_numpy(batch.results).to(device)
-    logits, value = net(boards, masks)
+    if score:
+        logits, value, predicted = net.forward_with_score(boards, masks)
+        score_loss = _score_loss(predicted.squeeze(1), torch.from_numpy(batch.scores).to(device))
+    else:
+        logits, value = net(boards, masks)
+        score_loss = torch.zeros((), device=device)
     # Illegal moves carry -1e32 logits and zero targets; their product must be exactly 0.
     logp = F.log_softmax(logits, dim=1)
     masked_logp = torch.where(target_p > 0, logp, torch.zeros_like(logp))
     policy_loss = -(target_p * masked_logp).sum(1).mean()
     value_loss = F.mse_loss(value.squeeze(1), target_v)
-    return policy_loss, value_loss
+    return Losses(policy_loss, value_loss, score_loss)
 
 
-def train_steps(net: torch.nn.Module, optimizer: torch.optim.Optimizer, window: ReplayWindow,
+def _score_loss(predicted: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Huber loss of the score head over the examples that have a score (NaN: none), 0 if
+    none has. Huber rather than MSE: a rare lopsided game must not dominate the gradient."""
+    known = ~torch.isnan(scores)
+    if not known.any():
+        return predicted.new_zeros(())   # the mean of nothing would be NaN
+    return F.huber_loss(predicted[known], scores[known] / SCORE_SCALE)
+
+
+def train_steps(net: modellib.HexzNet, optimizer: torch.optim.Optimizer, window: ReplayWindow,
                 num_samples: int, batch_size: int, rng: np.random.Generator,
-                device: torch.device, augment: bool = False) -> dict:
-    """Trains on `num_samples` samples drawn from the window; returns the mean losses.
+                device: torch.device, augment: bool = False, score_weight: float = 0.0,
+                newest: int | None = None) -> dict:
+    """Trains on `num_samples` samples drawn from the newest `newest` examples of the window
+    (None: all); returns the mean losses. `score_weight` > 0 trains the score head too.
 
     Raises NonFiniteError (and leaves net and optimizer as they were before) on a non-finite
     loss, gradient or weight.
@@ -105,14 +128,14 @@ def train_steps(net: torch.nn.Module, optimizer: torch.optim.Optimizer, window: 
     saved = (copy.deepcopy(net.state_dict()), copy.deepcopy(optimizer.state_dict()))
     net.train()
     steps = max(1, math.ceil(num_samples / batch_size))
-    sums = np.zeros(2)
+    sums = np.zeros(3)
     try:
         for _ in range(steps):
-            batch = window.sample(batch_size, rng)
+            batch = window.sample(batch_size, rng, newest)
             if augment:
                 batch = symmetry.augment(batch, rng)
-            p_loss, v_loss = losses(net, batch, device)
-            loss = p_loss + v_loss
+            p_loss, v_loss, s_loss = losses(net, batch, device, score=score_weight > 0)
+            loss = p_loss + v_loss + score_weight * s_loss
             if not torch.isfinite(loss):
                 raise NonFiniteError(f"loss is {loss.item()}")
             optimizer.zero_grad(set_to_none=True)
@@ -121,7 +144,7 @@ def train_steps(net: torch.nn.Module, optimizer: torch.optim.Optimizer, window: 
             if not torch.isfinite(grad_norm):
                 raise NonFiniteError(f"gradient norm is {grad_norm.item()}")
             optimizer.step()
-            sums += (p_loss.item(), v_loss.item())
+            sums += (p_loss.item(), v_loss.item(), s_loss.item())
         bad = [n for n, p in net.named_parameters() if not torch.isfinite(p).all()]
         if bad:
             raise NonFiniteError(f"non-finite weights in {', '.join(bad[:5])}")
@@ -133,8 +156,11 @@ def train_steps(net: torch.nn.Module, optimizer: torch.optim.Optimizer, window: 
         raise
     finally:
         net.eval()
-    return {"policy_loss": sums[0] / steps, "value_loss": sums[1] / steps, "steps": steps,
-            "samples": steps * batch_size}
+    out = {"policy_loss": sums[0] / steps, "value_loss": sums[1] / steps, "steps": steps,
+           "samples": steps * batch_size}
+    if score_weight > 0:
+        out["score_loss"] = sums[2] / steps
+    return out
 
 
 def examples_archive(requests: list[tuple[str, pb.AddTrainingExamplesRequest]]) -> bytes:
@@ -201,20 +227,23 @@ class Trainer:
             meta = dict(created_meta or {})
             if init is not None:
                 params = init.checkpoint.params
-                self.config = config = replace(config, blocks=params["blocks"],
-                                               filters=params["filters"])
+                self.config = config = replace(
+                    config, blocks=params["blocks"], filters=params["filters"],
+                    global_pooling=bool(params.get("global_pooling", False)))
                 self.net = init.checkpoint.model.to(self.device)
                 meta["init"] = {"source": init.source, "sha256": init.sha256,
                                 "optimizer_state": init.checkpoint.optimizer_state is not None}
             else:
-                self.net = modellib.HexzNet(config.blocks, config.filters).to(self.device)
+                self.net = modellib.HexzNet(config.blocks, config.filters,
+                                            config.global_pooling).to(self.device)
             self.optimizer = self._new_optimizer()
             if init is not None and init.checkpoint.optimizer_state:
                 self.optimizer.load_state_dict(init.checkpoint.optimizer_state)
             self.checkpoint = -1
             self._publish(0, [], {}, meta)
-            log.info("created model=%s checkpoint=0 blocks=%d filters=%d init=%s", repo.name,
-                     config.blocks, config.filters, init.source if init else "random")
+            log.info("created model=%s checkpoint=0 blocks=%d filters=%d global_pooling=%s "
+                     "init=%s", repo.name, config.blocks, config.filters, config.global_pooling,
+                     init.source if init else "random")
         else:
             if init is not None:
                 log.info("init ignored model=%s: it has checkpoints, resuming checkpoint %d",
@@ -231,7 +260,11 @@ class Trainer:
         self.net = ckpt.model.to(self.device)
         self.optimizer = self._new_optimizer()
         if ckpt.optimizer_state:
-            self.optimizer.load_state_dict(ckpt.optimizer_state)
+            self.optimizer.load_state_dict(
+                _with_fresh_params(ckpt.optimizer_state, self.net, ckpt.fresh))
+        if ckpt.fresh:
+            log.info("model=%s checkpoint=%d has no %s: starting it fresh", self.repo.name, n,
+                     ", ".join(sorted({k.split(".", 1)[0] for k in ckpt.fresh})))
         self.checkpoint = n
         self.examples_trained = int(self.repo.meta(n).get("examples_trained", 0))
         # Refill the replay window from the newest checkpoints' example archives.
@@ -278,10 +311,13 @@ class Trainer:
         for g in self.optimizer.param_groups:
             g["lr"] = cfg.lr_at(self.checkpoint + 1)
         num_samples = int(cfg.samples_per_example * self.pending_examples)
+        newest = cfg.window_at(self.examples_trained + self.pending_examples)
         t0 = time.perf_counter()
         stats = train_steps(self.net, self.optimizer, self.window, num_samples, cfg.batch_size,
-                            self.rng, self.device, augment=cfg.augment)
+                            self.rng, self.device, augment=cfg.augment,
+                            score_weight=cfg.score_weight, newest=newest)
         stats["seconds"] = time.perf_counter() - t0
+        stats["window"] = min(newest, len(self.window))
         before, n = self.examples_trained, self.checkpoint + 1
         self.examples_trained += self.pending_examples
         try:
@@ -306,13 +342,24 @@ class Trainer:
         meta = self.repo.publish(n, files, dict(extra or {}, **{
             "examples_trained": self.examples_trained, "games": len(games),
             "new_examples": sum(len(r.examples) for _, r in games),
-            "params": {"blocks": self.config.blocks, "filters": self.config.filters},
+            "params": self.net.params,
             "config": asdict(self.config), "stats": stats,
             "game_names": [name for name, _ in games],
         }))
         self.checkpoint = n
         if self.on_published is not None:
             self.on_published(n, files, meta)
+
+
+def _with_fresh_params(state: dict, net: torch.nn.Module, fresh: list[str]) -> dict:
+    """The optimizer state of a checkpoint that lacked some of net's parameters (a head newer
+    than the file, `Checkpoint.fresh`), made to fit net: those come last in net.parameters()
+    (network.OPTIONAL_HEADS), so they are the last indices of the one parameter group, and
+    they have no state yet, which Adam starts at their first step. The rest keeps its moments."""
+    if not set(fresh) & {name for name, _ in net.named_parameters()}:
+        return state
+    group = dict(state["param_groups"][0], params=list(range(len(list(net.parameters())))))
+    return dict(state, param_groups=[group])
 
 
 def trained_game_names(repo: CheckpointRepo, n: int | None) -> set[str]:
