@@ -624,3 +624,32 @@ def test_a_resent_game_is_accepted_once_even_across_restarts(serve, games, tmp_p
     repo = CheckpointRepo(open_storage(cfg["storage"]), name)
     games_trained = [r.game_id for r in archived(repo, 1)]
     assert sorted(games_trained) == ["game-a", "game-b"]
+
+
+def test_game_ids_are_kept_exactly_or_refused(serve, games, tmp_path):
+    """De-duplication keys on the exact game id: ids the server could only keep altered
+    (characters outside [A-Za-z0-9_.-], longer than 64) are refused with 400, never ACCEPTED
+    and dropped as someone else's duplicate."""
+    name = f"ids-{uuid.uuid4().hex[:6]}"
+    s = serve(ServerConfig(model_name=name, storage=str(tmp_path / "store"),
+                           train=TrainConfig(trigger_examples=10_000, **TINY)))
+    r, resp = post(s.url, keyed(games[0], name, game_id="coll_a"))
+    assert resp.status == Resp.ACCEPTED
+    for i, bad_id in enumerate(["coll/a", "coll a", "coll+a", "x" * 64 + "y" * 36]):
+        r, resp = post(s.url, keyed(games[1 + i % 3], name, game_id=bad_id))
+        assert (r.status_code, resp.status) == (400, Resp.REJECTED_OTHER), bad_id
+        assert "game_id" in resp.error_message and "64" in resp.error_message
+    # Ids that differ only after their 64th character would collide if truncated; the
+    # longest allowed id is kept whole, and two distinct ones are two games.
+    long_a, long_b = "a" * 63 + "1", "a" * 63 + "2"
+    for g, gid in ((games[1], long_a), (games[2], long_b)):
+        assert post(s.url, keyed(g, name, game_id=gid))[1].status == Resp.ACCEPTED
+    # A game without an id is not de-duplicated: each copy is stored.
+    anon = keyed(games[3], name)
+    anon.game_id = ""
+    for _ in range(2):
+        assert post(s.url, anon)[1].status == Resp.ACCEPTED
+    st = status(s.url)
+    assert st["examples"]["pending"] == sum(len(g.examples) for g in games[:3]) \
+        + 2 * len(games[3].examples)
+    assert st["requests"].get("duplicate_games", 0) == 0
