@@ -484,7 +484,9 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(serve, games, tmp_pat
             np.full((11, 11, 10), np.nan, np.float32))),
         "expected float32 (11, 11, 10)": dict(board=_example_bytes(
             np.zeros((11, 10, 11), np.float32))),
-        "result 2.0 outside [-1, 1]": dict(result=2.0),
+        "result 2.0 is not -1, 0 or 1": dict(result=2.0),
+        "board and action_mask are not a Flagz position": dict(board=_example_bytes(
+            np.zeros((11, 11, 10), np.float32))),
     }
     for match, fields in broken.items():
         req = keyed(games[0], name, 0)
@@ -494,6 +496,15 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(serve, games, tmp_pat
     bad(400, "not valid gzip", body=b"not gzip at all", headers={"Content-Encoding": "gzip"})
     bad(400, "truncated", body=gzip.compress(good.SerializeToString())[:-20],
         headers={"Content-Encoding": "gzip"})
+    bad(400, "7 bytes after the end of its compressed data",
+        body=gzip.compress(good.SerializeToString()) + b"garbage",
+        headers={"Content-Encoding": "gzip"})
+    # A whole request of all-zero planes (the issue's 16 examples) is refused, not trained.
+    zeros = keyed(games[0], name, 0)
+    del zeros.examples[16:]
+    for ex in zeros.examples:
+        ex.board = _example_bytes(np.zeros((11, 11, 10), np.float32))
+    bad(400, "example 0: board and action_mask are not a Flagz position", req=zeros)
     bad(415, "Content-Type must be application/x-protobuf",
         headers={"Content-Type": "application/json"})
     bad(415, "Content-Encoding must be gzip", headers={"Content-Encoding": "br"})
@@ -539,14 +550,16 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(serve, games, tmp_pat
 
 def test_decode_takes_other_npy_layouts_too():
     """Arrays saved in another layout (Fortran order) take decode's slow path, same values."""
+    from pyhexz.game.board import Board
     from pyhexz.game.examples import make_example
 
-    board = np.random.default_rng(0).random((11, 11, 10), np.float32)
-    mask = np.zeros((2, 11, 10), bool)
-    mask[1, 3, 4] = mask[0, 2, 2] = True
+    b = Board.new(0)
+    for i in range(4):
+        b.random_move(i)
+    board, mask = b.encode()
     visits = mask.astype(np.float32) * 3
-    ex = make_example(board, mask, visits, turn=1, move=(3, 4, 0), move_number=0,
-                      model_key=pb.ModelKey(name="m", checkpoint=0))
+    ex = make_example(board, mask, visits, turn=b.turn, move=b.legal_moves()[0],
+                      move_number=b.move, model_key=pb.ModelKey(name="m", checkpoint=0))
     fortran = pb.TrainingExample()
     fortran.CopyFrom(ex)
     fortran.board = _example_bytes(np.asfortranarray(board))

@@ -17,7 +17,7 @@ import numpy as np
 
 cimport numpy as cnp
 from libc.stdint cimport int8_t, uint8_t, uint64_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 cnp.import_array()
 
@@ -37,6 +37,10 @@ BOARD_SHAPE = (NPLANES, NROWS, NCOLS)   # the network's input planes, channels f
 MASK_SHAPE = (2, NROWS, NCOLS)          # legal moves: [0] flags, [1] normal moves
 
 _CELL_NAMES = {CELL_NORMAL: "NORMAL", CELL_GRASS: "GRASS", CELL_ROCK: "ROCK", CELL_FLAG: "FLAG"}
+
+cdef enum:
+    NROCKS = 15     # rocks of every position, never more or fewer (FLAGZ.md section 3)
+    NGRASS = 5      # grass cells of the initial position, valued 1..5
 
 
 class IllegalMoveError(ValueError):
@@ -329,6 +333,174 @@ cdef void encode_state(const State* s, float* planes, uint8_t* mask) noexcept no
 
 
 # ---------------------------------------------------------------------------
+# Checking encoded positions: planes and masks that arrive from elsewhere (training examples)
+# must be the encoding of a position the rules can reach.
+
+PLANE_NAMES = ("own flags", "own piece values", "own blocked", "own next value",
+               "own flags left", "opponent flags", "opponent piece values", "opponent blocked",
+               "opponent next value", "opponent flags left", "uncaptured grass")
+# The planes that say what stands on a cell (at most one of them is non-zero) and their
+# largest value: own flag, own piece, opponent flag, opponent piece, grass.
+cdef int CONTENT_PLANE[5]
+cdef int CONTENT_MAX[5]
+CONTENT_PLANE[:] = [0, 1, 5, 6, 10]
+CONTENT_MAX[:] = [1, MAX_VALUE, 1, MAX_VALUE, MAX_VALUE]
+
+
+cdef str _slot(int t):
+    r, c = divmod(t, NCOLS)
+    return f"({r}, {c})" if _valid(r, c) else f"({r}, {c}) (no cell there)"
+
+
+cdef int _count(float v, int hi) noexcept nogil:
+    """`v` as an integer in 0..hi, or -1 if it is not one."""
+    if 0 <= v <= hi and v == <int>v:
+        return <int>v
+    return -1
+
+
+cdef bint _next_to_fives_of_both(const State* s, int i) noexcept nogil:
+    cdef bint fives[2]
+    fives[0] = fives[1] = False
+    cdef int k, j
+    for k in range(NB_N[i]):
+        j = NB[i][k]
+        if s.ctype[j] == CELL_NORMAL and s.owner[j] != 0 and s.value[j] == MAX_VALUE:
+            fives[s.owner[j] - 1] = True
+    return fives[0] and fives[1]
+
+
+cdef object _position_from_planes(const float* planes, const uint8_t* mask, State* s):
+    """Fills `s` with the position the planes describe, the player to move as player 1; returns
+    what is wrong with them (a str) or None.
+
+    The planes hold every piece, flag and grass value and both players' flags left; the
+    rest of the cells are empty or rocks. A rock and an empty cell next to 5s of both players
+    encode alike (blocked for both, no next value): the flag moves of the mask tell them apart
+    while the mover has flags; without flags either reading encodes the same.
+    """
+    cdef int g = NGRID
+    cdef int i, t, k, q, v, n, rocks = 0, unexplained = 0, grass_seen = 0
+    cdef int vals[5]
+    cdef int flags_on_board[2]
+    memset(s, 0, sizeof(State))
+    s.turn = 1
+    for q in range(2):
+        v = _count(planes[(4 + 5 * q) * g], NFLAGS)
+        if v < 0:
+            return (f"plane {4 + 5 * q} ({PLANE_NAMES[4 + 5 * q]}) is "
+                    f"{planes[(4 + 5 * q) * g]:g}, not a count of 0..{NFLAGS} flags")
+        s.flags[q] = v
+        flags_on_board[q] = 0
+    for i in range(NCELLS):
+        t = ROW_OF[i] * NCOLS + COL_OF[i]
+        n = 0
+        for k in range(5):
+            v = _count(planes[CONTENT_PLANE[k] * g + t], CONTENT_MAX[k])
+            if v < 0:
+                return (f"plane {CONTENT_PLANE[k]} ({PLANE_NAMES[CONTENT_PLANE[k]]}) at "
+                        f"{_slot(t)} is {planes[CONTENT_PLANE[k] * g + t]:g}, not an integer in "
+                        f"0..{CONTENT_MAX[k]}")
+            vals[k] = v
+            n += v > 0
+        if n > 1:
+            held = ", ".join(PLANE_NAMES[CONTENT_PLANE[k]] for k in range(5) if vals[k])
+            return f"cell {_slot(t)} holds several things at once ({held})"
+        if vals[0] or vals[2]:
+            q = 0 if vals[0] else 1
+            s.ctype[i] = CELL_FLAG
+            s.owner[i] = q + 1
+            flags_on_board[q] += 1
+        elif vals[1] or vals[3]:
+            s.owner[i] = 1 if vals[1] else 2
+            s.value[i] = vals[1] or vals[3]
+        elif vals[4]:
+            if grass_seen & (1 << vals[4]):
+                return f"grass of value {vals[4]} is on two cells; each value is on one at most"
+            grass_seen |= 1 << vals[4]
+            s.ctype[i] = CELL_GRASS
+            s.value[i] = vals[4]
+        elif (planes[2 * g + t] == 1 and planes[7 * g + t] == 1
+              and not (s.flags[0] > 0 and mask[t])):
+            s.ctype[i] = CELL_ROCK
+            rocks += 1
+    for q in range(2):
+        if flags_on_board[q] + s.flags[q] != NFLAGS:
+            who = "the player to move" if q == 0 else "the opponent"
+            return (f"{who} has {flags_on_board[q]} flags on the board and {s.flags[q]} left; "
+                    f"these add up to {NFLAGS}")
+    _derive(s)
+    for i in range(NCELLS):
+        if s.ctype[i] == CELL_ROCK and not _next_to_fives_of_both(s, i):
+            unexplained += 1
+    # Without flags, the cells read as rocks may include empty ones next to 5s of both players;
+    # those aside, there must be the position's 15 rocks.
+    if (s.flags[0] > 0 and rocks != NROCKS) or rocks < NROCKS or unexplained > NROCKS:
+        return (f"{rocks} cells are blocked for both players with nothing on them and no flag "
+                f"move; a position has {NROCKS} rocks")
+    _recompute(s)
+    if s.over:
+        return "the game is over in this position: there is no move to learn"
+    if s.turn != 1:
+        return "the player to move cannot move in this position"
+    return None
+
+
+cdef str _first_difference(const float* planes, const uint8_t* mask, const float* want_planes,
+                           const uint8_t* want_mask):
+    cdef int k, t
+    for k in range(NPLANES):
+        for t in range(NGRID):
+            if planes[k * NGRID + t] != want_planes[k * NGRID + t]:
+                return (f"plane {k} ({PLANE_NAMES[k]}) at {_slot(t)} is "
+                        f"{planes[k * NGRID + t]:g} where the position gives "
+                        f"{want_planes[k * NGRID + t]:g}")
+    for k in range(2):
+        for t in range(NGRID):
+            if mask[k * NGRID + t] != want_mask[k * NGRID + t]:
+                return (f"action_mask says a {'flag' if k == 0 else 'normal'} move at {_slot(t)} "
+                        f"is {'legal' if mask[k * NGRID + t] else 'illegal'}, the position says "
+                        f"{'legal' if want_mask[k * NGRID + t] else 'illegal'}")
+    return "no difference"
+
+
+def check_encoded(planes, masks):
+    """The first (index, what is wrong) among encoded positions that are not the encoding of a
+    Flagz position whose player to move can move, or None if all are.
+
+    `planes`: float32 (N, 11, 11, 10); `masks`: bool (N, 2, 11, 10). Each position is rebuilt
+    from its planes (pieces, flags, grass, flags left, rocks) and encoded again; planes and
+    mask must come back exactly: every plane one-hot or a count where the encoding makes it
+    one, next values and blocked cells as the pieces imply, the mask exactly the legal moves.
+    A few microseconds a position: training servers check every example they accept.
+    """
+    p = np.ascontiguousarray(planes, dtype=np.float32)
+    m = np.ascontiguousarray(masks, dtype=np.bool_).view(np.uint8)
+    n = len(p)
+    if p.shape != (n,) + BOARD_SHAPE or m.shape != (n,) + MASK_SHAPE:
+        raise ValueError(f"expected planes (N,) + {BOARD_SHAPE} and masks (N,) + {MASK_SHAPE}, "
+                         f"got {p.shape} and {m.shape}")
+    if n == 0:
+        return None
+    cdef const float[:, :, :, ::1] pv = p
+    cdef const uint8_t[:, :, :, ::1] mv = m
+    cdef State s
+    cdef float want_planes[NPLANES * NGRID]
+    cdef uint8_t want_mask[2 * NGRID]
+    cdef Py_ssize_t e
+    for e in range(n):
+        why = _position_from_planes(&pv[e, 0, 0, 0], &mv[e, 0, 0, 0], &s)
+        if why is not None:
+            return int(e), why
+        encode_state(&s, want_planes, want_mask)
+        if (memcmp(&pv[e, 0, 0, 0], want_planes, sizeof(want_planes)) != 0
+                or memcmp(&mv[e, 0, 0, 0], want_mask, sizeof(want_mask)) != 0):
+            return int(e), _first_difference(&pv[e, 0, 0, 0], &mv[e, 0, 0, 0], want_planes,
+                                             want_mask)
+    return None
+
+
+# ---------------------------------------------------------------------------
 # Building a consistent state from cell contents (shared by protobuf and ASCII input).
 
 cdef str _cell_name(int i):
@@ -389,11 +561,11 @@ cdef class Board:
             tmp = cells[i]
             cells[i] = cells[k]
             cells[k] = tmp
-        for i in range(15):
+        for i in range(NROCKS):
             b.st.ctype[cells[i]] = CELL_ROCK
-        for i in range(5):
-            b.st.ctype[cells[15 + i]] = CELL_GRASS
-            b.st.value[cells[15 + i]] = i + 1
+        for i in range(NGRASS):
+            b.st.ctype[cells[NROCKS + i]] = CELL_GRASS
+            b.st.value[cells[NROCKS + i]] = i + 1
         b.st.turn = 1
         b.st.flags[0] = NFLAGS
         b.st.flags[1] = NFLAGS

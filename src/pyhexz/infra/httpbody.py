@@ -25,6 +25,11 @@ def gunzip(body: bytes, limit: int) -> bytes:
         raise BadRequest(f"decompressed body exceeds the limit of {limit} bytes", 413)
     if not d.eof:
         raise BadRequest("gzip body is truncated")
+    # One gzip member and nothing after it: bytes there would be ignored silently, so a body
+    # spliced or corrupted on its way could be taken for a different, valid one.
+    if d.unused_data:
+        raise BadRequest(f"gzip body has {len(d.unused_data)} bytes after the end of its "
+                         f"compressed data")
     return out
 
 
