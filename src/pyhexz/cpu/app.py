@@ -43,7 +43,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
-from urllib.parse import urlsplit, urlunsplit
 
 from flask import Blueprint, Flask, Response, current_app, redirect, request
 from google.protobuf.message import DecodeError
@@ -65,8 +64,9 @@ from pyhexz.infra.http import ServerClient
 
 # A request the client got wrong (message, HTTP status); bounded gunzip.
 from pyhexz.infra.httpbody import BadRequest as BadInput
-from pyhexz.infra.httpbody import gunzip
+from pyhexz.infra.httpbody import gunzip, read_body
 from pyhexz.infra.modelbus import ModelBus
+from pyhexz.infra.redact import redact_url
 from pyhexz.nn.follow import LiveModel, ModelFetcher
 from pyhexz.search.timed import SearchResult
 from pyhexz.web.ui import cpu_player_opponents, init_ui
@@ -89,7 +89,7 @@ class SuggestRequest:
 
 def _decoded_body() -> bytes:
     encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
-    data = request.get_data(cache=False)
+    data = read_body(request)
     if encoding == "identity":
         return data
     if encoding != "gzip":
@@ -239,18 +239,6 @@ class RequestLog:
         }
 
 
-def _redacted(url: str | None) -> str | None:
-    """A URL without its password, for /status and logs."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))
-
-
 def build_player(cfg: CpuServerConfig) -> CpuPlayer:
     """The CPU player the settings describe: its model loaded, its follower started."""
     model = None
@@ -269,7 +257,7 @@ def build_player(cfg: CpuServerConfig) -> CpuPlayer:
     m = player.model
     log.info("cpu player ready player=%s model=%s source=%s redis=%s server=%s",
              "neural" if m else "rollout", f"{m.key.name}:{m.key.checkpoint}" if m else "none",
-             m.source if m else "-", _redacted(cfg.redis_url), cfg.server_url)
+             m.source if m else "-", redact_url(cfg.redis_url), redact_url(cfg.server_url))
     return player
 
 
@@ -307,6 +295,8 @@ def error(message: str, status: int) -> Response:
 
 @routes.app_errorhandler(BadInput)
 def bad_input(e: BadInput) -> Response:
+    log.info("request refused method=%s path=%s status=%d error=%r", request.method,
+             request.path[:200], e.http_status, str(e)[:300])
     return error(str(e), e.http_status)
 
 
@@ -380,8 +370,8 @@ def status() -> Response:
             "max_think_ms": cfg.max_think_ms, "default_think_ms": cfg.default_think_ms,
             "max_iterations": cfg.max_iterations, "search_slots": cfg.search_slots,
             "think_margin_ms": cfg.think_margin_ms, "device": cfg.device,
-            "model_path": _redacted(cfg.model_path), "redis_url": _redacted(cfg.redis_url),
-            "server_url": cfg.server_url},
+            "model_path": redact_url(cfg.model_path), "redis_url": redact_url(cfg.redis_url),
+            "server_url": redact_url(cfg.server_url)},
     }
     return Response(json.dumps(body, indent=1), mimetype=JSON)
 

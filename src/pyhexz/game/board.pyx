@@ -370,9 +370,38 @@ cdef bint _next_to_fives_of_both(const State* s, int i) noexcept nogil:
     return fives[0] and fives[1]
 
 
-cdef object _position_from_planes(const float* planes, const uint8_t* mask, State* s):
-    """Fills `s` with the position the planes describe, the player to move as player 1; returns
-    what is wrong with them (a str) or None.
+# What is wrong with an encoded position (_check_one), with the numbers its message needs.
+cdef enum:
+    OK = 0
+    BAD_FLAGS_LEFT      # plane, value
+    BAD_CONTENT         # plane, slot, value, hi
+    SEVERAL             # slot, hi = bit set of the CONTENT_PLANE entries in use
+    GRASS_TWICE         # hi = the grass value
+    FLAG_COUNT          # plane = player (0 mover), slot = on the board, hi = left
+    ROCK_COUNT          # slot = rocks
+    GAME_OVER
+    MOVER_STUCK
+    PLANE_DIFFERS       # plane, slot, value, want
+    MASK_DIFFERS        # plane (0 flag, 1 normal), slot, value, want
+
+cdef struct Problem:
+    int code
+    int plane
+    int slot
+    int hi
+    float value
+    float want
+
+
+cdef int _problem(Problem* p, int code, int plane, int slot, int hi, float value,
+                  float want) noexcept nogil:
+    p.code, p.plane, p.slot, p.hi, p.value, p.want = code, plane, slot, hi, value, want
+    return code
+
+
+cdef int _rebuild(const float* planes, const uint8_t* mask, State* s, Problem* p) noexcept nogil:
+    """Fills `s` with the position the planes describe, the player to move as player 1;
+    returns OK or what is wrong (details in `p`).
 
     The planes hold every piece, flag and grass value and both players' flags left; the
     rest of the cells are empty or rocks. A rock and an empty cell next to 5s of both players
@@ -380,43 +409,41 @@ cdef object _position_from_planes(const float* planes, const uint8_t* mask, Stat
     while the mover has flags; without flags either reading encodes the same.
     """
     cdef int g = NGRID
-    cdef int i, t, k, q, v, n, rocks = 0, unexplained = 0, grass_seen = 0
+    cdef int i, t, k, q, v, used, rocks = 0, unexplained = 0, grass_seen = 0
     cdef int vals[5]
-    cdef int flags_on_board[2]
+    cdef int on_board[2]
     memset(s, 0, sizeof(State))
     s.turn = 1
     for q in range(2):
         v = _count(planes[(4 + 5 * q) * g], NFLAGS)
         if v < 0:
-            return (f"plane {4 + 5 * q} ({PLANE_NAMES[4 + 5 * q]}) is "
-                    f"{planes[(4 + 5 * q) * g]:g}, not a count of 0..{NFLAGS} flags")
+            return _problem(p, BAD_FLAGS_LEFT, 4 + 5 * q, 0, NFLAGS, planes[(4 + 5 * q) * g], 0)
         s.flags[q] = v
-        flags_on_board[q] = 0
+        on_board[q] = 0
     for i in range(NCELLS):
         t = ROW_OF[i] * NCOLS + COL_OF[i]
-        n = 0
+        used = 0
         for k in range(5):
             v = _count(planes[CONTENT_PLANE[k] * g + t], CONTENT_MAX[k])
             if v < 0:
-                return (f"plane {CONTENT_PLANE[k]} ({PLANE_NAMES[CONTENT_PLANE[k]]}) at "
-                        f"{_slot(t)} is {planes[CONTENT_PLANE[k] * g + t]:g}, not an integer in "
-                        f"0..{CONTENT_MAX[k]}")
+                return _problem(p, BAD_CONTENT, CONTENT_PLANE[k], t, CONTENT_MAX[k],
+                                planes[CONTENT_PLANE[k] * g + t], 0)
             vals[k] = v
-            n += v > 0
-        if n > 1:
-            held = ", ".join(PLANE_NAMES[CONTENT_PLANE[k]] for k in range(5) if vals[k])
-            return f"cell {_slot(t)} holds several things at once ({held})"
+            if v:
+                used |= 1 << k
+        if used & (used - 1):
+            return _problem(p, SEVERAL, 0, t, used, 0, 0)
         if vals[0] or vals[2]:
             q = 0 if vals[0] else 1
             s.ctype[i] = CELL_FLAG
             s.owner[i] = q + 1
-            flags_on_board[q] += 1
+            on_board[q] += 1
         elif vals[1] or vals[3]:
             s.owner[i] = 1 if vals[1] else 2
-            s.value[i] = vals[1] or vals[3]
+            s.value[i] = vals[1] + vals[3]
         elif vals[4]:
             if grass_seen & (1 << vals[4]):
-                return f"grass of value {vals[4]} is on two cells; each value is on one at most"
+                return _problem(p, GRASS_TWICE, 0, t, vals[4], 0, 0)
             grass_seen |= 1 << vals[4]
             s.ctype[i] = CELL_GRASS
             s.value[i] = vals[4]
@@ -425,10 +452,8 @@ cdef object _position_from_planes(const float* planes, const uint8_t* mask, Stat
             s.ctype[i] = CELL_ROCK
             rocks += 1
     for q in range(2):
-        if flags_on_board[q] + s.flags[q] != NFLAGS:
-            who = "the player to move" if q == 0 else "the opponent"
-            return (f"{who} has {flags_on_board[q]} flags on the board and {s.flags[q]} left; "
-                    f"these add up to {NFLAGS}")
+        if on_board[q] + s.flags[q] != NFLAGS:
+            return _problem(p, FLAG_COUNT, q, on_board[q], s.flags[q], 0, 0)
     _derive(s)
     for i in range(NCELLS):
         if s.ctype[i] == CELL_ROCK and not _next_to_fives_of_both(s, i):
@@ -436,32 +461,66 @@ cdef object _position_from_planes(const float* planes, const uint8_t* mask, Stat
     # Without flags, the cells read as rocks may include empty ones next to 5s of both players;
     # those aside, there must be the position's 15 rocks.
     if (s.flags[0] > 0 and rocks != NROCKS) or rocks < NROCKS or unexplained > NROCKS:
-        return (f"{rocks} cells are blocked for both players with nothing on them and no flag "
-                f"move; a position has {NROCKS} rocks")
+        return _problem(p, ROCK_COUNT, 0, rocks, 0, 0, 0)
     _recompute(s)
     if s.over:
-        return "the game is over in this position: there is no move to learn"
+        return _problem(p, GAME_OVER, 0, 0, 0, 0, 0)
     if s.turn != 1:
+        return _problem(p, MOVER_STUCK, 0, 0, 0, 0, 0)
+    return OK
+
+
+cdef int _check_one(const float* planes, const uint8_t* mask, Problem* p) noexcept nogil:
+    """OK if planes and mask are exactly the encoding of the position they describe."""
+    cdef State s
+    cdef float want_planes[NPLANES * NGRID]
+    cdef uint8_t want_mask[2 * NGRID]
+    cdef int k
+    if _rebuild(planes, mask, &s, p) != OK:
+        return p.code
+    encode_state(&s, want_planes, want_mask)
+    if memcmp(planes, want_planes, sizeof(want_planes)) != 0:
+        for k in range(NPLANES * NGRID):
+            if planes[k] != want_planes[k]:
+                return _problem(p, PLANE_DIFFERS, k // NGRID, k % NGRID, 0, planes[k],
+                                want_planes[k])
+    if memcmp(mask, want_mask, sizeof(want_mask)) != 0:
+        for k in range(2 * NGRID):
+            if mask[k] != want_mask[k]:
+                return _problem(p, MASK_DIFFERS, k // NGRID, k % NGRID, 0, mask[k], want_mask[k])
+    return OK
+
+
+cdef str _explain(const Problem* p):
+    cdef int k
+    if p.code == BAD_FLAGS_LEFT:
+        return (f"plane {p.plane} ({PLANE_NAMES[p.plane]}) is {p.value:g}, not a count of "
+                f"0..{p.hi} flags")
+    if p.code == BAD_CONTENT:
+        return (f"plane {p.plane} ({PLANE_NAMES[p.plane]}) at {_slot(p.slot)} is {p.value:g}, "
+                f"not an integer in 0..{p.hi}")
+    if p.code == SEVERAL:
+        held = ", ".join(PLANE_NAMES[CONTENT_PLANE[k]] for k in range(5) if p.hi & (1 << k))
+        return f"cell {_slot(p.slot)} holds several things at once ({held})"
+    if p.code == GRASS_TWICE:
+        return f"grass of value {p.hi} is on two cells; each value is on one at most"
+    if p.code == FLAG_COUNT:
+        who = "the player to move" if p.plane == 0 else "the opponent"
+        return (f"{who} has {p.slot} flags on the board and {p.hi} left; these add up to "
+                f"{NFLAGS}")
+    if p.code == ROCK_COUNT:
+        return (f"{p.slot} cells are blocked for both players with nothing on them and no flag "
+                f"move; a position has {NROCKS} rocks")
+    if p.code == GAME_OVER:
+        return "the game is over in this position: there is no move to learn"
+    if p.code == MOVER_STUCK:
         return "the player to move cannot move in this position"
-    return None
-
-
-cdef str _first_difference(const float* planes, const uint8_t* mask, const float* want_planes,
-                           const uint8_t* want_mask):
-    cdef int k, t
-    for k in range(NPLANES):
-        for t in range(NGRID):
-            if planes[k * NGRID + t] != want_planes[k * NGRID + t]:
-                return (f"plane {k} ({PLANE_NAMES[k]}) at {_slot(t)} is "
-                        f"{planes[k * NGRID + t]:g} where the position gives "
-                        f"{want_planes[k * NGRID + t]:g}")
-    for k in range(2):
-        for t in range(NGRID):
-            if mask[k * NGRID + t] != want_mask[k * NGRID + t]:
-                return (f"action_mask says a {'flag' if k == 0 else 'normal'} move at {_slot(t)} "
-                        f"is {'legal' if mask[k * NGRID + t] else 'illegal'}, the position says "
-                        f"{'legal' if want_mask[k * NGRID + t] else 'illegal'}")
-    return "no difference"
+    if p.code == PLANE_DIFFERS:
+        return (f"plane {p.plane} ({PLANE_NAMES[p.plane]}) at {_slot(p.slot)} is {p.value:g} "
+                f"where the position gives {p.want:g}")
+    return (f"action_mask says a {'flag' if p.plane == 0 else 'normal'} move at "
+            f"{_slot(p.slot)} is {'legal' if p.value else 'illegal'}, the position says "
+            f"{'legal' if p.want else 'illegal'}")
 
 
 def check_encoded(planes, masks):
@@ -472,7 +531,8 @@ def check_encoded(planes, masks):
     from its planes (pieces, flags, grass, flags left, rocks) and encoded again; planes and
     mask must come back exactly: every plane one-hot or a count where the encoding makes it
     one, next values and blocked cells as the pieces imply, the mask exactly the legal moves.
-    A few microseconds a position: training servers check every example they accept.
+    Training servers check every example they accept, so this runs without the GIL, a few
+    microseconds a position.
     """
     p = np.ascontiguousarray(planes, dtype=np.float32)
     m = np.ascontiguousarray(masks, dtype=np.bool_).view(np.uint8)
@@ -484,20 +544,14 @@ def check_encoded(planes, masks):
         return None
     cdef const float[:, :, :, ::1] pv = p
     cdef const uint8_t[:, :, :, ::1] mv = m
-    cdef State s
-    cdef float want_planes[NPLANES * NGRID]
-    cdef uint8_t want_mask[2 * NGRID]
-    cdef Py_ssize_t e
-    for e in range(n):
-        why = _position_from_planes(&pv[e, 0, 0, 0], &mv[e, 0, 0, 0], &s)
-        if why is not None:
-            return int(e), why
-        encode_state(&s, want_planes, want_mask)
-        if (memcmp(&pv[e, 0, 0, 0], want_planes, sizeof(want_planes)) != 0
-                or memcmp(&mv[e, 0, 0, 0], want_mask, sizeof(want_mask)) != 0):
-            return int(e), _first_difference(&pv[e, 0, 0, 0], &mv[e, 0, 0, 0], want_planes,
-                                             want_mask)
-    return None
+    cdef Problem problem
+    cdef Py_ssize_t e, bad = -1
+    with nogil:
+        for e in range(n):
+            if _check_one(&pv[e, 0, 0, 0], &mv[e, 0, 0, 0], &problem) != OK:
+                bad = e
+                break
+    return None if bad < 0 else (int(bad), _explain(&problem))
 
 
 # ---------------------------------------------------------------------------
@@ -507,7 +561,7 @@ cdef str _cell_name(int i):
     return f"({ROW_OF[i]}, {COL_OF[i]})"
 
 
-cdef void _derive(State* s):
+cdef void _derive(State* s) noexcept nogil:
     """Fills next values of empty cells, move lists and counters from the cells alone."""
     cdef int i, k, j, p, v, best
     s.free_n = 0
