@@ -8,7 +8,8 @@ it is full (backpressure) instead of piling up games without limit.
 Retry policy (docs/worker.md):
 
     connection error, timeout, HTTP 5xx,   retry the same game: exponential backoff with full
-    an answer that is not a response       jitter, for as long as the worker runs
+    HTTP 408, an answer that is not a      jitter, for as long as the worker runs
+    response
     REJECTED_AT_CAPACITY or HTTP 429       back off the same way, then retry the same game
     REJECTED_WRONG_MODEL                   drop the game (the server no longer takes examples
                                            from its model) and switch to the model it names
@@ -238,7 +239,7 @@ class Uploader:
             self.stats.at_capacity += 1
             log.info("upload server at capacity game=%s; backing off", game.game_id)
             return _CAPACITY
-        if r.status_code >= 500:
+        if r.status_code >= 500 or r.status_code == 408:   # 408: it came too slowly
             log.info("upload failed game=%s http=%d; will retry", game.game_id, r.status_code)
             return _RETRY
         if r.status_code >= 400 or status in (Status.REJECTED_OTHER, Status.REJECTED_WRONG_MODEL):
