@@ -18,6 +18,7 @@ listen backlog.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -34,7 +35,9 @@ class HttpServing:
     """How `pyhexz server` serves HTTP (flags and HEXZ_* variables of their names)."""
 
     host: str = setting("127.0.0.1", "listen address (0.0.0.0 in containers)")
-    port: int = setting(8080, "listen port", check=at_least(0))
+    # Cloud Run and the images say the port in $PORT.
+    port: int = setting(default_factory=lambda: int(os.environ.get("PORT", "8080")),
+                        help="listen port ($PORT when set)", check=at_least(0))
     http_threads: int = setting(8, "request threads (requests are read whole before one "
                                 "takes them)", check=at_least(1))
     request_timeout: float = setting(30.0, "seconds from a request's first byte until it must "

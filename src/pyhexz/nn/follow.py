@@ -253,7 +253,14 @@ class LiveModel:
         self._stop.set()
         self._wake.set()
         if wait:
-            self._thread.join(timeout=self.tick_seconds + 6)
+            self.join(self.tick_seconds + 6)
+
+    def join(self, timeout: float) -> bool:
+        """Waits up to `timeout` for the watcher to end after close(); whether it has. A
+        process should not exit under a thread that may be inside torch."""
+        if self._thread.is_alive():
+            self._thread.join(max(0.0, timeout))
+        return not self._thread.is_alive()
 
     # --- the watcher thread ---
 

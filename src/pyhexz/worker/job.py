@@ -163,7 +163,12 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
         # No model loads in the grace period: it is for the uploads (a load in progress is
         # left to the daemon thread, its result unused).
         live.close(wait=False)
-        uploader.close(deadline=stopped_at + cfg.grace_seconds)
+        deadline = stopped_at + cfg.grace_seconds
+        uploader.close(deadline=deadline)
+        # The watcher ends within a tick unless a load was under way; what is left of the
+        # grace period is its to finish in.
+        if not live.join(deadline - time.monotonic()):
+            log.warning("model watcher still busy at the deadline; exiting anyway")
     stats.model, stats.swaps, stats.refused = live.label, live.swaps, live.refused
     stats.seconds, stats.upload = time.monotonic() - t0, uploader.stats
     report(final=True)
