@@ -175,6 +175,7 @@ def _raise_for_status(r: requests.Response, what: str) -> None:
 _LOAD_ERRORS = (ModelUnavailable, ModelIntegrityError, ModelLoadError, requests.RequestException,
                 ValueError)
 _CONNECTED = object()   # a watch signal: (re)subscribed, so re-read the pointer
+WATCHER_THREAD = "model-watch"
 
 
 class LiveModel:
@@ -199,7 +200,7 @@ class LiveModel:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._next_check = 0.0   # the next periodic check of the latest model
-        self._thread = threading.Thread(target=self._watch, name="model-watch", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name=WATCHER_THREAD, daemon=True)
 
     @property
     def label(self) -> str:
@@ -384,4 +385,4 @@ class LiveModel:
                  loaded.sha256[:12], loaded.source, old.label if old else "none")
 
 
-__all__ = ["LiveModel", "LoadedModel", "ModelFetcher", "ModelUnavailable"]
+__all__ = ["LiveModel", "LoadedModel", "ModelFetcher", "ModelUnavailable", "WATCHER_THREAD"]

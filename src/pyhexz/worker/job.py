@@ -42,7 +42,7 @@ from pyhexz.infra.http import ServerClient
 from pyhexz.infra.modelbus import ModelBus
 from pyhexz.infra.process import init_worker_process, spawn_context
 from pyhexz.infra.redact import redact_url
-from pyhexz.nn.follow import LiveModel, ModelFetcher
+from pyhexz.nn.follow import WATCHER_THREAD, LiveModel, ModelFetcher
 from pyhexz.train.selfplay import run_selfplay, wind_down_before
 from pyhexz.worker.config import WorkerConfig
 from pyhexz.worker.uploader import Uploader, UploadStats
@@ -175,6 +175,15 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
     return stats
 
 
+def _exit_if_a_load_is_running(code: int) -> None:
+    """Ends the process at once (logs flushed) if the model watcher is still inside a load
+    begun before the stop: the interpreter's exit under a thread in torch can abort ("terminate
+    called without an active exception"), and a stopping worker must exit with `code`."""
+    if any(t.name == WATCHER_THREAD and t.is_alive() for t in threading.enumerate()):
+        logging.shutdown()
+        os._exit(code)
+
+
 def _execution_id(index: int) -> str:
     """Names this run in every upload; Cloud Run's execution and task index when there are."""
     execution = os.environ.get("CLOUD_RUN_EXECUTION")
@@ -194,6 +203,7 @@ def _child(cfg: WorkerConfig, stop, index: int, log_level: int) -> None:
     threading.Thread(target=relay_stop, daemon=True).start()
     seed = None if cfg.seed is None else cfg.seed + index
     run_worker(dataclasses.replace(cfg, seed=seed, num_workers=1), event, _execution_id(index))
+    _exit_if_a_load_is_running(0)
 
 
 def run(cfg: WorkerConfig) -> int:
@@ -210,6 +220,7 @@ def run(cfg: WorkerConfig) -> int:
     try:
         if cfg.num_workers == 1:
             run_worker(cfg, stop, _execution_id(0))
+            _exit_if_a_load_is_running(0)
             return 0
         ctx = spawn_context()
         shared_stop = ctx.Event()
