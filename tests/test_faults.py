@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import child_env, free_port, serve_app, stop_processes, wait_for
+from conftest import child_env, free_port, stop_processes, training_server_over, wait_for
 from pyhexz import hexz_pb2 as pb
 from pyhexz.game.board import Board
 from pyhexz.search.driver import SearchConfig, uniform_evaluator
@@ -204,30 +204,18 @@ def test_play_move_with_deep_or_mistyped_json_gets_400(training_server, cpu_serv
 
 
 def test_a_corrupt_checkpoint_file_gets_503_saying_so(trained_repo_factory, tmp_path, caplog):
-    from pyhexz.train.config import TrainConfig
-    from pyhexz.training_server.app import create_app
-    from pyhexz.training_server.config import ServerConfig
-
     name = f"corrupt-{uuid.uuid4().hex[:6]}"
     repo = trained_repo_factory(name)
     path = repo.storage.root / repo.key(1, "scriptmodule.pt")
     path.write_bytes(path.read_bytes()[:-5] + b"xxxxx")
-    app = create_app(ServerConfig(model_name=name, storage=str(repo.storage.root),
-                                  state_dir=str(tmp_path / "wal"), segment_bytes=1 << 20,
-                                  train=TrainConfig(trigger_examples=10_000)))
-    service = app.config["service"]
-    try:
-        assert service.wait_ready(60)
-        with serve_app(app) as url, caplog.at_level("INFO", "pyhexz"):
-            for route in (f"/models/{name}/checkpoints/1",
-                          "/ui/api/checkpoints/1/files/scriptmodule.pt"):
-                r = requests.get(url + route, timeout=30)
-                assert r.status_code == 503, (route, r.status_code, r.text)
-                assert "SHA-256 mismatch, the file is corrupt" in r.json()["error"]
-            assert requests.get(f"{url}/models/{name}/checkpoints/2", timeout=30).ok
-        assert "SHA-256 mismatch" in caplog.text
-    finally:
-        service.close()
+    with training_server_over(repo, tmp_path / "wal") as url, caplog.at_level("INFO", "pyhexz"):
+        for route in (f"/models/{name}/checkpoints/1",
+                      "/ui/api/checkpoints/1/files/scriptmodule.pt"):
+            r = requests.get(url + route, timeout=30)
+            assert r.status_code == 503, (route, r.status_code, r.text)
+            assert "SHA-256 mismatch, the file is corrupt" in r.json()["error"]
+        assert requests.get(f"{url}/models/{name}/checkpoints/2", timeout=30).ok
+    assert "SHA-256 mismatch" in caplog.text
 
 
 # --------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import pytest
 import torch
 from flask import Flask, request
 
-from conftest import free_port, serve_app, wait_for
+from conftest import free_port, serve_app, training_server_over, wait_for
 from pyhexz import hexz_pb2 as pb
 from pyhexz.game.examples import make_example
 from pyhexz.infra.http import Backoff, ServerClient
@@ -371,47 +371,35 @@ def test_redis_down_the_server_keeps_the_worker_current(redis_server, name, tmp_
     """While Redis is down the watcher follows the training server: models named in upload
     answers are loaded from it at once, and the periodic check asks it too. (It used to wait
     for Redis and fall behind until the server refused its games as too old.)"""
-    from pyhexz.train.config import TrainConfig
-    from pyhexz.training_server.app import create_app
-    from pyhexz.training_server.config import ServerConfig
-
     repo = trained_repo_factory(name)   # checkpoints 0, 1, 2: the server's latest is 2
-    app = create_app(ServerConfig(model_name=name, storage=str(repo.storage.root),
-                                  state_dir=str(tmp_path / "wal"), segment_bytes=1 << 20,
-                                  train=TrainConfig(trigger_examples=10_000)))
-    service = app.config["service"]
-    try:
-        assert service.wait_ready(60)
-        bus = ModelBus(redis_server.url, name)
-        bus.publish(0, repo.read_verified(0, "scriptmodule.pt"))
-        with serve_app(app) as url:
-            # One follows upload answers only, the other the periodic check only.
-            offered, polling = (
-                LiveModel(ModelFetcher(ServerClient(url, timeout=5), bus, name=name),
-                          poll_seconds=poll, tick_seconds=0.1, backoff=Backoff(0.5, 1.0))
-                for poll in (3600, 0.3))
-            for live in (offered, polling):
-                assert live.wait_first(threading.Event())
-                assert live.current()[1].checkpoint == 0
-            try:
-                with caplog.at_level(logging.INFO, "pyhexz"):
-                    redis_server.stop()
-                    for live in (offered, polling):
-                        live.start()
-                    wait_for(lambda: caplog.text.count("model watch lost redis") >= 2,
-                             what="the watchers to notice")
-                    offered.offer(pb.ModelKey(name=name, checkpoint=1))   # an upload answer
-                    wait_for(lambda: offered.current()[1].checkpoint == 1, 30,
-                             what="the offered checkpoint, from the server")
-                    wait_for(lambda: polling.current()[1].checkpoint == 2, 30,
-                             what="the periodic check, answered by the server")
-                    for live in (offered, polling):
-                        assert live.model.source.startswith("server ")
-            finally:
+    bus = ModelBus(redis_server.url, name)
+    bus.publish(0, repo.read_verified(0, "scriptmodule.pt"))
+    with training_server_over(repo, tmp_path / "wal") as url:
+        # One follows upload answers only, the other the periodic check only.
+        offered, polling = (
+            LiveModel(ModelFetcher(ServerClient(url, timeout=5), bus, name=name),
+                      poll_seconds=poll, tick_seconds=0.1, backoff=Backoff(0.5, 1.0))
+            for poll in (3600, 0.3))
+        for live in (offered, polling):
+            assert live.wait_first(threading.Event())
+            assert live.current()[1].checkpoint == 0
+        try:
+            with caplog.at_level(logging.INFO, "pyhexz"):
+                redis_server.stop()
                 for live in (offered, polling):
-                    live.close()
-    finally:
-        service.close()
+                    live.start()
+                wait_for(lambda: caplog.text.count("model watch lost redis") >= 2,
+                         what="the watchers to notice")
+                offered.offer(pb.ModelKey(name=name, checkpoint=1))   # an upload answer
+                wait_for(lambda: offered.current()[1].checkpoint == 1, 30,
+                         what="the offered checkpoint, from the server")
+                wait_for(lambda: polling.current()[1].checkpoint == 2, 30,
+                         what="the periodic check, answered by the server")
+                for live in (offered, polling):
+                    assert live.model.source.startswith("server ")
+        finally:
+            for live in (offered, polling):
+                live.close()
 
 
 def test_config_checks():

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import child_env, free_port, wait_for
+from conftest import child_env, free_port, settled_totals, wait_for
 from pyhexz.infra.modelbus import ModelBus
 from pyhexz.infra.storage import CheckpointRepo, open_storage, sha256
 from pyhexz.train.trainer import read_examples_archive
@@ -122,15 +122,7 @@ def _archived(repo: CheckpointRepo) -> list[tuple[int, str, list[int]]]:
 
 def _settled_totals(server: Server) -> tuple[int, int]:
     """(examples trained, examples pending) once no training run is changing them."""
-    last = None
-    for _ in range(100):
-        s = server.status()
-        now = (s["examples"]["trained"], s["examples"]["pending"])
-        if not s["training"]["in_progress"] and now == last:
-            return now
-        last = now
-        time.sleep(0.3)
-    raise AssertionError("the server kept training")
+    return settled_totals(server.status, tries=100, step=0.3)
 
 
 # --- the tests -------------------------------------------------------------------------------

@@ -491,36 +491,32 @@ cdef int _check_one(const float* planes, const uint8_t* mask, Problem* p) noexce
     return OK
 
 
+# What each problem code says; the fields are _explain's.
+_PROBLEMS = {
+    BAD_FLAGS_LEFT: "plane {plane} ({name}) is {value:g}, not a count of 0..{hi} flags",
+    BAD_CONTENT: "plane {plane} ({name}) at {slot} is {value:g}, not an integer in 0..{hi}",
+    SEVERAL: "cell {slot} holds several things at once ({held})",
+    GRASS_TWICE: "grass of value {hi} is on two cells; each value is on one at most",
+    FLAG_COUNT: "{who} has {count} flags on the board and {hi} left; these add up to {flags}",
+    ROCK_COUNT: ("{count} cells are blocked for both players with nothing on them and no flag "
+                 "move; a position has {rocks} rocks"),
+    GAME_OVER: "the game is over in this position: there is no move to learn",
+    MOVER_STUCK: "the player to move cannot move in this position",
+    PLANE_DIFFERS: "plane {plane} ({name}) at {slot} is {value:g} where the position gives {want:g}",
+    MASK_DIFFERS: ("action_mask says a {kind} move at {slot} is {legal}, the position says "
+                   "{legal_want}"),
+}
+
+
 cdef str _explain(const Problem* p):
     cdef int k
-    if p.code == BAD_FLAGS_LEFT:
-        return (f"plane {p.plane} ({PLANE_NAMES[p.plane]}) is {p.value:g}, not a count of "
-                f"0..{p.hi} flags")
-    if p.code == BAD_CONTENT:
-        return (f"plane {p.plane} ({PLANE_NAMES[p.plane]}) at {_slot(p.slot)} is {p.value:g}, "
-                f"not an integer in 0..{p.hi}")
-    if p.code == SEVERAL:
-        held = ", ".join(PLANE_NAMES[CONTENT_PLANE[k]] for k in range(5) if p.hi & (1 << k))
-        return f"cell {_slot(p.slot)} holds several things at once ({held})"
-    if p.code == GRASS_TWICE:
-        return f"grass of value {p.hi} is on two cells; each value is on one at most"
-    if p.code == FLAG_COUNT:
-        who = "the player to move" if p.plane == 0 else "the opponent"
-        return (f"{who} has {p.slot} flags on the board and {p.hi} left; these add up to "
-                f"{NFLAGS}")
-    if p.code == ROCK_COUNT:
-        return (f"{p.slot} cells are blocked for both players with nothing on them and no flag "
-                f"move; a position has {NROCKS} rocks")
-    if p.code == GAME_OVER:
-        return "the game is over in this position: there is no move to learn"
-    if p.code == MOVER_STUCK:
-        return "the player to move cannot move in this position"
-    if p.code == PLANE_DIFFERS:
-        return (f"plane {p.plane} ({PLANE_NAMES[p.plane]}) at {_slot(p.slot)} is {p.value:g} "
-                f"where the position gives {p.want:g}")
-    return (f"action_mask says a {'flag' if p.plane == 0 else 'normal'} move at "
-            f"{_slot(p.slot)} is {'legal' if p.value else 'illegal'}, the position says "
-            f"{'legal' if p.want else 'illegal'}")
+    return _PROBLEMS[p.code].format(
+        plane=p.plane, name=PLANE_NAMES[p.plane] if 0 <= p.plane < NPLANES else "",
+        slot=_slot(p.slot), count=p.slot, value=p.value, want=p.want, hi=p.hi,
+        held=", ".join(PLANE_NAMES[CONTENT_PLANE[k]] for k in range(5) if p.hi & (1 << k)),
+        who="the player to move" if p.plane == 0 else "the opponent",
+        kind="flag" if p.plane == 0 else "normal", legal="legal" if p.value else "illegal",
+        legal_want="legal" if p.want else "illegal", flags=NFLAGS, rocks=NROCKS)
 
 
 def check_encoded(planes, masks):

@@ -20,8 +20,9 @@ Retry policy (docs/worker.md):
 So a server restart loses no finished game: what it did not acknowledge is sent again.
 
 Back-pressure: a game that finishes while the buffer holds as many games as can be sent in
-half the grace period (from the latency of recent accepted uploads) waits in self-play until
-there is room; while an upload is failing (server down, at capacity) that is one game. Self-play
+half the grace period (from the latency of recent accepted uploads, or the time the upload
+under way has taken, if longer) waits in self-play until there is room; while an upload is
+failing (server down, at capacity) that is one game. Self-play
 that outruns what the server takes is wasted work, and whatever sits in the buffer at SIGTERM
 must go out within the grace period. When the worker stops, the games still to come are taken
 regardless and everything is sent until a deadline: the signal's time plus the grace period.
@@ -99,6 +100,7 @@ class Uploader:
         self._in_flight = 0
         self._latency: float | None = None    # running estimate of an accepted upload's time
         self._failing = False                 # the last attempt failed and is being retried
+        self._attempt_started: float | None = None   # when the attempt under way began
         self._deadline: float | None = None   # set by close(): give up after this
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
@@ -119,7 +121,10 @@ class Uploader:
             return self.buffer_games
         if self._failing or self._latency is None:
             return 1   # nothing is getting through, or nothing is known yet
-        fits = int(0.5 * self.grace_seconds / max(self._latency, 1e-3))
+        # An upload under way for longer than the recent ones took (a partition: no error
+        # until its timeout) counts as what an upload takes now.
+        now = 0.0 if self._attempt_started is None else time.monotonic() - self._attempt_started
+        fits = int(0.5 * self.grace_seconds / max(self._latency, now, 1e-3))
         return max(1, min(self.buffer_games, fits))
 
     def put(self, request: pb.AddTrainingExamplesRequest,
@@ -198,9 +203,10 @@ class Uploader:
             remaining = self._remaining()
             if remaining is not None and remaining <= 0:
                 return False
-            started = time.monotonic()
+            started = self._attempt_started = time.monotonic()
             outcome = self._attempt(game, None if remaining is None else max(0.1, remaining))
             with self._cv:
+                self._attempt_started = None
                 self._failing = outcome not in (_DONE, _DROP)
                 if outcome == _DONE:
                     took = time.monotonic() - started
