@@ -119,7 +119,10 @@ def make_server(app: Callable, serving: HttpServing, max_body_bytes: int) -> Any
         # The deadline is checked this often (waitress's maintenance pass).
         cleanup_interval=1, asyncore_use_poll=True,   # poll(): no select() limit of 1024 fds
         # Larger bodies get 413 from waitress before they are buffered, not after.
-        max_request_body_size=max_body_bytes, ident="pyhexz")
+        max_request_body_size=max_body_bytes, ident="pyhexz",
+        # Bodies up to 2 MiB stay in memory (waitress's default, 512 KiB, spooled a request of
+        # 100 uncompressed examples to a temporary file and back), read in 256 KiB gulps.
+        inbuf_overflow=2 << 20, recv_bytes=256 << 10)
     return Server(app, map={}, adj=adj, sockinfo=adj.listen[0])
 
 
