@@ -12,7 +12,8 @@ What waitress lacks is added here: a request (headers and body) that has not arr
 `request_timeout` seconds after its first byte is answered 408 and its connection closed, so
 a client that holds a connection open with a trickle is let go too. Connections that send
 nothing are closed after `idle_timeout`; more than `connection_limit` at once wait in the
-listen backlog.
+listen backlog. Bodies are held in memory up to 2 MiB each (larger ones in a temporary file),
+so the connections at the limit hold at most 2 GiB between them.
 """
 
 from __future__ import annotations
