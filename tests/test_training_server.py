@@ -666,3 +666,22 @@ def test_game_ids_are_kept_exactly_or_refused(serve, games, tmp_path):
     assert st["examples"]["pending"] == sum(len(g.examples) for g in games[:3]) \
         + 2 * len(games[3].examples)
     assert st["requests"].get("duplicate_games", 0) == 0
+
+
+def test_a_resent_game_is_accepted_even_when_its_model_has_become_too_old(serve, games,
+                                                                          tmp_path):
+    """A game stored before its answer was lost is ACCEPTED when resent, even once its model
+    is older than --max-model-age allows: REJECTED_WRONG_MODEL would make the worker drop a
+    game the server trains (and count it as not delivered)."""
+    name = f"stale-{uuid.uuid4().hex[:6]}"
+    s = serve(ServerConfig(model_name=name, storage=str(tmp_path / "store"), max_model_age=0,
+                           train=TrainConfig(trigger_examples=50, **TINY)))
+    req = keyed(games[0], name, 0, game_id="lost-answer")
+    for g in (req, keyed(games[2], name, 0, game_id="another")):   # a minibatch's worth
+        assert post(s.url, g)[1].status == Resp.ACCEPTED
+    wait_for(lambda: status(s.url)["checkpoint"] >= 1)
+    r, resp = post(s.url, req)
+    assert (r.status_code, resp.status) == (200, Resp.ACCEPTED), resp.error_message
+    assert status(s.url)["requests"]["duplicate_games"] == 1
+    r, resp = post(s.url, keyed(games[1], name, 0, game_id="new-and-stale"))
+    assert resp.status == Resp.REJECTED_WRONG_MODEL

@@ -114,6 +114,11 @@ class ExampleLedger:
                     self._remember(game, durable=False)
         return seen, full
 
+    def known(self, game: str) -> bool | None:
+        """True if `game` is stored, False while its write is in flight, None if unknown."""
+        with self.lock:
+            return self._games.get(game) if game else None
+
     def cancel(self, game: str, n: int) -> None:
         """A reservation whose WAL write failed: nothing was stored."""
         with self.lock:
@@ -195,6 +200,12 @@ class Ingestion:
         if not ready or gate.failure or latest is None:
             return 503, self.answer(Status.REJECTED_AT_CAPACITY,
                                     gate.failure or "server is starting; retry shortly")
+        game = game_key(req)
+        if self.ledger.known(game):
+            # Stored already (its answer was lost): ACCEPTED whatever its model's age now, or
+            # the worker would drop a game the server trains.
+            self._count("duplicate_games")
+            return 200, self.answer(Status.ACCEPTED)
         oldest = latest - cfg.max_model_age
         for ex in req.examples:
             key = ex.model_key
@@ -204,7 +215,6 @@ class Ingestion:
                     f"example from model {key.name}:{key.checkpoint}; this server accepts "
                     f"{cfg.model_name}:{max(0, oldest)}..{latest}")
         n = len(arrays)
-        game = game_key(req)
         assert cfg.max_pending is not None   # ServerConfig.__post_init__ fills in the default
         seen, full = self.ledger.reserve(game, n, cfg.max_pending)
         if seen:
