@@ -3,8 +3,9 @@
     python benchmarks/bench_ingest.py                # defaults: --repeats 3 --seconds 10
     python benchmarks/bench_ingest.py --quick        # smoke run: 1 repeat, 3 s per phase
 
-The server runs as in production (gunicorn --workers 1 --threads 8, create_app() configured by
-HEXZ_* variables) on a temporary local storage directory. Client processes (spawned, with
+The server runs as in production (`pyhexz server`: waitress, 8 request threads, configured by
+HEXZ_* variables; `--server gunicorn`: create_app() under gunicorn --workers 1 --threads 8, as
+before issue 13) on a temporary local storage directory. Client processes (spawned, with
 threads on keep-alive connections) post AddTrainingExamplesRequests of 100 real self-play
 examples each as fast as the server answers; each answer is ACCEPTED only once its examples
 are fdatasync'ed in the write-ahead log. Two phases, interleaved over the repeats, each on a
@@ -101,16 +102,17 @@ def get_status(port: int) -> dict:
     return json.loads(conn.getresponse().read())
 
 
-def start_server(port: int, root: Path, env: dict) -> subprocess.Popen:
-    exe = Path(sys.executable).with_name("gunicorn")
+def start_server(port: int, root: Path, env: dict, server: str = "pyhexz") -> subprocess.Popen:
     full = {**os.environ, "HEXZ_STORAGE": str(root), "HEXZ_MODEL_NAME": MODEL,
             "HEXZ_LOG_LEVEL": "WARNING", "HEXZ_REPLAY_WINDOW": "50000",
-            "PYTHONPATH": str(benchlib.SRC), **env}
-    proc = subprocess.Popen(
-        [str(exe), "--workers", "1", "--threads", "8", "--bind", f"127.0.0.1:{port}",
-         "--no-control-socket", "pyhexz.training_server:create_app()"],
-        env=full, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "ab"),
-        start_new_session=True)
+            "HEXZ_EVAL_OPENINGS": "0", "PYTHONPATH": str(benchlib.SRC), **env}
+    argv = [sys.executable, "-m", "pyhexz", "server", "--port", str(port)]
+    if server == "gunicorn":
+        argv = [str(Path(sys.executable).with_name("gunicorn")), "--workers", "1", "--threads",
+                "8", "--bind", f"127.0.0.1:{port}", "--no-control-socket",
+                "pyhexz.training_server:create_app()"]
+    proc = subprocess.Popen(argv, env=full, stdout=subprocess.DEVNULL,
+                            stderr=open(root / "server.log", "ab"), start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -149,7 +151,7 @@ def phase(kind: str, bodies: list[bytes], args, port: int) -> dict:
         env = {"HEXZ_MINIBATCH_SIZE": str(10**9), "HEXZ_MAX_PENDING": str(10**9)}
     else:
         env = {"HEXZ_MINIBATCH_SIZE": "4096", "HEXZ_MAX_PENDING": str(10**9)}
-    proc = start_server(port, root, env)
+    proc = start_server(port, root, env, args.server)
     try:
         from pyhexz import hexz_pb2 as pb
         if kind == "training":
@@ -205,6 +207,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=4, help="connections per client process")
     ap.add_argument("--tmp", default=None, help="where the servers' storage and WAL go")
     ap.add_argument("--quick", action="store_true", help="1 repeat, 3 s per phase")
+    ap.add_argument("--server", choices=("pyhexz", "gunicorn"), default="pyhexz",
+                    help="pyhexz server (production) or create_app() under gunicorn")
     args = ap.parse_args()
     if args.quick:
         args.repeats, args.seconds = 1, 3.0

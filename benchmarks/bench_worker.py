@@ -3,7 +3,7 @@ self-play run locally, on one core.
 
     python benchmarks/bench_worker.py [--seconds 60] [--repeats 3] [--runs-per-move 16]
 
-Starts a real training server (gunicorn, pinned to another core) that trains every
+Starts a real training server (`pyhexz server`, pinned to another core) that trains every
 `--minibatch` examples and publishes each checkpoint to Redis, so the worker streams every
 game (one gzip POST each) and hot-swaps a new model every few seconds. The local run is
 `run_selfplay` with the same network, search settings and seeds and a sink that drops the
@@ -41,11 +41,9 @@ def start_server(tmp: Path, args, name: str, core: int) -> tuple[subprocess.Pope
         HEXZ_MODEL_NAME=name, HEXZ_STORAGE=str(tmp / "store"), HEXZ_REDIS_URL=args.redis_url,
         HEXZ_BLOCKS=str(args.blocks), HEXZ_FILTERS=str(args.filters),
         HEXZ_MINIBATCH_SIZE=str(args.minibatch), HEXZ_MAX_PENDING=str(100 * args.minibatch),
-        HEXZ_LOG_LEVEL="WARNING")
+        HEXZ_EVAL_OPENINGS="0", HEXZ_LOG_LEVEL="WARNING")
     proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("gunicorn")), "--workers", "1", "--threads", "8",
-         "--bind", f"127.0.0.1:{port}", "--no-control-socket",
-         "pyhexz.training_server:create_app()"],
+        [sys.executable, "-m", "pyhexz", "server", "--port", str(port)],
         env=env, stdout=(tmp / "server.log").open("ab"), stderr=subprocess.STDOUT,
         preexec_fn=lambda: (os.sched_setaffinity(0, {core})
                             if hasattr(os, "sched_setaffinity") else None))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The training server on a GCE VM (Container-Optimized OS): the server image under gunicorn,
+# The training server on a GCE VM (Container-Optimized OS): the server image (`pyhexz server`),
 # checkpoints in the bucket, the write-ahead log on the VM's persistent stateful partition,
 # models announced through Memorystore. A startup script (re)starts the container at boot.
 set -euo pipefail

@@ -277,3 +277,39 @@ def stop_processes(procs: list) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+
+
+def settled_totals(status, tries: int = 120, step: float = 0.5) -> tuple[int, int]:
+    """(examples trained, examples pending) from a training server's `status()` dict once no
+    training run is changing them (two equal readings with no run in progress)."""
+    import time
+
+    last = None
+    for _ in range(tries):
+        s = status()
+        now = (s["examples"]["trained"], s["examples"]["pending"])
+        if not s["training"]["in_progress"] and now == last:
+            return now
+        last = now
+        time.sleep(step)
+    raise AssertionError("the server kept training")
+
+
+@contextmanager
+def training_server_over(repo, state_dir: Path):
+    """The training server's app over an existing checkpoint repository (its local storage),
+    ready, behind a real HTTP server in a thread; yields its URL and closes the service."""
+    from pyhexz.train.config import TrainConfig
+    from pyhexz.training_server.app import create_app
+    from pyhexz.training_server.config import ServerConfig
+
+    app = create_app(ServerConfig(model_name=repo.name, storage=str(repo.storage.root),
+                                  state_dir=str(state_dir), segment_bytes=1 << 20,
+                                  train=TrainConfig(trigger_examples=10_000)))
+    service = app.config["service"]
+    try:
+        assert service.wait_ready(60)
+        with serve_app(app) as url:
+            yield url
+    finally:
+        service.close()

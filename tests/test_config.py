@@ -168,7 +168,7 @@ def test_commands_get_their_configs() -> None:
         (7, False, "m")
     s = parse("server", "--wal-segment-bytes", "4096", "--port", "9")
     assert isinstance(s.config, ServerConfig) and s.config.segment_bytes == 4096
-    assert (s.listen.host, s.listen.port) == ("127.0.0.1", 9)
+    assert (s.serving.host, s.serving.port, s.serving.request_timeout) == ("127.0.0.1", 9, 30.0)
     w = parse("worker", "--server-url", "http://x", "--runs-per-move", "3")
     assert w.config == WorkerConfig(server_url="http://x", search=SearchConfig(runs_per_move=3))
     assert parse("--threads", "2", "arena", "a", "b").process.threads == 2

@@ -115,6 +115,19 @@ def _bad_cases():
     nz = np.flatnonzero(neg_probs)
     neg_probs[nz[0]] += 0.5
     neg_probs[nz[1]] -= 0.5  # still sums to 1, one entry negative
+    # Planes and masks that are no Flagz position (each with a policy on its legal moves, so
+    # only the position check can catch it).
+    grass_on_flag = planes.copy()
+    r, c = np.argwhere(planes[0] == 1)[0]
+    grass_on_flag[10, r, c] = 3
+    next_value_off = planes.copy()
+    r, c = np.argwhere(mask[1])[0]
+    next_value_off[3, r, c] = 4 if planes[3, r, c] != 4 else 2
+    extra_flags = planes.copy()
+    extra_flags[4] = 3   # 3 flags left besides those on the board
+    loose_mask = mask.copy()
+    r, c = np.argwhere(~mask[1] & (planes[3] == 0))[0]
+    loose_mask[1, r, c] = True   # a normal move where the planes give no next value
     return ex, [
         ("board shape", dict(board=encode_array(planes[:10])),
          r"board.*expected float32 \(11, 11, 10\)"),
@@ -144,10 +157,23 @@ def _bad_cases():
          r"illegal moves"),
         ("empty mask", dict(action_mask=encode_array(np.zeros(MASK_SHAPE, bool))),
          r"no legal move"),
-        ("result > 1", dict(result=1.5), r"result 1\.5 outside \[-1, 1\]"),
-        ("result < -1", dict(result=-2.0), r"result -2\.0 outside"),
-        ("result nan", dict(result=float("nan")), r"result nan outside"),
-        ("result inf", dict(result=float("inf")), r"result inf outside"),
+        ("result > 1", dict(result=1.5), r"result 1\.5 is not -1, 0 or 1"),
+        ("result < -1", dict(result=-2.0), r"result -2\.0 is not -1, 0 or 1"),
+        ("result between", dict(result=0.5), r"result 0\.5 is not -1, 0 or 1"),
+        ("result nan", dict(result=float("nan")), r"result nan is not"),
+        ("result inf", dict(result=float("inf")), r"result inf is not"),
+        ("board all zeros", dict(board=encode_array(np.zeros(BOARD_SHAPE, np.float32))),
+         r"not a Flagz position: the player to move has 0 flags on the board and 0 left"),
+        ("board not one-hot", dict(board=encode_array(grass_on_flag)),
+         r"not a Flagz position: cell \(\d+, \d+\) holds several things at once "
+         r"\(own flags, uncaptured grass\)"),
+        ("next value off", dict(board=encode_array(next_value_off)),
+         r"plane 3 \(own next value\) at \(\d+, \d+\) is \d where the position gives \d"),
+        ("flags left off", dict(board=encode_array(extra_flags)),
+         r"the player to move has \d flags on the board and 3 left"),
+        ("mask not the legal moves", dict(action_mask=encode_array(loose_mask)),
+         r"action_mask says a normal move at \(\d+, \d+\) is legal, the position says "
+         r"illegal"),
         ("score too big", dict(score=MAX_SCORE + 1), rf"score {MAX_SCORE + 1}\.0 outside"),
         ("score nan", dict(score=float("nan")), r"score nan outside"),
         ("score against result", dict(score=-3.0), r"score -3\.0 disagrees with result 1\.0"),

@@ -484,7 +484,9 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(serve, games, tmp_pat
             np.full((11, 11, 10), np.nan, np.float32))),
         "expected float32 (11, 11, 10)": dict(board=_example_bytes(
             np.zeros((11, 10, 11), np.float32))),
-        "result 2.0 outside [-1, 1]": dict(result=2.0),
+        "result 2.0 is not -1, 0 or 1": dict(result=2.0),
+        "board and action_mask are not a Flagz position": dict(board=_example_bytes(
+            np.zeros((11, 11, 10), np.float32))),
     }
     for match, fields in broken.items():
         req = keyed(games[0], name, 0)
@@ -494,6 +496,15 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(serve, games, tmp_pat
     bad(400, "not valid gzip", body=b"not gzip at all", headers={"Content-Encoding": "gzip"})
     bad(400, "truncated", body=gzip.compress(good.SerializeToString())[:-20],
         headers={"Content-Encoding": "gzip"})
+    bad(400, "7 bytes after the end of its compressed data",
+        body=gzip.compress(good.SerializeToString()) + b"garbage",
+        headers={"Content-Encoding": "gzip"})
+    # A whole request of all-zero planes (the issue's 16 examples) is refused, not trained.
+    zeros = keyed(games[0], name, 0)
+    del zeros.examples[16:]
+    for ex in zeros.examples:
+        ex.board = _example_bytes(np.zeros((11, 11, 10), np.float32))
+    bad(400, "example 0: board and action_mask are not a Flagz position", req=zeros)
     bad(415, "Content-Type must be application/x-protobuf",
         headers={"Content-Type": "application/json"})
     bad(415, "Content-Encoding must be gzip", headers={"Content-Encoding": "br"})
@@ -539,14 +550,16 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(serve, games, tmp_pat
 
 def test_decode_takes_other_npy_layouts_too():
     """Arrays saved in another layout (Fortran order) take decode's slow path, same values."""
+    from pyhexz.game.board import Board
     from pyhexz.game.examples import make_example
 
-    board = np.random.default_rng(0).random((11, 11, 10), np.float32)
-    mask = np.zeros((2, 11, 10), bool)
-    mask[1, 3, 4] = mask[0, 2, 2] = True
+    b = Board.new(0)
+    for i in range(4):
+        b.random_move(i)
+    board, mask = b.encode()
     visits = mask.astype(np.float32) * 3
-    ex = make_example(board, mask, visits, turn=1, move=(3, 4, 0), move_number=0,
-                      model_key=pb.ModelKey(name="m", checkpoint=0))
+    ex = make_example(board, mask, visits, turn=b.turn, move=b.legal_moves()[0],
+                      move_number=b.move, model_key=pb.ModelKey(name="m", checkpoint=0))
     fortran = pb.TrainingExample()
     fortran.CopyFrom(ex)
     fortran.board = _example_bytes(np.asfortranarray(board))
@@ -624,3 +637,51 @@ def test_a_resent_game_is_accepted_once_even_across_restarts(serve, games, tmp_p
     repo = CheckpointRepo(open_storage(cfg["storage"]), name)
     games_trained = [r.game_id for r in archived(repo, 1)]
     assert sorted(games_trained) == ["game-a", "game-b"]
+
+
+def test_game_ids_are_kept_exactly_or_refused(serve, games, tmp_path):
+    """De-duplication keys on the exact game id: ids the server could only keep altered
+    (characters outside [A-Za-z0-9_.-], longer than 64) are refused with 400, never ACCEPTED
+    and dropped as someone else's duplicate."""
+    name = f"ids-{uuid.uuid4().hex[:6]}"
+    s = serve(ServerConfig(model_name=name, storage=str(tmp_path / "store"),
+                           train=TrainConfig(trigger_examples=10_000, **TINY)))
+    r, resp = post(s.url, keyed(games[0], name, game_id="coll_a"))
+    assert resp.status == Resp.ACCEPTED
+    for i, bad_id in enumerate(["coll/a", "coll a", "coll+a", "x" * 64 + "y" * 36]):
+        r, resp = post(s.url, keyed(games[1 + i % 3], name, game_id=bad_id))
+        assert (r.status_code, resp.status) == (400, Resp.REJECTED_OTHER), bad_id
+        assert "game_id" in resp.error_message and "64" in resp.error_message
+    # Ids that differ only after their 64th character would collide if truncated; the
+    # longest allowed id is kept whole, and two distinct ones are two games.
+    long_a, long_b = "a" * 63 + "1", "a" * 63 + "2"
+    for g, gid in ((games[1], long_a), (games[2], long_b)):
+        assert post(s.url, keyed(g, name, game_id=gid))[1].status == Resp.ACCEPTED
+    # A game without an id is not de-duplicated: each copy is stored.
+    anon = keyed(games[3], name)
+    anon.game_id = ""
+    for _ in range(2):
+        assert post(s.url, anon)[1].status == Resp.ACCEPTED
+    st = status(s.url)
+    assert st["examples"]["pending"] == sum(len(g.examples) for g in games[:3]) \
+        + 2 * len(games[3].examples)
+    assert st["requests"].get("duplicate_games", 0) == 0
+
+
+def test_a_resent_game_is_accepted_even_when_its_model_has_become_too_old(serve, games,
+                                                                          tmp_path):
+    """A game stored before its answer was lost is ACCEPTED when resent, even once its model
+    is older than --max-model-age allows: REJECTED_WRONG_MODEL would make the worker drop a
+    game the server trains (and count it as not delivered)."""
+    name = f"stale-{uuid.uuid4().hex[:6]}"
+    s = serve(ServerConfig(model_name=name, storage=str(tmp_path / "store"), max_model_age=0,
+                           train=TrainConfig(trigger_examples=50, **TINY)))
+    req = keyed(games[0], name, 0, game_id="lost-answer")
+    for g in (req, keyed(games[2], name, 0, game_id="another")):   # a minibatch's worth
+        assert post(s.url, g)[1].status == Resp.ACCEPTED
+    wait_for(lambda: status(s.url)["checkpoint"] >= 1)
+    r, resp = post(s.url, req)
+    assert (r.status_code, resp.status) == (200, Resp.ACCEPTED), resp.error_message
+    assert status(s.url)["requests"]["duplicate_games"] == 1
+    r, resp = post(s.url, keyed(games[1], name, 0, game_id="new-and-stale"))
+    assert resp.status == Resp.REJECTED_WRONG_MODEL

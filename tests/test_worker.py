@@ -20,7 +20,7 @@ import pytest
 import torch
 from flask import Flask, request
 
-from conftest import free_port, serve_app, wait_for
+from conftest import free_port, serve_app, training_server_over, wait_for
 from pyhexz import hexz_pb2 as pb
 from pyhexz.game.examples import make_example
 from pyhexz.infra.http import Backoff, ServerClient
@@ -183,17 +183,49 @@ def test_full_buffer_holds_self_play_back_and_stop_bounds_the_drain():
             results.append(up.put(game(f"g{i}"), stop.is_set))
     player = threading.Thread(target=play)
     player.start()
-    # One game in flight and two in the buffer: the fourth put waits.
-    wait_for(lambda: len(results) == 3, what="three games queued")
-    time.sleep(0.3)
-    assert len(results) == 3 and player.is_alive()
+    # One game in flight and one in the buffer: the third put waits.
+    wait_for(lambda: len(results) == 2, what="two games queued")
+    assert player.is_alive() and up.pending == 2
     stop.set()
     player.join(5)
-    assert results == [True, True, True, False]
-    t0 = time.monotonic()
-    assert up.close(0.5) == 3
-    assert time.monotonic() - t0 < 2.0
+    # Stopping, with the buffer full to its size: the last two games cannot be kept.
+    assert results == [True, True, False, False]
+    assert up.close(deadline=time.monotonic() + 0.5) == 2
     assert up.stats.lost == 4
+
+
+def test_failing_uploads_hold_self_play_to_one_game_and_stopping_still_queues():
+    """Back-pressure: while uploads fail (here: at capacity) the buffer holds one game, so a
+    worker never has more finished games than it can send in its grace period; a game that
+    finishes once the worker stops is queued regardless and sent in the grace period."""
+    capacity = pb.AddTrainingExamplesResponse(status=Status.REJECTED_AT_CAPACITY)
+    server = ScriptedServer([(503, capacity)] * 5)
+    with serve_app(server.app) as url:
+        up = Uploader(ServerClient(url), buffer_games=8, backoff=FAST, grace_seconds=8).start()
+        seen_when_queued = []
+
+        def play() -> None:
+            for i in range(3):
+                assert up.put(game(f"g{i}"))
+                seen_when_queued.append(len(server.received))
+        player = threading.Thread(target=play)
+        player.start()
+        player.join(30)
+        # g1 waited for g0 to get through the five refusals; then uploads are quick and the
+        # limit (what fits in half the grace period) lets g2 straight in.
+        assert seen_when_queued[0] == 0 and seen_when_queued[1] >= 6
+        wait_for(lambda: up.stats.games == 3, what="three games accepted")
+        assert up.stats.waited > 0 and up.stats.at_capacity == 5
+        # The server fails again: one game in flight is the limit, but a stopping worker's
+        # last games are queued anyway.
+        server.answers[:] = [(503, capacity)] * 10_000
+        assert up.put(game("g3"))
+        wait_for(lambda: up.limit() == 1, what="the limit to drop while uploads fail")
+        assert up.put(game("g4"), stopping=lambda: True)
+        server.answers.clear()   # the server takes games again, in the grace period
+        assert up.close(deadline=time.monotonic() + 30) == 0
+    assert [r.game_id for r, _ in server.received].count("g4") == 1
+    assert up.stats.games == 5 and up.stats.lost == 0
 
 
 def test_bad_server_url_is_refused():
@@ -334,6 +366,42 @@ def test_redis_restart_reconnects_and_catches_up(redis_server, name, tmp_path, c
             assert live.current()[0] is live.model.predictor
 
 
+def test_redis_down_the_server_keeps_the_worker_current(redis_server, name, tmp_path,
+                                                       trained_repo_factory, caplog):
+    """While Redis is down the watcher follows the training server: models named in upload
+    answers are loaded from it at once, and the periodic check asks it too. (It used to wait
+    for Redis and fall behind until the server refused its games as too old.)"""
+    repo = trained_repo_factory(name)   # checkpoints 0, 1, 2: the server's latest is 2
+    bus = ModelBus(redis_server.url, name)
+    bus.publish(0, repo.read_verified(0, "scriptmodule.pt"))
+    with training_server_over(repo, tmp_path / "wal") as url:
+        # One follows upload answers only, the other the periodic check only.
+        offered, polling = (
+            LiveModel(ModelFetcher(ServerClient(url, timeout=5), bus, name=name),
+                      poll_seconds=poll, tick_seconds=0.1, backoff=Backoff(0.5, 1.0))
+            for poll in (3600, 0.3))
+        for live in (offered, polling):
+            assert live.wait_first(threading.Event())
+            assert live.current()[1].checkpoint == 0
+        try:
+            with caplog.at_level(logging.INFO, "pyhexz"):
+                redis_server.stop()
+                for live in (offered, polling):
+                    live.start()
+                wait_for(lambda: caplog.text.count("model watch lost redis") >= 2,
+                         what="the watchers to notice")
+                offered.offer(pb.ModelKey(name=name, checkpoint=1))   # an upload answer
+                wait_for(lambda: offered.current()[1].checkpoint == 1, 30,
+                         what="the offered checkpoint, from the server")
+                wait_for(lambda: polling.current()[1].checkpoint == 2, 30,
+                         what="the periodic check, answered by the server")
+                for live in (offered, polling):
+                    assert live.model.source.startswith("server ")
+        finally:
+            for live in (offered, polling):
+                live.close()
+
+
 def test_config_checks():
     with pytest.raises(ValueError, match="model name is required"):
         WorkerConfig(server_url="http://x", redis_url="redis://x")
@@ -378,3 +446,45 @@ def test_the_budget_counts_from_the_given_start():
     t0 = time.monotonic()
     stats = run_worker(cfg)
     assert stats.games == 0 and time.monotonic() - t0 < 3
+
+
+def test_stop_under_back_pressure_sends_every_finished_game_and_loads_no_model(
+        redis_url, name, tmp_path, caplog):
+    """The issue's scenario: the server answers at capacity, the worker gets SIGTERM. Self-play
+    has held back (back-pressure), no model is loaded after the signal although the answers in
+    the grace period name a newer one, and every finished game is sent."""
+    from pyhexz.worker.job import StopSignal, run_worker
+
+    bus = ModelBus(redis_url, name)
+    bus.publish(0, script_bytes(tmp_path, 0))
+    newer = script_bytes(tmp_path, 1)
+    bus.redis.hset(bus.checkpoint_key(1), mapping={"data": newer, "sha256": sha256(newer)})
+    stop = StopSignal()
+    accepted_ids: list[str] = []
+    app = Flask("capacity-then-accept")
+
+    @app.post("/training/examples")
+    def examples():
+        req = pb.AddTrainingExamplesRequest.FromString(gzip.decompress(request.get_data()))
+        if not stop.is_set():
+            answer, code = pb.AddTrainingExamplesResponse(
+                status=Status.REJECTED_AT_CAPACITY,
+                latest_model=pb.ModelKey(name=name, checkpoint=0)), 503
+        else:   # the grace period: accepted, and the answer names checkpoint 1
+            accepted_ids.append(req.game_id)
+            answer, code = accepted(1, name), 200
+        return answer.SerializeToString(), code, {"Content-Type": "application/x-protobuf"}
+
+    with serve_app(app) as url, caplog.at_level(logging.INFO, "pyhexz"):
+        cfg = WorkerConfig(server_url=url, redis_url=redis_url, model_name=name,
+                           grace_seconds=8, parallel_games=4,
+                           search=SearchConfig(runs_per_move=4), seed=1)
+        stopper = threading.Thread(target=lambda: (
+            wait_for(lambda: "upload buffer at its limit" in caplog.text, 120,
+                     what="self-play to wait for the server"), stop.set()), daemon=True)
+        stopper.start()
+        stats = run_worker(cfg, stop)
+        stopper.join(5)
+    assert stats.games >= 1 and stats.upload.lost == 0
+    assert stats.upload.games == stats.games == len(accepted_ids)
+    assert f"worker model={name}:1" not in caplog.text   # no load in the grace period

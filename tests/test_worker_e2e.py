@@ -1,4 +1,5 @@
-"""Workers end to end, all real processes: a gunicorn training server, a redis-server of the
+"""Workers end to end, all real processes: the training server (`pyhexz server`, as deployed), a
+redis-server of the
 test's own, and `python -m pyhexz worker` processes with a tiny network and few runs per move.
 
 One run goes through the life of a training job: checkpoints 1 and 2 are trained from the
@@ -10,6 +11,7 @@ server. A second test runs two worker processes without Redis against their time
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -21,14 +23,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import child_env, free_port, wait_for
+from conftest import child_env, free_port, settled_totals, wait_for
 from pyhexz.infra.modelbus import ModelBus
 from pyhexz.infra.storage import CheckpointRepo, open_storage, sha256
 from pyhexz.train.trainer import read_examples_archive
 
 NAME = "e2e"
-pytestmark = pytest.mark.skipif(not Path(sys.executable).with_name("gunicorn").exists(),
-                                reason="gunicorn is not installed")
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("waitress") is None,
+                                reason="waitress (the server extra) is not installed")
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -38,7 +40,8 @@ def _env(extra: dict) -> dict:
 
 
 class Server:
-    """The training server under gunicorn, restartable on the same storage and WAL."""
+    """The training server as deployed (`pyhexz server`), restartable on the same storage and
+    WAL."""
 
     def __init__(self, tmp: Path, redis_url: str | None, minibatch: int) -> None:
         self.port = free_port()
@@ -49,14 +52,13 @@ class Server:
                          "HEXZ_MINIBATCH_SIZE": str(minibatch), "HEXZ_BLOCKS": "1",
                          "HEXZ_FILTERS": "8", "HEXZ_BATCH_SIZE": "64",
                          "HEXZ_SAMPLES_PER_EXAMPLE": "1", "HEXZ_MAX_PENDING": str(50 * minibatch),
+                         "HEXZ_EVAL_OPENINGS": "0",   # `pyhexz server` evaluates by default
                          **({"HEXZ_REDIS_URL": redis_url} if redis_url else {})})
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("gunicorn")), "--workers", "1", "--threads", "8",
-             "--bind", f"127.0.0.1:{self.port}", "--no-control-socket",
-             "pyhexz.training_server:create_app()"],
+            [sys.executable, "-m", "pyhexz", "server", "--port", str(self.port)],
             env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
             start_new_session=True)
         wait_for(self.healthy, 90, "the training server to start")
@@ -71,7 +73,7 @@ class Server:
         return requests.get(f"{self.url}/status", timeout=10).json()
 
     def stop(self) -> None:
-        """SIGTERM, as a VM shutdown or a redeploy sends it: gunicorn finishes what it serves."""
+        """SIGTERM, as a VM shutdown or a redeploy sends it: the server finishes what it serves."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(60)
@@ -120,15 +122,7 @@ def _archived(repo: CheckpointRepo) -> list[tuple[int, str, list[int]]]:
 
 def _settled_totals(server: Server) -> tuple[int, int]:
     """(examples trained, examples pending) once no training run is changing them."""
-    last = None
-    for _ in range(100):
-        s = server.status()
-        now = (s["examples"]["trained"], s["examples"]["pending"])
-        if not s["training"]["in_progress"] and now == last:
-            return now
-        last = now
-        time.sleep(0.3)
-    raise AssertionError("the server kept training")
+    return settled_totals(server.status, tries=100, step=0.3)
 
 
 # --- the tests -------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
     pyhexz train --dir DIR              train on this machine (self-play + training)
     pyhexz selfplay --output-dir DIR    self-play games to files
     pyhexz worker --server-url URL      self-play streamed to a training server (Cloud Run)
-    pyhexz server --storage DIR|gs://B  the training server (Flask; production: gunicorn)
+    pyhexz server --storage DIR|gs://B  the training server (Flask on waitress)
     pyhexz arena P1 P2                  a match over the fixture openings, both seats
     pyhexz export CHECKPOINT OUT        a checkpoint as a hexz TorchScript file
     pyhexz cpu-server [--model-path M]  the remote CPU player service (gunicorn)
@@ -43,6 +43,7 @@ from pyhexz.infra.config import (  # noqa: E402
     setting,
 )
 from pyhexz.infra.extras import missing_extra_message  # noqa: E402
+from pyhexz.infra.httpserver import HttpServing  # noqa: E402
 from pyhexz.search.driver import SearchConfig  # noqa: E402
 from pyhexz.train.config import LocalConfig  # noqa: E402
 from pyhexz.training_server.config import ServerConfig  # noqa: E402
@@ -170,7 +171,7 @@ class GunicornSettings:
 
 def build_parser() -> ConfigParser:
     """Every command's flags, made from its config dataclasses (pyhexz.infra.config); after
-    parsing, `config` is the command's config (`listen`, `gunicorn`: the servers' own)."""
+    parsing, `config` is the command's config (`serving`, `gunicorn`: the servers' own)."""
     parser = ConfigParser(prog="pyhexz", description=__doc__.split("\n\n")[0])
     parser.add_config(ProcessSettings, "process")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ConfigParser)
@@ -184,9 +185,9 @@ def build_parser() -> ConfigParser:
          {"config": WorkerConfig}),
         ("arena", "a match between two players over fixed openings", cmd_arena,
          {"config": ArenaJob}),
-        ("server", "the training server (Flask, for local debugging; production runs "
-         "create_app() under gunicorn with the same HEXZ_* variables)", cmd_server,
-         {"config": ServerConfig, "listen": Listen}),
+        ("server", "the training server (slow clients are read off the request threads; a "
+         "request that does not arrive in time gets 408)", cmd_server,
+         {"config": ServerConfig, "serving": HttpServing}),
         ("cpu-server", "the remote CPU player service for game servers (runs gunicorn with "
          "'pyhexz.cpu:create_app()')", cmd_cpu_server,
          {"config": CpuServerConfig, "gunicorn": GunicornSettings}),
@@ -314,7 +315,7 @@ def cmd_server(a: argparse.Namespace) -> int:
     from pyhexz.training_server.app import serve
     from pyhexz.training_server.wal import WALError
     try:
-        serve(a.config, a.listen.host, a.listen.port)
+        serve(a.config, a.serving)
     except WALError as e:  # e.g. another server owns the state directory
         print(f"pyhexz server: error: {e}", file=sys.stderr)
         return 2

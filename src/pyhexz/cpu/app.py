@@ -52,7 +52,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import cast
-from urllib.parse import urlsplit, urlunsplit
 
 from flask import Blueprint, Flask, Response, current_app, redirect, request
 from google.protobuf.message import DecodeError
@@ -76,8 +75,9 @@ from pyhexz.infra.httpauth import refuse_unauthorized
 
 # A request the client got wrong (message, HTTP status); bounded gunzip.
 from pyhexz.infra.httpbody import BadRequest as BadInput
-from pyhexz.infra.httpbody import gunzip
+from pyhexz.infra.httpbody import gunzip, read_body
 from pyhexz.infra.modelbus import ModelBus
+from pyhexz.infra.redact import redact_url
 from pyhexz.nn.follow import LiveModel, ModelFetcher
 from pyhexz.search.timed import SearchResult
 from pyhexz.web.ui import cpu_player_opponents, init_ui
@@ -100,7 +100,7 @@ class SuggestRequest:
 
 def _decoded_body() -> bytes:
     encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
-    data = request.get_data(cache=False)
+    data = read_body(request)
     if encoding == "identity":
         return data
     if encoding != "gzip":
@@ -273,18 +273,6 @@ class RequestLog:
         }
 
 
-def _redacted(url: str | None) -> str | None:
-    """A URL without its password, for /status and logs."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))
-
-
 def build_player(cfg: CpuServerConfig, shipped_root: Path | None = None) -> CpuPlayer:
     """The CPU player the settings describe: its model loaded, its follower started.
 
@@ -305,7 +293,7 @@ def build_player(cfg: CpuServerConfig, shipped_root: Path | None = None) -> CpuP
     follower = ModelFollower(_live_model(cfg), model) if following else None
     playing = model
     if model is not None:
-        why = f"the model path {_redacted(cfg.model_path)}"
+        why = f"the model path {redact_url(cfg.model_path)}"
     elif cfg.rollout:
         why = "rollout MCTS, as asked for (rollout setting)"
     else:
@@ -318,7 +306,7 @@ def build_player(cfg: CpuServerConfig, shipped_root: Path | None = None) -> CpuP
     m = player.model
     log.info("cpu player ready player=%s model=%s source=%s why=%r redis=%s server=%s",
              "neural" if m else "rollout", f"{m.key.name}:{m.key.checkpoint}" if m else "none",
-             m.source if m else "-", why, _redacted(cfg.redis_url), _redacted(cfg.server_url))
+             m.source if m else "-", why, redact_url(cfg.redis_url), redact_url(cfg.server_url))
     return player
 
 
@@ -363,6 +351,8 @@ def authorize() -> Response | None:
 
 @routes.app_errorhandler(BadInput)
 def bad_input(e: BadInput) -> Response:
+    log.info("request refused method=%s path=%s status=%d error=%r", request.method,
+             request.path[:200], e.http_status, str(e)[:300])
     return error(str(e), e.http_status)
 
 
@@ -444,8 +434,8 @@ def status() -> Response:
             "max_think_ms": cfg.max_think_ms, "default_think_ms": cfg.default_think_ms,
             "max_iterations": cfg.max_iterations, "search_slots": cfg.search_slots,
             "think_margin_ms": cfg.think_margin_ms, "device": cfg.device,
-            "model_path": _redacted(cfg.model_path), "redis_url": _redacted(cfg.redis_url),
-            "server_url": cfg.server_url, "rollout": cfg.rollout,
+            "model_path": redact_url(cfg.model_path), "redis_url": redact_url(cfg.redis_url),
+            "server_url": redact_url(cfg.server_url), "rollout": cfg.rollout,
             "auth_token": bool(cfg.auth_token)},
     }
     return Response(json.dumps(body, indent=1), mimetype=JSON)

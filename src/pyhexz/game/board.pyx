@@ -17,7 +17,7 @@ import numpy as np
 
 cimport numpy as cnp
 from libc.stdint cimport int8_t, uint8_t, uint64_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 cnp.import_array()
 
@@ -37,6 +37,10 @@ BOARD_SHAPE = (NPLANES, NROWS, NCOLS)   # the network's input planes, channels f
 MASK_SHAPE = (2, NROWS, NCOLS)          # legal moves: [0] flags, [1] normal moves
 
 _CELL_NAMES = {CELL_NORMAL: "NORMAL", CELL_GRASS: "GRASS", CELL_ROCK: "ROCK", CELL_FLAG: "FLAG"}
+
+cdef enum:
+    NROCKS = 15     # rocks of every position, never more or fewer (FLAGZ.md section 3)
+    NGRASS = 5      # grass cells of the initial position, valued 1..5
 
 
 class IllegalMoveError(ValueError):
@@ -329,13 +333,231 @@ cdef void encode_state(const State* s, float* planes, uint8_t* mask) noexcept no
 
 
 # ---------------------------------------------------------------------------
+# Checking encoded positions: planes and masks that arrive from elsewhere (training examples)
+# must be the encoding of a position the rules can reach.
+
+PLANE_NAMES = ("own flags", "own piece values", "own blocked", "own next value",
+               "own flags left", "opponent flags", "opponent piece values", "opponent blocked",
+               "opponent next value", "opponent flags left", "uncaptured grass")
+# The planes that say what stands on a cell (at most one of them is non-zero) and their
+# largest value: own flag, own piece, opponent flag, opponent piece, grass.
+cdef int CONTENT_PLANE[5]
+cdef int CONTENT_MAX[5]
+CONTENT_PLANE[:] = [0, 1, 5, 6, 10]
+CONTENT_MAX[:] = [1, MAX_VALUE, 1, MAX_VALUE, MAX_VALUE]
+
+
+cdef str _slot(int t):
+    r, c = divmod(t, NCOLS)
+    return f"({r}, {c})" if _valid(r, c) else f"({r}, {c}) (no cell there)"
+
+
+cdef int _count(float v, int hi) noexcept nogil:
+    """`v` as an integer in 0..hi, or -1 if it is not one."""
+    if 0 <= v <= hi and v == <int>v:
+        return <int>v
+    return -1
+
+
+cdef bint _next_to_fives_of_both(const State* s, int i) noexcept nogil:
+    cdef bint fives[2]
+    fives[0] = fives[1] = False
+    cdef int k, j
+    for k in range(NB_N[i]):
+        j = NB[i][k]
+        if s.ctype[j] == CELL_NORMAL and s.owner[j] != 0 and s.value[j] == MAX_VALUE:
+            fives[s.owner[j] - 1] = True
+    return fives[0] and fives[1]
+
+
+# What is wrong with an encoded position (_check_one), with the numbers its message needs.
+cdef enum:
+    OK = 0
+    BAD_FLAGS_LEFT      # plane, value
+    BAD_CONTENT         # plane, slot, value, hi
+    SEVERAL             # slot, hi = bit set of the CONTENT_PLANE entries in use
+    GRASS_TWICE         # hi = the grass value
+    FLAG_COUNT          # plane = player (0 mover), slot = on the board, hi = left
+    ROCK_COUNT          # slot = rocks
+    GAME_OVER
+    MOVER_STUCK
+    PLANE_DIFFERS       # plane, slot, value, want
+    MASK_DIFFERS        # plane (0 flag, 1 normal), slot, value, want
+
+cdef struct Problem:
+    int code
+    int plane
+    int slot
+    int hi
+    float value
+    float want
+
+
+cdef int _problem(Problem* p, int code, int plane, int slot, int hi, float value,
+                  float want) noexcept nogil:
+    p.code, p.plane, p.slot, p.hi, p.value, p.want = code, plane, slot, hi, value, want
+    return code
+
+
+cdef int _rebuild(const float* planes, const uint8_t* mask, State* s, Problem* p) noexcept nogil:
+    """Fills `s` with the position the planes describe, the player to move as player 1;
+    returns OK or what is wrong (details in `p`).
+
+    The planes hold every piece, flag and grass value and both players' flags left; the
+    rest of the cells are empty or rocks. A rock and an empty cell next to 5s of both players
+    encode alike (blocked for both, no next value): the flag moves of the mask tell them apart
+    while the mover has flags; without flags either reading encodes the same.
+    """
+    cdef int g = NGRID
+    cdef int i, t, k, q, v, used, rocks = 0, unexplained = 0, grass_seen = 0
+    cdef int vals[5]
+    cdef int on_board[2]
+    memset(s, 0, sizeof(State))
+    s.turn = 1
+    for q in range(2):
+        v = _count(planes[(4 + 5 * q) * g], NFLAGS)
+        if v < 0:
+            return _problem(p, BAD_FLAGS_LEFT, 4 + 5 * q, 0, NFLAGS, planes[(4 + 5 * q) * g], 0)
+        s.flags[q] = v
+        on_board[q] = 0
+    for i in range(NCELLS):
+        t = ROW_OF[i] * NCOLS + COL_OF[i]
+        used = 0
+        for k in range(5):
+            v = _count(planes[CONTENT_PLANE[k] * g + t], CONTENT_MAX[k])
+            if v < 0:
+                return _problem(p, BAD_CONTENT, CONTENT_PLANE[k], t, CONTENT_MAX[k],
+                                planes[CONTENT_PLANE[k] * g + t], 0)
+            vals[k] = v
+            if v:
+                used |= 1 << k
+        if used & (used - 1):
+            return _problem(p, SEVERAL, 0, t, used, 0, 0)
+        if vals[0] or vals[2]:
+            q = 0 if vals[0] else 1
+            s.ctype[i] = CELL_FLAG
+            s.owner[i] = q + 1
+            on_board[q] += 1
+        elif vals[1] or vals[3]:
+            s.owner[i] = 1 if vals[1] else 2
+            s.value[i] = vals[1] + vals[3]
+        elif vals[4]:
+            if grass_seen & (1 << vals[4]):
+                return _problem(p, GRASS_TWICE, 0, t, vals[4], 0, 0)
+            grass_seen |= 1 << vals[4]
+            s.ctype[i] = CELL_GRASS
+            s.value[i] = vals[4]
+        elif (planes[2 * g + t] == 1 and planes[7 * g + t] == 1
+              and not (s.flags[0] > 0 and mask[t])):
+            s.ctype[i] = CELL_ROCK
+            rocks += 1
+    for q in range(2):
+        if on_board[q] + s.flags[q] != NFLAGS:
+            return _problem(p, FLAG_COUNT, q, on_board[q], s.flags[q], 0, 0)
+    _derive(s)
+    for i in range(NCELLS):
+        if s.ctype[i] == CELL_ROCK and not _next_to_fives_of_both(s, i):
+            unexplained += 1
+    # Without flags, the cells read as rocks may include empty ones next to 5s of both players;
+    # those aside, there must be the position's 15 rocks.
+    if (s.flags[0] > 0 and rocks != NROCKS) or rocks < NROCKS or unexplained > NROCKS:
+        return _problem(p, ROCK_COUNT, 0, rocks, 0, 0, 0)
+    _recompute(s)
+    if s.over:
+        return _problem(p, GAME_OVER, 0, 0, 0, 0, 0)
+    if s.turn != 1:
+        return _problem(p, MOVER_STUCK, 0, 0, 0, 0, 0)
+    return OK
+
+
+cdef int _check_one(const float* planes, const uint8_t* mask, Problem* p) noexcept nogil:
+    """OK if planes and mask are exactly the encoding of the position they describe."""
+    cdef State s
+    cdef float want_planes[NPLANES * NGRID]
+    cdef uint8_t want_mask[2 * NGRID]
+    cdef int k
+    if _rebuild(planes, mask, &s, p) != OK:
+        return p.code
+    encode_state(&s, want_planes, want_mask)
+    if memcmp(planes, want_planes, sizeof(want_planes)) != 0:
+        for k in range(NPLANES * NGRID):
+            if planes[k] != want_planes[k]:
+                return _problem(p, PLANE_DIFFERS, k // NGRID, k % NGRID, 0, planes[k],
+                                want_planes[k])
+    if memcmp(mask, want_mask, sizeof(want_mask)) != 0:
+        for k in range(2 * NGRID):
+            if mask[k] != want_mask[k]:
+                return _problem(p, MASK_DIFFERS, k // NGRID, k % NGRID, 0, mask[k], want_mask[k])
+    return OK
+
+
+# What each problem code says; the fields are _explain's.
+_PROBLEMS = {
+    BAD_FLAGS_LEFT: "plane {plane} ({name}) is {value:g}, not a count of 0..{hi} flags",
+    BAD_CONTENT: "plane {plane} ({name}) at {slot} is {value:g}, not an integer in 0..{hi}",
+    SEVERAL: "cell {slot} holds several things at once ({held})",
+    GRASS_TWICE: "grass of value {hi} is on two cells; each value is on one at most",
+    FLAG_COUNT: "{who} has {count} flags on the board and {hi} left; these add up to {flags}",
+    ROCK_COUNT: ("{count} cells are blocked for both players with nothing on them and no flag "
+                 "move; a position has {rocks} rocks"),
+    GAME_OVER: "the game is over in this position: there is no move to learn",
+    MOVER_STUCK: "the player to move cannot move in this position",
+    PLANE_DIFFERS: "plane {plane} ({name}) at {slot} is {value:g} where the position gives {want:g}",
+    MASK_DIFFERS: ("action_mask says a {kind} move at {slot} is {legal}, the position says "
+                   "{legal_want}"),
+}
+
+
+cdef str _explain(const Problem* p):
+    cdef int k
+    return _PROBLEMS[p.code].format(
+        plane=p.plane, name=PLANE_NAMES[p.plane] if 0 <= p.plane < NPLANES else "",
+        slot=_slot(p.slot), count=p.slot, value=p.value, want=p.want, hi=p.hi,
+        held=", ".join(PLANE_NAMES[CONTENT_PLANE[k]] for k in range(5) if p.hi & (1 << k)),
+        who="the player to move" if p.plane == 0 else "the opponent",
+        kind="flag" if p.plane == 0 else "normal", legal="legal" if p.value else "illegal",
+        legal_want="legal" if p.want else "illegal", flags=NFLAGS, rocks=NROCKS)
+
+
+def check_encoded(planes, masks):
+    """The first (index, what is wrong) among encoded positions that are not the encoding of a
+    Flagz position whose player to move can move, or None if all are.
+
+    `planes`: float32 (N, 11, 11, 10); `masks`: bool (N, 2, 11, 10). Each position is rebuilt
+    from its planes (pieces, flags, grass, flags left, rocks) and encoded again; planes and
+    mask must come back exactly: every plane one-hot or a count where the encoding makes it
+    one, next values and blocked cells as the pieces imply, the mask exactly the legal moves.
+    Training servers check every example they accept, so this runs without the GIL, a few
+    microseconds a position.
+    """
+    p = np.ascontiguousarray(planes, dtype=np.float32)
+    m = np.ascontiguousarray(masks, dtype=np.bool_).view(np.uint8)
+    n = len(p)
+    if p.shape != (n,) + BOARD_SHAPE or m.shape != (n,) + MASK_SHAPE:
+        raise ValueError(f"expected planes (N,) + {BOARD_SHAPE} and masks (N,) + {MASK_SHAPE}, "
+                         f"got {p.shape} and {m.shape}")
+    if n == 0:
+        return None
+    cdef const float[:, :, :, ::1] pv = p
+    cdef const uint8_t[:, :, :, ::1] mv = m
+    cdef Problem problem
+    cdef Py_ssize_t e, bad = -1
+    with nogil:
+        for e in range(n):
+            if _check_one(&pv[e, 0, 0, 0], &mv[e, 0, 0, 0], &problem) != OK:
+                bad = e
+                break
+    return None if bad < 0 else (int(bad), _explain(&problem))
+
+
+# ---------------------------------------------------------------------------
 # Building a consistent state from cell contents (shared by protobuf and ASCII input).
 
 cdef str _cell_name(int i):
     return f"({ROW_OF[i]}, {COL_OF[i]})"
 
 
-cdef void _derive(State* s):
+cdef void _derive(State* s) noexcept nogil:
     """Fills next values of empty cells, move lists and counters from the cells alone."""
     cdef int i, k, j, p, v, best
     s.free_n = 0
@@ -389,11 +611,11 @@ cdef class Board:
             tmp = cells[i]
             cells[i] = cells[k]
             cells[k] = tmp
-        for i in range(15):
+        for i in range(NROCKS):
             b.st.ctype[cells[i]] = CELL_ROCK
-        for i in range(5):
-            b.st.ctype[cells[15 + i]] = CELL_GRASS
-            b.st.value[cells[15 + i]] = i + 1
+        for i in range(NGRASS):
+            b.st.ctype[cells[NROCKS + i]] = CELL_GRASS
+            b.st.value[cells[NROCKS + i]] = i + 1
         b.st.turn = 1
         b.st.flags[0] = NFLAGS
         b.st.flags[1] = NFLAGS

@@ -12,7 +12,9 @@ One example is one searched position of a self-play game (FLAGZ.md section 7 for
 
 Arrays travel as `np.save` bytes (the hexz NUMPY encoding), so any numpy can read them. Every
 reader goes through `decode`, which checks shapes, dtypes and values, because examples arrive
-from other processes and machines.
+from other processes and machines: the planes and mask must be the encoding of a Flagz
+position whose player to move can move (the engine's `check_encoded`), the policy a
+distribution over its legal moves, the result a loss, draw or win.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pyhexz import hexz_pb2 as pb
-from pyhexz.game.board import BOARD_SHAPE, CELLS, MASK_SHAPE
+from pyhexz.game.board import BOARD_SHAPE, CELLS, MASK_SHAPE, check_encoded
 
 # No score difference can exceed this: every cell of the board a piece of the highest value, 5.
 MAX_SCORE = 5 * CELLS
@@ -179,8 +181,8 @@ def decode(examples: list[pb.TrainingExample]) -> Arrays:
         ((flat_p < 0).any(1) | (np.abs(sums - 1.0) > 1e-3),
          lambda i: f"move_probs must be non-negative and sum to 1 (sum {sums[i]:.4f})"),
         (illegal_weight, lambda i: "move_probs puts weight on illegal moves"),
-        (~((results >= -1.0) & (results <= 1.0)),
-         lambda i: f"result {examples[i].result} outside [-1, 1]"),
+        (~np.isin(results, (-1.0, 0.0, 1.0)),
+         lambda i: f"result {examples[i].result} is not -1, 0 or 1 (loss, draw, win)"),
         (has_score & ~(np.abs(scores) <= MAX_SCORE),
          lambda i: f"score {examples[i].score} outside [-{MAX_SCORE}, {MAX_SCORE}]"),
         # The higher score wins and equal scores draw, so the two must agree: a sign error
@@ -191,10 +193,17 @@ def decode(examples: list[pb.TrainingExample]) -> Arrays:
     bad = np.zeros(n, bool)
     for failed, _ in checks:
         bad |= failed
-    if bad.any():
-        i = int(np.argmax(bad))
-        msg = next(m for failed, m in checks if failed[i])
-        raise InvalidExampleError(f"example {i}: {msg(i)}")
+    first_bad = int(np.argmax(bad)) if bad.any() else n
+    # The positions before the first example that failed above (the engine's check is the
+    # costlier one, and needs finite planes).
+    position = check_encoded(boards[:first_bad], masks[:first_bad])
+    if position is not None:
+        i, why = position
+        raise InvalidExampleError(f"example {i}: board and action_mask are not a Flagz "
+                                  f"position: {why}")
+    if first_bad < n:
+        msg = next(m for failed, m in checks if failed[first_bad])
+        raise InvalidExampleError(f"example {first_bad}: {msg(first_bad)}")
     scores[~has_score] = np.nan
     return Arrays(boards, masks, probs, results, scores)
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import requests
 
+from pyhexz.infra.redact import redact_urls
+
 
 @dataclass
 class Backoff:
@@ -54,10 +56,12 @@ class ServerClient:
 
 
 def short_error(e: BaseException) -> str:
-    """One line for a log: requests' connection errors run to several hundred characters."""
+    """One line for a log: requests' connection errors run to several hundred characters.
+    Credentials in URLs are hidden (the line may also end up on a status page)."""
     if isinstance(e, requests.ConnectionError) and e.request is not None:
         errno = re.search(r"\[Errno -?\d+\] [^'\")]+|Connection (?:reset|aborted|refused)[^'\")]*",
                           str(e))
-        return f"cannot reach {e.request.url}: {errno.group(0) if errno else type(e).__name__}"
+        return redact_urls(f"cannot reach {e.request.url}: "
+                           f"{errno.group(0) if errno else type(e).__name__}")
     text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
+    return redact_urls(f"{type(e).__name__}: {text[0][:300]}") if text else type(e).__name__

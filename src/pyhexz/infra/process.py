@@ -14,12 +14,23 @@ import os
 import signal
 import sys
 
+from pyhexz.infra.redact import redact_urls
+
+
+class RedactingFormatter(logging.Formatter):
+    """Log lines, tracebacks included, with the credentials of any URL in them hidden: a URL
+    with a password reaches a log in exception messages too (requests puts it there)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_urls(super().format(record))
+
 
 def configure_logging(level: str | int | None = None) -> None:
-    """key=value log lines on stderr; INFO for pyhexz (progress), WARNING for libraries."""
+    """key=value log lines on stderr, credentials in URLs hidden; INFO for pyhexz (progress),
+    WARNING for libraries."""
     level = level or os.environ.get("HEXZ_LOG_LEVEL", "INFO")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
+    handler.setFormatter(RedactingFormatter(
         "%(asctime)s %(levelname)s %(name)s pid=%(process)d %(message)s", "%Y-%m-%dT%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

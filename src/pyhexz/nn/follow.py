@@ -51,10 +51,14 @@ class ModelFetcher:
     """Finds and loads models: Redis first when configured, the training server otherwise.
 
     Redis is a fast copy, the server's storage the record (ARCHITECTURE.md): a checkpoint that
-    is missing or corrupt in Redis, or a Redis that is down, sends the request to the server.
-    Without a server (`client` None) Redis is the only source and its errors are raised.
-    Every model is checked against its SHA-256 before it is loaded.
+    is missing or corrupt in Redis, or a Redis that is down, sends the request to the server;
+    after a Redis error the server alone is asked for `REDIS_PAUSE_SECONDS`, so that a Redis
+    that does not answer (a partition: each try waits for its timeout) does not slow every
+    request. Without a server (`client` None) Redis is the only source and its errors are
+    raised. Every model is checked against its SHA-256 before it is loaded.
     """
+
+    REDIS_PAUSE_SECONDS = 5.0
 
     def __init__(self, client: ServerClient | None, bus: ModelBus | None,
                  device: str = "cpu", name: str | None = None) -> None:
@@ -64,20 +68,34 @@ class ModelFetcher:
         self.bus = bus
         self.device = device
         self.name = name   # the model this worker plays for; None: whatever the server trains
+        self._bus_paused_until = 0.0
+
+    def _usable_bus(self) -> ModelBus | None:
+        """The bus, unless it failed moments ago and the server can answer instead."""
+        if self.client is not None and time.monotonic() < self._bus_paused_until:
+            return None
+        return self.bus
+
+    def _bus_failed(self) -> None:
+        self._bus_paused_until = time.monotonic() + self.REDIS_PAUSE_SECONDS
 
     def latest(self) -> pb.ModelKey | None:
         """The newest model's key, or None while there is none. Raises if no source answers."""
-        if self.bus is not None:
+        bus = self._usable_bus()
+        if bus is not None:
             try:
-                n = self.bus.latest()
+                n = bus.latest()
                 if n is not None:
-                    return _key(self.bus.name, n)
+                    return _key(bus.name, n)
                 if self.client is None:
                     return None
             except (redis.RedisError, ModelIntegrityError) as e:
                 if self.client is None:
                     raise
-                log.warning("model pointer unreadable in redis error=%s; asking the server", e)
+                if isinstance(e, redis.RedisError):
+                    self._bus_failed()
+                log.warning("model pointer unreadable in redis error=%s; asking the server",
+                            short_error(e))
         # Without a server the bus branch above returned or raised (the constructor requires
         # one of the two).
         assert self.client is not None
@@ -99,7 +117,7 @@ class ModelFetcher:
     def load(self, key: pb.ModelKey) -> LoadedModel:
         """Loads and verifies checkpoint `key`. Raises ModelUnavailable, ModelIntegrityError,
         ModelLoadError or requests.RequestException; never returns unverified bytes."""
-        bus = self.bus
+        bus = self._usable_bus()
         if bus is not None and key.name == bus.name:
             ckpt_key = bus.checkpoint_key(key.checkpoint)
             try:
@@ -116,7 +134,8 @@ class ModelFetcher:
             except redis.RedisError as e:
                 if self.client is None:
                     raise
-                log.warning("redis unavailable error=%s; asking the server", e)
+                self._bus_failed()
+                log.warning("redis unavailable error=%s; asking the server", short_error(e))
         if self.client is None:
             # The constructor requires a server or a bus, so without a server there is a bus.
             assert bus is not None
@@ -156,6 +175,7 @@ def _raise_for_status(r: requests.Response, what: str) -> None:
 _LOAD_ERRORS = (ModelUnavailable, ModelIntegrityError, ModelLoadError, requests.RequestException,
                 ValueError)
 _CONNECTED = object()   # a watch signal: (re)subscribed, so re-read the pointer
+WATCHER_THREAD = "model-watch"
 
 
 class LiveModel:
@@ -179,7 +199,8 @@ class LiveModel:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="model-watch", daemon=True)
+        self._next_check = 0.0   # the next periodic check of the latest model
+        self._thread = threading.Thread(target=self._watch, name=WATCHER_THREAD, daemon=True)
 
     @property
     def label(self) -> str:
@@ -226,16 +247,27 @@ class LiveModel:
         self._thread.start()
         return self
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Stops the watcher: no model is loaded after this. `wait` False returns at once (a
+        load under way finishes on the daemon thread, unused: a stopping worker's grace
+        period is for its uploads)."""
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=self.tick_seconds + 6)
+        if wait:
+            self.join(self.tick_seconds + 6)
+
+    def join(self, timeout: float) -> bool:
+        """Waits up to `timeout` for the watcher to end after close(); whether it has. A
+        process should not exit under a thread that may be inside torch."""
+        if self._thread.is_alive():
+            self._thread.join(max(0.0, timeout))
+        return not self._thread.is_alive()
 
     # --- the watcher thread ---
 
     def _watch(self) -> None:
         attempt = 0
-        next_check = time.monotonic() + self.poll_seconds
+        self._next_check = time.monotonic() + self.poll_seconds
         while not self._stop.is_set():
             try:
                 for signal_ in self._signals():
@@ -244,8 +276,8 @@ class LiveModel:
                     now = time.monotonic()
                     if signal_ is _CONNECTED:
                         attempt = 0
-                    if signal_ is _CONNECTED or now >= next_check:
-                        next_check = now + self.poll_seconds
+                    if signal_ is _CONNECTED or now >= self._next_check:
+                        self._next_check = now + self.poll_seconds
                         self._check_latest()
                     elif isinstance(signal_, int):
                         # Only the bus announces numbers (_signals), so there is a bus.
@@ -258,9 +290,9 @@ class LiveModel:
             except redis.RedisError as e:
                 delay = self.backoff.delay(attempt)
                 attempt += 1
-                log.warning("model watch lost redis error=%s; reconnecting in %.1fs",
-                            short_error(e), delay)
-                self._stop.wait(delay)
+                log.warning("model watch lost redis error=%s; following the server, "
+                            "reconnecting in %.1fs", short_error(e), delay)
+                self._follow_server(delay)
             except Exception:
                 # The watcher must outlive any surprise: self-play goes on with the old model.
                 log.exception("model watch failed; restarting it")
@@ -285,6 +317,23 @@ class LiveModel:
         finally:
             announcements.close()
 
+    def _follow_server(self, seconds: float) -> None:
+        """For `seconds`, while Redis cannot be reached: follow as without Redis, taking the
+        models named in upload answers at once and checking the latest on the poll interval
+        (the fetcher asks the server). A worker must not fall behind for as long as Redis is
+        down: games of a model too old for the server are thrown away."""
+        end = time.monotonic() + seconds
+        while not self._stop.is_set():
+            self._take_wanted()
+            now = time.monotonic()
+            if now >= self._next_check:
+                self._next_check = now + self.poll_seconds
+                self._check_latest()
+            if now >= end:
+                return
+            self._wake.wait(min(self.tick_seconds, end - now))
+            self._wake.clear()
+
     def _check_latest(self) -> None:
         try:
             key = self.fetcher.latest()
@@ -308,8 +357,8 @@ class LiveModel:
                                                or key.checkpoint > m.key.checkpoint))
 
     def _consider(self, key: pb.ModelKey, force: bool) -> None:
-        if not self._wants(key, force):
-            return
+        if self._stop.is_set() or not self._wants(key, force):
+            return   # stopped: no loads after close() (a stopping worker needs its CPU)
         k = (key.name, key.checkpoint)
         not_before, failures = self._not_before.get(k, (0.0, 0))
         if time.monotonic() < not_before:
@@ -336,4 +385,4 @@ class LiveModel:
                  loaded.sha256[:12], loaded.source, old.label if old else "none")
 
 
-__all__ = ["LiveModel", "LoadedModel", "ModelFetcher", "ModelUnavailable"]
+__all__ = ["LiveModel", "LoadedModel", "ModelFetcher", "ModelUnavailable", "WATCHER_THREAD"]

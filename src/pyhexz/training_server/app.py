@@ -1,9 +1,11 @@
-"""The training server's HTTP interface (Flask), run under gunicorn:
+"""The training server's HTTP interface (Flask), served by `pyhexz server` (waitress, see
+infra/httpserver.py for why), in production as on a laptop:
 
-    gunicorn --workers 1 --threads 8 --bind 0.0.0.0:8080 'pyhexz.training_server:create_app()'
+    pyhexz server --host 0.0.0.0 --port 8080          # flags or their HEXZ_* variables
 
-or, for local debugging, `python -m pyhexz server`. Configuration comes from HEXZ_* variables
-(the same names as the `pyhexz server` flags: --minibatch-size is HEXZ_MINIBATCH_SIZE).
+`create_app()` (configured by HEXZ_* variables: --minibatch-size is HEXZ_MINIBATCH_SIZE) is
+also a WSGI factory for other servers, e.g. gunicorn, but a threaded server that reads request
+bodies on its request threads can be stalled by slow clients.
 
     POST /training/examples                 AddTrainingExamplesRequest -> ...Response
     GET  /models/latest                     TorchScript bytes of the latest checkpoint
@@ -18,8 +20,8 @@ between HTTP and service.TrainingService; no request ever trains (the service's 
 does). Bad input is answered 4xx with a message saying what is wrong, never 500. This module
 builds the app: the service, its metrics, the routes, the web UI, the evaluator.
 
-One gunicorn worker: the service owns the write-ahead log directory with an exclusive lock, so
-a second worker (or server) on the same state directory fails to start, loudly. Threads serve
+One process: the service owns the write-ahead log directory with an exclusive lock, so a
+second process (or server) on the same state directory fails to start, loudly. Threads serve
 requests concurrently; durable acknowledgement waits on the WAL's group commit, not on a lock.
 """
 
@@ -31,6 +33,8 @@ import os
 
 from flask import Flask
 
+from pyhexz.infra.httpserver import HttpServing
+from pyhexz.infra.httpserver import serve as serve_http
 from pyhexz.training_server.config import ServerConfig
 from pyhexz.training_server.metrics import ServerMetrics
 from pyhexz.training_server.routes import METRICS_EXTENSION, routes
@@ -78,21 +82,13 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     return app
 
 
-def serve(config: ServerConfig, host: str, port: int) -> None:
-    """The Flask app on werkzeug's threaded server (local debugging; production: gunicorn)."""
-    from werkzeug.serving import make_server
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # quiet: no line per request
+def serve(config: ServerConfig, serving: HttpServing) -> None:
+    """The app on waitress (infra/httpserver.py: requests are read whole before a thread takes
+    them, and one that does not arrive in time gets 408), until SIGTERM or Ctrl-C."""
     app = create_app(config)
-    server = make_server(host, port, app, threaded=True)
-    log.info("serving http://%s:%d model=%s pid=%d", host, server.server_port, config.model_name,
-             os.getpid())
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        app.config["service"].close()
+    log.info("server pid=%d model=%s", os.getpid(), config.model_name)
+    serve_http(app, serving, config.max_request_bytes,
+               on_stop=lambda: app.config["service"].close())
 
 
 __all__ = ["create_app", "config_from_env", "serve"]

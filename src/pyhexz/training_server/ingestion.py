@@ -33,19 +33,34 @@ Status = pb.AddTrainingExamplesResponse
 # WAL payload: one byte telling how the request body is stored, then the body as received
 # (a gzip body is kept compressed: less disk, and no CPU spent recompressing).
 _RAW, _GZIP = b"\x00", b"\x01"
-_SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
+# A game id is kept verbatim (the ledger, archive entry names, meta.json), so only ids that
+# can be kept verbatim are taken: a worker's is 32 hex digits. Sanitising or truncating ids
+# instead made distinct games look like one and dropped all but the first.
+MAX_GAME_ID = 64
+_GAME_ID = re.compile(rf"[A-Za-z0-9_.-]{{1,{MAX_GAME_ID}}}")
 
 GAMES_REMEMBERED = 200_000   # game ids kept for recognising resent games
 
 
+def check_game_id(game_id: str) -> None:
+    """Raises BadRequest for a game id the server cannot keep exactly ('' is fine: no id)."""
+    if game_id and not _GAME_ID.fullmatch(game_id):
+        raise BadRequest(
+            f"game_id {game_id[:80]!r} (length {len(game_id)}) cannot be kept as it is: use 1 to "
+            f"{MAX_GAME_ID} letters, digits, '_', '-' or '.', or none (no de-duplication)")
+
+
 def game_key(req: pb.AddTrainingExamplesRequest) -> str:
-    """The id a resent game is recognised by, as archive names spell it ('' if it has none)."""
-    return _SAFE_ID.sub("_", req.game_id[:64])
+    """The exact id a resent game is recognised by ('' if it has none, or one from before ids
+    were checked that the server cannot keep: such games are not de-duplicated)."""
+    return req.game_id if _GAME_ID.fullmatch(req.game_id) else ""
 
 
 def game_name(position: int, req: pb.AddTrainingExamplesRequest) -> str:
-    """The archive entry name of a request: its WAL position (unique) and its game id."""
-    return f"{position:016x}-{game_key(req) or 'game'}"
+    """The archive entry name of a request: its WAL position (unique), then `-` and its game
+    id if it has one (the id is recalled from the name after a restart)."""
+    key = game_key(req)
+    return f"{position:016x}-{key}" if key else f"{position:016x}"
 
 
 def parse_request(data: bytes) -> tuple[pb.AddTrainingExamplesRequest, Arrays]:
@@ -56,6 +71,7 @@ def parse_request(data: bytes) -> tuple[pb.AddTrainingExamplesRequest, Arrays]:
         raise BadRequest(f"body is not a binary AddTrainingExamplesRequest ({e})") from None
     if not req.examples:
         raise BadRequest("AddTrainingExamplesRequest has no examples")
+    check_game_id(req.game_id)
     try:
         arrays = decode(list(req.examples))
     except InvalidExampleError as e:
@@ -97,6 +113,11 @@ class ExampleLedger:
                 if game:
                     self._remember(game, durable=False)
         return seen, full
+
+    def known(self, game: str) -> bool | None:
+        """True if `game` is stored, False while its write is in flight, None if unknown."""
+        with self.lock:
+            return self._games.get(game) if game else None
 
     def cancel(self, game: str, n: int) -> None:
         """A reservation whose WAL write failed: nothing was stored."""
@@ -179,6 +200,12 @@ class Ingestion:
         if not ready or gate.failure or latest is None:
             return 503, self.answer(Status.REJECTED_AT_CAPACITY,
                                     gate.failure or "server is starting; retry shortly")
+        game = game_key(req)
+        if self.ledger.known(game):
+            # Stored already (its answer was lost): ACCEPTED whatever its model's age now, or
+            # the worker would drop a game the server trains.
+            self._count("duplicate_games")
+            return 200, self.answer(Status.ACCEPTED)
         oldest = latest - cfg.max_model_age
         for ex in req.examples:
             key = ex.model_key
@@ -188,7 +215,6 @@ class Ingestion:
                     f"example from model {key.name}:{key.checkpoint}; this server accepts "
                     f"{cfg.model_name}:{max(0, oldest)}..{latest}")
         n = len(arrays)
-        game = game_key(req)
         assert cfg.max_pending is not None   # ServerConfig.__post_init__ fills in the default
         seen, full = self.ledger.reserve(game, n, cfg.max_pending)
         if seen:

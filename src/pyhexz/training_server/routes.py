@@ -24,8 +24,8 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from pyhexz import hexz_pb2 as pb
 from pyhexz.infra.httpauth import refuse_unauthorized
-from pyhexz.infra.httpbody import BadRequest
-from pyhexz.infra.storage import MODEL_FILE, SCRIPT_FILE
+from pyhexz.infra.httpbody import BadRequest, read_body
+from pyhexz.infra.storage import MODEL_FILE, SCRIPT_FILE, StorageError
 from pyhexz.training_server.metrics import CONTENT_TYPE, ServerMetrics
 from pyhexz.training_server.service import TrainingService
 
@@ -60,7 +60,11 @@ def _proto(msg: Status, status: int) -> Response:
 
 
 def error(status: int, message: str) -> Response:
-    """A 4xx/5xx answer: a response message for the examples endpoint, JSON elsewhere."""
+    """A 4xx/5xx answer: a response message for the examples endpoint, JSON elsewhere. Each is
+    logged (4xx at INFO, 5xx at WARNING), so an operator sees what clients get wrong."""
+    log.log(logging.WARNING if status >= 500 else logging.INFO,
+            "request refused method=%s path=%s status=%d error=%r", request.method,
+            request.path[:200], status, message[:300])
     if request.path == EXAMPLES_PATH:
         return _proto(_service().answer(Status.REJECTED_OTHER, message), status)
     return _json({"error": message}, status)
@@ -115,8 +119,8 @@ def add_examples() -> Response:
     length = request.content_length
     if length is not None and length > limit:
         return error(413, f"request body of {length} bytes exceeds the limit of {limit} bytes")
-    body = request.get_data(cache=False)
     try:
+        body = read_body(request)
         status, resp = service.ingest(body, gzipped=encoding == "gzip")
     except BadRequest as e:
         return error(e.http_status, str(e))
@@ -136,6 +140,8 @@ def _send_model(name: str | None, n: int | None) -> Response:
         return error(400, str(e))
     except FileNotFoundError as e:
         return error(404, str(e))
+    except StorageError as e:   # the file in storage is corrupt (or storage fails): not ours
+        return error(503, f"checkpoint file unavailable: {e}")
     resp = Response(data, 200, mimetype="application/octet-stream")
     resp.headers.update({"X-Model-Name": name, "X-Model-Checkpoint": str(n),
                          "X-Model-SHA256": digest,

@@ -230,7 +230,7 @@ class TrainerThread:
         for n in reversed(self.repo.checkpoints()[-GAME_CHECKPOINTS:]):
             for name in self.repo.meta(n).get("game_names", []):
                 _, _, game = name.partition("-")
-                if game and game != "game":
+                if game and game != "game":   # "game": an id-less game, as named before
                     self.ledger.recall_trained(game)
 
     # ------------------------------------------------------------------ training

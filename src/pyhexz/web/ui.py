@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import functools
 import itertools
+import json
 import logging
 import math
 import threading
@@ -52,7 +53,8 @@ from flask import (
 from pyhexz import hexz_pb2 as pb
 from pyhexz.game.board import Board, IllegalMoveError, InvalidStateError, policy_move_tuple
 from pyhexz.game.examples import InvalidExampleError, decode
-from pyhexz.infra.storage import CheckpointRepo
+from pyhexz.infra.httpbody import read_body
+from pyhexz.infra.storage import CheckpointRepo, StorageError
 from pyhexz.search.timed import SearchResult, TimedSearch, think
 from pyhexz.train.evaluation import elo_curve, read_eval, with_eval
 from pyhexz.web import charts
@@ -303,7 +305,20 @@ def _chart(name: str, rows: list[dict]) -> str:
 
 
 def _bad_request(message: str):
+    log.info("request refused method=%s path=%s status=400 error=%r", request.method,
+             request.path[:200], message[:300])
     return jsonify(error=message), 400
+
+
+def _json_object() -> dict | None:
+    """The request's body as a JSON object ({} if empty), or None if it is not one. Deep
+    nesting included: Flask's get_json lets the parser's RecursionError out as a 500."""
+    try:
+        body = read_body(request)   # a ValueError (BadRequest) if its framing is broken
+        obj = json.loads(body) if body else {}
+    except (ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 UI_EXTENSION = "hexz_ui"
@@ -409,7 +424,11 @@ def api_file(n: int, name: str):
     r = _state().need_repo()
     if n not in r.checkpoints() or name not in r.meta(n).get("sha256", {}):
         abort(404, f"checkpoint {n} has no file {name!r}")
-    data = r.read_verified(n, name)
+    try:
+        data = r.read_verified(n, name)
+    except StorageError as e:   # corrupt in storage: say so, as the model routes do
+        log.warning("checkpoint file unavailable checkpoint=%d file=%s error=%s", n, name, e)
+        return jsonify(error=f"checkpoint file unavailable: {e}"), 503
     return Response(data, mimetype="application/octet-stream", headers={
         "Content-Disposition": f'attachment; filename="{r.name}-{n}-{name}"'})
 
@@ -450,7 +469,9 @@ def api_opponents():
 
 @ui.post("/api/play/new")
 def api_new():
-    body = request.get_json(silent=True) or {}
+    body = _json_object()
+    if body is None:
+        return _bad_request("expected a JSON object, optionally with a seed")
     seed = body.get("seed")
     if seed is not None and not isinstance(seed, int):
         return _bad_request("seed must be an integer")
@@ -460,8 +481,8 @@ def api_new():
 
 @ui.post("/api/play/move")
 def api_move():
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
+    body = _json_object()
+    if body is None:
         return _bad_request("expected a JSON object with state, move and opponent")
     try:
         b = Board.from_proto(base64.b64decode(str(body.get("state", "")), validate=True))
@@ -481,9 +502,12 @@ def api_move():
             b.play(*move)
         except (IllegalMoveError, ValueError) as e:
             return _bad_request(f"illegal move {move}: {e}")
-    opp = {o.id: o for o in _state().opponents()}.get(body.get("opponent"))
+    opponent = body.get("opponent")
+    opp = {o.id: o for o in _state().opponents()}.get(opponent) \
+        if isinstance(opponent, str) else None
     if opp is None:
-        return _bad_request(f"unknown opponent {body.get('opponent')!r}")
+        return _bad_request(f"unknown opponent {json.dumps(opponent)[:80]}: use an id from "
+                            f"/ui/api/play/opponents")
     replies = []
     # The CPU moves until it is the person's turn again: a player without a legal move is
     # skipped (FLAGZ.md), so the CPU may move several times in a row.

@@ -15,10 +15,13 @@ Lifecycle (docs/worker.md):
    because pub/sub delivers at most once), and from the latest model named in every upload
    answer. Bytes that fail their checksum or do not load are never run: the old model stays.
 4. Stop: on SIGTERM/SIGINT, or `grace_seconds` before `max_seconds` is up, no new search step
-   starts, the finished games are sent for at most `grace_seconds` (Cloud Run allows 10 s after
-   SIGTERM), and the process exits 0. Games still being played are dropped: they have no result.
-   So that few are, the worker winds down first: once the time left before that point is less
-   than 1.5 mean game lengths, it starts no new games and lets those under way finish.
+   starts, no new model is loaded, the finished games are sent until `grace_seconds` after the
+   signal (Cloud Run allows 10 s after SIGTERM), and the process exits 0. Games still being
+   played are dropped: they have no result. So that few are, the worker winds down first: once
+   the time left before that point is less than 1.5 mean game lengths, it starts no new games
+   and lets those under way finish. So that the finished ones can all be sent, self-play waits
+   while the upload buffer holds what the server can take in half the grace period
+   (back-pressure, uploader.py).
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from pyhexz import hexz_pb2 as pb
 from pyhexz.infra.http import ServerClient
 from pyhexz.infra.modelbus import ModelBus
 from pyhexz.infra.process import init_worker_process, spawn_context
-from pyhexz.nn.follow import LiveModel, ModelFetcher
+from pyhexz.infra.redact import redact_url
+from pyhexz.nn.follow import WATCHER_THREAD, LiveModel, ModelFetcher
 from pyhexz.train.selfplay import run_selfplay, wind_down_before
 from pyhexz.worker.config import WorkerConfig
 from pyhexz.worker.uploader import Uploader, UploadStats
@@ -48,6 +52,18 @@ log = logging.getLogger(__name__)
 
 class _Stopped(Exception):
     """Raised from the evaluator to end a search step at once when the worker must stop."""
+
+
+class StopSignal(threading.Event):
+    """The worker's stop: an Event that remembers when it was first set, because the grace
+    period runs from the signal, not from when self-play noticed it."""
+
+    at: float | None = None
+
+    def set(self) -> None:
+        if self.at is None:
+            self.at = time.monotonic()
+        super().set()
 
 
 @dataclass
@@ -67,10 +83,11 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
                execution_id: str | None = None) -> WorkerStats:
     """Runs one worker until `stop` is set or its time is up; returns what it did.
 
-    `stop` is set by the caller's signal handler. The time budget sets it too, `grace_seconds`
-    before `max_seconds`, so the last uploads fit in the budget.
+    `stop` is set by the caller's signal handler (a StopSignal: the grace period counts from
+    when it was set). The time budget sets it too, `grace_seconds` before `max_seconds`, so
+    the last uploads fit in the budget.
     """
-    stop = stop or threading.Event()
+    stop = stop or StopSignal()
     t0 = time.monotonic() if cfg.started is None else cfg.started
     stop_at = None if cfg.max_seconds is None else t0 + cfg.max_seconds - cfg.grace_seconds
     # WorkerConfig requires a model name with a Redis URL.
@@ -96,7 +113,8 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
         return stats
     live.start()
     uploader = Uploader(ServerClient(cfg.server_url, cfg.auth_token),
-                        buffer_games=cfg.upload_buffer, on_model=live.offer).start()
+                        buffer_games=cfg.upload_buffer, on_model=live.offer,
+                        grace_seconds=cfg.grace_seconds).start()
     last_report = play_start = time.monotonic()
 
     def report(final: bool = False) -> None:
@@ -104,11 +122,11 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
         play = stats.play_seconds or time.monotonic() - play_start
         log.info("worker %s elapsed=%.0fs games=%d examples=%d examples_per_s=%.2f model=%s "
                  "swaps=%d uploaded=%d uploaded_examples=%d buffered=%d upload_retries=%d "
-                 "at_capacity=%d wrong_model_dropped=%d rejected=%d lost=%d",
+                 "at_capacity=%d wrong_model_dropped=%d rejected=%d lost=%d self_play_waited=%.0fs",
                  "done" if final else "progress", time.monotonic() - t0, stats.games,
                  stats.examples, stats.examples / max(play, 1e-9), live.label, live.swaps,
                  u.games, u.examples, uploader.pending, u.retries, u.at_capacity, u.wrong_model,
-                 u.rejected, u.lost)
+                 u.rejected, u.lost, u.waited)
 
     def model_source():
         nonlocal last_report
@@ -130,7 +148,7 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
         uploader.put(req, stopping)
 
     log.info("worker started server=%s redis=%s model=%s parallel_games=%d runs_per_move=%d "
-             "max_seconds=%s", cfg.server_url, "yes" if bus else "no", live.label,
+             "max_seconds=%s", redact_url(cfg.server_url), "yes" if bus else "no", live.label,
              cfg.parallel_games, cfg.search.runs_per_move, cfg.max_seconds)
     try:
         run_selfplay(model_source, sink, cfg.search, parallel_games=cfg.parallel_games,
@@ -141,12 +159,29 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
     finally:
         stats.play_seconds = time.monotonic() - play_start
         stop.set()
-        uploader.close(cfg.grace_seconds)
-        live.close()
+        stopped_at = getattr(stop, "at", None) or time.monotonic()
+        # No model loads in the grace period: it is for the uploads (a load in progress is
+        # left to the daemon thread, its result unused).
+        live.close(wait=False)
+        deadline = stopped_at + cfg.grace_seconds
+        uploader.close(deadline=deadline)
+        # The watcher ends within a tick unless a load was under way; what is left of the
+        # grace period is its to finish in.
+        if not live.join(deadline - time.monotonic()):
+            log.warning("model watcher still busy at the deadline; exiting anyway")
     stats.model, stats.swaps, stats.refused = live.label, live.swaps, live.refused
     stats.seconds, stats.upload = time.monotonic() - t0, uploader.stats
     report(final=True)
     return stats
+
+
+def _exit_if_a_load_is_running(code: int) -> None:
+    """Ends the process at once (logs flushed) if the model watcher is still inside a load
+    begun before the stop: the interpreter's exit under a thread in torch can abort ("terminate
+    called without an active exception"), and a stopping worker must exit with `code`."""
+    if any(t.name == WATCHER_THREAD and t.is_alive() for t in threading.enumerate()):
+        logging.shutdown()
+        os._exit(code)
 
 
 def _execution_id(index: int) -> str:
@@ -159,7 +194,7 @@ def _execution_id(index: int) -> str:
 
 def _child(cfg: WorkerConfig, stop, index: int, log_level: int) -> None:
     init_worker_process(log_level=log_level)
-    event = threading.Event()
+    event = StopSignal()
     signal.signal(signal.SIGTERM, lambda s, f: event.set())
 
     def relay_stop() -> None:   # the parent's stop, as this process's own event
@@ -168,6 +203,7 @@ def _child(cfg: WorkerConfig, stop, index: int, log_level: int) -> None:
     threading.Thread(target=relay_stop, daemon=True).start()
     seed = None if cfg.seed is None else cfg.seed + index
     run_worker(dataclasses.replace(cfg, seed=seed, num_workers=1), event, _execution_id(index))
+    _exit_if_a_load_is_running(0)
 
 
 def run(cfg: WorkerConfig) -> int:
@@ -175,7 +211,7 @@ def run(cfg: WorkerConfig) -> int:
 
     SIGTERM and SIGINT stop it gracefully (see the module docstring).
     """
-    stop = threading.Event()
+    stop = StopSignal()
 
     def on_signal(signum, frame) -> None:
         log.info("worker stopping reason=signal signal=%s", signal.Signals(signum).name)
@@ -184,6 +220,7 @@ def run(cfg: WorkerConfig) -> int:
     try:
         if cfg.num_workers == 1:
             run_worker(cfg, stop, _execution_id(0))
+            _exit_if_a_load_is_running(0)
             return 0
         ctx = spawn_context()
         shared_stop = ctx.Event()
@@ -193,7 +230,7 @@ def run(cfg: WorkerConfig) -> int:
         for p in procs:
             p.start()
         while any(p.is_alive() for p in procs):
-            if stop.wait(0.5):
+            if stop.wait(0.1):   # the children's grace periods start when they hear it
                 shared_stop.set()
             for p in procs:
                 p.join(timeout=0)

@@ -8,7 +8,8 @@ it is full (backpressure) instead of piling up games without limit.
 Retry policy (docs/worker.md):
 
     connection error, timeout, HTTP 5xx,   retry the same game: exponential backoff with full
-    an answer that is not a response       jitter, for as long as the worker runs
+    HTTP 408, an answer that is not a      jitter, for as long as the worker runs
+    response
     REJECTED_AT_CAPACITY or HTTP 429       back off the same way, then retry the same game
     REJECTED_WRONG_MODEL                   drop the game (the server no longer takes examples
                                            from its model) and switch to the model it names
@@ -17,13 +18,21 @@ Retry policy (docs/worker.md):
     ACCEPTED                               done; the answer's latest model may start a switch
 
 So a server restart loses no finished game: what it did not acknowledge is sent again.
+
+Back-pressure: a game that finishes while the buffer holds as many games as can be sent in
+half the grace period (from the latency of recent accepted uploads, or the time the upload
+under way has taken, if longer) waits in self-play until there is room; while an upload is
+failing (server down, at capacity) that is one game. Self-play
+that outruns what the server takes is wasted work, and whatever sits in the buffer at SIGTERM
+must go out within the grace period. When the worker stops, the games still to come are taken
+regardless and everything is sent until a deadline: the signal's time plus the grace period.
 """
 
 from __future__ import annotations
 
+import collections
 import gzip
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +61,7 @@ class UploadStats:
     wrong_model: int = 0     # games dropped: played with a model the server no longer takes
     rejected: int = 0        # games dropped: refused for another reason
     lost: int = 0            # games not sent when the worker stopped
+    waited: float = 0.0      # seconds self-play waited for room in the buffer (back-pressure)
 
 
 @dataclass
@@ -68,17 +78,29 @@ _DONE, _RETRY, _CAPACITY, _DROP = "done", "retry", "capacity", "drop"
 class Uploader:
     """Sends finished games from a bounded buffer, in order, each until it lands or is refused."""
 
+    # While closing, retries come this fast: the grace period is short and every game counts.
+    CLOSING_BACKOFF = Backoff(0.1, 1.0)
+    LATENCY_WEIGHT = 0.3   # of the newest accepted upload in the running latency estimate
+
     def __init__(self, client: ServerClient, *, buffer_games: int = 64,
                  on_model: ModelHint = lambda key, force: None,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, grace_seconds: float | None = None) -> None:
         if buffer_games < 1:
             raise ValueError(f"buffer_games must be >= 1, got {buffer_games}")
         self.client = client
         self.on_model = on_model
         self.backoff = backoff if backoff is not None else Backoff()
+        self.buffer_games = buffer_games
+        # The buffer must be sendable within half of it (None: no time-based limit, only the
+        # buffer size).
+        self.grace_seconds = grace_seconds
         self.stats = UploadStats()
-        self._queue: queue.Queue[_Game] = queue.Queue(maxsize=buffer_games)
+        self._games: collections.deque[_Game] = collections.deque()
+        self._cv = threading.Condition()
         self._in_flight = 0
+        self._latency: float | None = None    # running estimate of an accepted upload's time
+        self._failing = False                 # the last attempt failed and is being retried
+        self._attempt_started: float | None = None   # when the attempt under way began
         self._deadline: float | None = None   # set by close(): give up after this
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
@@ -90,42 +112,67 @@ class Uploader:
     @property
     def pending(self) -> int:
         """Games buffered or being sent."""
-        return self._queue.qsize() + self._in_flight
+        with self._cv:
+            return len(self._games) + self._in_flight
+
+    def limit(self) -> int:
+        """How many games (buffered or in flight) self-play may have waiting for the server."""
+        if self.grace_seconds is None:
+            return self.buffer_games
+        if self._failing or self._latency is None:
+            return 1   # nothing is getting through, or nothing is known yet
+        # An upload under way for longer than the recent ones took (a partition: no error
+        # until its timeout) counts as what an upload takes now.
+        now = 0.0 if self._attempt_started is None else time.monotonic() - self._attempt_started
+        fits = int(0.5 * self.grace_seconds / max(self._latency, now, 1e-3))
+        return max(1, min(self.buffer_games, fits))
 
     def put(self, request: pb.AddTrainingExamplesRequest,
             stopping: Callable[[], bool] = lambda: False) -> bool:
-        """Queues a finished game; waits while the buffer is full, unless `stopping()`.
+        """Queues a finished game; waits while the buffer is at its limit, unless `stopping()`
+        (then the game is queued anyway, to be sent in the grace period).
 
-        Returns False if the game could not be queued because the worker is stopping.
+        Returns False if the game could not be queued: the worker is stopping and the buffer
+        is full to its size.
         """
         # Serialised and compressed here, once, so a retry resends the same bytes.
         game = _Game(request.game_id, len(request.examples),
                      gzip.compress(request.SerializeToString(), compresslevel=1))
-        waited = False
-        while True:
-            try:
-                self._queue.put(game, timeout=0.5)
-                return True
-            except queue.Full:
+        waited_since = None
+        with self._cv:
+            while len(self._games) + self._in_flight >= self.limit():
                 if stopping():
-                    self.stats.lost += 1
-                    log.warning("upload buffer full while stopping; game %s not sent", game.game_id)
-                    return False
-                if not waited:
-                    waited = True
-                    log.info("upload buffer full games=%d; self-play waits for the server",
-                             self._queue.maxsize)
+                    if len(self._games) + self._in_flight >= self.buffer_games:
+                        self.stats.lost += 1
+                        log.warning("upload buffer full while stopping; game %s not sent",
+                                    game.game_id)
+                        return False
+                    break
+                if waited_since is None:
+                    waited_since = time.monotonic()
+                    log.info("upload buffer at its limit games=%d failing=%s; self-play waits "
+                             "for the server", self.limit(), self._failing)
+                self._cv.wait(0.5)
+            if waited_since is not None:
+                self.stats.waited += time.monotonic() - waited_since
+            self._games.append(game)
+            self._cv.notify_all()
+        return True
 
-    def close(self, grace_seconds: float) -> int:
-        """Sends what is buffered for at most `grace_seconds`; returns the games left unsent."""
-        self._deadline = time.monotonic() + grace_seconds
+    def close(self, grace_seconds: float | None = None, *, deadline: float | None = None) -> int:
+        """Sends what is buffered until `deadline` (a time.monotonic() value; or now +
+        `grace_seconds`); returns the games left unsent."""
+        if deadline is None:
+            deadline = time.monotonic() + (grace_seconds or 0.0)
+        self._deadline = deadline
         self._closing.set()
-        self._thread.join(timeout=max(0.0, grace_seconds) + 1.0)
+        with self._cv:
+            self._cv.notify_all()
+        self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
         left = self.pending
         self.stats.lost += left
         if left:
-            log.warning("upload stopped with games unsent=%d (grace %.1fs over)", left,
-                        grace_seconds)
+            log.warning("upload stopped with games unsent=%d (deadline reached)", left)
         return left
 
     def _remaining(self) -> float | None:
@@ -133,38 +180,52 @@ class Uploader:
 
     def _run(self) -> None:
         while True:
-            try:
-                game = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                if self._closing.is_set():
-                    return
-                continue
-            self._in_flight = 1
-            if not self._send(game):
-                return   # the grace period ran out; the game still counts as pending
-            self._in_flight = 0
+            with self._cv:
+                while not self._games:
+                    if self._closing.is_set():
+                        return
+                    self._cv.wait(0.2)
+                game = self._games.popleft()
+                self._in_flight = 1
+            done = self._send(game)
+            with self._cv:
+                if not done:   # the deadline came first; the game still counts as pending
+                    self._games.appendleft(game)
+                self._in_flight = 0
+                self._cv.notify_all()
+            if not done:
+                return
 
     def _send(self, game: _Game) -> bool:
         """Sends one game until it is done or dropped; False if the deadline came first."""
-        attempt = 0
+        attempt = closing_attempt = 0
         while True:
             remaining = self._remaining()
             if remaining is not None and remaining <= 0:
                 return False
+            started = self._attempt_started = time.monotonic()
             outcome = self._attempt(game, None if remaining is None else max(0.1, remaining))
+            with self._cv:
+                self._attempt_started = None
+                self._failing = outcome not in (_DONE, _DROP)
+                if outcome == _DONE:
+                    took = time.monotonic() - started
+                    w = self.LATENCY_WEIGHT
+                    self._latency = took if self._latency is None else \
+                        (1 - w) * self._latency + w * took
+                self._cv.notify_all()
             if outcome in (_DONE, _DROP):
                 return True
             self.stats.retries += 1
-            delay = self.backoff.delay(attempt)
-            attempt += 1
-            remaining = self._remaining()
-            if remaining is not None:
-                delay = min(delay, max(0.0, remaining))
             if self._closing.is_set():
-                time.sleep(delay)
+                delay = self.CLOSING_BACKOFF.delay(closing_attempt)
+                closing_attempt += 1
+                remaining = self._remaining()
+                time.sleep(min(delay, max(0.0, remaining)) if remaining is not None else delay)
             else:
-                # close() wakes it: the grace period allows one prompt retry.
-                self._closing.wait(delay)
+                # close() wakes it: the grace period starts with a prompt retry.
+                self._closing.wait(self.backoff.delay(attempt))
+                attempt += 1
 
     def _attempt(self, game: _Game, timeout: float | None) -> str:
         try:
@@ -184,7 +245,7 @@ class Uploader:
             self.stats.at_capacity += 1
             log.info("upload server at capacity game=%s; backing off", game.game_id)
             return _CAPACITY
-        if r.status_code >= 500:
+        if r.status_code >= 500 or r.status_code == 408:   # 408: it came too slowly
             log.info("upload failed game=%s http=%d; will retry", game.game_id, r.status_code)
             return _RETRY
         if r.status_code >= 400 or status in (Status.REJECTED_OTHER, Status.REJECTED_WRONG_MODEL):
