@@ -264,7 +264,7 @@ def build_player(cfg: CpuServerConfig) -> CpuPlayer:
             log.info("no model yet error=%r; rollout MCTS until the training run publishes", str(e))
     follower = ModelFollower(_live_model(cfg), model) if following else None
     options = SearchOptions(slots=cfg.search_slots, leaves_per_round=cfg.leaves_per_round,
-                            max_tree_nodes=cfg.max_tree_nodes)
+                            max_tree_nodes=cfg.max_tree_nodes, tree=cfg.tree)
     player = CpuPlayer(model, follower, options)
     m = player.model
     log.info("cpu player ready player=%s model=%s source=%s redis=%s server=%s",

@@ -31,6 +31,7 @@ from pyhexz.game.board import Board
 from pyhexz.infra.storage import META_FILE, MODEL_FILE, CheckpointRepo, open_storage, sha256
 from pyhexz.nn import Predictor, load_model
 from pyhexz.nn.follow import LiveModel, LoadedModel
+from pyhexz.search.driver import TreeConfig
 from pyhexz.search.players import load_predictor, model_key_for_path, resolve_model_path
 from pyhexz.search.timed import SearchResult, TimedSearch
 
@@ -158,6 +159,7 @@ class SearchOptions:
     max_tree_nodes: int = 4_000_000
     c_puct: float = 1.5
     uct_c: float = 1.0
+    tree: TreeConfig = field(default_factory=TreeConfig)
 
 
 class CpuPlayer:
@@ -245,7 +247,7 @@ class CpuPlayer:
             s = self._searches[rollout] = TimedSearch(
                 o.slots, None if model is None else model.predictor, c_puct=o.c_puct,
                 uct_c=o.uct_c, leaves_per_round=o.leaves_per_round,
-                round_seconds=o.round_seconds, max_tree_nodes=o.max_tree_nodes)
+                round_seconds=o.round_seconds, max_tree_nodes=o.max_tree_nodes, tree=o.tree)
         elif model is not None:
             # A new checkpoint takes over between rounds, also in searches already running.
             s.evaluate = model.predictor

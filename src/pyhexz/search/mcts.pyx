@@ -38,8 +38,8 @@ trees are those of plain PUCT, bit for bit (tests/test_mcts_golden.py):
 - `fpu_reduction`, `fpu_reduction_root`: first play urgency reduction. An unvisited child is
   valued at its parent's Q minus reduction * sqrt(the summed priors of the visited children),
   so that a node explores less widely the more of its prior mass it has already looked at.
-- `forced_playouts` (k, KataGo's 2): at the root, a child with prior P gets at least
-  sqrt(k * P * total visits) visits, and `policy_target` takes those forced visits out again
+- `forced_playouts` (k, KataGo's 2): at the root, a child with prior P, once visited, gets
+  at least sqrt(k * P * total visits) visits, and `policy_target` takes those forced visits out again
   wherever PUCT would not have spent them, and prunes children left with a single visit.
 - `eval_cache`: the network's outputs per position (evalcache.pyx), keyed by the engine's
   position hash, kept for the tree's game. A new leaf whose position was evaluated before, by
@@ -548,8 +548,10 @@ cdef class MCTS:
         return self._puct_child(tr, nd, self.fpu_reduction_root)
 
     cdef int _forced_child(self, Tree* tr, Node* nd) noexcept nogil:
-        """KataGo's forced playouts: the first root child with fewer visits (pending ones
-        included) than n_forced = sqrt(k * P * total visits of the root's children), or -1."""
+        """KataGo's forced playouts: the first root child that has been visited but has fewer
+        visits (pending ones included) than n_forced = sqrt(k * P * total visits of the root's
+        children), or -1. A child gets its first visit from PUCT, as in KataGo (Wu 2019: "each
+        child c of the root that has received any playouts")."""
         cdef int i, total = 0
         cdef Node* ch
         for i in range(nd.first_child, nd.first_child + nd.nchildren):
@@ -557,7 +559,7 @@ cdef class MCTS:
         cdef float kt = self.forced_playouts * total
         for i in range(nd.first_child, nd.first_child + nd.nchildren):
             ch = &tr.nodes[i]
-            if ch.p > 0 and ch.n + ch.vl < sqrt(kt * ch.p):
+            if ch.n > 0 and ch.n + ch.vl < sqrt(kt * ch.p):
                 return i
         return -1
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from pyhexz.game.board import Board, policy_index, policy_move_tuple
-from pyhexz.search.driver import new_buffers, search
+from pyhexz.search.driver import TreeConfig, new_buffers, search
 from pyhexz.search.mcts import MCTS
 
 if TYPE_CHECKING:
@@ -60,14 +60,15 @@ class RolloutPlayer:
 
 
 class NeuralPlayer:
-    """Neural MCTS playing the most visited move, all games searched in one forest."""
+    """Neural MCTS playing the most visited move, all games searched in one forest, with the
+    tree options of `tree` (FPU reduction, evaluation cache, endgame solver)."""
 
     def __init__(self, predictor, runs: int = 200, name: str = "neural", c_puct: float = 1.5,
-                 max_games: int = 64) -> None:
+                 max_games: int = 64, tree: TreeConfig | None = None) -> None:
         self.name = name
         self.runs = runs
         self.predictor = predictor
-        self.mcts = MCTS(max_games, c_puct=c_puct)
+        self.mcts = MCTS(max_games, c_puct=c_puct, **(tree or TreeConfig()).mcts_options())
         self.planes, self.masks = new_buffers(self.mcts)
 
     def choose(self, boards: list[Board]) -> list[Move]:
@@ -118,8 +119,9 @@ def load_predictor(repo: CheckpointRepo, n: int, device: str = "cpu"):
 
 
 def make_player(spec: str, *, device: str = "cpu", seed: int | None = None,
-                max_games: int = 64) -> Player:
-    """A player from its spec string (see the module docstring)."""
+                max_games: int = 64, tree: TreeConfig | None = None) -> Player:
+    """A player from its spec string (see the module docstring); a neural one searches with
+    the options of `tree`."""
     if spec == "random":
         return RandomPlayer(seed)
     if spec.startswith("rollout"):
@@ -130,7 +132,7 @@ def make_player(spec: str, *, device: str = "cpu", seed: int | None = None,
         path, runs = spec, "200"
     from pyhexz.nn import Predictor
     predictor = Predictor.from_path(resolve_model_path(path), device)
-    return NeuralPlayer(predictor, int(runs), name=spec, max_games=max_games)
+    return NeuralPlayer(predictor, int(runs), name=spec, max_games=max_games, tree=tree)
 
 
 __all__ = ["Player", "RandomPlayer", "RolloutPlayer", "NeuralPlayer", "make_player",
