@@ -12,6 +12,7 @@ searches.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -363,3 +364,32 @@ def test_every_option_is_off_by_default():
         drive(m, hashed_eval)
     np.testing.assert_array_equal(a.visits(0), b.visits(0))
 
+
+
+def test_players_and_the_cpu_player_take_the_tree_options() -> None:
+    from pyhexz import hexz_pb2 as pb
+    from pyhexz.cpu.player import CpuPlayer, SearchOptions
+    from pyhexz.nn.follow import LoadedModel
+    from pyhexz.search.driver import uniform_evaluator
+    from pyhexz.search.players import NeuralPlayer
+    from pyhexz.search.timed import TimedSearch, think
+    tree = TreeConfig(fpu_reduction=0.2, eval_cache=256, solver_moves=12, solver_budget=500)
+    board = random_position(12, 24)
+    player = NeuralPlayer(uniform_evaluator, runs=16, tree=tree)
+    assert player.choose([board])[0] in board.legal_moves()
+    assert (player.mcts.eval_cache, player.mcts.solver_moves) == (256, 12)
+    searcher = TimedSearch(1, uniform_evaluator, tree=tree)
+    assert think(searcher, board, 60.0, max_iterations=16).iterations == 16
+    assert searcher.mcts.fpu_reduction == pytest.approx(0.2)
+    # Rollout search has no network to spare: the options do not apply to it.
+    assert TimedSearch(1, None, tree=tree).mcts.eval_cache == 0
+    model = LoadedModel(uniform_evaluator, pb.ModelKey(name="u", checkpoint=1), "0" * 64, "-")
+    cpu = CpuPlayer(model, options=SearchOptions(slots=1, tree=tree))
+    try:
+        result, label = cpu.suggest(board, time.monotonic() + 60, max_iterations=16)
+        assert label == "u:1" and result.iterations == 16
+        # The neural search the CPU player made for the model has the options.
+        neural = cpu._searches[False].mcts
+        assert (neural.eval_cache, neural.solver_moves, neural.solver_budget) == (256, 12, 500)
+    finally:
+        cpu.close()

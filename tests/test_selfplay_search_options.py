@@ -63,15 +63,16 @@ def test_forced_playouts_record_the_pruned_visits(predictor) -> None:
     assert fractional > 0
 
 
-def test_cache_and_solver_count_what_they_saved() -> None:
-    config = SearchConfig(runs_per_move=16,
+def test_cache_and_solver_count_what_they_saved(predictor) -> None:
+    # (A network, not uniform priors: flat priors make trees too shallow to transpose.)
+    config = SearchConfig(runs_per_move=48,
                           tree=TreeConfig(eval_cache=4096, solver_moves=12, solver_budget=2000))
-    games, stats = play(uniform, config)
+    games, stats = play(predictor, config)
     assert stats.transposition_hits > 0 and stats.solves > 0
     # The network saw fewer leaves than there were simulations.
-    assert stats.simulations < sum(16 * len(g.examples) for g in games)
+    assert stats.simulations < sum(48 * len(g.examples) for g in games)
     for g in games:
-        assert all(ex.visit_count == 16 for ex in g.examples)
+        assert all(ex.visit_count == 48 for ex in g.examples)
 
 
 def test_plain_self_play_counts_nothing_saved() -> None:
