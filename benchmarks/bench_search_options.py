@@ -17,9 +17,9 @@ Two parts, each interleaving its variants so that every variant sees the same ma
    of --repeats rounds plays --games games per variant (all options off, the evaluation
    cache, the endgame solver, both), every variant from the same seeds. Per searched position
    (move), summed over the rounds: the leaves the network evaluated, the leaves served by the
-   cache (transposition hits) and proved by the solver (solves), and the seconds spent
-   outside the network (the search's own work, the solver's included), next to the wall time
-   per move (the median over the rounds).
+   cache (transposition hits), proved by the solver (solves) or given up on (unsolved), and
+   the seconds spent outside the network (the search's own work, the solver's included),
+   next to the wall time per move (the median over the rounds).
 
 Run from the repository root after building the extensions (python setup.py build_ext
 --build-lib=src).
@@ -90,7 +90,8 @@ def selfplay_part(model: str, games: int, runs: int, repeats: int) -> None:
     }
     print(f"\n## 2. self-play: model {model}, {games} games at once, {runs} runs per move, "
           f"sample_plies 20, {repeats} interleaved rounds, the same seeds for every variant")
-    totals = {name: [0, 0, 0, 0, 0.0] for name in variants}  # moves, leaves, hits, solves, s
+    # moves, network leaves, cache hits, solves, solver failures, seconds outside the network
+    totals = {name: [0, 0, 0, 0, 0, 0.0] for name in variants}
     walls: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(repeats):
         for name, tree in variants.items():
@@ -104,15 +105,16 @@ def selfplay_part(model: str, games: int, runs: int, repeats: int) -> None:
             t[1] += stats.simulations
             t[2] += stats.transposition_hits
             t[3] += stats.solves
-            t[4] += wall - stats.nn_seconds
+            t[4] += stats.solver_failures
+            t[5] += wall - stats.nn_seconds
             walls[name].append(wall / max(stats.positions, 1))
         print(f"  round {r + 1}/{repeats} done", flush=True)
     print(f"{'variant':<13} {'moves':>6} {'network leaves':>15} {'cache hits':>11} "
-          f"{'solves':>8} {'search s':>9} {'wall s':>8}   (per move)")
-    for name, (moves, leaves, hits, solves, search_s) in totals.items():
+          f"{'solves':>8} {'unsolved':>9} {'search s':>9} {'wall s':>8}   (per move)")
+    for name, (moves, leaves, hits, solves, failures, search_s) in totals.items():
         n = max(moves, 1)
         print(f"{name:<13} {moves:>6} {leaves / n:>15.1f} {hits / n:>11.2f} {solves / n:>8.2f} "
-              f"{search_s / n:>9.4f} {statistics.median(walls[name]):>8.3f}")
+              f"{failures / n:>9.2f} {search_s / n:>9.4f} {statistics.median(walls[name]):>8.3f}")
 
 
 def main(argv=None) -> int:

@@ -113,7 +113,7 @@ def search(mcts: MCTS, evaluate: Evaluator, planes: np.ndarray, masks: np.ndarra
            stats: SelfPlayStats | None = None) -> None:
     """Runs the scheduled simulations of every tree, one network call per batch of leaves."""
     masks_u8 = masks.view(np.uint8)
-    hits, solves = mcts.transposition_hits, mcts.solves
+    hits, solves, failures = mcts.transposition_hits, mcts.solves, mcts.solver_failures
     while mcts.busy():
         n = mcts.collect(planes, masks_u8)
         if n == 0:
@@ -129,6 +129,7 @@ def search(mcts: MCTS, evaluate: Evaluator, planes: np.ndarray, masks: np.ndarra
     if stats is not None:
         stats.transposition_hits += mcts.transposition_hits - hits
         stats.solves += mcts.solves - solves
+        stats.solver_failures += mcts.solver_failures - failures
 
 
 def new_buffers(mcts: MCTS) -> tuple[np.ndarray, np.ndarray]:

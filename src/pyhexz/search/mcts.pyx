@@ -39,8 +39,8 @@ trees are those of plain PUCT, bit for bit (tests/test_mcts_golden.py):
   valued at its parent's Q minus reduction * sqrt(the summed priors of the visited children),
   so that a node explores less widely the more of its prior mass it has already looked at.
 - `forced_playouts` (k, KataGo's 2): at the root, a child with prior P, once visited, gets
-  at least sqrt(k * P * total visits) visits, and `policy_target` takes those forced visits out again
-  wherever PUCT would not have spent them, and prunes children left with a single visit.
+  at least sqrt(k * P * total visits) visits; `policy_target` takes those forced visits out
+  again wherever PUCT would not have spent them, and prunes children left with one visit.
 - `eval_cache`: the network's outputs per position (evalcache.pyx), keyed by the engine's
   position hash, kept for the tree's game. A new leaf whose position was evaluated before, by
   another move order or in an earlier move's search, is expanded from the cache with no
@@ -366,7 +366,8 @@ cdef class MCTS:
         return &self.trees[t]
 
     def set_root(self, int t, Board board) -> None:
-        """Starts a fresh tree for tree t at the given position."""
+        """Starts a fresh tree for tree t at the given position (a new game: its evaluation
+        cache starts empty too)."""
         cdef Tree* tr = self._tree(t)
         self._check_no_batch()
         memcpy(&tr.root, &board.st, sizeof(State))
@@ -383,7 +384,8 @@ cdef class MCTS:
         """Advances tree t's root by a move (policy index), reusing the subtree below it.
 
         The subtree keeps its cached network outputs; its visit counts and values are reset
-        unless `keep_stats`.
+        unless `keep_stats`. The evaluation cache, which serves the whole game, is kept; the new
+        root gets fresh root noise (Dirichlet's, or Gumbel's and a new schedule).
         """
         cdef Tree* tr = self._tree(t)
         if tr.size == 0:

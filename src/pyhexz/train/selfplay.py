@@ -58,6 +58,7 @@ class SelfPlayStats:
     nn_calls: int = 0
     transposition_hits: int = 0   # leaves expanded from the evaluation cache, not the network
     solves: int = 0               # leaves the endgame solver proved
+    solver_failures: int = 0      # ... and those it gave up on (its budget ran out)
     game_seconds: float = 0.0   # wall time of the finished games, start to end, summed
     dropped: int = 0            # games cut off unfinished when play stopped
     started: float = field(default_factory=time.perf_counter)
