@@ -53,7 +53,7 @@ class TreeConfig:
         "left, both players' together (12 solves about 9 in 10 there); 0: no solver",
         check=at_least(0))
     solver_budget: int = setting(5000, "positions the endgame solver may make per leaf "
-                                 "before it gives up (about 1 ms per 5,000)", check=at_least(1))
+                                 "before it gives up", check=at_least(1))
 
     def __post_init__(self) -> None:
         check_settings(self)
