@@ -72,7 +72,8 @@ class SearchConfig:
     leaves_per_tree: int = 1
     sample_plies: int | None = setting(
         None, "sample moves by visit count for this many plies of a self-play game, then play "
-        "the most visited; 'all': sample all game long", parse=plies, check=at_least(0))
+        "the most visited; 'all': sample all game long (the Gumbel root plays its own "
+        "survivor instead)", parse=plies, check=at_least(0))
     tree: TreeConfig = field(default_factory=TreeConfig)
     forced_playouts: float = setting(
         0.0, "forced playouts at the root, KataGo's k (2): a visited move gets at least "
