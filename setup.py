@@ -16,7 +16,7 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"],
     )
-    for name in ("game.board", "search.mcts")
+    for name in ("game.board", "search.evalcache", "search.solver", "search.mcts")
 ]
 
 setup(

@@ -72,9 +72,10 @@ class ConstantEvaluator:
         self.masks = np.zeros((batch_size, 2, 11, 10), dtype=np.uint8)
 
 
-def bench_tree(trees: int, leaves_per_tree: int, sims: int):
-    """Returns (simulations, seconds, batches) for one full search of every tree."""
-    m = MCTS(trees, leaves_per_tree=leaves_per_tree, seed=0)
+def bench_tree(trees: int, leaves_per_tree: int, sims: int, **options):
+    """Returns (simulations, seconds, batches) for one full search of every tree; `options`
+    go to MCTS (bench_search_options.py times the search options this way)."""
+    m = MCTS(trees, leaves_per_tree=leaves_per_tree, seed=0, **options)
     for t in range(trees):
         m.set_root(t, Board.new(1_000_003 + t))
         m.start(t, sims)

@@ -225,6 +225,30 @@ def test_learning_switches_are_flags_and_variables(monkeypatch) -> None:
     assert parse("worker", "--server-url", "u").config.search.full_search_fraction == 0.5
 
 
+def test_search_options_are_flags_of_the_commands_that_search(monkeypatch) -> None:
+    """The tree options (issue 15) for every searcher; forced playouts and the Gumbel root,
+    which change what self-play learns, for the self-play commands only."""
+    from pyhexz.search.driver import TreeConfig
+    tree = ["--fpu-reduction", "0.2", "--fpu-reduction-root", "0.1", "--eval-cache", "512",
+            "--solver-moves", "12", "--solver-budget", "999"]
+    want = TreeConfig(fpu_reduction=0.2, fpu_reduction_root=0.1, eval_cache=512,
+                      solver_moves=12, solver_budget=999)
+    t = parse("train", *tree, "--gumbel", "16").config
+    assert t.search.tree == want and t.search.gumbel == 16 and t.search.forced_playouts == 0
+    assert parse("selfplay", "--output-dir", "x", *tree).config.search.tree == want
+    assert parse("worker", "--server-url", "u", "--forced-playouts", "2").config.search \
+        .forced_playouts == 2.0
+    assert parse("arena", "a", "b", *tree).config.tree == want
+    assert parse("cpu-server", *tree).config.tree == want
+    with pytest.raises(SystemExit):
+        parse("arena", "a", "b", "--gumbel", "16")
+    monkeypatch.setenv("HEXZ_EVAL_CACHE", "64")
+    monkeypatch.setenv("HEXZ_GUMBEL", "8")
+    t = parse("train").config
+    assert (t.search.tree.eval_cache, t.search.gumbel) == (64, 8)
+    assert parse("train").config.search.tree.solver_moves == 0, "off unless asked for"
+
+
 def test_cpu_server_port_defaults_to_cloud_runs(monkeypatch) -> None:
     monkeypatch.setenv("PORT", "9123")
     assert parse("cpu-server").gunicorn.listen.port == 9123
@@ -271,6 +295,8 @@ def test_help_shows_defaults_and_variables(capsys) -> None:
      "argument --full-search-fraction: full_search_fraction must be in (0, 1], got 0.0"),
     (["train", "--runs-per-move", "10", "--cheap-runs-per-move", "20"], {},
      "cheap_runs_per_move (20) must not exceed runs_per_move (10)"),
+    (["train", "--gumbel", "16", "--forced-playouts", "2"], {}, "exclude each other"),
+    (["arena", "a", "b"], {"HEXZ_SOLVER_BUDGET": "0"}, "solver_budget must be >= 1"),
 ])
 def test_bad_values_are_one_line_and_exit_2(argv, env, message) -> None:
     r = subprocess.run([sys.executable, "-m", "pyhexz", *argv], cwd=REPO_ROOT,

@@ -387,6 +387,9 @@ def test_puct_uses_the_parent_visit_count(seat):
 
 # A reference PUCT in Python on Board objects, written from the formula in mcts.pyx's docstring:
 # the root's evaluation, then `sims` simulations, each one evaluation or one finished game.
+# With `fpu`/`fpu_root`, unvisited children are valued at Q(parent) - fpu * sqrt(visited prior
+# mass); with `forced` (KataGo's k), a visited root child with fewer than sqrt(k * P * total
+# child visits) visits is taken first.
 
 
 class _RefNode:
@@ -396,21 +399,35 @@ class _RefNode:
         self.board, self.p, self.n, self.w, self.children = board, p, 0, 0.0, None
 
 
-def reference_visits(board: Board, sims: int, c_puct: float = 1.5) -> np.ndarray:
+def _reference_child(node: _RefNode, c_puct: float, fpu: float, forced: float) -> _RefNode:
+    if forced > 0:
+        total = sum(ch.n for _, ch in node.children)
+        for _, ch in node.children:
+            if 0 < ch.n < math.sqrt(forced * ch.p * total):
+                return ch
+    sign = 1 if node.board.turn == 1 else -1      # w is kept from player 1's view
+    q_parent = sign * node.w / node.n
+    q_first = q_parent - fpu * math.sqrt(sum(ch.p for _, ch in node.children if ch.n > 0))
+    scale = c_puct * math.sqrt(node.n)
+    best, best_score = None, -math.inf
+    for _, ch in node.children:
+        q = q_first if ch.n == 0 else sign * ch.w / ch.n
+        score = q + scale * ch.p / (1 + ch.n)
+        if score > best_score:
+            best, best_score = ch, score
+    return best
+
+
+def reference_tree(board: Board, sims: int, c_puct: float = 1.5, fpu: float = 0.0,
+                   fpu_root: float = 0.0, forced: float = 0.0) -> _RefNode:
     root = _RefNode(board.copy(), 1.0)
     for _ in range(sims + 1):
         node, path = root, [root]
         while node.children is not None and not node.board.is_over:
-            sign = 1 if node.board.turn == 1 else -1      # w is kept from player 1's view
-            q_parent = sign * node.w / node.n
-            scale = c_puct * math.sqrt(node.n)
-            best, best_score = None, -math.inf
-            for _, ch in node.children:
-                q = q_parent if ch.n == 0 else sign * ch.w / ch.n
-                score = q + scale * ch.p / (1 + ch.n)
-                if score > best_score:
-                    best, best_score = ch, score
-            node = best
+            if node is root:
+                node = _reference_child(node, c_puct, fpu_root, forced)
+            else:
+                node = _reference_child(node, c_puct, fpu, 0.0)
             path.append(node)
         b = node.board
         if b.is_over:
@@ -431,8 +448,12 @@ def reference_visits(board: Board, sims: int, c_puct: float = 1.5) -> np.ndarray
         for x in path:
             x.n += 1
             x.w += v1
+    return root
+
+
+def reference_visits(board: Board, sims: int, **options) -> np.ndarray:
     out = np.zeros(220, dtype=np.int64)
-    for k, ch in root.children:
+    for k, ch in reference_tree(board, sims, **options).children:
         out[k] = ch.n
     return out
 

@@ -16,6 +16,13 @@ How they were checked by hand: the `test_golden_*_by_hand` tests below re-derive
 the stored entries from the formulas alone (the priors, the evaluator's value of a position
 and PUCT's first choices, each written out in a comment), so the golden file is not merely
 whatever the code produced.
+
+The options of issue 15 have cases of their own (fpu_*, forced_*, cache_*, solver_*,
+gumbel_*), written when they were added; the cases above did not change, since every option is
+off unless asked for. Their hand checks recompute what each option adds from the paper's
+formulas in Python: the pruned policy target (Wu 2019), the improved policy and the sequential
+halving visit counts (Danihelka et al. 2022, as mctx computes them), the solved nodes' values
+(by exhaustive search), and that the cache changed nothing but the number of network calls.
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyhexz.game.board import Board, policy_index
+from pyhexz.game.board import Board, policy_index, policy_move_tuple
 from pyhexz.search.mcts import MCTS
+from pyhexz.search.solver import moves_left_of
 from pyhexz.train.arena import load_openings
 
 GOLDEN_FILE = Path(__file__).parent / "golden" / "mcts_trees.json"
@@ -76,8 +84,8 @@ def fixed_evaluator(planes: np.ndarray, masks: np.ndarray):
     return np.tile(PRIOR_ROW, (n, 1)), values
 
 
-def neural(board: Board, sims: int, leaves_per_tree: int) -> MCTS:
-    m = MCTS(1, c_puct=1.5, leaves_per_tree=leaves_per_tree)
+def neural(board: Board, sims: int, leaves_per_tree: int, **options) -> MCTS:
+    m = MCTS(1, c_puct=1.5, leaves_per_tree=leaves_per_tree, **options)
     m.set_root(0, board)
     m.start(0, sims)
     planes = np.zeros((m.batch_size, 11, 11, 10), np.float32)
@@ -96,22 +104,57 @@ def rollouts(board: Board, sims: int, seed: int) -> MCTS:
     return m
 
 
+def endgame_board() -> Board:
+    """A real endgame: a random game (seed 4) once at most 16 moves are left, both players'
+    together; the solver (at 12) proves some of the tree's leaves, not all."""
+    b = Board.new(4)
+    k = 0
+    while moves_left_of(b) > 16:
+        b.random_move(4000 + k)
+        k += 1
+    return b
+
+
 CASES: dict[str, Callable[[], MCTS]] = {
     "puct_tiny": lambda: neural(tiny_board(), 24, 1),
     "puct_tiny_virtual_loss": lambda: neural(tiny_board(), 24, 4),
     "puct_opening": lambda: neural(opening_board(), 32, 1),
     "uct_skip_now_seed7": lambda: rollouts(skip_now_board(), 48, seed=7),
     "uct_opening_seed7": lambda: rollouts(opening_board(), 300, seed=7),
+    # The options of issue 15, each alone.
+    "fpu_tiny": lambda: neural(tiny_board(), 24, 1, fpu_reduction=0.25,
+                               fpu_reduction_root=0.1),
+    "fpu_opening": lambda: neural(opening_board(), 32, 1, fpu_reduction=0.25,
+                                  fpu_reduction_root=0.1),
+    "forced_opening": lambda: neural(opening_board(), 64, 1, forced_playouts=2.0),
+    "cache_tiny": lambda: neural(tiny_board(), 24, 1, eval_cache=64),
+    "cache_tiny_virtual_loss": lambda: neural(tiny_board(), 24, 4, eval_cache=64),
+    "solver_endgame": lambda: neural(endgame_board(), 40, 1, solver_moves=12),
+    "gumbel_opening_seed5": lambda: neural(opening_board(), 48, 1, gumbel_k=16, seed=5),
+    "gumbel_tiny_virtual_loss_seed5": lambda: neural(tiny_board(), 24, 4, gumbel_k=4, seed=5),
 }
 
 
 def summary(m: MCTS) -> dict:
-    """What the golden file holds about a searched tree (JSON types only)."""
+    """What the golden file holds about a searched tree (JSON types only); with an option of
+    issue 15 on, also what that option adds (policy target, Gumbel move, solved nodes, cache
+    hits)."""
     t = m.tree_nodes(0)
     root, turn = 0, int(t["turn"][0])
     sign = 1.0 if turn == 1 else -1.0
     kids = range(t["first_child"][root], t["first_child"][root] + t["nchildren"][root])
-    return {
+    extra: dict = {}
+    if m.forced_playouts or m.gumbel_k:
+        target = m.policy_target(0)
+        extra["policy_target"] = [[int(k), float(target[k])] for k in np.flatnonzero(target)]
+    if m.gumbel_k:
+        extra["gumbel_move"] = int(m.gumbel_move(0))
+    if m.solver_moves:
+        extra["solved_nodes"] = [int(i) for i in np.flatnonzero(t["terminal"] == 2)]
+        extra["solves"] = int(m.solves)
+    if m.eval_cache:
+        extra["transposition_hits"] = int(m.transposition_hits)
+    return extra | {
         "root_visits": int(m.root_visits(0)),
         "root_value": float(m.root_value(0)),
         "tree_size": int(m.tree_size(0)),
@@ -143,8 +186,14 @@ def regenerate() -> None:
 def assert_matches(got: dict, want: dict) -> None:
     """Counts and moves exactly; values to float32 precision (libm may differ in the last bit,
     which cannot change a visit here without the counts showing it)."""
-    for key in ("root_visits", "tree_size", "best_move"):
-        assert got[key] == want[key], key
+    assert sorted(got) == sorted(want)
+    for key in ("root_visits", "tree_size", "best_move", "gumbel_move", "solved_nodes",
+                "solves", "transposition_hits"):
+        assert got.get(key) == want.get(key), key
+    if "policy_target" in want:
+        assert [k for k, _ in got["policy_target"]] == [k for k, _ in want["policy_target"]]
+        assert [v for _, v in got["policy_target"]] == pytest.approx(
+            [v for _, v in want["policy_target"]], rel=1e-5, abs=1e-7)
     assert got["root_value"] == pytest.approx(want["root_value"], rel=1e-6, abs=1e-7)
     for name in ("root_children", "visited_nodes"):
         g, w = got[name], want[name]
@@ -183,8 +232,8 @@ def test_golden_trees_are_consistent(name: str, golden: dict) -> None:
     for parent, n in nodes.values():
         if parent >= 0:
             assert nodes[parent][1] > n
-    best = max(g["root_children"], key=lambda c: c[1])
-    assert g["best_move"] == best[0]
+    most = max(n for _, n, _, _ in g["root_children"])
+    assert g["best_move"] in [mv for mv, n, _, _ in g["root_children"] if n == most]
 
 
 def test_golden_puct_tiny_by_hand(golden: dict) -> None:
@@ -248,6 +297,90 @@ def test_golden_uct_skip_now_by_hand(golden: dict) -> None:
     for mv, (n, q) in children.items():
         w = next(w for _, parent, m, _, w in nodes if parent == 0 and m == mv)
         assert q == pytest.approx(w / n)
+
+
+# ---------------------------------------------------------------------------
+# The options of issue 15, checked by hand
+
+
+def stats_of(g: dict) -> list[tuple[int, int, float, float]]:
+    """A golden tree's root children as (move, visits, Q or 0, prior)."""
+    return [(mv, n, q if q is not None else 0.0, p) for mv, n, q, p in g["root_children"]]
+
+
+def test_golden_cache_changed_only_the_network_calls(golden: dict) -> None:
+    # With one leaf per tree, a leaf served from the cache is backed up exactly as the
+    # network's answer would have been: the same tree, fewer network calls.
+    cached = dict(golden["cache_tiny"])
+    assert cached.pop("transposition_hits") > 0
+    assert cached == golden["puct_tiny"]
+
+
+def test_golden_fpu_tiny_by_hand(golden: dict) -> None:
+    g = golden["fpu_tiny"]
+    a, b = TINY_MOVES
+    root = tiny_board()
+    v_root = fixed_value(root.encode()[0])
+    after_b = root.copy()
+    after_b.play(0, 2, 0)
+    v_b = fixed_value(after_b.encode()[0])
+    # First simulation: nothing visited, no reduction: b, the higher prior, as without FPU.
+    # Second, N = 2: a is valued at Q(root) less 0.1 (the root's reduction) * sqrt(P(b)).
+    q_root = (v_root - v_b) / 2
+    score_a = q_root - 0.1 * math.sqrt(0.6) + 1.5 * 0.4 * math.sqrt(2)
+    score_b = -v_b + 1.5 * 0.6 * math.sqrt(2) / 2
+    m2 = neural(tiny_board(), 2, 1, fpu_reduction=0.25, fpu_reduction_root=0.1)
+    assert m2.visits(0)[a if score_a > score_b else b] == (1 if score_a > score_b else 2)
+    # The reduction makes the search narrower than plain PUCT's on the same position.
+    assert g["tree_size"] < golden["puct_tiny"]["tree_size"]
+
+
+def test_golden_forced_playouts_by_hand(golden: dict) -> None:
+    from test_root_options import pruned_by_hand
+    g = golden["forced_opening"]
+    stats = stats_of(g)
+    total = sum(n for _, n, _, _ in stats)
+    for _, n, _, p in stats:
+        assert n == 0 or n >= math.floor(math.sqrt(2.0 * p * (total - 1)))
+    want = pruned_by_hand(stats, 2.0, 1.5, g["root_visits"])
+    got = dict((mv, v) for mv, v in g["policy_target"])
+    assert sorted(got) == sorted(mv for mv, v in want.items() if v > 0)
+    for mv, v in got.items():
+        assert v == pytest.approx(want[mv], rel=1e-4)
+
+
+def test_golden_gumbel_by_hand(golden: dict) -> None:
+    from test_root_options import improved_policy_by_hand, visits_by_schedule
+    g = golden["gumbel_opening_seed5"]
+    stats = stats_of(g)
+    visits = sorted((n for _, n, _, _ in stats if n), reverse=True)
+    assert visits == visits_by_schedule(min(16, len(stats)), 48)
+    want = improved_policy_by_hand(stats, fixed_value(opening_board().encode()[0]))
+    got = dict((mv, v) for mv, v in g["policy_target"])
+    for mv, p in want.items():
+        assert got.get(mv, 0.0) == pytest.approx(p, rel=1e-3, abs=1e-6)
+    assert g["gumbel_move"] in [mv for mv, n, _, _ in stats if n == visits[0]]
+
+
+def test_golden_solver_by_hand(golden: dict) -> None:
+    from test_solver import exact_value
+    g = golden["solver_endgame"]
+    nodes = {i: (parent, mv, n, w) for i, parent, mv, n, w in g["visited_nodes"]}
+    assert g["solved_nodes"] and set(g["solved_nodes"]) <= set(nodes)
+    for i in g["solved_nodes"]:
+        # Replay the path from the root and solve the position by exhaustive search: every
+        # visit of the node backed up that exact value (W is player 1's view).
+        path = []
+        x = i
+        while x != 0:
+            path.append(nodes[x][1])
+            x = nodes[x][0]
+        b = endgame_board()
+        for mv in reversed(path):
+            b.play(*policy_move_tuple(mv))
+        value = exact_value(b)
+        _, _, n, w = nodes[i]
+        assert w == n * (value if b.turn == 1 else -value)
 
 
 if __name__ == "__main__":

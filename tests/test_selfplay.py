@@ -12,6 +12,7 @@ from pyhexz import hexz_pb2 as pb
 from pyhexz.game.board import Board, policy_index, policy_move_tuple
 from pyhexz.game.examples import decode
 from pyhexz.nn import HexzNet, Predictor
+from pyhexz.search import driver
 from pyhexz.search.driver import SearchConfig, sample_move
 from pyhexz.search.driver import uniform_evaluator as uniform
 from pyhexz.search.mcts import MCTS
@@ -354,7 +355,7 @@ def _capped_selfplay(monkeypatch, config: SearchConfig, max_games: int = 2):
     def make(*args, **kwargs) -> _SpyMCTS:
         spy.append(_SpyMCTS(*args, **kwargs))
         return spy[-1]
-    monkeypatch.setattr(selfplay, "MCTS", make)
+    monkeypatch.setattr(driver, "MCTS", make)   # new_forest builds the forest
     games: list[pb.AddTrainingExamplesRequest] = []
     stats = run_selfplay(lambda: (uniform, pb.ModelKey(name="u")), games.append, config,
                          parallel_games=2, max_games=max_games, seed=4)

@@ -44,7 +44,7 @@ from pyhexz.infra.config import (  # noqa: E402
 )
 from pyhexz.infra.extras import missing_extra_message  # noqa: E402
 from pyhexz.infra.httpserver import HttpServing  # noqa: E402
-from pyhexz.search.driver import SearchConfig  # noqa: E402
+from pyhexz.search.driver import SearchConfig, TreeConfig  # noqa: E402
 from pyhexz.train.config import LocalConfig  # noqa: E402
 from pyhexz.training_server.config import ServerConfig  # noqa: E402
 from pyhexz.worker.config import WorkerConfig  # noqa: E402
@@ -100,6 +100,7 @@ class ArenaJob:
     json: bool = setting(False, "print the result as JSON")
     device: str = setting("cpu", "torch device for neural players")
     seed: int = setting(0, "seed for random and rollout players")
+    tree: TreeConfig = field(default_factory=TreeConfig)   # neural players' tree options
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -304,8 +305,10 @@ def cmd_arena(a: argparse.Namespace) -> int:
     if job.games:
         openings = openings[:job.games]
     n = len(openings)
-    p1 = make_player(job.player1, device=job.device, seed=job.seed, max_games=2 * n)
-    p2 = make_player(job.player2, device=job.device, seed=job.seed + 1, max_games=2 * n)
+    p1 = make_player(job.player1, device=job.device, seed=job.seed, max_games=2 * n,
+                     tree=job.tree)
+    p2 = make_player(job.player2, device=job.device, seed=job.seed + 1, max_games=2 * n,
+                     tree=job.tree)
     result = play_match(p1, p2, openings, progress=True)
     print(result_json(result) if job.json else result.summary())
     return 0

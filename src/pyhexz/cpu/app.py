@@ -301,7 +301,7 @@ def build_player(cfg: CpuServerConfig, shipped_root: Path | None = None) -> CpuP
     if following and model is None:
         why += "; until the followed training run publishes a model"
     options = SearchOptions(slots=cfg.search_slots, leaves_per_round=cfg.leaves_per_round,
-                            max_tree_nodes=cfg.max_tree_nodes)
+                            max_tree_nodes=cfg.max_tree_nodes, tree=cfg.tree)
     player = CpuPlayer(playing, follower, options, why=why)
     m = player.model
     log.info("cpu player ready player=%s model=%s source=%s why=%r redis=%s server=%s",

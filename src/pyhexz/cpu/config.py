@@ -4,9 +4,10 @@ that the `pyhexz` command line can make its `cpu-server` flags from them without
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyhexz.infra.config import FromEnv, above, at_least, check_settings, setting
+from pyhexz.search.driver import TreeConfig
 
 
 @dataclass
@@ -50,6 +51,7 @@ class CpuServerConfig(FromEnv):
                                    "for the answer's way back", check=at_least(0))
     model_poll_seconds: float = setting(30.0, "re-read the model pointer this often when "
                                         "following (pub/sub can miss messages)", check=above(0))
+    tree: TreeConfig = field(default_factory=TreeConfig)   # the neural search's tree options
 
     def __post_init__(self) -> None:
         check_settings(self)

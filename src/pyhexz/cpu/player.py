@@ -33,6 +33,7 @@ from pyhexz.infra.storage import MODEL_FILE, CheckpointRepo, open_storage, sha25
 from pyhexz.nn import ModelLoadError, Predictor, load_model
 from pyhexz.nn.follow import LiveModel, LoadedModel
 from pyhexz.nn.shipped import DEFAULT_SPEC, NoShippedModel, ShippedModelError, default_model
+from pyhexz.search.driver import TreeConfig
 from pyhexz.search.players import (
     load_predictor,
     model_key_for_path,
@@ -198,6 +199,7 @@ class SearchOptions:
     max_tree_nodes: int = 4_000_000
     c_puct: float = 1.5
     uct_c: float = 1.0
+    tree: TreeConfig = field(default_factory=TreeConfig)
 
 
 class CpuPlayer:
@@ -288,7 +290,7 @@ class CpuPlayer:
             s = self._searches[rollout] = TimedSearch(
                 o.slots, None if model is None else model.predictor, c_puct=o.c_puct,
                 uct_c=o.uct_c, leaves_per_round=o.leaves_per_round,
-                round_seconds=o.round_seconds, max_tree_nodes=o.max_tree_nodes)
+                round_seconds=o.round_seconds, max_tree_nodes=o.max_tree_nodes, tree=o.tree)
         elif model is not None:
             # A new checkpoint takes over between rounds, also in searches already running.
             s.evaluate = model.predictor

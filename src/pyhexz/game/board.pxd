@@ -41,6 +41,7 @@ cdef struct State:
     int score[2]
     int flags[2]              # flags left
     int over                  # 1 once the game has ended
+    uint64_t cells_hash       # Zobrist hash of the cells (position_hash adds flags and turn)
 
 cdef struct Rng:
     uint64_t s
@@ -62,6 +63,8 @@ cdef void apply_move(State* s, int cell, int is_flag) noexcept nogil
 cdef void random_move(State* s, Rng* rng) noexcept nogil
 cdef int winner_of(const State* s) noexcept nogil
 cdef int playout_state(State* s, Rng* rng) noexcept nogil
+# A 64-bit Zobrist hash of the position (cells, flags left, player to move).
+cdef uint64_t position_hash(const State* s) noexcept nogil
 # Writes the network input planes (11*11*10 floats) and action mask (2*11*10 bytes).
 cdef void encode_state(const State* s, float* planes, uint8_t* mask) noexcept nogil
 

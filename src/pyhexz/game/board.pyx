@@ -178,6 +178,74 @@ cdef inline bint _empty(const State* s, int i) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------
+# Position hash (Zobrist 1970): the key of the search's evaluation cache and of the endgame
+# solver's table (pyhexz.search).
+#
+# Everything the rules and the network encoding depend on is a function of the cells, the
+# flags left and the player to move: next values, move lists and scores derive from the cells
+# (pieces are never removed, so blocking too), and within one game the move counter is the
+# number of cells filled by moves. So two positions of a game that hash alike are the same
+# position reached by different move orders, barring a 64-bit collision (a lookup among 10^5
+# cached positions takes one for another with a probability of about 10^-14).
+#
+# The cells' part, `State.cells_hash`, is kept up to date by every change of a cell (a move, a
+# capture) and computed afresh by _derive; position_hash adds the flags and the turn, so
+# reading it costs three XORs.
+
+cdef enum:
+    NCODES = 19     # what a cell holds: see _cell_code
+cdef uint64_t ZOBRIST_CELL[NCELLS][NCODES]
+cdef uint64_t ZOBRIST_FLAGS[2][NFLAGS + 1]
+cdef uint64_t ZOBRIST_TURN
+
+
+cdef inline int _cell_code(const State* s, int i) noexcept nogil:
+    """0 empty, 1 rock, 2..6 grass 1..5, 7..16 a piece of player 1 or 2 valued 1..5, 17..18 a
+    flag of player 1 or 2."""
+    cdef int t = s.ctype[i]
+    if t == CELL_NORMAL:
+        return 0 if s.owner[i] == 0 else 6 + 5 * (s.owner[i] - 1) + s.value[i]
+    if t == CELL_ROCK:
+        return 1
+    if t == CELL_GRASS:
+        return 1 + s.value[i]
+    return 16 + s.owner[i]   # CELL_FLAG
+
+
+cdef void _init_zobrist():
+    # Fixed keys from a fixed seed: hashes are the same in every process and on every run.
+    # Code 0 (an empty cell) has key 0, so empty cells leave the hash alone.
+    global ZOBRIST_TURN
+    cdef Rng rng
+    cdef int i, k, p
+    rng.s = 0x5EED0F1A62
+    for i in range(NCELLS):
+        ZOBRIST_CELL[i][0] = 0
+        for k in range(1, NCODES):
+            ZOBRIST_CELL[i][k] = rng_next(&rng)
+    for p in range(2):
+        for k in range(NFLAGS + 1):
+            ZOBRIST_FLAGS[p][k] = rng_next(&rng)
+    ZOBRIST_TURN = rng_next(&rng)
+
+
+_init_zobrist()
+
+
+cdef uint64_t _cells_hash(const State* s) noexcept nogil:
+    cdef uint64_t h = 0
+    cdef int i
+    for i in range(NCELLS):
+        h ^= ZOBRIST_CELL[i][_cell_code(s, i)]
+    return h
+
+
+cdef uint64_t position_hash(const State* s) noexcept nogil:
+    cdef uint64_t h = s.cells_hash ^ ZOBRIST_FLAGS[0][s.flags[0]] ^ ZOBRIST_FLAGS[1][s.flags[1]]
+    return h ^ ZOBRIST_TURN if s.turn == 2 else h
+
+
+# ---------------------------------------------------------------------------
 # Rules (FLAGZ.md sections 5 and 6).
 
 cdef void _update_neighbors(State* s, int i, int p, int v) noexcept nogil:
@@ -198,8 +266,10 @@ cdef void _update_neighbors(State* s, int i, int p, int v) noexcept nogil:
         elif s.ctype[j] == CELL_GRASS and s.value[j] <= v:
             # A capture is not a move; it acts like placing the grass value, so captures chain.
             g = s.value[j]
+            s.cells_hash ^= ZOBRIST_CELL[j][_cell_code(s, j)]
             s.ctype[j] = CELL_NORMAL
             s.owner[j] = p + 1
+            s.cells_hash ^= ZOBRIST_CELL[j][_cell_code(s, j)]
             s.score[p] += g
             _update_neighbors(s, j, p, g)
 
@@ -231,6 +301,7 @@ cdef void apply_move(State* s, int i, int is_flag) noexcept nogil:
         s.score[p] += v
     s.owner[i] = p + 1
     s.value[i] = v
+    s.cells_hash ^= ZOBRIST_CELL[i][_cell_code(s, i)]   # the cell was empty: code 0
     _list_remove(s.free_list, s.free_pos, &s.free_n, i)
     _list_remove(s.nm_list[0], s.nm_pos[0], &s.nm_n[0], i)
     _list_remove(s.nm_list[1], s.nm_pos[1], &s.nm_n[1], i)
@@ -558,8 +629,10 @@ cdef str _cell_name(int i):
 
 
 cdef void _derive(State* s) noexcept nogil:
-    """Fills next values of empty cells, move lists and counters from the cells alone."""
+    """Fills next values of empty cells, move lists, counters and the hash from the cells
+    alone."""
     cdef int i, k, j, p, v, best
+    s.cells_hash = _cells_hash(s)
     s.free_n = 0
     s.nm_n[0] = 0
     s.nm_n[1] = 0
@@ -679,6 +752,11 @@ cdef class Board:
 
     def _state_bytes(self) -> bytes:
         return (<char*>&self.st)[:sizeof(State)]
+
+    def position_hash(self) -> int:
+        """A 64-bit hash of the position (Zobrist): equal for the same position reached by
+        different move orders, what the search's evaluation cache is keyed by."""
+        return position_hash(&self.st)
 
     # -- cells ------------------------------------------------------------------
 

@@ -98,10 +98,15 @@ class Arrays:
 
 def make_example(board: np.ndarray, mask: np.ndarray, visits: np.ndarray, *, turn: int,
                  move: tuple[int, int, int], move_number: int, model_key: pb.ModelKey,
-                 root_value: float = 0.0) -> pb.TrainingExample:
-    """A TrainingExample for a searched position; `result` is filled in when the game ends."""
-    total = int(visits.sum())
-    probs = (visits / max(total, 1)).astype(np.float32).reshape(MASK_SHAPE)
+                 root_value: float = 0.0, visit_count: int | None = None) -> pb.TrainingExample:
+    """A TrainingExample for a searched position; `result` is filled in when the game ends.
+
+    `visits` is the policy target before normalisation: the search's visit counts, or another
+    non-negative target such as a pruned or improved policy (MCTS.policy_target), in which case
+    `visit_count` says how many simulations the search made (default: the visits' sum).
+    """
+    total = float(visits.sum())
+    probs = (visits / total if total > 0 else visits).astype(np.float32).reshape(MASK_SHAPE)
     r, c, t = move
     return pb.TrainingExample(
         unix_micros=time.time_ns() // 1000,
@@ -113,7 +118,7 @@ def make_example(board: np.ndarray, mask: np.ndarray, visits: np.ndarray, *, tur
                                cell_type=cast("pb.Field.CellType", t)),
         model_key=model_key,
         root_value=root_value,
-        visit_count=total,
+        visit_count=round(total) if visit_count is None else visit_count,
         encoding=pb.TrainingExample.NUMPY,
     )
 

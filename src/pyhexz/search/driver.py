@@ -3,14 +3,21 @@ with one network call per batch of leaves.
 
 Self-play, the timed search of the CPU player and the players of matches all search through
 `search()`; only how many simulations they schedule, and what they do with the visits, differs.
+
+The options of the tree (mcts.pyx's docstring says what each does) are settings here, so each
+is a flag and a HEXZ_* variable: `TreeConfig` holds those that serve every searcher (first play
+urgency reduction, the evaluation cache, the endgame solver); `SearchConfig`, self-play's,
+adds the two that only make sense where the search's result becomes a training target
+(forced playouts with policy target pruning, the Gumbel root). All are off by default.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +32,37 @@ if TYPE_CHECKING:
 # (move probabilities (n, 220), values (n,) for the player to move).
 Evaluator = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
+
+@dataclass
+class TreeConfig:
+    """Options of the tree for every searcher: self-play, match players, the CPU player."""
+
+    fpu_reduction: float = setting(
+        0.0, "first play urgency reduction below the root: an unvisited move is valued at its "
+        "parent's Q minus this times sqrt(prior mass of the visited moves) (KataGo 0.2, Leela "
+        "0.25); 0: the parent's Q", check=at_least(0))
+    fpu_reduction_root: float = setting(
+        0.0, "first play urgency reduction at the root (KataGo 0.1; 0 with root noise)",
+        check=at_least(0))
+    eval_cache: int = setting(
+        0, "evaluation cache: positions whose network outputs each game's tree keeps, so that "
+        "a position reached by another move order is not evaluated again (about 300 bytes "
+        "each); 0: none", check=at_least(0))
+    solver_moves: int = setting(
+        0, "endgame solver: solve a new leaf exactly when at most this many legal moves are "
+        "left, both players' together (12 solves about 9 in 10 there); 0: no solver",
+        check=at_least(0))
+    solver_budget: int = setting(5000, "positions the endgame solver may make per leaf "
+                                 "before it gives up", check=at_least(1))
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+    def mcts_options(self) -> dict[str, Any]:
+        """The MCTS constructor's keyword arguments for these options."""
+        return dataclasses.asdict(self)
+
+
 @dataclass
 class SearchConfig:
     runs_per_move: int = setting(800, "MCTS simulations per move", check=at_least(1))
@@ -34,7 +72,8 @@ class SearchConfig:
     leaves_per_tree: int = 1
     sample_plies: int | None = setting(
         None, "sample moves by visit count for this many plies of a self-play game, then play "
-        "the most visited; 'all': sample all game long", parse=plies, check=at_least(0))
+        "the most visited; 'all': sample all game long (the Gumbel root plays its own "
+        "survivor instead)", parse=plies, check=at_least(0))
     # Playout cap randomization (KataGo; train/selfplay.py): self-play only.
     full_search_fraction: float = setting(
         1.0, "share of self-play moves searched with --runs-per-move and recorded as training "
@@ -43,17 +82,42 @@ class SearchConfig:
     cheap_runs_per_move: int | None = setting(
         None, "simulations of a self-play move that is not recorded (none: a quarter of "
         "--runs-per-move)", check=at_least(1))
+    tree: TreeConfig = field(default_factory=TreeConfig)
+    forced_playouts: float = setting(
+        0.0, "forced playouts at the root, KataGo's k (2): a visited move gets at least "
+        "sqrt(k * prior * visits); the policy target takes them out again (policy target "
+        "pruning); 0: off", check=at_least(0))
+    gumbel: int = setting(
+        0, "Gumbel root instead of PUCT and Dirichlet noise: this many moves considered "
+        "(Gumbel-top-k, sequential halving; mctx's 16); the search's survivor is played and "
+        "the improved policy learned; 0: off", check=at_least(0))
 
     def __post_init__(self) -> None:
         check_settings(self)
         if self.cheap_runs_per_move is not None and self.cheap_runs_per_move > self.runs_per_move:
             raise ValueError(f"cheap_runs_per_move ({self.cheap_runs_per_move}) must not exceed "
                              f"runs_per_move ({self.runs_per_move})")
+        if self.gumbel and self.forced_playouts:
+            raise ValueError("--gumbel and --forced-playouts exclude each other: forced "
+                             "playouts steer the PUCT root, which the Gumbel root replaces")
 
     @property
     def cheap_runs(self) -> int:
         """Simulations of a cheap (unrecorded) self-play move."""
         return self.cheap_runs_per_move or max(1, self.runs_per_move // 4)
+
+    @property
+    def records_policy_target(self) -> bool:
+        """Whether self-play learns `MCTS.policy_target` rather than the raw visits."""
+        return bool(self.gumbel or self.forced_playouts)
+
+
+def new_forest(config: SearchConfig, num_trees: int, seed: int | None = None) -> MCTS:
+    """The search trees of self-play: `num_trees` games, with every option of `config`."""
+    return MCTS(num_trees, c_puct=config.c_puct, dirichlet_alpha=config.dirichlet_alpha,
+                dirichlet_weight=config.dirichlet_weight, leaves_per_tree=config.leaves_per_tree,
+                seed=seed, forced_playouts=config.forced_playouts, gumbel_k=config.gumbel,
+                **config.tree.mcts_options())
 
 
 def uniform_evaluator(planes: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,6 +130,7 @@ def search(mcts: MCTS, evaluate: Evaluator, planes: np.ndarray, masks: np.ndarra
            stats: SelfPlayStats | None = None) -> None:
     """Runs the scheduled simulations of every tree, one network call per batch of leaves."""
     masks_u8 = masks.view(np.uint8)
+    hits, solves, failures = mcts.transposition_hits, mcts.solves, mcts.solver_failures
     while mcts.busy():
         n = mcts.collect(planes, masks_u8)
         if n == 0:
@@ -78,6 +143,10 @@ def search(mcts: MCTS, evaluate: Evaluator, planes: np.ndarray, masks: np.ndarra
             stats.simulations += n
         mcts.apply(np.ascontiguousarray(probs, np.float32),
                    np.ascontiguousarray(values, np.float32))
+    if stats is not None:
+        stats.transposition_hits += mcts.transposition_hits - hits
+        stats.solves += mcts.solves - solves
+        stats.solver_failures += mcts.solver_failures - failures
 
 
 def new_buffers(mcts: MCTS) -> tuple[np.ndarray, np.ndarray]:

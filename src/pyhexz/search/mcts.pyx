@@ -30,19 +30,52 @@ selections apart.
 
 `run_rollouts` is the classic baseline: UCT (`MCTS._uct_child`: argmax Q + c sqrt(ln N / n))
 with uniformly random playouts, no network, the whole search in C.
+
+Options of neural search from KataGo ("Accelerating Self-Play Learning in Go", Wu 2019) and
+Gumbel MuZero (Danihelka et al. 2022); each is off by default, and with all of them off the
+trees are those of plain PUCT, bit for bit (tests/test_mcts_golden.py):
+
+- `fpu_reduction`, `fpu_reduction_root`: first play urgency reduction. An unvisited child is
+  valued at its parent's Q minus reduction * sqrt(the summed priors of the visited children),
+  so that a node explores less widely the more of its prior mass it has already looked at.
+- `forced_playouts` (k, KataGo's 2): at the root, a child with prior P, once visited, gets
+  at least sqrt(k * P * total visits) visits; `policy_target` takes those forced visits out
+  again wherever PUCT would not have spent them, and prunes children left with one visit.
+- `eval_cache`: the network's outputs per position (evalcache.pyx), keyed by the engine's
+  position hash, kept for the tree's game. A new leaf whose position was evaluated before, by
+  another move order or in an earlier move's search, is expanded from the cache with no
+  network call (`transposition_hits`).
+- `solver_moves`, `solver_budget`: a new leaf with at most `solver_moves` legal moves left
+  (both players' together) is handed to the exact endgame solver (solver.pyx) with a budget of
+  `solver_budget` positions; if it proves the outcome, the leaf gets that exact value, is
+  never expanded, and every later visit backs the same value up (`solves`).
+- `gumbel_k`: Gumbel MuZero's root instead of PUCT and Dirichlet noise (`_gumbel_child`): k
+  moves sampled without replacement by Gumbel-top-k on the prior logits, the simulations
+  shared out among them by sequential halving, the final survivor played (`gumbel_move`) and
+  the improved policy softmax(logits + sigma(completed Q)) learned (`policy_target`). Below
+  the root, selection stays PUCT: the paper's policy-improvement guarantee is the root's, PUCT
+  below keeps the virtual losses that batching needs and FPU, and mctx's deterministic
+  interior rule would cost a softmax per node and descent.
 """
 
 import numpy as np
 
 cimport numpy as cnp
-from libc.math cimport log, sqrt
-from libc.stdint cimport uint8_t
+from libc.float cimport FLT_MIN
+from libc.math cimport exp, log, sqrt
+from libc.stdint cimport uint8_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 
 from pyhexz.game.board cimport (
     NMOVES, NPLANES, NROWS, NCOLS, Board, Rng, State, apply_policy_move, encode_state,
-    legal_policy_moves, playout_state, rng_next, winner_of,
+    legal_policy_moves, playout_state, position_hash, rng_next, winner_of,
+)
+from pyhexz.search.evalcache cimport (
+    EvalCache, cache_clear, cache_find, cache_free, cache_init, cache_put,
+)
+from pyhexz.search.solver cimport (
+    TABLE_BITS, UNSOLVED, SolverTable, moves_left, solve_state, table_free, table_init,
 )
 
 cnp.import_array()
@@ -51,6 +84,13 @@ cdef int PLANE_SIZE = NPLANES * NROWS * NCOLS
 cdef int MASK_SIZE = 2 * NROWS * NCOLS
 # The most leaves one batch may hold: slot arrays are indexed by leaf * NMOVES + move in C ints.
 cdef int MAX_BATCH = 2147483647 // NMOVES
+# mctx's constants of qtransform_completed_by_mix_value: sigma(q) = (MAXVISIT_INIT + max visits)
+# * VALUE_SCALE * q, with q rescaled to [0, 1] over the root's moves.
+cdef float GUMBEL_MAXVISIT_INIT = 50.0
+cdef float GUMBEL_VALUE_SCALE = 0.1
+
+cdef enum:
+    SOLVED = 2      # Node.terminal of a leaf the endgame solver proved (1: the game is over)
 
 
 cdef struct Node:
@@ -64,7 +104,7 @@ cdef struct Node:
     float p             # prior probability of the move that led here
     float nnv           # the network's value here, player 1's view (cached for reuse)
     signed char turn    # player to move here; 0 until first reached
-    signed char terminal
+    signed char terminal  # 1 the game is over here, SOLVED its exact value is nnv
     signed char pending # selected as a leaf in the current batch
 
 
@@ -75,10 +115,83 @@ cdef struct Tree:
     State root
     int todo            # simulations still to run
     bint noise          # the root's priors get Dirichlet noise (set_root and play say)
+    EvalCache cache     # eval_cache > 0: the network's outputs by position, for this game
+    # gumbel_k > 0: per root child its Gumbel noise (drawn when the root is expanded), and the
+    # sequential halving schedule of this move's search (see _considered_visits).
+    float* gumbel
+    int budget          # simulations started since the root was set
+    int* schedule
+    int schedule_n      # the simulations the schedule covers (its length)
+    int schedule_m      # the moves it considers
 
 
 cdef inline float _value_for(float w1, int player) noexcept nogil:
     return w1 if player == 1 else -w1
+
+
+cdef void _normalize(const short* moves, int nmoves, const float* probs,
+                     float* out) noexcept nogil:
+    """The network's probabilities of the legal moves, normalised over them (uniform if they
+    sum to nothing)."""
+    cdef int i
+    cdef float total = 0
+    for i in range(nmoves):
+        total += probs[moves[i]]
+    for i in range(nmoves):
+        if total <= 0:
+            out[i] = 1.0 / nmoves
+        else:
+            out[i] = probs[moves[i]] / total
+
+
+cdef inline float _logit(float p) noexcept nogil:
+    """The log of a prior, as the logit Gumbel's rules add to (softmax-equivalent to the
+    network's own logits: they differ by a constant)."""
+    return log(p if p > FLT_MIN else FLT_MIN)
+
+
+cdef void _considered_visits(int m, int n, int* out) noexcept nogil:
+    """mctx's get_sequence_of_considered_visits(m, n): for each of n simulations, the visit
+    count that every move still considered has before it. Sequential halving over m moves
+    in ceil(log2 m) rounds: each round gives every considered move the same number of visits,
+    about n / (ceil(log2 m) * considered) (at least 1), then halves the considered moves
+    (down to 2)."""
+    cdef int visits[NMOVES]
+    cdef int i, j, extra, considered = m, log2max = 0, k = 0
+    if m <= 1:
+        for i in range(n):
+            out[i] = i
+        return
+    while (1 << log2max) < m:
+        log2max += 1
+    for i in range(m):
+        visits[i] = 0
+    while k < n:
+        extra = n // (log2max * considered)
+        if extra < 1:
+            extra = 1
+        for j in range(extra):
+            for i in range(considered):
+                if k < n:
+                    out[k] = visits[i]
+                    k += 1
+            for i in range(considered):
+                visits[i] += 1
+        considered = considered // 2 if considered // 2 > 2 else 2
+
+
+def considered_visits(int m, int n) -> list:
+    """The schedule of sequential halving (`_considered_visits`), for tests."""
+    if not 1 <= m <= NMOVES or n < 0:
+        raise ValueError(f"need 1 <= m <= {NMOVES} and n >= 0, got m={m}, n={n}")
+    cdef int* out = <int*>malloc((n + 1) * sizeof(int))
+    if out == NULL:
+        raise MemoryError()
+    try:
+        _considered_visits(m, n, out)
+        return [out[i] for i in range(n)]
+    finally:
+        free(out)
 
 
 cdef class MCTS:
@@ -99,10 +212,28 @@ cdef class MCTS:
     cdef short* slot_moves
     cdef int nslots
     cdef readonly long long terminal_hits
-    cdef readonly long long cache_hits
+    cdef readonly long long cache_hits          # leaves evaluated in an earlier search (play)
+    cdef readonly float fpu_reduction
+    cdef readonly float fpu_reduction_root
+    cdef readonly float forced_playouts
+    cdef readonly int eval_cache
+    cdef readonly int solver_moves
+    cdef readonly long long solver_budget
+    cdef readonly int gumbel_k
+    cdef readonly long long transposition_hits  # leaves expanded from the evaluation cache
+    cdef readonly long long solves              # leaves the endgame solver proved
+    cdef readonly long long solver_failures     # ... and those it gave up on (budget)
+    cdef readonly long long solver_nodes        # positions the solver made, in all
+    cdef SolverTable solver_table
+    # Per leaf of the current batch with the cache on: its position hash and move counter.
+    cdef uint64_t* slot_hash
+    cdef int* slot_ply
 
     def __cinit__(self, int num_trees, float c_puct=1.5, float dirichlet_alpha=0.0,
-                  float dirichlet_weight=0.25, int leaves_per_tree=1, seed=None):
+                  float dirichlet_weight=0.25, int leaves_per_tree=1, seed=None, *,
+                  float fpu_reduction=0.0, float fpu_reduction_root=0.0,
+                  float forced_playouts=0.0, int eval_cache=0, int solver_moves=0,
+                  long long solver_budget=5000, int gumbel_k=0):
         # Every pointer is NULL before anything can fail, so that __dealloc__ (which Cython
         # runs even when __cinit__ raises) frees only what was really allocated.
         self.trees = NULL
@@ -111,6 +242,9 @@ cdef class MCTS:
         self.slot_node = NULL
         self.slot_nmoves = NULL
         self.slot_moves = NULL
+        self.slot_hash = NULL
+        self.slot_ply = NULL
+        self.solver_table.entries = NULL
         self.nslots = 0
         if num_trees < 1 or leaves_per_tree < 1:
             raise ValueError("num_trees and leaves_per_tree must be at least 1")
@@ -120,7 +254,21 @@ cdef class MCTS:
                              f"{num_trees} * {leaves_per_tree}")
         if c_puct <= 0 or dirichlet_alpha < 0 or not 0 <= dirichlet_weight <= 1:
             raise ValueError("need c_puct > 0, dirichlet_alpha >= 0, 0 <= dirichlet_weight <= 1")
+        if (fpu_reduction < 0 or fpu_reduction_root < 0 or forced_playouts < 0 or eval_cache < 0
+                or solver_moves < 0 or solver_budget < 1 or gumbel_k < 0):
+            raise ValueError("need fpu_reduction, fpu_reduction_root, forced_playouts, "
+                             "eval_cache, solver_moves, gumbel_k >= 0 and solver_budget >= 1")
+        if gumbel_k > 0 and forced_playouts > 0:
+            raise ValueError("forced playouts belong to the PUCT root; the Gumbel root "
+                             "(gumbel_k > 0) has its own allocation: choose one")
         self.leaves_per_tree = leaves_per_tree
+        self.fpu_reduction = fpu_reduction
+        self.fpu_reduction_root = fpu_reduction_root
+        self.forced_playouts = forced_playouts
+        self.eval_cache = eval_cache
+        self.solver_moves = solver_moves
+        self.solver_budget = solver_budget
+        self.gumbel_k = gumbel_k
         self.c_puct = c_puct
         self.dirichlet_alpha = dirichlet_alpha
         self.dirichlet_weight = dirichlet_weight
@@ -139,18 +287,39 @@ cdef class MCTS:
         if (self.slot_tree == NULL or self.slot_node == NULL or self.slot_nmoves == NULL
                 or self.slot_moves == NULL):
             raise MemoryError(f"cannot allocate a batch of {b} leaves")
+        cdef int t
+        if eval_cache > 0:
+            self.slot_hash = <uint64_t*>malloc(b * sizeof(uint64_t))
+            self.slot_ply = <int*>malloc(b * sizeof(int))
+            if self.slot_hash == NULL or self.slot_ply == NULL:
+                raise MemoryError(f"cannot allocate a batch of {b} leaves")
+            for t in range(num_trees):
+                cache_init(&self.trees[t].cache, eval_cache)
+        if gumbel_k > 0:
+            for t in range(num_trees):
+                self.trees[t].gumbel = <float*>malloc(NMOVES * sizeof(float))
+                if self.trees[t].gumbel == NULL:
+                    raise MemoryError(f"cannot allocate {num_trees} search trees")
+        if solver_moves > 0:
+            table_init(&self.solver_table, TABLE_BITS)
 
     def __dealloc__(self):
         cdef int t
         if self.trees != NULL:
             for t in range(self.num_trees):
                 free(self.trees[t].nodes)
+                cache_free(&self.trees[t].cache)
+                free(self.trees[t].gumbel)
+                free(self.trees[t].schedule)
             free(self.trees)
             self.trees = NULL
         free(self.slot_tree)     # free(NULL) does nothing
         free(self.slot_node)
         free(self.slot_nmoves)
         free(self.slot_moves)
+        free(self.slot_hash)
+        free(self.slot_ply)
+        table_free(&self.solver_table)
 
     @property
     def batch_size(self) -> int:
@@ -198,14 +367,18 @@ cdef class MCTS:
         return &self.trees[t]
 
     def set_root(self, int t, Board board, bint noise=True) -> None:
-        """Starts a fresh tree for tree t at the given position. `noise`: its root's priors
-        get Dirichlet noise (if the forest has any); self-play's cheap searches have none."""
+        """Starts a fresh tree for tree t at the given position (a new game: its evaluation
+        cache starts empty too). `noise`: its root's priors get Dirichlet noise (if the forest
+        has any); self-play's cheap searches have none."""
         cdef Tree* tr = self._tree(t)
         self._check_no_batch()
         tr.noise = noise
         memcpy(&tr.root, &board.st, sizeof(State))
         tr.size = 0
         tr.todo = 0
+        tr.budget = 0
+        if tr.cache.keys != NULL:
+            cache_clear(&tr.cache)   # a new game: its positions are all new
         self._alloc(tr, 1)
         tr.nodes[0].turn = tr.root.turn
         tr.nodes[0].terminal = tr.root.over
@@ -214,7 +387,9 @@ cdef class MCTS:
         """Advances tree t's root by a move (policy index), reusing the subtree below it.
 
         The subtree keeps its cached network outputs; its visit counts and values are reset
-        unless `keep_stats`. `noise` as for set_root, for the new root.
+        unless `keep_stats`. The evaluation cache, which serves the whole game, is kept; the new
+        root gets fresh root noise (Dirichlet's, unless `noise` is false, or Gumbel's and a new
+        schedule).
         """
         cdef Tree* tr = self._tree(t)
         if tr.size == 0:
@@ -245,8 +420,9 @@ cdef class MCTS:
                 for i in range(tr.size):
                     tr.nodes[i].n = 0
                     tr.nodes[i].w = 0
-            self._add_noise(tr)
+            self._root_expanded(tr)
         tr.todo = 0
+        tr.budget = 0
 
     cdef int _reroot(self, Tree* tr, int child) except -1:
         """Keeps only the subtree of `child`, copied breadth first into a fresh array."""
@@ -287,6 +463,8 @@ cdef class MCTS:
             raise ValueError("simulations must be >= 0")
         # The root's own first visit (its evaluation) is not one of the simulations.
         tr.todo += simulations + (1 if tr.nodes[0].n == 0 and tr.todo == 0 else 0)
+        # The Gumbel root shares out all simulations since the root was set (its schedule).
+        tr.budget += simulations
 
     def busy(self) -> bool:
         """True while some tree has simulations to run."""
@@ -311,14 +489,19 @@ cdef class MCTS:
             nd.vl += 1
             if nd.first_child < 0 or nd.terminal or nd.n == 0:
                 return x
-            x = self._uct_child(tr, nd) if rollouts else self._puct_child(tr, nd)
+            if rollouts:
+                x = self._uct_child(tr, nd)
+            elif x == 0:
+                x = self._root_child(tr, nd)
+            else:
+                x = self._puct_child(tr, nd, self.fpu_reduction)
             apply_policy_move(s, tr.nodes[x].move)
             nd = &tr.nodes[x]
             if nd.turn == 0:
                 nd.turn = s.turn
                 nd.terminal = s.over
 
-    cdef int _puct_child(self, Tree* tr, Node* nd) noexcept nogil:
+    cdef int _puct_child(self, Tree* tr, Node* nd, float fpu) noexcept nogil:
         """AlphaZero's PUCT rule: the child a maximising
 
             Q(s,a) + c_puct * P(s,a) * sqrt(N(s)) / (1 + N(s,a))
@@ -326,8 +509,10 @@ cdef class MCTS:
         N(s) is the node's visit count before this descent (other descents' virtual losses
         count as visits), N(s,a) the child's visits plus its virtual losses, P(s,a) its prior
         and Q(s,a) its mean value for the player choosing here, with each virtual loss counted
-        as a loss (-1). An unvisited child has Q(s,a) = Q(s), the node's own mean value ("first
-        play urgency" = parent). Ties go to the first child. `nd` is expanded and visited.
+        as a loss (-1). An unvisited child has Q(s,a) = Q(s) - fpu * sqrt(sum of P(s,b) over
+        the visited children b), the node's own mean value less the first play urgency
+        reduction (KataGo, Leela Zero; fpu 0: AlphaZero's "parent" rule). Ties go to the first
+        child. `nd` is expanded and visited.
         """
         cdef int chooser = nd.turn
         cdef int ntot = nd.n + nd.vl - 1   # visits so far, without this descent's own
@@ -335,11 +520,18 @@ cdef class MCTS:
         cdef float u_scale = self.c_puct * sqrt(<float>(ntot if ntot > 1 else 1))
         cdef int i, best = -1
         cdef float q, score, best_score = -1e30
+        cdef float q_first = q_parent
+        cdef float visited_prior = 0
         cdef Node* ch
+        if fpu > 0:
+            for i in range(nd.first_child, nd.first_child + nd.nchildren):
+                if tr.nodes[i].n + tr.nodes[i].vl > 0:
+                    visited_prior += tr.nodes[i].p
+            q_first = q_parent - fpu * sqrt(visited_prior)
         for i in range(nd.first_child, nd.first_child + nd.nchildren):
             ch = &tr.nodes[i]
             if ch.n + ch.vl == 0:
-                score = q_parent + u_scale * ch.p
+                score = q_first + u_scale * ch.p
             else:
                 q = (_value_for(ch.w, chooser) - ch.vl) / (ch.n + ch.vl)
                 score = q + u_scale * ch.p / (1 + ch.n + ch.vl)
@@ -347,6 +539,118 @@ cdef class MCTS:
                 best_score = score
                 best = i
         return best
+
+    cdef int _root_child(self, Tree* tr, Node* nd) noexcept nogil:
+        """The root's rule: Gumbel's sequential halving (gumbel_k > 0), else PUCT with the
+        root's FPU reduction, after any forced playouts."""
+        cdef int x
+        if self.gumbel_k > 0:
+            x = self._gumbel_child(tr, nd)
+            if x >= 0:
+                return x
+        elif self.forced_playouts > 0:
+            x = self._forced_child(tr, nd)
+            if x >= 0:
+                return x
+        return self._puct_child(tr, nd, self.fpu_reduction_root)
+
+    cdef int _forced_child(self, Tree* tr, Node* nd) noexcept nogil:
+        """KataGo's forced playouts: the first root child that has been visited but has fewer
+        visits (pending ones included) than n_forced = sqrt(k * P * total visits of the root's
+        children), or -1. A child gets its first visit from PUCT, as in KataGo (Wu 2019: "each
+        child c of the root that has received any playouts")."""
+        cdef int i, total = 0
+        cdef Node* ch
+        for i in range(nd.first_child, nd.first_child + nd.nchildren):
+            total += tr.nodes[i].n + tr.nodes[i].vl
+        cdef float kt = self.forced_playouts * total
+        for i in range(nd.first_child, nd.first_child + nd.nchildren):
+            ch = &tr.nodes[i]
+            if ch.n > 0 and ch.n + ch.vl < sqrt(kt * ch.p):
+                return i
+        return -1
+
+    cdef int _gumbel_child(self, Tree* tr, Node* nd) noexcept nogil:
+        """Gumbel MuZero's root rule (mctx: gumbel_muzero_root_action_selection). The schedule
+        of sequential halving says, for simulation i (the visits of the root's children so
+        far, pending ones included), how many visits each move still considered has; among
+        the children with exactly that many, the one maximising g + logit + sigma(completed Q)
+        is chosen. So the first simulations visit the k moves of highest g + logit (Gumbel-top-k
+        sampling without replacement), and each round of halving keeps the better half by
+        g + logit + sigma. -1 where the schedule has no answer (more simulations than it was
+        made for, as when `play` kept statistics): PUCT decides then."""
+        cdef int k = nd.nchildren
+        cdef int m = self.gumbel_k if self.gumbel_k < k else k
+        cdef int c, sim = 0, best = -1, target
+        cdef float score, best_score = -1e30
+        cdef float sigma[NMOVES]
+        cdef Node* ch
+        if tr.schedule_n != tr.budget or tr.schedule_m != m:
+            if self._make_schedule(tr, m) < 0:
+                return -1
+        for c in range(k):
+            sim += tr.nodes[nd.first_child + c].n + tr.nodes[nd.first_child + c].vl
+        if sim >= tr.schedule_n:
+            return -1
+        target = tr.schedule[sim]
+        self._sigma_q(tr, sigma)
+        for c in range(k):
+            ch = &tr.nodes[nd.first_child + c]
+            if ch.n + ch.vl != target:
+                continue
+            score = tr.gumbel[c] + _logit(ch.p) + sigma[c]
+            if score > best_score:
+                best_score = score
+                best = nd.first_child + c
+        return best
+
+    cdef int _make_schedule(self, Tree* tr, int m) noexcept nogil:
+        cdef int* grown = <int*>realloc(tr.schedule, (tr.budget + 1) * sizeof(int))
+        if grown == NULL:
+            return -1
+        tr.schedule = grown
+        _considered_visits(m, tr.budget, tr.schedule)
+        tr.schedule_n = tr.budget
+        tr.schedule_m = m
+        return 0
+
+    cdef void _sigma_q(self, Tree* tr, float* out) noexcept nogil:
+        """sigma(completed Q) per root child, as mctx's qtransform_completed_by_mix_value: Q (the
+        mean value for the player to move at the root) where a child was visited, else the
+        mixed value (the network's value at the root, mixed with the prior-weighted Q of the
+        visited children by their visits); rescaled to [0, 1] by the least and greatest of
+        these and the mixed value (mctx's min and max run over every action, and an illegal
+        one, of which Flagz always has some, carries the mixed value); times
+        (50 + the most visits of a child) * 0.1."""
+        cdef Node* root = &tr.nodes[0]
+        cdef int chooser = root.turn
+        cdef int c, visits = 0, most = 0
+        cdef float q, p, prior_sum = 0, weighted = 0, mixed, lo, hi, scale
+        cdef Node* ch
+        for c in range(root.nchildren):
+            ch = &tr.nodes[root.first_child + c]
+            if ch.n > 0:
+                q = _value_for(ch.w, chooser) / ch.n
+                p = ch.p if ch.p > FLT_MIN else FLT_MIN
+                prior_sum += p
+                weighted += p * q
+                visits += ch.n
+                if ch.n > most:
+                    most = ch.n
+        mixed = _value_for(root.nnv, chooser)
+        if visits > 0:
+            mixed = (mixed + visits * (weighted / prior_sum)) / (visits + 1)
+        lo = mixed
+        hi = mixed
+        for c in range(root.nchildren):
+            ch = &tr.nodes[root.first_child + c]
+            out[c] = _value_for(ch.w, chooser) / ch.n if ch.n > 0 else mixed
+            lo = out[c] if out[c] < lo else lo
+            hi = out[c] if out[c] > hi else hi
+        scale = (GUMBEL_MAXVISIT_INIT + most) * GUMBEL_VALUE_SCALE / (
+            hi - lo if hi - lo > 1e-8 else 1e-8)
+        for c in range(root.nchildren):
+            out[c] = (out[c] - lo) * scale
 
     cdef int _uct_child(self, Tree* tr, Node* nd) noexcept nogil:
         """UCT (UCB1 applied to trees, Kocsis and Szepesvari 2006): the child maximising
@@ -393,25 +697,35 @@ cdef class MCTS:
             x = tr.nodes[x].parent
 
     cdef int _expand(self, Tree* tr, int x, const short* moves, int nmoves,
-                     const float* probs) except -1:
+                     const float* priors) except -1:
+        """Gives leaf x its children: the moves with their priors (normalised over them, as
+        `_normalize` makes them; NULL: uniform)."""
         cdef int first = self._alloc(tr, nmoves)
         cdef Node* nd = &tr.nodes[x]
         cdef int i
-        cdef float total = 0
-        for i in range(nmoves):
-            total += probs[moves[i]] if probs != NULL else 1.0
         for i in range(nmoves):
             tr.nodes[first + i].parent = x
             tr.nodes[first + i].move = moves[i]
-            if probs == NULL or total <= 0:
+            if priors == NULL:
                 tr.nodes[first + i].p = 1.0 / nmoves
             else:
-                tr.nodes[first + i].p = probs[moves[i]] / total
+                tr.nodes[first + i].p = priors[i]
         nd.first_child = first
         nd.nchildren = nmoves
         if x == 0:
-            self._add_noise(tr)
+            self._root_expanded(tr)
         return 0
+
+    cdef int _root_expanded(self, Tree* tr) except -1:
+        """Root noise, once the root has children: Gumbel's (gumbel_k > 0), else Dirichlet's."""
+        cdef int c, k = tr.nodes[0].nchildren
+        cdef double[::1] g
+        if self.gumbel_k > 0:
+            g = self.np_rng.gumbel(size=k)
+            for c in range(k):
+                tr.gumbel[c] = g[c]
+            return 0
+        return self._add_noise(tr)
 
     cdef int _add_noise(self, Tree* tr) except -1:
         """Mixes Dirichlet noise into the root's priors (self-play exploration)."""
@@ -429,6 +743,43 @@ cdef class MCTS:
                 (1 - eps) * tr.nodes[root.first_child + i].p + eps * noise[i])
         return 0
 
+    cdef bint _expand_cached(self, Tree* tr, int x, const State* s, int n) except -1 nogil:
+        """Expands leaf x (at position s) from its evaluation cache entry and backs the cached
+        value up; False if there is none. Slot n's move array serves as scratch."""
+        cdef uint64_t key = position_hash(s)
+        cdef int e = cache_find(&tr.cache, key)
+        cdef int i, nm
+        cdef int moves[NMOVES]
+        cdef short* smoves = &self.slot_moves[n * NMOVES]
+        if self.slot_hash != NULL:
+            self.slot_hash[n] = key
+            self.slot_ply[n] = s.move
+        if e < 0:
+            return False
+        nm = legal_policy_moves(s, moves)
+        if nm != tr.cache.nmoves[e]:
+            return False   # a hash collision: another position; let the network see this one
+        for i in range(nm):
+            smoves[i] = moves[i]
+        with gil:
+            self._expand(tr, x, smoves, nm, &tr.cache.pool[tr.cache.start[e]])
+        tr.nodes[x].nnv = _value_for(tr.cache.value[e], tr.nodes[x].turn)
+        self._backup(tr, x, tr.nodes[x].nnv)
+        return True
+
+    cdef bint _solve_leaf(self, Tree* tr, int x, const State* s) noexcept nogil:
+        """Tries the endgame solver on leaf x (at position s); if it proves the outcome, x
+        becomes SOLVED with that exact value and it is backed up."""
+        cdef int v = solve_state(s, self.solver_budget, &self.solver_table, &self.solver_nodes)
+        if v == UNSOLVED:
+            self.solver_failures += 1
+            return False
+        self.solves += 1
+        tr.nodes[x].terminal = SOLVED
+        tr.nodes[x].nnv = _value_for(<float>v, tr.nodes[x].turn)
+        self._backup(tr, x, tr.nodes[x].nnv)
+        return True
+
     @staticmethod
     cdef float _terminal_value(const State* s) noexcept nogil:
         cdef int w = winner_of(s)
@@ -439,7 +790,9 @@ cdef class MCTS:
 
         Returns the number of leaves n written to planes[:n] / masks[:n] (the arrays need room
         for `batch_size` leaves; pass the bool mask array as `masks.view(np.uint8)`). Finished
-        positions reached by the search are scored on the spot and need no network call.
+        positions reached by the search are scored on the spot and need no network call, and
+        so are, where enabled, positions in the evaluation cache and positions the endgame
+        solver proves.
         """
         if planes.shape[0] < self.batch_size or masks.shape[0] < self.batch_size:
             raise ValueError(f"buffers must hold batch_size={self.batch_size} leaves")
@@ -460,6 +813,11 @@ cdef class MCTS:
                     if tr.todo - taken <= 0:
                         break
                     x = self._select(tr, &s, False)
+                    if tr.nodes[x].terminal == SOLVED:
+                        self._backup(tr, x, tr.nodes[x].nnv)
+                        tr.todo -= 1
+                        self.terminal_hits += 1
+                        continue
                     if tr.nodes[x].terminal:
                         self._backup(tr, x, MCTS._terminal_value(&s))
                         tr.todo -= 1
@@ -475,6 +833,15 @@ cdef class MCTS:
                         # Another selection of this batch already waits for this leaf.
                         self._undo(tr, x)
                         break
+                    if self.eval_cache > 0 and self._expand_cached(tr, x, &s, n):
+                        tr.todo -= 1
+                        self.transposition_hits += 1
+                        continue
+                    if (self.solver_moves > 0 and x != 0
+                            and moves_left(&s) <= self.solver_moves
+                            and self._solve_leaf(tr, x, &s)):
+                        tr.todo -= 1
+                        continue
                     tr.nodes[x].pending = 1
                     encode_state(&s, &planes[n, 0, 0, 0], &masks[n, 0, 0, 0])
                     nm = legal_policy_moves(&s, moves)
@@ -500,11 +867,16 @@ cdef class MCTS:
         cdef int j, x
         cdef Tree* tr
         cdef float v
+        cdef float priors[NMOVES]
         self.nslots = 0
         for j in range(n):
             tr = &self.trees[self.slot_tree[j]]
             x = self.slot_node[j]
-            self._expand(tr, x, &self.slot_moves[j * NMOVES], self.slot_nmoves[j], &probs[j, 0])
+            _normalize(&self.slot_moves[j * NMOVES], self.slot_nmoves[j], &probs[j, 0], priors)
+            if self.eval_cache > 0:
+                cache_put(&tr.cache, self.slot_hash[j], self.slot_ply[j], values[j], priors,
+                          self.slot_nmoves[j], tr.root.move)
+            self._expand(tr, x, &self.slot_moves[j * NMOVES], self.slot_nmoves[j], priors)
             tr.nodes[x].pending = 0
             v = values[j]
             tr.nodes[x].nnv = _value_for(v, tr.nodes[x].turn)
@@ -593,22 +965,28 @@ cdef class MCTS:
     def tree_size(self, int t) -> int:
         return self._tree(t).size
 
+    def cache_entries(self, int t) -> int:
+        """Positions in tree t's evaluation cache (0 without one)."""
+        return self._tree(t).cache.n
+
     def tree_nodes(self, int t) -> dict:
         """The whole of tree t as arrays in node order (the root first), for tests and debugging.
 
         Keys: parent (-1 at the root), first_child (-1 until expanded), nchildren, move (policy
         index of the move that led here, -1 at the root), visits, value_sum (W, player 1's
-        view), prior and turn (player to move, 0 where the search never went).
+        view), prior, turn (player to move, 0 where the search never went) and terminal (1 the
+        game is over there, 2 the endgame solver proved its value, 0 neither).
         """
         cdef Tree* tr = self._rooted(t)
         cdef int i, size = tr.size
         out = {k: np.zeros(size, dtype=np.int32)
-               for k in ("parent", "first_child", "nchildren", "move", "visits", "turn")}
+               for k in ("parent", "first_child", "nchildren", "move", "visits", "turn",
+                         "terminal")}
         out["value_sum"] = np.zeros(size, dtype=np.float32)
         out["prior"] = np.zeros(size, dtype=np.float32)
         cdef int[::1] parent = out["parent"], first_child = out["first_child"]
         cdef int[::1] nchildren = out["nchildren"], move = out["move"]
-        cdef int[::1] visits = out["visits"], turn = out["turn"]
+        cdef int[::1] visits = out["visits"], turn = out["turn"], terminal = out["terminal"]
         cdef float[::1] value_sum = out["value_sum"], prior = out["prior"]
         for i in range(size):
             parent[i] = tr.nodes[i].parent
@@ -617,6 +995,7 @@ cdef class MCTS:
             move[i] = tr.nodes[i].move
             visits[i] = tr.nodes[i].n
             turn[i] = tr.nodes[i].turn
+            terminal[i] = tr.nodes[i].terminal
             value_sum[i] = tr.nodes[i].w
             prior[i] = tr.nodes[i].p
         return out
@@ -670,10 +1049,11 @@ cdef class MCTS:
 
     def best_move(self, int t) -> int:
         """The most visited root move (policy index); ties go to the better mean value."""
-        cdef Tree* tr = self._rooted(t)
+        cdef Tree* tr = self._searched(t)
+        return tr.nodes[self._best_child(tr)].move
+
+    cdef int _best_child(self, Tree* tr) noexcept nogil:
         cdef Node* root = &tr.nodes[0]
-        if root.first_child < 0:
-            raise ValueError(f"tree {t} has not been searched")
         cdef int i, best = -1
         cdef float q, best_q = -1e30
         cdef int best_n = -1
@@ -681,7 +1061,108 @@ cdef class MCTS:
             q = _value_for(tr.nodes[i].w, root.turn) / tr.nodes[i].n if tr.nodes[i].n else -2
             if tr.nodes[i].n > best_n or (tr.nodes[i].n == best_n and q > best_q):
                 best, best_n, best_q = i, tr.nodes[i].n, q
-        return tr.nodes[best].move
+        return best
+
+    cdef Tree* _searched(self, int t) except NULL:
+        cdef Tree* tr = self._rooted(t)
+        if tr.nodes[0].first_child < 0:
+            raise ValueError(f"tree {t} has not been searched")
+        return tr
+
+    def gumbel_move(self, int t) -> int:
+        """The move the Gumbel root chose (policy index): among the most visited root moves,
+        the one maximising g + logit + sigma(completed Q), the survivor of sequential halving
+        (mctx gumbel_muzero_policy's action). Self-play plays it; it needs gumbel_k > 0."""
+        if self.gumbel_k <= 0:
+            raise ValueError("gumbel_move needs the Gumbel root (gumbel_k > 0)")
+        cdef Tree* tr = self._searched(t)
+        cdef Node* root = &tr.nodes[0]
+        cdef float sigma[NMOVES]
+        cdef int c, most = 0, best = 0
+        cdef float score, best_score = -1e30
+        cdef Node* ch
+        self._sigma_q(tr, sigma)
+        for c in range(root.nchildren):
+            most = max(most, tr.nodes[root.first_child + c].n)
+        for c in range(root.nchildren):
+            ch = &tr.nodes[root.first_child + c]
+            score = tr.gumbel[c] + _logit(ch.p) + sigma[c]
+            if ch.n == most and score > best_score:
+                best_score = score
+                best = c
+        return tr.nodes[root.first_child + best].move
+
+    def policy_target(self, int t):
+        """What self-play records as the policy to learn at tree t's root, a (220,) float32
+        array by policy index (the trainer normalises it):
+
+        - with the Gumbel root, the improved policy softmax(logit + sigma(completed Q)) over
+          the legal moves (Danihelka et al. 2022);
+        - with forced playouts, the visits with the forced ones taken out again (KataGo's
+          policy target pruning, Wu 2019 section 3.1): every child c but the most visited,
+          c*, loses up to n_forced(c) = sqrt(k * P(c) * N) visits, but no more than leaves
+          PUCT(c) <= PUCT(c*), the visit count PUCT would have spent on it anyway; a child
+          left with one visit or less is pruned to 0. The move is still chosen from the raw
+          visits;
+        - else the visits themselves.
+        """
+        cdef Tree* tr = self._rooted(t)
+        if tr.nodes[0].first_child < 0:
+            return np.zeros(NMOVES, dtype=np.float32)
+        if self.gumbel_k > 0:
+            return self._improved_policy(tr)
+        if self.forced_playouts > 0:
+            return self._pruned_visits(tr)
+        return self.visits(t).astype(np.float32)
+
+    cdef _improved_policy(self, Tree* tr):
+        cdef Node* root = &tr.nodes[0]
+        cdef float sigma[NMOVES]
+        cdef double z[NMOVES]
+        cdef double top = -1e300, total = 0
+        cdef int c
+        out = np.zeros(NMOVES, dtype=np.float32)
+        cdef float[::1] o = out
+        self._sigma_q(tr, sigma)
+        for c in range(root.nchildren):
+            z[c] = _logit(tr.nodes[root.first_child + c].p) + sigma[c]
+            top = max(top, z[c])
+        for c in range(root.nchildren):
+            z[c] = exp(z[c] - top)
+            total += z[c]
+        for c in range(root.nchildren):
+            o[tr.nodes[root.first_child + c].move] = <float>(z[c] / total)
+        return out
+
+    cdef _pruned_visits(self, Tree* tr):
+        cdef Node* root = &tr.nodes[0]
+        cdef int chooser = root.turn
+        cdef int i, best = self._best_child(tr), total = 0
+        cdef float u_scale = self.c_puct * sqrt(<float>(root.n if root.n > 1 else 1))
+        cdef float q, gap, kept, at_least
+        cdef float puct_best
+        cdef Node* ch
+        out = np.zeros(NMOVES, dtype=np.float32)
+        cdef float[::1] o = out
+        for i in range(root.first_child, root.first_child + root.nchildren):
+            total += tr.nodes[i].n
+        ch = &tr.nodes[best]
+        puct_best = (_value_for(ch.w, chooser) / ch.n if ch.n > 0 else 0) + (
+            u_scale * ch.p / (1 + ch.n))
+        for i in range(root.first_child, root.first_child + root.nchildren):
+            ch = &tr.nodes[i]
+            if i == best or ch.n == 0:
+                o[ch.move] = ch.n
+                continue
+            q = _value_for(ch.w, chooser) / ch.n
+            gap = puct_best - q
+            # PUCT(c) with n visits is q + u_scale * P / (1 + n): at or below PUCT(c*) from
+            # n = u_scale * P / gap - 1 on.
+            at_least = u_scale * ch.p / gap - 1 if gap > 0 else ch.n
+            kept = max(ch.n - sqrt(self.forced_playouts * ch.p * total), at_least)
+            kept = min(kept, <float>ch.n)
+            o[ch.move] = kept if kept > 1 else 0
+        return out
 
     cdef Tree* _rooted(self, int t) except NULL:
         cdef Tree* tr = self._tree(t)

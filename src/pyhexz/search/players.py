@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from pyhexz.game.board import Board, policy_index, policy_move_tuple
-from pyhexz.search.driver import new_buffers, search
+from pyhexz.search.driver import TreeConfig, new_buffers, search
 from pyhexz.search.mcts import MCTS
 
 if TYPE_CHECKING:
@@ -65,14 +65,15 @@ class RolloutPlayer:
 
 
 class NeuralPlayer:
-    """Neural MCTS playing the most visited move, all games searched in one forest."""
+    """Neural MCTS playing the most visited move, all games searched in one forest, with the
+    tree options of `tree` (FPU reduction, evaluation cache, endgame solver)."""
 
     def __init__(self, predictor, runs: int = 200, name: str = "neural", c_puct: float = 1.5,
-                 max_games: int = 64) -> None:
+                 max_games: int = 64, tree: TreeConfig | None = None) -> None:
         self.name = name
         self.runs = runs
         self.predictor = predictor
-        self.mcts = MCTS(max_games, c_puct=c_puct)
+        self.mcts = MCTS(max_games, c_puct=c_puct, **(tree or TreeConfig()).mcts_options())
         self.planes, self.masks = new_buffers(self.mcts)
 
     def choose(self, boards: list[Board]) -> list[Move]:
@@ -155,8 +156,9 @@ def _think_time(spec: str) -> tuple[str, float] | None:
 
 
 def make_player(spec: str, *, device: str = "cpu", seed: int | None = None,
-                max_games: int = 64) -> Player:
-    """A player from its spec string (see the module docstring)."""
+                max_games: int = 64, tree: TreeConfig | None = None) -> Player:
+    """A player from its spec string (see the module docstring); a neural one searches with
+    the options of `tree`."""
     if spec == "random":
         return RandomPlayer(seed)
     timed = _think_time(spec)
@@ -176,7 +178,7 @@ def make_player(spec: str, *, device: str = "cpu", seed: int | None = None,
         path, runs = spec, "200"
     from pyhexz.nn import Predictor
     predictor = Predictor.from_path(resolve_model_path(path), device)
-    return NeuralPlayer(predictor, int(runs), name=spec, max_games=max_games)
+    return NeuralPlayer(predictor, int(runs), name=spec, max_games=max_games, tree=tree)
 
 
 __all__ = ["Player", "RandomPlayer", "RolloutPlayer", "NeuralPlayer", "make_player",

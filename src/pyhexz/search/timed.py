@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pyhexz.game.board import Board, policy_move_tuple
-from pyhexz.search.driver import Evaluator, new_buffers, search
+from pyhexz.search.driver import Evaluator, TreeConfig, new_buffers, search
 from pyhexz.search.mcts import MCTS
 from pyhexz.search.treestats import TreeStats, tree_stats
 
@@ -70,7 +70,8 @@ class TimedSearch:
     """Up to `slots` positions searched at once, each until its deadline or simulation cap.
 
     `evaluate` None means rollout MCTS (UCT with random playouts, constant `uct_c`), else
-    neural MCTS (PUCT with `c_puct`, no root noise). Not thread-safe: one thread calls
+    neural MCTS (PUCT with `c_puct`, no root noise, and the options of `tree`: FPU reduction,
+    the evaluation cache, the endgame solver). Not thread-safe: one thread calls
     `add` and `step`. The evaluator may be replaced between rounds (`evaluate`): a new
     network then continues the searches already running.
     """
@@ -78,7 +79,7 @@ class TimedSearch:
     def __init__(self, slots: int, evaluate: Evaluator | None = None, *, c_puct: float = 1.5,
                  uct_c: float = 1.0, leaves_per_round: int = 8,
                  round_seconds: float | None = None, max_tree_nodes: int = 4_000_000,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, tree: TreeConfig | None = None) -> None:
         if round_seconds is None:
             round_seconds = 0.005 if evaluate is None else 0.02
         if slots < 1 or leaves_per_round < 1 or round_seconds <= 0 or max_tree_nodes < 1000:
@@ -89,8 +90,11 @@ class TimedSearch:
         self.leaves_per_round = leaves_per_round
         self.round_seconds = round_seconds
         self.max_tree_nodes = max_tree_nodes
-        self.mcts = MCTS(slots, c_puct=uct_c if self.rollout else c_puct,
-                         leaves_per_tree=1 if self.rollout else leaves_per_round, seed=seed)
+        if self.rollout:
+            self.mcts = MCTS(slots, c_puct=uct_c, seed=seed)
+        else:
+            self.mcts = MCTS(slots, c_puct=c_puct, leaves_per_tree=leaves_per_round, seed=seed,
+                             **(tree or TreeConfig()).mcts_options())
         if not self.rollout:
             self.planes, self.masks = new_buffers(self.mcts)
         self._positions: dict[int, _Position] = {}

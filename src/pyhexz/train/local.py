@@ -61,8 +61,9 @@ def _selfplay_worker(root: str, name: str, search: SearchConfig, parallel_games:
     stats = run_selfplay(model, lambda req: out.put(req.SerializeToString()), search,
                          parallel_games=parallel_games, should_stop=stop.is_set,
                          should_start=wind_down_before(end, "selfplay"), seed=seed)
-    log.info("selfplay done games=%d examples=%d dropped_unfinished=%d", stats.games,
-             stats.examples, stats.dropped)
+    log.info("selfplay done games=%d examples=%d dropped_unfinished=%d network_leaves=%d "
+             "transposition_hits=%d solves=%d", stats.games, stats.examples, stats.dropped,
+             stats.simulations, stats.transposition_hits, stats.solves)
 
 
 def _init_model(spec: str) -> InitModel:

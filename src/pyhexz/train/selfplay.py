@@ -24,6 +24,10 @@ would hold a full search and the cheap ones would save nothing.
 
 Every example carries the game's final score difference from its mover's view (`score`), the
 target of the network's score head.
+
+With the Gumbel root (`--gumbel`) the move is the search's own survivor instead, and with it or
+forced playouts (`--forced-playouts`) the policy recorded is `MCTS.policy_target`, not the
+raw visits (search/mcts.pyx says why).
 """
 
 from __future__ import annotations
@@ -39,8 +43,14 @@ import numpy as np
 from pyhexz import hexz_pb2 as pb
 from pyhexz.game.board import Board, policy_move_tuple
 from pyhexz.game.examples import make_example
-from pyhexz.search.driver import Evaluator, SearchConfig, new_buffers, sample_move, search
-from pyhexz.search.mcts import MCTS
+from pyhexz.search.driver import (
+    Evaluator,
+    SearchConfig,
+    new_buffers,
+    new_forest,
+    sample_move,
+    search,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +69,9 @@ class SelfPlayStats:
     simulations: int = 0    # leaves evaluated by the network
     nn_seconds: float = 0.0
     nn_calls: int = 0
+    transposition_hits: int = 0   # leaves expanded from the evaluation cache, not the network
+    solves: int = 0               # leaves the endgame solver proved
+    solver_failures: int = 0      # ... and those it gave up on (its budget ran out)
     game_seconds: float = 0.0   # wall time of the finished games, start to end, summed
     dropped: int = 0            # games cut off unfinished when play stopped
     started: float = field(default_factory=time.perf_counter)
@@ -154,9 +167,7 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None
     config = config if config is not None else SearchConfig()
     rng = np.random.default_rng(seed)
     execution_id = execution_id or uuid.uuid4().hex
-    mcts = MCTS(parallel_games, c_puct=config.c_puct, dirichlet_alpha=config.dirichlet_alpha,
-                dirichlet_weight=config.dirichlet_weight, leaves_per_tree=config.leaves_per_tree,
-                seed=int(rng.integers(2**63)))
+    mcts = new_forest(config, parallel_games, seed=int(rng.integers(2**63)))
     planes, masks = new_buffers(mcts)
     stats = SelfPlayStats()
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
@@ -190,13 +201,18 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None
             if g is None:
                 continue
             visits = mcts.visits(t)
-            move = choose_move(visits, g.plies, config, rng, cheap=not recorded)
+            # The Gumbel root plays its survivor; PUCT samples from (or maximises) the visits.
+            move = (mcts.gumbel_move(t) if config.gumbel
+                    else choose_move(visits, g.plies, config, rng, cheap=not recorded))
             row, col, typ = policy_move_tuple(move)
             if recorded:
+                # Forced playouts and the Gumbel root learn a target other than the raw visits.
+                target = mcts.policy_target(t) if config.records_policy_target else visits
                 board_planes, mask = g.board.encode()
                 g.examples.append(make_example(
-                    board_planes, mask, visits, turn=g.board.turn, move=(row, col, typ),
-                    move_number=g.board.move, model_key=key, root_value=mcts.root_value(t)))
+                    board_planes, mask, target, turn=g.board.turn, move=(row, col, typ),
+                    move_number=g.board.move, model_key=key, root_value=mcts.root_value(t),
+                    visit_count=int(visits.sum())))
             g.board.play(row, col, typ)
             g.plies += 1
             mcts.play(t, move, noise=full)

@@ -1,0 +1,6 @@
+"""Type stub of the compiled endgame solver (solver.pyx)."""
+
+from pyhexz.game.board import Board
+
+def solve(board: Board, budget: int = 1_000_000) -> tuple[int | None, int]: ...
+def moves_left_of(board: Board) -> int: ...
