@@ -156,7 +156,7 @@ def test_two_workers_train_switch_and_ride_out_faults(redis_server, tmp_path):
                                                            "sha256": sha256(b"the model")})
         bus.redis.publish(bus.channel, bogus)
         for w in workers:
-            wait_for(lambda w=w: f"model switch refused to={NAME}:{bogus}" in w.text(), 30,
+            wait_for(lambda w=w: f"model switch refused to={NAME}:{bogus}" in w.text(), 120,
                      f"{w.log.name} to refuse the corrupt model")
             line = next(x for x in w.text().splitlines() if "model refused source=redis" in x)
             assert " ERROR " in line and "SHA-256" in line and bus.checkpoint_key(bogus) in line
