@@ -91,8 +91,8 @@ def test_overview_summarises_the_run_in_words(repo):
     assert items["checkpoint"]["note"] == f"{meta['examples_trained']:,} examples trained"
     assert items["checkpoint_age"]["text"] == "3 min 5 s"
     assert items["checkpoint_age"]["value"] == 185
-    assert items["next_checkpoint"]["text"] == "1,024 of 4,096 examples"
-    assert items["next_checkpoint"]["note"] == "25% of the examples it needs"
+    assert items["next_checkpoint"]["text"] == "1,024 / 4,096"
+    assert items["next_checkpoint"]["note"] == "examples, 25% of what it needs"
     assert items["examples_per_second"]["text"] == "123 examples/s"
     assert items["games_per_second"]["text"] == "0.0125 games/s"
     assert items["games_per_second"]["note"] == "0.75 games/min; 40 games since start"

@@ -145,13 +145,12 @@ def _checkpoint_items(status: dict, rows: list[dict], now: float) -> Iterator[It
     pending, trigger = _num(_get(status, "examples.pending")), \
         _num(_get(status, "examples.minibatch"))
     if _get(status, "training.in_progress"):
-        note = "training it now"
+        note = "examples; training it now"
     elif pending is not None and trigger:
-        note = f"{min(100, round(100 * pending / trigger))}% of the examples it needs"
+        note = f"examples, {min(100, round(100 * pending / trigger))}% of what it needs"
     else:
-        note = ""
-    text = (f"{fmt_number(pending)} of {fmt_number(trigger, 'examples')}" if trigger
-            else fmt_number(pending, "examples"))
+        note = "examples"
+    text = f"{fmt_number(pending)} / {fmt_number(trigger)}" if trigger else fmt_number(pending)
     yield Item("next_checkpoint", "Examples for the next checkpoint", text, pending, note=note,
                level="ok" if pending is not None else "idle")
 
