@@ -211,6 +211,8 @@ def test_ingest_train_publish_to_gcs_and_redis(serve, games, gcs_emulator, redis
     assert metrics["pyhexz_requests_total", labels(model=name, status="ACCEPTED")] == 5
     assert metrics["pyhexz_examples_received_total", labels(model=name)] == \
         st["examples"]["received"]
+    assert st["games"]["received"] == 5   # one upload is one game
+    assert metrics["pyhexz_games_received_total", labels(model=name)] == 5
     # The ingestion-latency histogram has seen each of the five uploads, once.
     accepted = labels(model=name, status="ACCEPTED")
     assert metrics["pyhexz_ingest_seconds_count", accepted] == 5
@@ -548,6 +550,20 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(serve, games, tmp_pat
     assert requests.get(f"{s.url}/healthz", timeout=10).status_code == 200
 
 
+def test_rates_count_the_last_minute_on_their_clock():
+    """Rate: events per second over its window, on an injected clock (no waiting)."""
+    from pyhexz.training_server.status import Rate
+    now = [1000.0]
+    r = Rate(60.0, clock=lambda: now[0])
+    r.add(30)
+    now[0] += 30
+    r.add(90)
+    assert r.rate(uptime=10.0) == 12.0          # 120 in 10 s of uptime
+    assert r.rate(uptime=3600.0) == 2.0         # 120 in the last minute
+    now[0] += 45                                # the first event is older than a minute
+    assert r.rate(uptime=3600.0) == 1.5
+
+
 def test_decode_takes_other_npy_layouts_too():
     """Arrays saved in another layout (Fortran order) take decode's slow path, same values."""
     from pyhexz.game.board import Board
@@ -599,6 +615,14 @@ def test_web_ui_status_workers_and_checkpoint_matches(serve, games, tmp_path):
             requests.get(f"{s.url}/ui/api/checkpoints", headers=auth, timeout=10)
             .json()["checkpoints"]), 120, step=1)
         assert rows[1]["matches"]["rollout"]["games"] == 2
+        # The Training page's summary, worded on the server from the same facts.
+        o = requests.get(f"{s.url}/ui/api/overview", headers=auth, timeout=10).json()
+        items = {i["id"]: i for i in o["summary"]}
+        assert o["model"] == name and o["state"] == "running" and o["failures"] == []
+        assert items["workers"]["text"] == "1"
+        assert items["games_per_second"]["note"].endswith("2 games since start")
+        assert items["strength"]["text"].endswith("% score")   # checkpoint 1 is evaluated
+        assert requests.get(f"{s.url}/ui/api/overview", timeout=10).status_code == 401
         opps = requests.get(f"{s.url}/ui/api/play/opponents", headers=auth, timeout=10).json()
         assert opps["opponents"][0]["id"] == "checkpoint:1"
     finally:
