@@ -157,7 +157,7 @@ def test_ingest_train_publish_to_gcs_and_redis(serve, games, gcs_emulator, redis
                            train=TrainConfig(trigger_examples=200, **TINY)))
     # Checkpoint 0 is in storage and Redis from the start.
     assert status(s.url)["checkpoint"] == 0
-    wait_for(lambda: bus.latest() == 0, 15)
+    wait_for(lambda: bus.latest() == 0, 120)
     sent = [keyed(g, name, 0, f"g{i}") for i, g in enumerate(games[:4])]
     for i, req in enumerate(sent):
         r, resp = post(s.url, req, gzip_body=i % 2 == 0)
@@ -165,7 +165,7 @@ def test_ingest_train_publish_to_gcs_and_redis(serve, games, gcs_emulator, redis
         assert (resp.latest_model.name, resp.latest_model.checkpoint) == (name, 0)
     total = sum(len(g.examples) for g in sent)
     assert total >= 200
-    wait_for(lambda: status(s.url)["checkpoint"] == 1, 60)
+    wait_for(lambda: status(s.url)["checkpoint"] == 1, 120)
     listener.join(30)
     assert announced == [0, 1]  # checkpoint 0 when the server created it
 
@@ -239,7 +239,7 @@ def test_training_goes_on_while_redis_is_down_and_redis_catches_up(serve, games,
                            redis_url=redis_server.url, redis_sync_seconds=0.2,
                            train=TrainConfig(trigger_examples=90, **TINY)))
     bus = ModelBus(redis_server.url, name)
-    wait_for(lambda: bus.latest() == 0, 15)
+    wait_for(lambda: bus.latest() == 0, 120)
     redis_server.stop()
     for g in games[:2]:
         assert post(s.url, keyed(g, name, 0))[1].status == Resp.ACCEPTED
@@ -248,7 +248,7 @@ def test_training_goes_on_while_redis_is_down_and_redis_catches_up(serve, games,
     assert st["ready"] and st["redis"]["checkpoint"] == 0
     assert requests.get(f"{s.url}/healthz", timeout=10).status_code == 200
     redis_server.start()
-    wait_for(lambda: status(s.url)["redis"]["checkpoint"] == 1, 30)
+    wait_for(lambda: status(s.url)["redis"]["checkpoint"] == 1, 120)
     repo = CheckpointRepo(open_storage(tmp_path / "store"), name)
     assert bus.latest() == 1 and bus.fetch(1).data == repo.read_verified(1, "scriptmodule.pt")
 
@@ -404,7 +404,7 @@ def test_kill_9_during_training_then_restart_recovers(games, tmp_path):
     url = f"http://127.0.0.1:{port}"
     proc = _gunicorn(env, port, log)
     try:
-        wait_for(lambda: _healthy(url), 60, step=0.2)
+        wait_for(lambda: _healthy(url), 120, step=0.2)
         # A second server on the same state directory refuses to start.
         second = subprocess.run(
             [sys.executable, "-m", "pyhexz", "server", "--port", str(free_port())],
@@ -414,7 +414,7 @@ def test_kill_9_during_training_then_restart_recovers(games, tmp_path):
         for req in sent:
             r, resp = post(url, req, headers=auth)
             assert resp.status == Resp.ACCEPTED, (r.status_code, resp.error_message)
-        wait_for(lambda: status(url, token)["training"]["in_progress"], 30, step=0.05)
+        wait_for(lambda: status(url, token)["training"]["in_progress"], 120, step=0.05)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
         repo = CheckpointRepo(open_storage(tmp_path / "store"), name)
@@ -422,8 +422,8 @@ def test_kill_9_during_training_then_restart_recovers(games, tmp_path):
 
         # Restart with a short run: the three requests are pending again and get trained.
         proc = _gunicorn({**env, "HEXZ_SAMPLES_PER_EXAMPLE": "0.5"}, port, log)
-        wait_for(lambda: _healthy(url), 60, step=0.2)
-        wait_for(lambda: status(url, token)["checkpoint"] == 1, 60)
+        wait_for(lambda: _healthy(url), 120, step=0.2)
+        wait_for(lambda: status(url, token)["checkpoint"] == 1, 120)
         st = status(url, token)
         total = sum(len(g.examples) for g in sent)
         assert st["examples"]["recovered"] == total and st["examples"]["pending"] == 0

@@ -405,9 +405,9 @@ def test_redis_down_the_server_keeps_the_worker_current(redis_server, name, tmp_
                 wait_for(lambda: caplog.text.count("model watch lost redis") >= 2,
                          what="the watchers to notice")
                 offered.offer(pb.ModelKey(name=name, checkpoint=1))   # an upload answer
-                wait_for(lambda: offered.current()[1].checkpoint == 1, 30,
+                wait_for(lambda: offered.current()[1].checkpoint == 1, 120,
                          what="the offered checkpoint, from the server")
-                wait_for(lambda: polling.current()[1].checkpoint == 2, 30,
+                wait_for(lambda: polling.current()[1].checkpoint == 2, 120,
                          what="the periodic check, answered by the server")
                 for live in (offered, polling):
                     assert live.model.source.startswith("server ")
