@@ -2,7 +2,8 @@
 # The GPU path, checked in one run (BENCHMARKS.md, "GPU"; issue 14, item 5):
 #   1. makes the checkout runnable (protobuf new enough for hexz_pb2.py, the Cython extensions
 #      built in place);
-#   2. the model, self-play and training tests on the GPU (HEXZ_TEST_DEVICE, tests/conftest.py);
+#   2. the model, self-play and training tests on the GPU (HEXZ_TEST_DEVICE, tests/conftest.py),
+#      and four short games of `pyhexz selfplay --device cuda`;
 #   3. benchmarks/gpu_bench.py: self-play examples/s at batch 256, 512 and 1024 with 10 x 128
 #      and 5 x 64 networks, training samples/s, torch vs onnxruntime-gpu.
 # Every figure is a line that starts with FIGURE (SKIP, FAIL: what did not run). One H200:
@@ -55,11 +56,13 @@ fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 
-# Adds one line to the figures file, atomically (a run cut short keeps a whole file).
+# Prints its arguments as one line and adds that to the figures file, atomically (a run
+# cut short keeps a whole file).
 record() {
-    echo "$1"
+    local line="$*"
+    echo "$line"
     if [ -n "$figures" ]; then
-        { [ -f "$figures" ] && cat "$figures"; echo "$1"; } > "$figures.tmp" \
+        { [ -f "$figures" ] && cat "$figures"; echo "$line"; } > "$figures.tmp" \
             && mv "$figures.tmp" "$figures"
     fi
 }
@@ -117,6 +120,21 @@ run_tests() {
     return "$rc"
 }
 
+# `pyhexz selfplay --device DEVICE`, the command itself: spawned processes, a fresh network on
+# the device, four short games written to files.
+run_selfplay_cli() {
+    local dir log rc
+    dir=$(mktemp -d)
+    log=$(mktemp)
+    timeout -k 10 180 "$py" -m pyhexz selfplay --device "$device" --output-dir "$dir" \
+        --max-games 4 --parallel-games 4 --runs-per-move 4 --seed 1 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    record "FIGURE selfplay-cli device=$device rc=$rc files=$(find "$dir" -type f | wc -l)" \
+        "$(grep '^selfplay:' "$log" | sed 's/ -> .*//')"
+    rm -rf "$dir" "$log"
+    return "$rc"
+}
+
 main() {
     local start=$SECONDS status=0
     echo "# gpu_check$([ "$dry" = 1 ] && echo ' --dry-run'): device $device, python $py," \
@@ -127,6 +145,8 @@ main() {
     prepare || { echo "gpu_check: the checkout could not be made runnable"; return 2; }
     echo "## tests on $device ($((SECONDS - start)) s)"
     run_tests || status=1
+    echo "## pyhexz selfplay --device $device ($((SECONDS - start)) s)"
+    run_selfplay_cli || status=1
     echo "## gpu_bench.py ($((SECONDS - start)) s)"
     local bench=(benchmarks/gpu_bench.py --device "$device")
     if [ "$dry" = 1 ]; then bench+=(--dry-run); fi

@@ -43,7 +43,10 @@ def test_dry_run_prints_every_figure(tmp_path: Path) -> None:
         return [line for line in lines if re.fullmatch(pattern, line)]
 
     # Three of the network tests, on the CPU.
-    assert len(having(r"FIGURE tests device=cpu rc=0 3 passed, \d+ deselected in .*")) == 1
+    assert len(having(r"FIGURE tests device=cpu rc=0 3 passed, \d+ deselected.* in .*")) == 1
+    # The command itself: four games written.
+    assert len(having(r"FIGURE selfplay-cli device=cpu rc=0 files=4 selfplay: 4 games, \d+ "
+                      r"examples in .*")) == 1
     for net in ("2x16", "1x8"):
         for batch in (4, 8):
             assert len(having(
@@ -60,7 +63,7 @@ def test_dry_run_prints_every_figure(tmp_path: Path) -> None:
     assert (len(onnx), len(skipped)) in ((2, 0), (0, 1)), lines
     for line in onnx:
         assert float(line.split("max_abs_diff=")[1].split()[0]) < 1e-4, line
-    assert len(lines) == 1 + 4 + 2 + max(len(onnx), len(skipped))
+    assert len(lines) == 2 + 4 + 2 + max(len(onnx), len(skipped))
 
     # $OUT gets the whole output and the figure lines.
     kept = (out_dir / "gpu_figures.txt").read_text().splitlines()
