@@ -111,8 +111,8 @@ run_tests() {
     fi
     local log
     log=$(mktemp)
-    # A hung test must not cost the figures: the tests get 5 minutes at most.
-    HEXZ_TEST_DEVICE="$device" timeout -k 10 300 "$py" -m pytest -q -p no:cacheprovider \
+    # A hung test must not cost the figures (or the 8 minutes): the tests get 4 at most.
+    HEXZ_TEST_DEVICE="$device" timeout -k 10 240 "$py" -m pytest -q -p no:cacheprovider \
         "${files[@]}" "${select[@]}" 2>&1 | tee "$log"
     local rc=${PIPESTATUS[0]}
     record "FIGURE tests device=$device rc=$rc $(tail -n 1 "$log" | tr -s ' =' ' ' | sed 's/^ //')"

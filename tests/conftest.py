@@ -49,12 +49,6 @@ def pytest_configure(config) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-@pytest.fixture(scope="session")
-def device() -> str:
-    """The torch device for the test's networks (model_device)."""
-    return model_device()
-
-
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """One torch thread, as every pyhexz process runs (process.setup_torch): on busy cores
