@@ -217,26 +217,46 @@ def test_two_workers_train_switch_and_ride_out_faults(redis_server, tmp_path):
     assert "Traceback" not in server.log.read_text()
 
 
+def _assert_sent_everything(w: Worker, processes: int) -> None:
+    """Every process of `w` ended with its games sent and none lost."""
+    done = re.findall(r"worker done .* uploaded=(\d+) .* lost=(\d+)", w.text())
+    assert len(done) == processes and all(lost == "0" for _, lost in done), done
+
+
 def test_two_processes_without_redis_follow_the_server_and_keep_the_time_budget(tmp_path):
     server = Server(tmp_path, None, minibatch=600)
     server.start()
     try:
-        t0 = time.monotonic()
-        w = Worker(tmp_path, 0, server.url, "--max-seconds", "14", "--model-poll-seconds", "2",
-                   "--num-workers", "2")
-        assert w.proc.wait(40) == 0
-        elapsed = time.monotonic() - t0
-        # The budget counts from the command's start, before torch loads, for both processes.
-        assert elapsed < 14 + 5, elapsed
-        models = w.models()
-        assert models.count((0, "server")) == 2 and max(n for n, _ in models) >= 2
-        assert all(src == "server" for _, src in models)
-        # Both processes wound down before the budget's end (the games under way finished).
-        assert w.text().count("worker winding down") == 2
-        done = re.findall(r"worker done .* uploaded=(\d+) .* lost=(\d+)", w.text())
-        assert len(done) == 2 and all(int(sent) > 0 and lost == "0" for sent, lost in done)
-        acked = sum(int(n)
-                    for n in re.findall(r"upload accepted game=\w+ examples=(\d+)", w.text()))
+        # 1. Two processes without Redis follow the server's checkpoints (upload answers and
+        # /models/latest) as far as checkpoint 2, each on its own; then SIGTERM.
+        w = Worker(tmp_path, 0, server.url, "--model-poll-seconds", "2", "--num-workers", "2")
+
+        def per_process() -> dict[str, list[tuple[int, str]]]:
+            loads: dict[str, list[tuple[int, str]]] = {}
+            for pid, n, src in re.findall(rf"pid=(\d+) worker model={NAME}:(\d+) sha256=\S+ "
+                                          r"source=(\w+)", w.text()):
+                loads.setdefault(pid, []).append((int(n), src))
+            return loads
+
+        wait_for(lambda: len(per_process()) == 2 and all(
+            max(n for n, _ in m) >= 2 for m in per_process().values()), 300,
+            "both processes to follow the server to checkpoint 2", step=0.5)
+        os.killpg(w.proc.pid, signal.SIGTERM)
+        assert w.proc.wait(120) == 0
+        assert all(m[0] == (0, "server") and {src for _, src in m} == {"server"}
+                   for m in per_process().values())
+        _assert_sent_everything(w, 2)
+
+        # 2. A time budget, counted from the command's start (before torch loads), for both
+        # processes: each ends by itself within its grace period of the budget by its own
+        # clock (the `elapsed` of its last line), nothing lost.
+        b = Worker(tmp_path, 1, server.url, "--max-seconds", "10", "--num-workers", "2")
+        assert b.proc.wait(300) == 0
+        elapsed = [float(s) for s in re.findall(r"worker done elapsed=([\d.]+)s", b.text())]
+        assert len(elapsed) == 2 and all(e <= 10 + 4 + 1 for e in elapsed), elapsed
+        _assert_sent_everything(b, 2)
+        acked = sum(int(n) for log in (w, b) for n in
+                    re.findall(r"upload accepted game=\w+ examples=(\d+)", log.text()))
         assert sum(_settled_totals(server)) == acked
     finally:
         server.stop()
