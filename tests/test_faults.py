@@ -358,8 +358,8 @@ def test_fuzzed_requests_never_get_a_5xx(training_server, cpu_server, one_game):
     state = requests.post(cpu_server[0] + "/ui/api/play/new", json={"seed": 2},
                           timeout=30).json()["state"]
     bodies = _bodies(one_game, state)
-    failures = _fuzz(training_server[0], TRAINING_ROUTES, bodies, seed=13, n=300)
-    failures += _fuzz(cpu_server[0], CPU_ROUTES, bodies, seed=14, n=200)
+    failures = _fuzz(training_server[0], TRAINING_ROUTES, bodies, seed=13, n=150)
+    failures += _fuzz(cpu_server[0], CPU_ROUTES, bodies, seed=14, n=100)
     assert not failures, "\n".join(failures[:20])
     for url, _ in (training_server, cpu_server):
         assert requests.get(url + "/healthz", timeout=30).status_code == 200
