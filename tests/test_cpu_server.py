@@ -539,6 +539,10 @@ def test_status_says_rollout_without_a_model_and_reports_think_times(rollout_url
     assert s["player"] == "rollout MCTS (no model)" and s["model"] is None
     req = s["requests"]
     assert req["served"] >= 3 and req["served"] == req["by_status"]["200"]
+    # Only suggestions count: neither /status itself nor /healthz is a request served.
+    assert requests.get(rollout_url + "/healthz", timeout=10).status_code == 200
+    again = requests.get(rollout_url + "/status", timeout=10).json()["requests"]
+    assert (again["served"], again["by_status"]) == (req["served"], req["by_status"])
     assert req["think_time_ms"]["max"] >= 60 and req["think_time_ms"]["median"] > 0
     assert 0 < req["wall_time_ms"]["median"] and req["iterations"]["median"] > 0
     assert s["config"]["max_think_ms"] == 400 and s["config"]["search_slots"] == 4
@@ -686,19 +690,22 @@ def test_follows_a_training_run_through_redis(redis_url, tmp_path: Path, opening
 
 
 def test_starts_from_a_model_file_and_switches_to_the_announced_one(redis_url, tmp_path: Path,
-                                                                    openings) -> None:
+                                                                    openings, caplog) -> None:
     name = f"switch{os.getpid()}"
     first = tmp_path / "first.pt"
     export_torchscript(tiny_net(5), first)
     bus = ModelBus(redis_url, name)
     cfg = CpuServerConfig(model_path=str(first), redis_url=redis_url, model_name=name,
                           model_poll_seconds=0.5)
-    with served(cfg) as url:
+    with caplog.at_level(logging.INFO, logger="pyhexz"), served(cfg) as url:
         status = lambda: requests.get(url + "/status", timeout=10).json()  # noqa: E731
         assert (status()["model"]["name"], status()["model"]["checkpoint"]) == ("first", 0)
         bus.publish(7, torchscript_bytes(7, tmp_path))
         wait_for(lambda: status()["model"]["checkpoint"] == 7)
         assert status()["model"]["name"] == name
+    # The hot-swap line names the CPU player, not a worker.
+    assert f"cpu player model={name}:7 " in caplog.text and "previous=first:0" in caplog.text
+    assert "worker model=" not in caplog.text
 
 
 @pytest.mark.parametrize("tokens", [{"server_auth_token": "secret"}, {"auth_token": "secret"}],

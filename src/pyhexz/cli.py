@@ -62,9 +62,8 @@ class ProcessSettings:
     """The global flags, before the command: they apply to every process it starts."""
 
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING")
-    # HEXZ_TORCH_THREADS: the variable gunicorn processes read too (infra/process.setup_torch).
-    threads: int = setting(1, "torch threads per process", check=at_least(1),
-                           env="HEXZ_TORCH_THREADS")
+    # HEXZ_THREADS: the variable gunicorn processes read too (infra/process.setup_torch).
+    threads: int = setting(1, "torch threads per process", check=at_least(1))
 
     def __post_init__(self) -> None:
         check_settings(self)

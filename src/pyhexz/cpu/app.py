@@ -241,7 +241,9 @@ def _quantiles(xs: list[float]) -> dict | None:
 
 
 class RequestLog:
-    """Counts answers by status and keeps the think times of the latest suggestions."""
+    """Counts the answers to suggest requests by status (`served`: those answered 200; /status,
+    /healthz and the UI are not what the service serves) and keeps the think times of the
+    latest suggestions."""
 
     def __init__(self, keep: int = 1000) -> None:
         self._lock = threading.Lock()
@@ -317,7 +319,7 @@ def _live_model(cfg: CpuServerConfig):
     token = cfg.server_auth_token or cfg.auth_token
     client = ServerClient(cfg.server_url, token) if cfg.server_url else None
     return LiveModel(ModelFetcher(client, bus, cfg.device, cfg.model_name),
-                     poll_seconds=cfg.model_poll_seconds)
+                     poll_seconds=cfg.model_poll_seconds, role="cpu player")
 
 
 @dataclass
@@ -371,7 +373,8 @@ def internal_error(e: Exception) -> Response:
 
 @routes.after_app_request
 def count(resp: Response) -> Response:
-    _server().requests.count(resp.status_code)
+    if request.path == SUGGEST_PATH:
+        _server().requests.count(resp.status_code)
     return resp
 
 

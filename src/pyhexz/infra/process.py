@@ -40,7 +40,7 @@ def configure_logging(level: str | int | None = None) -> None:
 
 def setup_torch(threads: int | None = None) -> None:
     import torch
-    threads = threads or int(os.environ.get("HEXZ_TORCH_THREADS", "1"))
+    threads = threads or int(os.environ.get("HEXZ_THREADS", "1"))
     torch.set_num_threads(threads)
 
 
