@@ -593,6 +593,10 @@ def test_model_sources_take_the_newest_published_checkpoint(tmp_path: Path) -> N
         assert m.sha256 == repo.meta(3)["sha256"][MODEL_FILE]
     m = load_served_model(str(model_dir / "checkpoints/1/scriptmodule.pt"))
     assert (m.key.name, m.key.checkpoint) == ("unit", 1)
+    # One checkpoint's folder (HEXZ_MODEL_PATH=.../checkpoints/1): its model, verified.
+    m = load_served_model(str(model_dir / "checkpoints/1"))
+    assert (m.key.name, m.key.checkpoint) == ("unit", 1)
+    assert m.sha256 == repo.meta(1)["sha256"][MODEL_FILE]
     other = tmp_path / "plain.pt"
     export_torchscript(tiny_net(0), other)
     assert load_served_model(str(other)).key.name == "plain"
@@ -600,6 +604,8 @@ def test_model_sources_take_the_newest_published_checkpoint(tmp_path: Path) -> N
     (model_dir / "checkpoints/3/model.pt").write_bytes(b"corrupt")
     with pytest.raises(Exception, match="SHA-256"):
         load_served_model(str(root))
+    with pytest.raises(Exception, match="SHA-256"):
+        load_served_model(str(model_dir / "checkpoints/3"))
 
 
 def test_bad_model_settings_fail_at_start(tmp_path: Path) -> None:

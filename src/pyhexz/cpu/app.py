@@ -78,7 +78,7 @@ from pyhexz.infra.httpbody import BadRequest as BadInput
 from pyhexz.infra.httpbody import gunzip, read_body
 from pyhexz.infra.modelbus import ModelBus
 from pyhexz.infra.redact import redact_url
-from pyhexz.nn.follow import LiveModel, ModelFetcher
+from pyhexz.nn.follow import LiveModel, LoadedModel, ModelFetcher
 from pyhexz.search.timed import SearchResult
 from pyhexz.web.ui import cpu_player_opponents, init_ui
 
@@ -283,15 +283,8 @@ def build_player(cfg: CpuServerConfig, shipped_root: Path | None = None) -> CpuP
     for. A shipped model that is missing or fails its SHA-256 check means rollout MCTS, with
     one loud log line saying why. A followed training run's models replace either as they come.
     """
-    model = None   # the model path's
     following = bool(cfg.redis_url or cfg.server_url)
-    if cfg.model_path:
-        try:
-            model = load_served_model(cfg.model_path, cfg.model_name, cfg.device, shipped_root)
-        except NoModelYet as e:
-            if not following:
-                raise
-            log.info("no model yet error=%r; the training run has not published one", str(e))
+    model = load_model_path(cfg, shipped_root)
     follower = ModelFollower(_live_model(cfg), model) if following else None
     playing = model
     if model is not None:
@@ -310,6 +303,23 @@ def build_player(cfg: CpuServerConfig, shipped_root: Path | None = None) -> CpuP
              "neural" if m else "rollout", f"{m.key.name}:{m.key.checkpoint}" if m else "none",
              m.source if m else "-", why, redact_url(cfg.redis_url), redact_url(cfg.server_url))
     return player
+
+
+def load_model_path(cfg: CpuServerConfig,
+                    shipped_root: Path | None = None) -> LoadedModel | None:
+    """The model the model path names; None without a model path, or when it has no checkpoint
+    yet and a followed training run will publish one. Raises what load_served_model raises for
+    one that cannot be used (`pyhexz cpu-server` calls it before it starts gunicorn, so that a
+    bad model path is one line, not a worker's traceback)."""
+    if not cfg.model_path:
+        return None
+    try:
+        return load_served_model(cfg.model_path, cfg.model_name, cfg.device, shipped_root)
+    except NoModelYet as e:
+        if not (cfg.redis_url or cfg.server_url):
+            raise
+        log.info("no model yet error=%r; the training run has not published one", str(e))
+        return None
 
 
 def _live_model(cfg: CpuServerConfig):
@@ -479,5 +489,5 @@ def create_app(config: CpuServerConfig | None = None,
     return app
 
 
-__all__ = ["CpuServerConfig", "create_app", "build_player", "parse_json_request",
-           "parse_proto_request", "SUGGEST_PATH"]
+__all__ = ["CpuServerConfig", "create_app", "build_player", "load_model_path",
+           "parse_json_request", "parse_proto_request", "SUGGEST_PATH"]
