@@ -482,6 +482,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(message, file=sys.stderr)
         return 2
+    except KeyboardInterrupt:   # Ctrl-C before the command's own handling of it (starting up)
+        print(f"pyhexz {args.command}: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:
         if not _user_error(e):
             raise
