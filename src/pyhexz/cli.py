@@ -298,7 +298,7 @@ def _selfplay_games(model: str | None, search, parallel_games: int, device: str,
 
 
 def cmd_selfplay(a: argparse.Namespace) -> int:
-    from pyhexz.infra.process import spawn_context
+    from pyhexz.infra.process import sigterm_as_ctrl_c, spawn_context
     job: SelfPlayJob = a.config
     _directory(job.output_dir, "--output-dir")
     _device(job.device)
@@ -319,6 +319,7 @@ def cmd_selfplay(a: argparse.Namespace) -> int:
         for i in range(n) if per is None or per[i] > 0]
     for p in procs:
         p.start()
+    sigterm_as_ctrl_c()
     t0 = last = time.monotonic()
     games = examples = done = 0
     failed: str | None = None

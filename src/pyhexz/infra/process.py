@@ -83,5 +83,18 @@ def init_worker_process(threads: int | None = None, log_level: str | int | None 
     setup_torch(threads)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def sigterm_as_ctrl_c() -> None:
+    """From now on SIGTERM (`kill`, docker stop) stops this process as Ctrl-C does, with a
+    KeyboardInterrupt, so that it stops its processes and says what it did rather than dying
+    at once. SIGINT is made Ctrl-C again too: a job started in the background inherits it
+    ignored. For a parent process that runs one command to its end."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, _interrupt)
+
+
 def spawn_context() -> multiprocessing.context.SpawnContext:
     return multiprocessing.get_context("spawn")
