@@ -380,7 +380,7 @@ def all_variables() -> set[str]:
 
 
 # Variables of scripts, not of pyhexz commands: each with the file that reads it.
-SCRIPT_VARIABLES = {"HEXZ_VENV": "scripts/setup.sh"}
+SCRIPT_VARIABLES = {"HEXZ_VENV": "scripts/setup.sh", "HEXZ_TEST_DEVICE": "tests/conftest.py"}
 
 
 def test_every_variable_in_the_docs_is_a_flag() -> None:

@@ -20,6 +20,9 @@ The think time runs from the moment the handler starts, before the body is read,
 search stops `think_margin_ms` early for the answer's way back, so the caller's wall time
 tracks the think time. An `X-Request-Deadline` header (RFC 3339, as the hexz Go client sends
 it) shortens the think time further. Waiting for a free search slot counts against it too.
+Every move's answer says what happened in headers: X-Hexz-Budget-Ms (the time the search was
+given: the think time as capped and shortened, less the margin), X-Hexz-Search-Ms (what it
+took), X-Hexz-Iterations (simulations) and X-Hexz-Model (which model played).
 
 The routes are one module-level blueprint (`routes`); create_app builds the player and keeps
 it, with the settings and the request log, in app.extensions[CPU_EXTENSION] for the views.
@@ -428,6 +431,9 @@ def suggest() -> Response:
     resp = (json_response if mimetype == JSON else proto_response)(result, req.board)
     resp.headers["X-Hexz-Iterations"] = str(result.iterations)
     resp.headers["X-Hexz-Search-Ms"] = f"{result.seconds * 1000:.1f}"
+    # The time the search was given (think time, capped, shortened by X-Request-Deadline,
+    # less the margin): what the server decided, whatever the machine's speed made of it.
+    resp.headers["X-Hexz-Budget-Ms"] = f"{(deadline - t0) * 1000:.1f}"
     resp.headers["X-Hexz-Model"] = model
     server.requests.suggestion(0 if req.think_ms == 0 else think_ms,
                                (time.monotonic() - t0) * 1000, result)

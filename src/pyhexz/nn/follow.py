@@ -294,7 +294,9 @@ class LiveModel:
                     if signal_ is _CONNECTED or now >= self._next_check:
                         self._next_check = now + self.poll_seconds
                         self._check_latest()
-                    elif isinstance(signal_, int):
+                    # Not elif: an announcement that arrives when a poll is due is still
+                    # taken (the pointer may not name it: a republished or forced key).
+                    if isinstance(signal_, int):
                         # Only the bus announces numbers (_signals), so there is a bus.
                         bus = self.fetcher.bus
                         assert bus is not None
