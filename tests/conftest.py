@@ -313,6 +313,44 @@ def stop_processes(procs: list) -> None:
             p.wait()
 
 
+def child_pids(pid: int) -> list[int]:
+    """The children of a process, from Linux /proc (empty once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def descendant_pids(pid: int) -> list[int]:
+    """Children, grandchildren, ... of a process (Linux /proc), parents before children."""
+    out: list[int] = []
+    todo = child_pids(pid)
+    while todo:
+        p = todo.pop(0)
+        out.append(p)
+        todo += child_pids(p)
+    return out
+
+
+def cmdline(pid: int) -> str:
+    """A process's command line, '' once it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def pid_gone(pid: int) -> bool:
+    """Whether a process has exited (a zombie waiting for its parent has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def settled_totals(status, tries: int = 120, step: float = 0.5) -> tuple[int, int]:
     """(examples trained, examples pending) from a training server's `status()` dict once no
     training run is changing them (two equal readings with no run in progress)."""

@@ -261,7 +261,7 @@ def test_variables_of_nested_settings_and_the_renamed_ones(monkeypatch) -> None:
     monkeypatch.setenv("HEXZ_MINIBATCH_SIZE", "300")
     monkeypatch.setenv("HEXZ_WAL_SEGMENT_BYTES", "8192")
     monkeypatch.setenv("HEXZ_NO_AUGMENT", "1")
-    monkeypatch.setenv("HEXZ_TORCH_THREADS", "3")
+    monkeypatch.setenv("HEXZ_THREADS", "3")
     a = parse("server")
     assert (a.config.train.trigger_examples, a.config.segment_bytes, a.config.train.augment,
             a.process.threads) == (300, 8192, False, 3)
@@ -279,6 +279,23 @@ def test_help_shows_defaults_and_variables(capsys) -> None:
         parse("server", "--help")
     out = " ".join(capsys.readouterr().out.split())
     assert "(default: 8) [HEXZ_EVAL_OPENINGS]" in out and "[HEXZ_WAL_SEGMENT_BYTES]" in out
+    # The global flags too; --threads is named by the rule like every other (no exception).
+    with pytest.raises(SystemExit, match="^0$"):
+        parse("--help")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: 1) [HEXZ_THREADS]" in out and "(default: INFO) [HEXZ_LOG_LEVEL]" in out
+
+
+def test_the_2023_form_prints_the_full_help(capsys) -> None:
+    from pyhexz import hexz
+    assert hexz.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(hexz.USAGE)
+    assert "usage: pyhexz" in out and "self-play games written to files" in out
+    with pytest.raises(SystemExit, match="^0$"):
+        hexz.main(["--mode=selfplay", "--help"])
+    assert "--runs-per-move" in capsys.readouterr().out
+    assert hexz.main([]) == 2 and capsys.readouterr().err.strip() == hexz.USAGE
 
 
 @pytest.mark.parametrize("argv, env, message", [
@@ -368,7 +385,7 @@ SCRIPT_VARIABLES = {"HEXZ_VENV": "scripts/setup.sh", "HEXZ_TEST_DEVICE": "tests/
 
 def test_every_variable_in_the_docs_is_a_flag() -> None:
     known = all_variables()
-    assert {"HEXZ_RUNS_PER_MOVE", "HEXZ_TORCH_THREADS", "HEXZ_WAL_SEGMENT_BYTES"} <= known
+    assert {"HEXZ_RUNS_PER_MOVE", "HEXZ_THREADS", "HEXZ_WAL_SEGMENT_BYTES"} <= known
     for name, script in SCRIPT_VARIABLES.items():
         assert name in (REPO_ROOT / script).read_text(), f"{script} no longer reads {name}"
     docs = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]

@@ -547,6 +547,10 @@ def test_status_says_rollout_without_a_model_and_reports_think_times(rollout_url
     assert s["player"] == "rollout MCTS (no model)" and s["model"] is None
     req = s["requests"]
     assert req["served"] >= 3 and req["served"] == req["by_status"]["200"]
+    # Only suggestions count: neither /status itself nor /healthz is a request served.
+    assert requests.get(rollout_url + "/healthz", timeout=10).status_code == 200
+    again = requests.get(rollout_url + "/status", timeout=10).json()["requests"]
+    assert (again["served"], again["by_status"]) == (req["served"], req["by_status"])
     assert req["think_time_ms"]["max"] >= 60 and req["think_time_ms"]["median"] > 0
     assert 0 < req["wall_time_ms"]["median"] and req["iterations"]["median"] > 0
     assert s["config"]["max_think_ms"] == 400 and s["config"]["search_slots"] == 4
@@ -597,6 +601,10 @@ def test_model_sources_take_the_newest_published_checkpoint(tmp_path: Path) -> N
         assert m.sha256 == repo.meta(3)["sha256"][MODEL_FILE]
     m = load_served_model(str(model_dir / "checkpoints/1/scriptmodule.pt"))
     assert (m.key.name, m.key.checkpoint) == ("unit", 1)
+    # One checkpoint's folder (HEXZ_MODEL_PATH=.../checkpoints/1): its model, verified.
+    m = load_served_model(str(model_dir / "checkpoints/1"))
+    assert (m.key.name, m.key.checkpoint) == ("unit", 1)
+    assert m.sha256 == repo.meta(1)["sha256"][MODEL_FILE]
     other = tmp_path / "plain.pt"
     export_torchscript(tiny_net(0), other)
     assert load_served_model(str(other)).key.name == "plain"
@@ -604,6 +612,8 @@ def test_model_sources_take_the_newest_published_checkpoint(tmp_path: Path) -> N
     (model_dir / "checkpoints/3/model.pt").write_bytes(b"corrupt")
     with pytest.raises(Exception, match="SHA-256"):
         load_served_model(str(root))
+    with pytest.raises(Exception, match="SHA-256"):
+        load_served_model(str(model_dir / "checkpoints/3"))
 
 
 def test_bad_model_settings_fail_at_start(tmp_path: Path) -> None:
@@ -694,19 +704,22 @@ def test_follows_a_training_run_through_redis(redis_url, tmp_path: Path, opening
 
 
 def test_starts_from_a_model_file_and_switches_to_the_announced_one(redis_url, tmp_path: Path,
-                                                                    openings) -> None:
+                                                                    openings, caplog) -> None:
     name = f"switch{os.getpid()}"
     first = tmp_path / "first.pt"
     export_torchscript(tiny_net(5), first)
     bus = ModelBus(redis_url, name)
     cfg = CpuServerConfig(model_path=str(first), redis_url=redis_url, model_name=name,
                           model_poll_seconds=0.5)
-    with served(cfg) as url:
+    with caplog.at_level(logging.INFO, logger="pyhexz"), served(cfg) as url:
         status = lambda: requests.get(url + "/status", timeout=10).json()  # noqa: E731
         assert (status()["model"]["name"], status()["model"]["checkpoint"]) == ("first", 0)
         bus.publish(7, torchscript_bytes(7, tmp_path))
         wait_for(lambda: status()["model"]["checkpoint"] == 7)
         assert status()["model"]["name"] == name
+    # The hot-swap line names the CPU player, not a worker.
+    assert f"cpu player model={name}:7 " in caplog.text and "previous=first:0" in caplog.text
+    assert "worker model=" not in caplog.text
 
 
 @pytest.mark.parametrize("tokens", [{"server_auth_token": "secret"}, {"auth_token": "secret"}],

@@ -81,7 +81,7 @@ from pyhexz.infra.httpbody import BadRequest as BadInput
 from pyhexz.infra.httpbody import gunzip, read_body
 from pyhexz.infra.modelbus import ModelBus
 from pyhexz.infra.redact import redact_url
-from pyhexz.nn.follow import LiveModel, ModelFetcher
+from pyhexz.nn.follow import LiveModel, LoadedModel, ModelFetcher
 from pyhexz.search.timed import SearchResult
 from pyhexz.web.ui import cpu_player_opponents, init_ui
 
@@ -244,7 +244,9 @@ def _quantiles(xs: list[float]) -> dict | None:
 
 
 class RequestLog:
-    """Counts answers by status and keeps the think times of the latest suggestions."""
+    """Counts the answers to suggest requests by status (`served`: those answered 200; /status,
+    /healthz and the UI are not what the service serves) and keeps the think times of the
+    latest suggestions."""
 
     def __init__(self, keep: int = 1000) -> None:
         self._lock = threading.Lock()
@@ -284,15 +286,8 @@ def build_player(cfg: CpuServerConfig, shipped_root: Path | None = None) -> CpuP
     for. A shipped model that is missing or fails its SHA-256 check means rollout MCTS, with
     one loud log line saying why. A followed training run's models replace either as they come.
     """
-    model = None   # the model path's
     following = bool(cfg.redis_url or cfg.server_url)
-    if cfg.model_path:
-        try:
-            model = load_served_model(cfg.model_path, cfg.model_name, cfg.device, shipped_root)
-        except NoModelYet as e:
-            if not following:
-                raise
-            log.info("no model yet error=%r; the training run has not published one", str(e))
+    model = load_model_path(cfg, shipped_root)
     follower = ModelFollower(_live_model(cfg), model) if following else None
     playing = model
     if model is not None:
@@ -313,6 +308,23 @@ def build_player(cfg: CpuServerConfig, shipped_root: Path | None = None) -> CpuP
     return player
 
 
+def load_model_path(cfg: CpuServerConfig,
+                    shipped_root: Path | None = None) -> LoadedModel | None:
+    """The model the model path names; None without a model path, or when it has no checkpoint
+    yet and a followed training run will publish one. Raises what load_served_model raises for
+    one that cannot be used (`pyhexz cpu-server` calls it before it starts gunicorn, so that a
+    bad model path is one line, not a worker's traceback)."""
+    if not cfg.model_path:
+        return None
+    try:
+        return load_served_model(cfg.model_path, cfg.model_name, cfg.device, shipped_root)
+    except NoModelYet as e:
+        if not (cfg.redis_url or cfg.server_url):
+            raise
+        log.info("no model yet error=%r; the training run has not published one", str(e))
+        return None
+
+
 def _live_model(cfg: CpuServerConfig):
     """A LiveModel over Redis and/or the training server."""
     # CpuServerConfig requires a model name with a Redis URL.
@@ -320,7 +332,7 @@ def _live_model(cfg: CpuServerConfig):
     token = cfg.server_auth_token or cfg.auth_token
     client = ServerClient(cfg.server_url, token) if cfg.server_url else None
     return LiveModel(ModelFetcher(client, bus, cfg.device, cfg.model_name),
-                     poll_seconds=cfg.model_poll_seconds)
+                     poll_seconds=cfg.model_poll_seconds, role="cpu player")
 
 
 @dataclass
@@ -374,7 +386,8 @@ def internal_error(e: Exception) -> Response:
 
 @routes.after_app_request
 def count(resp: Response) -> Response:
-    _server().requests.count(resp.status_code)
+    if request.path == SUGGEST_PATH:
+        _server().requests.count(resp.status_code)
     return resp
 
 
@@ -482,5 +495,5 @@ def create_app(config: CpuServerConfig | None = None,
     return app
 
 
-__all__ = ["CpuServerConfig", "create_app", "build_player", "parse_json_request",
-           "parse_proto_request", "SUGGEST_PATH"]
+__all__ = ["CpuServerConfig", "create_app", "build_player", "load_model_path",
+           "parse_json_request", "parse_proto_request", "SUGGEST_PATH"]
