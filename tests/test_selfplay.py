@@ -475,3 +475,42 @@ def test_cut_off_games_are_played_on_from_where_they_stopped() -> None:
             assert pb.TrainingExample.FromString(old).move == ex.move
         assert [ex.move.move for ex in g.examples] == list(range(len(g.examples)))
         assert {ex.result for ex in g.examples} <= {-1.0, 0.0, 1.0}
+
+
+# ---------------------------------------------------------------------------
+# The `selfplay` command's time budget
+
+
+@pytest.mark.slow
+def test_selfplay_command_keeps_its_budget_in_the_middle_of_a_search(tmp_path) -> None:
+    """`--max-seconds=N` (the 2023 form, two processes of two games): a move of ten million
+    simulations cannot end within any budget, so a process only reports (exit 0, well before
+    the guard timeout) if its search heeds the budget between network batches; then both its
+    games are cut off. A process still starting at the budget's end is ended instead, and
+    said so. How many started in time depends on the machine's speed; that the count of
+    games cut off is told, and right, does not."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import child_env
+    out = tmp_path / "games"
+    r = subprocess.run(
+        [sys.executable, "-m", "pyhexz.hexz", "--mode=selfplay", "--num-workers=2",
+         "--max-seconds=10", "--runs-per-move=10000000", "--parallel-games=2",
+         f"--output-dir={out}"],
+        cwd=Path(__file__).resolve().parents[1], env=child_env(), capture_output=True,
+        text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = re.search(r"selfplay: 0 games, 0 examples in \d+ s .*, (\d+) games cut off "
+                        r"unfinished", r.stdout)
+    assert summary, r.stdout + r.stderr[-3000:]
+    # Each process that reported says how many it cut off: all of its games, or none when
+    # the budget ran out before it started playing.
+    reported = [int(n) for n in re.findall(r"selfplay done games=0 examples=0 cut_off=(\d+)",
+                                           r.stderr)]
+    assert set(reported) <= {0, 2} and sum(reported) == int(summary[1]), r.stderr[-3000:]
+    ended = re.search(r"(\d) of 2 processes ended without a report", r.stderr)
+    assert len(reported) + (int(ended[1]) if ended else 0) == 2, r.stderr[-3000:]
+    assert list(out.iterdir()) == []
