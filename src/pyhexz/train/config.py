@@ -22,6 +22,14 @@ def count_or_none(text: str) -> int | None:
 count_or_none.__name__ = "count or 'none'"   # what a bad value's message calls it
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: `taskset`, a container's cpuset), not
+    the machine's: one self-play process per usable core."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 @dataclass
 class TrainConfig:
     blocks: int = setting(5, "residual blocks (new model)", check=at_least(1))
@@ -93,7 +101,7 @@ class LocalConfig:
         None, "start a new run from this model instead of random weights: 'default' (the "
         "model that ships with pyhexz) or a pyhexz checkpoint (its optimizer state too, where "
         "it has one); a DIR with checkpoints resumes and ignores it")
-    num_workers: int = setting(os.cpu_count() or 1, "self-play processes (one per core, as "
+    num_workers: int = setting(usable_cores(), "self-play processes (one per core, as "
                                "in the best two-core run, BENCHMARKS.md learn3)",
                                check=at_least(1))
     parallel_games: int = setting(32, "games each process plays at once (the network's batch "
