@@ -183,7 +183,11 @@ def test_per_command_defaults() -> None:
         (100, 20, Path("runs/local"), "local")
     assert (t.train.trigger_examples, t.train.replay_window, t.train.samples_per_example,
             t.train.learning_rate, t.train.seed) == (4096, 100_000, 8.0, 1e-3, 0)
-    assert t.num_workers == max(1, (os.cpu_count() or 2) - 1) and t.parallel_games == 32
+    # Issue 17: the best two-core run's network (3 x 32) and one self-play process per core;
+    # 8 games at once at first.
+    assert (t.train.blocks, t.train.filters) == (3, 32)
+    assert t.num_workers == len(os.sched_getaffinity(0)) and t.parallel_games == 32
+    assert t.start_games == 8
     sp = parse("selfplay", "--output-dir", "x").config
     assert (sp.search.runs_per_move, sp.search.sample_plies, sp.num_workers, sp.seed) == \
         (800, None, 1, None)
