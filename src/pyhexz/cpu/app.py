@@ -285,7 +285,8 @@ def build_player(cfg: CpuServerConfig, shipped_root: Path | None = None) -> CpuP
     following = bool(cfg.redis_url or cfg.server_url)
     if cfg.model_path:
         try:
-            model = load_served_model(cfg.model_path, cfg.model_name, cfg.device, shipped_root)
+            model = load_served_model(cfg.model_path, cfg.model_name, cfg.device, shipped_root,
+                                      cfg.backend)
         except NoModelYet as e:
             if not following:
                 raise
@@ -297,7 +298,7 @@ def build_player(cfg: CpuServerConfig, shipped_root: Path | None = None) -> CpuP
     elif cfg.rollout:
         why = "rollout MCTS, as asked for (rollout setting)"
     else:
-        playing, why = shipped_or_rollout(cfg.device, shipped_root)
+        playing, why = shipped_or_rollout(cfg.device, shipped_root, cfg.backend)
     if following and model is None:
         why += "; until the followed training run publishes a model"
     options = SearchOptions(slots=cfg.search_slots, leaves_per_round=cfg.leaves_per_round,
@@ -316,7 +317,7 @@ def _live_model(cfg: CpuServerConfig):
     bus = ModelBus(cfg.redis_url, cfg.model_name) if cfg.redis_url and cfg.model_name else None
     token = cfg.server_auth_token or cfg.auth_token
     client = ServerClient(cfg.server_url, token) if cfg.server_url else None
-    return LiveModel(ModelFetcher(client, bus, cfg.device, cfg.model_name),
+    return LiveModel(ModelFetcher(client, bus, cfg.device, cfg.model_name, cfg.backend),
                      poll_seconds=cfg.model_poll_seconds)
 
 

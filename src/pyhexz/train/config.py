@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyhexz.infra.config import above, at_least, check_settings, setting
+from pyhexz.infra.config import above, at_least, backend_setting, check_settings, setting
 from pyhexz.search.driver import SearchConfig
 
 
@@ -97,6 +97,7 @@ class LocalConfig:
     parallel_games: int = setting(32, "games each process plays at once (the network's batch "
                                   "size)", check=at_least(1))
     device: str = setting("cpu", "torch device: cpu, cuda, cuda:1, mps")
+    backend: str = backend_setting()
     minutes: float | None = setting(None, "stop after this many minutes", check=above(0))
     checkpoints: int | None = setting(None, "stop after this many new checkpoints",
                                          check=at_least(1))

@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 
 
 def _selfplay_worker(root: str, name: str, search: SearchConfig, parallel_games: int,
-                     device: str, latest, stop, out, seed: int, end: float | None) -> None:
+                     device: str, backend: str, latest, stop, out, seed: int,
+                     end: float | None) -> None:
     init_worker_process()
     repo = CheckpointRepo(LocalStorage(root), name)
     current: dict = {"n": None}
@@ -52,7 +53,7 @@ def _selfplay_worker(root: str, name: str, search: SearchConfig, parallel_games:
     def model():
         n = latest.value
         if n != current["n"]:
-            current.update(n=n, predictor=load_predictor(repo, n, device),
+            current.update(n=n, predictor=load_predictor(repo, n, device, backend),
                            key=pb.ModelKey(name=name, checkpoint=n))
             log.info("selfplay model=%s checkpoint=%d", name, n)
         return current["predictor"], current["key"]
@@ -97,7 +98,8 @@ def run(cfg: LocalConfig, command: str | None = None) -> int:
     stop = ctx.Event()
     games_q = ctx.Queue()
     workers = [ctx.Process(target=_selfplay_worker, name=f"selfplay-{i}", daemon=True, args=(
-        str(root), cfg.name, cfg.search, cfg.parallel_games, cfg.device, latest, stop, games_q,
+        str(root), cfg.name, cfg.search, cfg.parallel_games, cfg.device, cfg.backend, latest, stop,
+        games_q,
         # Fresh entropy: a restart from the same checkpoint must not replay the same games.
         int.from_bytes(os.urandom(8), "little"), end)) for i in range(cfg.num_workers)]
     for w in workers:
