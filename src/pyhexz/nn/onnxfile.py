@@ -45,14 +45,15 @@ OUTPUT_NAMES = ("policy", "value")
 def export_onnx(model: nn.Module) -> bytes:
     """The ONNX bytes of ``model`` (a HexzNet or a hexz TorchScript module), from a CPU copy
     in eval mode, so the caller's model (maybe training on a GPU) is left as it was."""
-    net = copy.deepcopy(unwrap(model)).cpu().eval()
     board = torch.zeros((2, *BOARD_SHAPE), dtype=torch.float32)
     mask = torch.ones((2, *MASK_SHAPE), dtype=torch.bool)
     with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
         # "You are using the legacy TorchScript-based ONNX export": chosen on purpose (above);
-        # its UserWarnings (non-leaf .grad, a ScriptMethod without signature) say nothing here.
+        # its UserWarnings and deepcopy's (non-leaf .grad, a ScriptMethod without signature)
+        # say nothing here.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
+        net = copy.deepcopy(unwrap(model)).cpu().eval()
         out = Path(d) / "model.onnx"
         torch.onnx.export(
             net, (board, mask), out, dynamo=False, opset_version=OPSET,
