@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pyhexz import hexz_pb2 as pb
 from pyhexz.game.board import Board
-from pyhexz.infra.storage import MODEL_FILE, CheckpointRepo, open_storage, sha256
+from pyhexz.infra.storage import MODEL_FILE, ONNX_FILE, CheckpointRepo, open_storage, sha256
 from pyhexz.nn import ModelLoadError, Predictor, load_model
 from pyhexz.nn.follow import LiveModel, LoadedModel
 from pyhexz.nn.shipped import DEFAULT_SPEC, NoShippedModel, ShippedModelError, default_model
@@ -117,7 +117,10 @@ def load_shipped_model(device: str = "cpu", root: Path | None = None,
     trusted or loaded."""
     m = default_model(root)
     path = m.path(MODEL_FILE)
-    return LoadedModel(Predictor(load_model(path, device), device, backend),
+    # Its model.onnx, where it ships one, checked against its SHA-256 as model.pt is.
+    onnx = m.path(ONNX_FILE).read_bytes() if backend != "torch" and ONNX_FILE in m.files \
+        else None
+    return LoadedModel(Predictor(load_model(path, device), device, backend, onnx),
                        pb.ModelKey(name=m.name, checkpoint=m.checkpoint),
                        m.files[MODEL_FILE]["sha256"], f"{m.label}: {path}")
 
