@@ -170,7 +170,9 @@ def test_commands_get_their_configs() -> None:
     assert isinstance(s.config, ServerConfig) and s.config.segment_bytes == 4096
     assert (s.serving.host, s.serving.port, s.serving.request_timeout) == ("127.0.0.1", 9, 30.0)
     w = parse("worker", "--server-url", "http://x", "--runs-per-move", "3")
-    assert w.config == WorkerConfig(server_url="http://x", search=SearchConfig(runs_per_move=3))
+    # --backend's command default is auto; the dataclass's (library callers) is torch.
+    assert w.config == WorkerConfig(server_url="http://x", search=SearchConfig(runs_per_move=3),
+                                    backend="auto")
     assert parse("--threads", "2", "arena", "a", "b").process.threads == 2
     assert parse("export", "a", "b").config == cli.ExportJob("a", Path("b"))
     assert isinstance(t.config.train, TrainConfig)

@@ -5,7 +5,7 @@
     pyhexz worker --server-url URL      self-play streamed to a training server (Cloud Run)
     pyhexz server --storage DIR|gs://B  the training server (Flask on waitress)
     pyhexz arena P1 P2                  a match over the fixture openings, both seats
-    pyhexz export CHECKPOINT OUT        a checkpoint as a hexz TorchScript file
+    pyhexz export CHECKPOINT OUT        a checkpoint as a hexz TorchScript (or ONNX) file
     pyhexz cpu-server [--model-path M]  the remote CPU player service (gunicorn)
     pyhexz ship-model CHECKPOINT ...    ship a trained checkpoint as the default model
 
@@ -40,9 +40,11 @@ STARTED = time.monotonic()
 
 from pyhexz.cpu.config import CpuServerConfig  # noqa: E402
 from pyhexz.infra.config import (  # noqa: E402
+    Check,
     ConfigParser,
     above,
     at_least,
+    backend_setting,
     check_settings,
     environ_for,
     setting,
@@ -89,6 +91,7 @@ class SelfPlayJob:
     parallel_games: int = setting(32, "games each process plays at once (the network's batch "
                                   "size)", check=at_least(1))
     device: str = setting("cpu", "torch device: cpu, cuda, cuda:1, mps")
+    backend: str = backend_setting()
     search: SearchConfig = field(default_factory=SearchConfig)
 
     def __post_init__(self) -> None:
@@ -105,6 +108,7 @@ class ArenaJob:
     openings: Path | None = setting(None, "JSONL openings (none: the hexz fixture)")
     json: bool = setting(False, "print the result as JSON")
     device: str = setting("cpu", "torch device for neural players")
+    backend: str = backend_setting()
     seed: int = setting(0, "seed for random and rollout players")
     tree: TreeConfig = field(default_factory=TreeConfig)   # neural players' tree options
 
@@ -112,10 +116,21 @@ class ArenaJob:
         check_settings(self)
 
 
+EXPORT_FORMATS = ("torchscript", "onnx")
+
+
 @dataclass
 class ExportJob:
-    checkpoint: str = setting(help="pyhexz checkpoint file or model directory", positional=True)
-    output: Path = setting(help="TorchScript file to write", positional=True)
+    checkpoint: str = setting(help="pyhexz checkpoint file or model directory (onnx: a hexz "
+                              "TorchScript file too)", positional=True)
+    output: Path = setting(help="file to write", positional=True)
+    format: str = setting("torchscript", "torchscript (the hexz signature) or onnx (the same "
+                          "inputs and outputs, dynamic batch axis)",
+                          check=Check(lambda v: v in EXPORT_FORMATS,
+                                      "one of " + ", ".join(EXPORT_FORMATS)))
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 @dataclass
@@ -257,7 +272,7 @@ SELFPLAY_OVERRUN_SECONDS = 5.0
 
 
 def _selfplay_process(index: int, model: str | None, search, parallel_games: int, device: str,
-                      max_games: int | None, end: float | None, output_dir: str,
+                      backend: str, max_games: int | None, end: float | None, output_dir: str,
                       seed: int | None, progress, stop) -> None:
     """One self-play process of `selfplay`: ("game", examples) per game, then ("done", games
     cut off), or ("failed", index, message) for an error, which the parent says once (no
@@ -265,8 +280,8 @@ def _selfplay_process(index: int, model: str | None, search, parallel_games: int
     from pyhexz.infra.process import init_worker_process
     init_worker_process()
     try:
-        _selfplay_games(model, search, parallel_games, device, max_games, end, output_dir,
-                        seed, progress, stop)
+        _selfplay_games(model, search, parallel_games, device, backend, max_games, end,
+                        output_dir, seed, progress, stop)
     except Exception as e:
         if not _user_error(e):
             log.exception("selfplay process failed")   # a bug: its traceback helps
@@ -274,7 +289,7 @@ def _selfplay_process(index: int, model: str | None, search, parallel_games: int
         sys.exit(1)
 
 
-def _selfplay_games(model: str | None, search, parallel_games: int, device: str,
+def _selfplay_games(model: str | None, search, parallel_games: int, device: str, backend: str,
                     max_games: int | None, end: float | None, output_dir: str,
                     seed: int | None, progress, stop) -> None:
     import torch
@@ -286,12 +301,12 @@ def _selfplay_games(model: str | None, search, parallel_games: int, device: str,
     from pyhexz.train.selfplay import run_selfplay, wind_down_before
     if model:
         path = resolve_model_path(model)
-        predictor = Predictor.from_path(path, device)
+        predictor = Predictor.from_path(path, device, backend)
         name, n = model_key_for_path(path)
         key = pb.ModelKey(name=name, checkpoint=n)
     else:
         torch.manual_seed(seed or 0)
-        predictor = Predictor(HexzNet(), device)
+        predictor = Predictor(HexzNet(), device, backend)
         key = pb.ModelKey(name="random-init", checkpoint=0)
     out = Path(output_dir)
 
@@ -328,8 +343,9 @@ def cmd_selfplay(a: argparse.Namespace) -> int:
     per = None if job.max_games is None else [job.max_games // n + (i < job.max_games % n)
                                               for i in range(n)]
     procs = [ctx.Process(target=_selfplay_process, daemon=True, args=(
-        i, job.model, job.search, job.parallel_games, job.device, None if per is None else per[i],
-        end, str(job.output_dir), None if job.seed is None else job.seed + i, progress, stop))
+        i, job.model, job.search, job.parallel_games, job.device, job.backend,
+        None if per is None else per[i], end, str(job.output_dir),
+        None if job.seed is None else job.seed + i, progress, stop))
         for i in range(n) if per is None or per[i] > 0]
     for p in procs:
         p.start()
@@ -428,9 +444,9 @@ def cmd_arena(a: argparse.Namespace) -> int:
         openings = openings[:job.games]
     n = len(openings)
     p1 = make_player(job.player1, device=job.device, seed=job.seed, max_games=2 * n,
-                     tree=job.tree)
+                     tree=job.tree, backend=job.backend)
     p2 = make_player(job.player2, device=job.device, seed=job.seed + 1, max_games=2 * n,
-                     tree=job.tree)
+                     tree=job.tree, backend=job.backend)
     result = play_match(p1, p2, openings, progress=True)
     print(result_json(result) if job.json else result.summary())
     return 0
@@ -476,8 +492,19 @@ def cmd_export(a: argparse.Namespace) -> int:
     from pyhexz.search.players import resolve_model_path
     job: ExportJob = a.config
     path = resolve_model_path(job.checkpoint)
-    export_torchscript(load_checkpoint(path).model, job.output)
-    print(f"exported {path} -> {job.output}")
+    if job.format == "torchscript":
+        export_torchscript(load_checkpoint(path).model, job.output)
+        print(f"exported {path} -> {job.output}")
+        return 0
+    from pyhexz.nn import load_model
+    from pyhexz.nn.onnxfile import opset_of, write_onnx
+    module = load_model(path)
+    try:
+        data = write_onnx(module, job.output)
+    except Exception as e:   # noqa: BLE001 - torch's exporter raises many kinds
+        raise ValueError(f"{path} cannot be exported to ONNX: "
+                         f"{type(e).__name__}: {str(e).strip()[:200]}") from None
+    print(f"exported {path} -> {job.output} (onnx, opset {opset_of(data)}, dynamic batch)")
     return 0
 
 

@@ -93,7 +93,7 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
     # WorkerConfig requires a model name with a Redis URL.
     bus = ModelBus(cfg.redis_url, cfg.model_name) if cfg.redis_url and cfg.model_name else None
     fetcher = ModelFetcher(ServerClient(cfg.server_url, cfg.auth_token), bus, cfg.device,
-                           cfg.model_name)
+                           cfg.model_name, cfg.backend)
     live = LiveModel(fetcher, poll_seconds=cfg.model_poll_seconds)
     stats = WorkerStats()
 
