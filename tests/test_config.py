@@ -185,7 +185,11 @@ def test_per_command_defaults() -> None:
         (100, 20, Path("runs/local"), "local")
     assert (t.train.trigger_examples, t.train.replay_window, t.train.samples_per_example,
             t.train.learning_rate, t.train.seed) == (4096, 100_000, 8.0, 1e-3, 0)
-    assert t.num_workers == max(1, (os.cpu_count() or 2) - 1) and t.parallel_games == 32
+    # Issue 17: the best two-core run's network (3 x 32) and one self-play process per core;
+    # 8 games at once at first.
+    assert (t.train.blocks, t.train.filters) == (3, 32)
+    assert t.num_workers == len(os.sched_getaffinity(0)) and t.parallel_games == 32
+    assert t.start_games == 8
     sp = parse("selfplay", "--output-dir", "x").config
     assert (sp.search.runs_per_move, sp.search.sample_plies, sp.num_workers, sp.seed) == \
         (800, None, 1, None)
@@ -263,7 +267,7 @@ def test_variables_of_nested_settings_and_the_renamed_ones(monkeypatch) -> None:
     monkeypatch.setenv("HEXZ_MINIBATCH_SIZE", "300")
     monkeypatch.setenv("HEXZ_WAL_SEGMENT_BYTES", "8192")
     monkeypatch.setenv("HEXZ_NO_AUGMENT", "1")
-    monkeypatch.setenv("HEXZ_TORCH_THREADS", "3")
+    monkeypatch.setenv("HEXZ_THREADS", "3")
     a = parse("server")
     assert (a.config.train.trigger_examples, a.config.segment_bytes, a.config.train.augment,
             a.process.threads) == (300, 8192, False, 3)
@@ -281,6 +285,23 @@ def test_help_shows_defaults_and_variables(capsys) -> None:
         parse("server", "--help")
     out = " ".join(capsys.readouterr().out.split())
     assert "(default: 8) [HEXZ_EVAL_OPENINGS]" in out and "[HEXZ_WAL_SEGMENT_BYTES]" in out
+    # The global flags too; --threads is named by the rule like every other (no exception).
+    with pytest.raises(SystemExit, match="^0$"):
+        parse("--help")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: 1) [HEXZ_THREADS]" in out and "(default: INFO) [HEXZ_LOG_LEVEL]" in out
+
+
+def test_the_2023_form_prints_the_full_help(capsys) -> None:
+    from pyhexz import hexz
+    assert hexz.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(hexz.USAGE)
+    assert "usage: pyhexz" in out and "self-play games written to files" in out
+    with pytest.raises(SystemExit, match="^0$"):
+        hexz.main(["--mode=selfplay", "--help"])
+    assert "--runs-per-move" in capsys.readouterr().out
+    assert hexz.main([]) == 2 and capsys.readouterr().err.strip() == hexz.USAGE
 
 
 @pytest.mark.parametrize("argv, env, message", [
@@ -365,12 +386,12 @@ def all_variables() -> set[str]:
 
 
 # Variables of scripts, not of pyhexz commands: each with the file that reads it.
-SCRIPT_VARIABLES = {"HEXZ_VENV": "scripts/setup.sh"}
+SCRIPT_VARIABLES = {"HEXZ_VENV": "scripts/setup.sh", "HEXZ_TEST_DEVICE": "tests/conftest.py"}
 
 
 def test_every_variable_in_the_docs_is_a_flag() -> None:
     known = all_variables()
-    assert {"HEXZ_RUNS_PER_MOVE", "HEXZ_TORCH_THREADS", "HEXZ_WAL_SEGMENT_BYTES"} <= known
+    assert {"HEXZ_RUNS_PER_MOVE", "HEXZ_THREADS", "HEXZ_WAL_SEGMENT_BYTES"} <= known
     for name, script in SCRIPT_VARIABLES.items():
         assert name in (REPO_ROOT / script).read_text(), f"{script} no longer reads {name}"
     docs = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]

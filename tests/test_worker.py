@@ -325,6 +325,20 @@ def test_corrupt_model_in_redis_is_refused_and_the_old_one_kept(redis_url, name,
         wait_for(lambda: live.current()[1].checkpoint == 2, what="the repaired checkpoint 2")
 
 
+def test_an_announcement_is_taken_even_when_a_poll_is_due(redis_url, name, tmp_path):
+    # poll_seconds=0: every signal finds a poll due (as on a busy machine, where ticks come
+    # late). The poll reads the pointer, which still names 1; the announced 2 must be taken
+    # anyway: it used to be dropped, so a worker missed models announced at such moments.
+    with running(redis_url, name, tmp_path, poll_seconds=0.0) as (bus, live):
+        bus.publish(1, script_bytes(tmp_path, 1))
+        wait_for(lambda: live.current()[1].checkpoint == 1, what="checkpoint 1")
+        bus.redis.hset(bus.checkpoint_key(2), mapping={"data": script_bytes(tmp_path, 2),
+                                                       "sha256": "0" * 64})
+        bus.redis.publish(bus.channel, 2)   # announced; the pointer still says 1
+        wait_for(lambda: live.refused >= 1, what="the announced checkpoint to be tried")
+        assert live.current()[1].checkpoint == 1
+
+
 def test_bytes_that_are_not_a_model_are_refused(redis_url, name, tmp_path, caplog):
     with running(redis_url, name, tmp_path) as (bus, live):
         with caplog.at_level(logging.INFO, "pyhexz"):
@@ -391,9 +405,9 @@ def test_redis_down_the_server_keeps_the_worker_current(redis_server, name, tmp_
                 wait_for(lambda: caplog.text.count("model watch lost redis") >= 2,
                          what="the watchers to notice")
                 offered.offer(pb.ModelKey(name=name, checkpoint=1))   # an upload answer
-                wait_for(lambda: offered.current()[1].checkpoint == 1, 30,
+                wait_for(lambda: offered.current()[1].checkpoint == 1, 120,
                          what="the offered checkpoint, from the server")
-                wait_for(lambda: polling.current()[1].checkpoint == 2, 30,
+                wait_for(lambda: polling.current()[1].checkpoint == 2, 120,
                          what="the periodic check, answered by the server")
                 for live in (offered, polling):
                     assert live.model.source.startswith("server ")
@@ -446,6 +460,42 @@ def test_the_budget_counts_from_the_given_start():
     t0 = time.monotonic()
     stats = run_worker(cfg)
     assert stats.games == 0 and time.monotonic() - t0 < 3
+
+
+def test_a_stop_in_the_middle_of_a_move_is_kept_and_the_games_cut_off_are_counted(
+        redis_url, name, tmp_path, caplog, monkeypatch):
+    """A move of a million simulations never ends by itself: the worker stops because
+    self-play checks the stop between network batches, and its done line counts the games
+    it cut off."""
+    from pyhexz.worker import job
+    from pyhexz.worker.job import StopSignal, run_worker
+
+    searching = threading.Event()
+    real = job.run_selfplay
+
+    def spy(model, *args, **kwargs):
+        def source():
+            evaluate, key = model()
+
+            def noted(planes, masks):
+                searching.set()
+                return evaluate(planes, masks)
+            return noted, key
+        return real(source, *args, **kwargs)
+    monkeypatch.setattr(job, "run_selfplay", spy)
+
+    ModelBus(redis_url, name).publish(0, script_bytes(tmp_path, 0))
+    stop = StopSignal()
+    stopper = threading.Thread(target=lambda: searching.wait(120) and stop.set(), daemon=True)
+    stopper.start()
+    with serve_app(ScriptedServer([]).app) as url, caplog.at_level(logging.INFO, "pyhexz"):
+        cfg = WorkerConfig(server_url=url, redis_url=redis_url, model_name=name,
+                           grace_seconds=1, parallel_games=3,
+                           search=SearchConfig(runs_per_move=1_000_000), seed=0)
+        stats = run_worker(cfg, stop)
+    stopper.join(5)
+    assert searching.is_set() and stats.games == 0 and stats.cut_off == 3
+    assert "worker done " in caplog.text and " games=0 cut_off=3 " in caplog.text
 
 
 def test_stop_under_back_pressure_sends_every_finished_game_and_loads_no_model(

@@ -31,7 +31,7 @@ from pyhexz import hexz_pb2 as pb
 from pyhexz.game.board import Board
 from pyhexz.infra.storage import MODEL_FILE, ONNX_FILE, CheckpointRepo, open_storage, sha256
 from pyhexz.nn import ModelLoadError, Predictor, load_model
-from pyhexz.nn.follow import LiveModel, LoadedModel
+from pyhexz.nn.follow import LiveModel, LoadedModel, TokenRefused
 from pyhexz.nn.shipped import DEFAULT_SPEC, NoShippedModel, ShippedModelError, default_model
 from pyhexz.search.driver import TreeConfig
 from pyhexz.search.players import (
@@ -161,8 +161,11 @@ class ModelFollower:
         return self.live.model
 
     def _first(self) -> None:
-        if self.live.wait_first(self._stop):
-            self._watch()
+        try:
+            if self.live.wait_first(self._stop):
+                self._watch()
+        except TokenRefused as e:
+            log.error("cpu player not following the training run: token refused error=%r", str(e))
 
     def _watch(self) -> None:
         with self._lock:

@@ -82,7 +82,7 @@ class Setting:
     help: str
     parse: Callable[[str], Any] | None   # text -> value; None: from the field's type
     flag: str | None                      # e.g. "--minibatch-size"; None: from the name
-    env: str | None                       # e.g. "HEXZ_TORCH_THREADS"; None: from the flag
+    env: str | None                       # e.g. "HEXZ_AUTH_TOKEN"; None: from the flag
     check: Check | None
     positional: bool
     command_default: Any

@@ -93,14 +93,17 @@ class NeuralPlayer:
 
 
 def resolve_model_path(path: str | os.PathLike) -> Path:
-    """A model file from a file path or a model directory (its newest checkpoint); "default"
-    is the shipped model's checkpoint, checked against its SHA-256 (nn/shipped.py)."""
+    """A model file from a file path, a checkpoint folder (its model.pt) or a model directory
+    (its newest checkpoint); "default" is the shipped model's checkpoint, checked against its
+    SHA-256 (nn/shipped.py)."""
     if os.fspath(path) == "default":
         from pyhexz.nn.shipped import default_model_file
         return default_model_file()
     p = Path(path)
     if p.is_file():
         return p
+    if (p / "model.pt").is_file():
+        return p / "model.pt"
     ckpts = p / "checkpoints" if (p / "checkpoints").is_dir() else p
     dirs = [d for d in ckpts.iterdir() if d.name.isdigit() and (d / "model.pt").exists()] \
         if ckpts.is_dir() else []

@@ -14,10 +14,12 @@ Lifecycle (docs/worker.md):
    channel, from the pointer (re-read on every (re)connect and every `model_poll_seconds`,
    because pub/sub delivers at most once), and from the latest model named in every upload
    answer. Bytes that fail their checksum or do not load are never run: the old model stays.
-4. Stop: on SIGTERM/SIGINT, or `grace_seconds` before `max_seconds` is up, no new search step
-   starts, no new model is loaded, the finished games are sent until `grace_seconds` after the
+4. Stop: on SIGTERM/SIGINT, or `grace_seconds` before `max_seconds` is up, no new network
+   batch starts (self-play checks between batches, in the middle of a move's search), no new
+   model is loaded, the finished games are sent until `grace_seconds` after the
    signal (Cloud Run allows 10 s after SIGTERM), and the process exits 0. Games still being
-   played are dropped: they have no result. So that few are, the worker winds down first: once
+   played are dropped (the done line counts them, `cut_off`): they have no result. So that few
+   are, the worker winds down first: once
    the time left before that point is less than 1.5 mean game lengths, it starts no new games
    and lets those under way finish. So that the finished ones can all be sent, self-play waits
    while the upload buffer holds what the server can take in half the grace period
@@ -30,6 +32,7 @@ import dataclasses
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -42,16 +45,12 @@ from pyhexz.infra.http import ServerClient
 from pyhexz.infra.modelbus import ModelBus
 from pyhexz.infra.process import init_worker_process, spawn_context
 from pyhexz.infra.redact import redact_url
-from pyhexz.nn.follow import WATCHER_THREAD, LiveModel, ModelFetcher
+from pyhexz.nn.follow import WATCHER_THREAD, LiveModel, ModelFetcher, TokenRefused
 from pyhexz.train.selfplay import run_selfplay, wind_down_before
 from pyhexz.worker.config import WorkerConfig
 from pyhexz.worker.uploader import Uploader, UploadStats
 
 log = logging.getLogger(__name__)
-
-
-class _Stopped(Exception):
-    """Raised from the evaluator to end a search step at once when the worker must stop."""
 
 
 class StopSignal(threading.Event):
@@ -70,6 +69,7 @@ class StopSignal(threading.Event):
 class WorkerStats:
     games: int = 0
     examples: int = 0
+    cut_off: int = 0            # games under way when play stopped, dropped
     simulations: int = 0        # leaves the network evaluated: the work, finished games or not
     model: str = ""
     swaps: int = 0
@@ -120,13 +120,14 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
     def report(final: bool = False) -> None:
         u = uploader.stats
         play = stats.play_seconds or time.monotonic() - play_start
-        log.info("worker %s elapsed=%.0fs games=%d examples=%d examples_per_s=%.2f model=%s "
-                 "swaps=%d uploaded=%d uploaded_examples=%d buffered=%d upload_retries=%d "
-                 "at_capacity=%d wrong_model_dropped=%d rejected=%d lost=%d self_play_waited=%.0fs",
-                 "done" if final else "progress", time.monotonic() - t0, stats.games,
-                 stats.examples, stats.examples / max(play, 1e-9), live.label, live.swaps,
-                 u.games, u.examples, uploader.pending, u.retries, u.at_capacity, u.wrong_model,
-                 u.rejected, u.lost, u.waited)
+        log.info("worker %s elapsed=%.0fs games=%d cut_off=%d examples=%d examples_per_s=%.2f "
+                 "model=%s swaps=%d uploaded=%d uploaded_examples=%d buffered=%d "
+                 "upload_retries=%d at_capacity=%d wrong_model_dropped=%d rejected=%d lost=%d "
+                 "self_play_waited=%.0fs", "done" if final else "progress",
+                 time.monotonic() - t0, stats.games, stats.cut_off, stats.examples,
+                 stats.examples / max(play, 1e-9), live.label, live.swaps, u.games, u.examples,
+                 uploader.pending, u.retries, u.at_capacity, u.wrong_model, u.rejected, u.lost,
+                 u.waited)
 
     def model_source():
         nonlocal last_report
@@ -136,8 +137,6 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
         predictor, key = live.current()
 
         def evaluate(planes: np.ndarray, masks: np.ndarray):
-            if stopping():
-                raise _Stopped
             stats.simulations += len(planes)
             return predictor(planes, masks)
         return evaluate, key
@@ -151,11 +150,11 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
              "max_seconds=%s", redact_url(cfg.server_url), "yes" if bus else "no", live.label,
              cfg.parallel_games, cfg.search.runs_per_move, cfg.max_seconds)
     try:
-        run_selfplay(model_source, sink, cfg.search, parallel_games=cfg.parallel_games,
-                     should_stop=stopping, should_start=wind_down_before(stop_at, "worker"),
-                     seed=cfg.seed, execution_id=execution_id)
-    except _Stopped:
-        pass
+        played = run_selfplay(model_source, sink, cfg.search, parallel_games=cfg.parallel_games,
+                              should_stop=stopping,
+                              should_start=wind_down_before(stop_at, "worker"),
+                              seed=cfg.seed, execution_id=execution_id)
+        stats.cut_off = played.cut_off
     finally:
         stats.play_seconds = time.monotonic() - play_start
         stop.set()
@@ -173,6 +172,17 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
     stats.seconds, stats.upload = time.monotonic() - t0, uploader.stats
     report(final=True)
     return stats
+
+
+def _play(cfg: WorkerConfig, stop: threading.Event, execution_id: str) -> int:
+    """run_worker, as an exit code: 0, or 2 when the server refused the auth token (said in
+    one ERROR line; no retry fixes a wrong token, so the worker stops at once)."""
+    try:
+        run_worker(cfg, stop, execution_id)
+    except TokenRefused as e:
+        log.error("worker stopping: token refused by the training server error=%r", str(e))
+        return 2
+    return 0
 
 
 def _exit_if_a_load_is_running(code: int) -> None:
@@ -202,8 +212,9 @@ def _child(cfg: WorkerConfig, stop, index: int, log_level: int) -> None:
         event.set()
     threading.Thread(target=relay_stop, daemon=True).start()
     seed = None if cfg.seed is None else cfg.seed + index
-    run_worker(dataclasses.replace(cfg, seed=seed, num_workers=1), event, _execution_id(index))
-    _exit_if_a_load_is_running(0)
+    code = _play(dataclasses.replace(cfg, seed=seed, num_workers=1), event, _execution_id(index))
+    _exit_if_a_load_is_running(code)
+    sys.exit(code)
 
 
 def run(cfg: WorkerConfig) -> int:
@@ -219,9 +230,9 @@ def run(cfg: WorkerConfig) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         if cfg.num_workers == 1:
-            run_worker(cfg, stop, _execution_id(0))
-            _exit_if_a_load_is_running(0)
-            return 0
+            code = _play(cfg, stop, _execution_id(0))
+            _exit_if_a_load_is_running(code)
+            return code
         ctx = spawn_context()
         shared_stop = ctx.Event()
         level = logging.getLogger("pyhexz").getEffectiveLevel()
@@ -232,6 +243,10 @@ def run(cfg: WorkerConfig) -> int:
         while any(p.is_alive() for p in procs):
             if stop.wait(0.1):   # the children's grace periods start when they hear it
                 shared_stop.set()
+            if any(p.exitcode not in (None, 0) for p in procs) and not shared_stop.is_set():
+                log.error("worker stopping: a worker process failed exit_codes=%s",
+                          [p.exitcode for p in procs])
+                shared_stop.set()   # the others wind down (they upload what they finished)
             for p in procs:
                 p.join(timeout=0)
         return 0 if all(p.exitcode == 0 for p in procs) else 1
