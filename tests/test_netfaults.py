@@ -41,6 +41,7 @@ NAME = "netfaults"
 RELAY = Path(__file__).with_name("netrelay.py")
 SERVER_PORT, REDIS_PORT = 8080, 6379
 ACCEPTED = re.compile(r"upload accepted game=(\w+) examples=(\d+)")
+STALE = re.compile(r"reason=wrong_model game_model=(\d+) ")
 ANSWERED = re.compile(r"upload (?:accepted|rejected) game=")   # final answers, not retries
 
 
@@ -152,6 +153,11 @@ class Worker:
     def text(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def model_at(self, offset: int) -> int:
+        """The checkpoint it played at log offset `offset` (-1: none yet)."""
+        found = re.findall(rf"worker model={NAME}:(\d+) ", self.text()[:offset])
+        return int(found[-1]) if found else -1
+
     def accepted(self, since: int = 0) -> list[str]:
         return [g for g, _ in ACCEPTED.findall(self.text()[since:])]
 
@@ -166,11 +172,15 @@ class Server:
         self.redis: subprocess.Popen | None = None
 
     def start(self) -> None:
+        # A checkpoint every ~30 games: a worker's game waits in its upload buffer (held at
+        # the back-pressure limit behind the 200 ms link) for well under the server's
+        # max-model-age of 5 checkpoints, while a worker that stopped following models for
+        # the 45 s Redis outage would fall further behind than that and lose games.
         self.proc = self.lab.start(self.ns, [
             sys.executable, "-m", "pyhexz", "server", "--host", "0.0.0.0",
             "--port", str(SERVER_PORT)], self.log, {
             "HEXZ_MODEL_NAME": NAME, "HEXZ_STORAGE": str(self.store),
-            "HEXZ_REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0", "HEXZ_MINIBATCH_SIZE": "800",
+            "HEXZ_REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0", "HEXZ_MINIBATCH_SIZE": "2400",
             "HEXZ_BLOCKS": "1", "HEXZ_FILTERS": "8", "HEXZ_BATCH_SIZE": "64",
             "HEXZ_SAMPLES_PER_EXAMPLE": "1", "HEXZ_MAX_PENDING": "40000",
             "HEXZ_EVAL_OPENINGS": "0", "HEXZ_WAL_SEGMENT_BYTES": str(1 << 20)})
@@ -292,11 +302,18 @@ def test_latency_loss_partition_and_outages_lose_nothing_acknowledged(lab):
     recover = round(time.monotonic() - t0, 1)
     dropped = sum(w.text()[m:].count("reason=wrong_model") for w, m in zip(workers, marks,
                                                                           strict=True))
+    # A game dropped for its age that was played only with models taken during the outage
+    # means the worker fell behind for want of Redis (games played before it, still in a
+    # buffer behind the partition's backlog, may be too old by now: counted above).
+    behind = [g for w, m in zip(workers, marks, strict=True)
+              for g in map(int, STALE.findall(w.text()[m:])) if g > w.model_at(m)]
     rows.append(Row(f"Redis down 45 s (both workers; {from_server} model switches from the "
-                    "server meanwhile)",
+                    f"server meanwhile; {dropped - len(behind)} games of earlier models refused "
+                    "as too old)",
                     sum(len(w.accepted(m)) for w, m in zip(workers, marks, strict=True)),
-                    lost=dropped, recover_seconds=recover))
-    assert dropped == 0, "games dropped as too old while Redis was down"
+                    lost=len(behind), recover_seconds=recover))
+    assert from_server > 0, "no model taken from the server while Redis was down"
+    assert behind == [], "games of models taken during the outage dropped as too old"
 
     # 4. The training server down for 30 s (kill -9), then back; then SIGTERM to both.
     marks = [len(w.text()) for w in workers]

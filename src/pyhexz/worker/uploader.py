@@ -69,6 +69,7 @@ class _Game:
     game_id: str
     examples: int
     body: bytes
+    oldest_model: int   # the oldest checkpoint that played a move of it (the server's age check)
 
 
 # What one attempt came to.
@@ -137,7 +138,8 @@ class Uploader:
         """
         # Serialised and compressed here, once, so a retry resends the same bytes.
         game = _Game(request.game_id, len(request.examples),
-                     gzip.compress(request.SerializeToString(), compresslevel=1))
+                     gzip.compress(request.SerializeToString(), compresslevel=1),
+                     min((ex.model_key.checkpoint for ex in request.examples), default=-1))
         waited_since = None
         with self._cv:
             while len(self._games) + self._in_flight >= self.limit():
@@ -267,8 +269,8 @@ class Uploader:
             self.stats.wrong_model += 1
             latest = answer.latest_model
             log.warning("upload rejected game=%s examples=%d reason=wrong_model "
-                        "server_model=%s:%d; game dropped, switching model",
-                        game.game_id, game.examples,
+                        "game_model=%d server_model=%s:%d; game dropped, switching model",
+                        game.game_id, game.examples, game.oldest_model,
                         latest.name, latest.checkpoint)
             if answer.HasField("latest_model"):
                 self.on_model(latest, True)
