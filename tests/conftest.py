@@ -49,6 +49,18 @@ def pytest_configure(config) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+@pytest.fixture(autouse=True)
+def hexz_environ_restored():
+    """`pyhexz.cli.main` puts the process settings into the environment for the processes a
+    command starts (HEXZ_LOG_LEVEL, HEXZ_THREADS); a test that calls it in-process must not
+    change the defaults of the tests after it."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("HEXZ_")}
+    yield
+    for k in [k for k in os.environ if k.startswith("HEXZ_") and k not in before]:
+        del os.environ[k]
+    os.environ.update(before)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """One torch thread, as every pyhexz process runs (process.setup_torch): on busy cores

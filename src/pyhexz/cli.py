@@ -539,6 +539,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pyhexz.infra.process import configure_logging, setup_torch
     configure_logging(args.process.log_level)
     setup_torch(args.process.threads)
+    # The processes a command starts (spawned, gunicorn's) read these from their environment.
+    os.environ.update({k: v for k, v in environ_for(args.process).items() if v is not None})
     try:
         return args.func(args)
     except ModuleNotFoundError as e:
