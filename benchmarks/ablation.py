@@ -25,7 +25,8 @@ against rollout:800 over all 128 openings from both seats, and at equal think ti
 move each) against rollout, each match split over `--processes` processes (one core each),
 plus the run's learning curve against rollout:800.
 
-A variant is a base (`defaults`: `pyhexz train` as it is; `all`: every change in FEATURES on)
+A variant is a base (`defaults`: `pyhexz train` as it is; `all`: every change in FEATURES on
+but the ALTERNATIVES, which replace another change: `all+gumbel` swaps the Gumbel root in)
 with at most one change added (`+NAME`) or taken away (`-NAME`): a change of FEATURES (issue
 15's) or of LEARN3 (the settings of the earlier ablation, on by default). The changes are set
 through their HEXZ_* variables, which mean the same whichever way a default points (a switch's
@@ -67,13 +68,23 @@ FEATURES: dict[str, Feature] = {
     "window-growth": Feature({"HEXZ_REPLAY_WINDOW_START": "20000"},
                              {"HEXZ_REPLAY_WINDOW_START": "none"}),
     "global-pooling": Feature({"HEXZ_GLOBAL_POOLING": "1"}, {"HEXZ_GLOBAL_POOLING": "0"}),
-    # The search half (search/mcts.pyx, search/driver.py): its settings go here when merged.
-    "fpu": Feature(None),                # first-play urgency reduction
-    "forced-playouts": Feature(None),    # forced playouts and policy target pruning
-    "cache": Feature(None),              # transposition-aware evaluation cache
-    "solver": Feature(None),             # exact endgame solver
-    "gumbel": Feature(None),             # Gumbel top-k root with sequential halving
+    # The search half (search/mcts.pyx, search/driver.py, search/evalcache.pyx, solver.pyx):
+    # first play urgency reduction below the root (KataGo's 0.2; 0 at the root, which has noise)
+    "fpu": Feature({"HEXZ_FPU_REDUCTION": "0.2", "HEXZ_FPU_REDUCTION_ROOT": "0"},
+                   {"HEXZ_FPU_REDUCTION": "0", "HEXZ_FPU_REDUCTION_ROOT": "0"}),
+    # forced playouts and policy target pruning (KataGo's k = 2)
+    "forced-playouts": Feature({"HEXZ_FORCED_PLAYOUTS": "2"}, {"HEXZ_FORCED_PLAYOUTS": "0"}),
+    # the evaluation cache: 8192 positions a game's tree (about 2.5 MB per game)
+    "cache": Feature({"HEXZ_EVAL_CACHE": "8192"}, {"HEXZ_EVAL_CACHE": "0"}),
+    # the exact endgame solver at 12 legal moves left
+    "solver": Feature({"HEXZ_SOLVER_MOVES": "12"}, {"HEXZ_SOLVER_MOVES": "0"}),
+    # the Gumbel root (16 moves considered) instead of PUCT + noise + forced playouts
+    "gumbel": Feature({"HEXZ_GUMBEL": "16", "HEXZ_FORCED_PLAYOUTS": "0"},
+                      {"HEXZ_GUMBEL": "0"}),
 }
+# Changes that replace another rather than add to it: "all" leaves them out (gumbel replaces
+# the PUCT root that forced playouts steer; the two exclude each other), "all+gumbel" swaps.
+ALTERNATIVES = frozenset({"gumbel"})
 # learn3's changes (BENCHMARKS.md, the 25-minute ablation): on by default, not part of "all".
 LEARN3: dict[str, Feature] = {
     "augment": Feature({"HEXZ_NO_AUGMENT": "0"}, {"HEXZ_NO_AUGMENT": "1"}),
@@ -109,7 +120,8 @@ def settings(variant: str) -> dict[str, str]:
     env: dict[str, str] = {}
     if base == "all":
         for name in wired():
-            env.update(FEATURES[name].on or {})
+            if name not in ALTERNATIVES:
+                env.update(FEATURES[name].on or {})
     if not op:
         return env
     feature = FEATURES.get(change) or LEARN3.get(change)
@@ -125,7 +137,9 @@ def settings(variant: str) -> dict[str, str]:
 
 def ablation(base: str) -> list[str]:
     """The base, then the base without each change it has (or with each it lacks)."""
-    return [base] + [f"{base}{'-' if base == 'all' else '+'}{name}" for name in wired()]
+    if base == "all":
+        return [base] + [f"all{'+' if name in ALTERNATIVES else '-'}{name}" for name in wired()]
+    return [base] + [f"{base}+{name}" for name in wired()]
 
 
 def dir_name(variant: str) -> str:

@@ -13,6 +13,40 @@ import pytest
 
 FIXTURES_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 INITIAL_STATES = "flagz_initial_v1.jsonl"
+# The torch device the model, self-play and training tests put their networks on.
+TEST_DEVICE_VARIABLE = "HEXZ_TEST_DEVICE"
+
+
+def model_device() -> str:
+    """HEXZ_TEST_DEVICE (cpu, cuda, cuda:1), default cpu: benchmarks/gpu_check.sh sets it to
+    run the network tests on a GPU, which has never run them otherwise; no CPU machine needs
+    one. Not a fixture, so module-level helpers and module-scoped fixtures can ask too."""
+    return os.environ.get(TEST_DEVICE_VARIABLE, "").strip() or "cpu"
+
+
+def pytest_configure(config) -> None:
+    """Checks HEXZ_TEST_DEVICE once, before any test, and makes a GPU compute what the tests'
+    float32 reference values assume."""
+    device = model_device()
+    if device == "cpu":
+        return  # no torch import for test runs that never touch a network
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise pytest.UsageError(f"{TEST_DEVICE_VARIABLE}={device!r}: {e}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise pytest.UsageError(f"{TEST_DEVICE_VARIABLE}={device!r}, but torch "
+                                    f"{torch.__version__} sees no CUDA device")
+        # cuDNN's default TF32 convolutions round to 10 mantissa bits: outputs would differ
+        # from float32 CPU references by about 1e-3. Deterministic kernels keep the
+        # same-seed-same-result tests meaningful.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -277,6 +311,44 @@ def stop_processes(procs: list) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+
+
+def child_pids(pid: int) -> list[int]:
+    """The children of a process, from Linux /proc (empty once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def descendant_pids(pid: int) -> list[int]:
+    """Children, grandchildren, ... of a process (Linux /proc), parents before children."""
+    out: list[int] = []
+    todo = child_pids(pid)
+    while todo:
+        p = todo.pop(0)
+        out.append(p)
+        todo += child_pids(p)
+    return out
+
+
+def cmdline(pid: int) -> str:
+    """A process's command line, '' once it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def pid_gone(pid: int) -> bool:
+    """Whether a process has exited (a zombie waiting for its parent has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
 
 
 def settled_totals(status, tries: int = 120, step: float = 0.5) -> tuple[int, int]:

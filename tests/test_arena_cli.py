@@ -575,6 +575,7 @@ def test_resolve_model_path(tmp_path: Path, checkpoint) -> None:
     want = model_dir / "checkpoints/0" / MODEL_FILE
     assert resolve_model_path(model_dir) == want
     assert resolve_model_path(model_dir / "checkpoints") == want
+    assert resolve_model_path(model_dir / "checkpoints/0") == want   # one checkpoint's folder
     with pytest.raises(FileNotFoundError,
                        match="empty-nothing: no model file and no checkpoints/N/model.pt below it"):
         resolve_model_path(tmp_path / "empty-nothing")

@@ -170,7 +170,9 @@ def test_commands_get_their_configs() -> None:
     assert isinstance(s.config, ServerConfig) and s.config.segment_bytes == 4096
     assert (s.serving.host, s.serving.port, s.serving.request_timeout) == ("127.0.0.1", 9, 30.0)
     w = parse("worker", "--server-url", "http://x", "--runs-per-move", "3")
-    assert w.config == WorkerConfig(server_url="http://x", search=SearchConfig(runs_per_move=3))
+    # --backend's command default is auto; the dataclass's (library callers) is torch.
+    assert w.config == WorkerConfig(server_url="http://x", search=SearchConfig(runs_per_move=3),
+                                    backend="auto")
     assert parse("--threads", "2", "arena", "a", "b").process.threads == 2
     assert parse("export", "a", "b").config == cli.ExportJob("a", Path("b"))
     assert isinstance(t.config.train, TrainConfig)
@@ -265,7 +267,7 @@ def test_variables_of_nested_settings_and_the_renamed_ones(monkeypatch) -> None:
     monkeypatch.setenv("HEXZ_MINIBATCH_SIZE", "300")
     monkeypatch.setenv("HEXZ_WAL_SEGMENT_BYTES", "8192")
     monkeypatch.setenv("HEXZ_NO_AUGMENT", "1")
-    monkeypatch.setenv("HEXZ_TORCH_THREADS", "3")
+    monkeypatch.setenv("HEXZ_THREADS", "3")
     a = parse("server")
     assert (a.config.train.trigger_examples, a.config.segment_bytes, a.config.train.augment,
             a.process.threads) == (300, 8192, False, 3)
@@ -283,6 +285,23 @@ def test_help_shows_defaults_and_variables(capsys) -> None:
         parse("server", "--help")
     out = " ".join(capsys.readouterr().out.split())
     assert "(default: 8) [HEXZ_EVAL_OPENINGS]" in out and "[HEXZ_WAL_SEGMENT_BYTES]" in out
+    # The global flags too; --threads is named by the rule like every other (no exception).
+    with pytest.raises(SystemExit, match="^0$"):
+        parse("--help")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: 1) [HEXZ_THREADS]" in out and "(default: INFO) [HEXZ_LOG_LEVEL]" in out
+
+
+def test_the_2023_form_prints_the_full_help(capsys) -> None:
+    from pyhexz import hexz
+    assert hexz.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(hexz.USAGE)
+    assert "usage: pyhexz" in out and "self-play games written to files" in out
+    with pytest.raises(SystemExit, match="^0$"):
+        hexz.main(["--mode=selfplay", "--help"])
+    assert "--runs-per-move" in capsys.readouterr().out
+    assert hexz.main([]) == 2 and capsys.readouterr().err.strip() == hexz.USAGE
 
 
 @pytest.mark.parametrize("argv, env, message", [
@@ -367,12 +386,12 @@ def all_variables() -> set[str]:
 
 
 # Variables of scripts, not of pyhexz commands: each with the file that reads it.
-SCRIPT_VARIABLES = {"HEXZ_VENV": "scripts/setup.sh"}
+SCRIPT_VARIABLES = {"HEXZ_VENV": "scripts/setup.sh", "HEXZ_TEST_DEVICE": "tests/conftest.py"}
 
 
 def test_every_variable_in_the_docs_is_a_flag() -> None:
     known = all_variables()
-    assert {"HEXZ_RUNS_PER_MOVE", "HEXZ_TORCH_THREADS", "HEXZ_WAL_SEGMENT_BYTES"} <= known
+    assert {"HEXZ_RUNS_PER_MOVE", "HEXZ_THREADS", "HEXZ_WAL_SEGMENT_BYTES"} <= known
     for name, script in SCRIPT_VARIABLES.items():
         assert name in (REPO_ROOT / script).read_text(), f"{script} no longer reads {name}"
     docs = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]

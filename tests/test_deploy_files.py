@@ -254,8 +254,10 @@ def test_image_build_and_commands_work_from_a_fresh_venv(tmp_path: Path, ignore,
     home.mkdir()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("HEXZ_", "PYTHON", "VIRTUAL_ENV")) and k != "PORT"}
+    # Unoptimised extensions (setup.py's HEXZ_BUILD_CFLAGS): this checks that they build and
+    # import from the copied files, not their speed, and gcc -O0 takes a fraction of the time.
     env.update(PATH=f"{venv / 'bin'}:{env.get('PATH', '')}", HOME=str(home),
-               PYTHONNOUSERSITE="1", HEXZ_LOG_LEVEL="WARNING")
+               PYTHONNOUSERSITE="1", HEXZ_LOG_LEVEL="WARNING", HEXZ_BUILD_CFLAGS="-O0")
     r = subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                         "--ignore-installed", "--disable-pip-version-check", str(ctx)],
                        cwd=home, env=env, capture_output=True, text=True)
@@ -406,10 +408,39 @@ def test_setup_script_and_conda_environment_install_from_the_lock() -> None:
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert "-r requirements.lock" in pip
     assert not [x for x in pip if "==" in x or ">=" in x], "versions belong in the lock"
+    # The tests import yaml without a skip: the lock (so the conda environment) has PyYAML.
+    assert re.search(r"(?m)^pyyaml==", (REPO / "requirements.lock").read_text(), re.I)
     assert (REPO / "requirements-dev.txt").read_text().split()[:2] == ["-r", "requirements.lock"]
     ci = (REPO / ".ci/run").read_text()
     assert "bash scripts/setup.sh && .venv/bin/pytest" in ci
     assert ".venv/bin/ruff check" in ci and ".venv/bin/mypy" in ci
+
+
+def test_setup_script_does_nothing_when_nothing_changed(tmp_path: Path) -> None:
+    """With the stamp matching and the extensions newer than their sources, setup.sh runs no
+    pip, no build and no torch import (it used to take two minutes doing nothing). Run against
+    this interpreter's venv only when setup.sh made it."""
+    venv = Path(sys.prefix)
+    stamp = venv / ".pyhexz-setup"
+    want = subprocess.run("cat requirements.lock pyproject.toml setup.py | sha256sum",
+                          shell=True, cwd=REPO, capture_output=True, text=True).stdout.split()[0]
+    if not stamp.is_file() or stamp.read_text().strip() != want:
+        pytest.skip("this interpreter's environment was not made by scripts/setup.sh")
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    env = child_env(HEXZ_VENV=str(venv))
+
+    def setup() -> str:
+        r = subprocess.run(["bash", "scripts/setup.sh"], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=900)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    setup()   # builds whatever this checkout has not built yet
+    out = setup()
+    assert "dependencies up to date" in out and "extensions up to date" in out, out
+    assert "installing" not in out and "building" not in out
+    assert "torch" in out.splitlines()[-1]   # the versions, read without importing torch
 
 
 # `python -m pyhexz ARGV` as if the packages `blocked` (dotted prefixes) were not installed,

@@ -254,9 +254,9 @@ def test_game_file_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize("content", [
     b"",
     b"not gzip at all",
-    gzip.compress(b"\xff\xff\xff\xff garbage protobuf"),
+    gzip.compress(b"\xff\xff\xff\xff garbage protobuf", mtime=0),
     None,  # truncated gzip
-])
+], ids=["empty", "not-gzip", "garbage-protobuf", "truncated-gzip"])
 def test_read_game_file_corrupt(tmp_path: Path, content: bytes | None) -> None:
     path = tmp_path / f"bad{GAME_FILE_SUFFIX}"
     if content is None:

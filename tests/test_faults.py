@@ -154,7 +154,7 @@ def test_slow_clients_cannot_stall_the_training_server(training_server, one_game
     finally:
         for s in slow:
             s.close()
-    wait_for(lambda: "requests timed out" in log.read_text(), 30, "the timeouts' log line")
+    wait_for(lambda: "requests timed out" in log.read_text(), 120, "the timeouts' log line")
 
 
 # --------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def test_malformed_chunked_bodies_get_400_and_a_log_line(training_server, cpu_se
     url, log = training_server if which == "training" else cpu_server
     before = len(log.read_text())
     assert _status(_raw(url, BAD_CHUNKED % (path, ctype))) == 400
-    wait_for(lambda: "request refused" in log.read_text()[before:], 30, "the log line")
+    wait_for(lambda: "request refused" in log.read_text()[before:], 120, "the log line")
     assert requests.get(url + "/healthz", timeout=30).status_code == 200
 
 
@@ -358,8 +358,8 @@ def test_fuzzed_requests_never_get_a_5xx(training_server, cpu_server, one_game):
     state = requests.post(cpu_server[0] + "/ui/api/play/new", json={"seed": 2},
                           timeout=30).json()["state"]
     bodies = _bodies(one_game, state)
-    failures = _fuzz(training_server[0], TRAINING_ROUTES, bodies, seed=13, n=300)
-    failures += _fuzz(cpu_server[0], CPU_ROUTES, bodies, seed=14, n=200)
+    failures = _fuzz(training_server[0], TRAINING_ROUTES, bodies, seed=13, n=150)
+    failures += _fuzz(cpu_server[0], CPU_ROUTES, bodies, seed=14, n=100)
     assert not failures, "\n".join(failures[:20])
     for url, _ in (training_server, cpu_server):
         assert requests.get(url + "/healthz", timeout=30).status_code == 200
@@ -372,7 +372,7 @@ def test_fuzzed_requests_never_get_a_5xx(training_server, cpu_server, one_game):
 
 def test_credentials_in_urls_are_hidden_in_logs_and_status(cpu_server, tmp_path):
     url, log = cpu_server
-    wait_for(lambda: "cannot reach" in log.read_text(), 60, "the follower's failures")
+    wait_for(lambda: "cannot reach" in log.read_text(), 120, "the follower's failures")
     status = requests.get(url + "/status", timeout=30).text
     assert SECRET not in status and "pyhexz:***@127.0.0.1" in status
     text = log.read_text()
@@ -387,7 +387,7 @@ def test_credentials_in_urls_are_hidden_in_logs_and_status(cpu_server, tmp_path)
                       HEXZ_MODEL_NAME=NAME),
         stdout=worker_log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: worker_log.read_text().count("worker waiting for a model") >= 2, 60,
+        wait_for(lambda: worker_log.read_text().count("worker waiting for a model") >= 2, 120,
                  "the worker's waits")
     finally:
         stop_processes([proc])

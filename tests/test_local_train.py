@@ -17,14 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import child_env
+from conftest import child_env, model_device
 from pyhexz.game.examples import GAME_FILE_SUFFIX, read_game_file
 from pyhexz.infra.storage import CheckpointRepo, LocalStorage
 from pyhexz.train.config import TrainConfig
 from pyhexz.train.trainer import read_examples_archive
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--blocks", "2", "--filters", "8", "--runs-per-move", "4", "--num-workers", "1"]
+TINY = ["--blocks", "2", "--filters", "8", "--runs-per-move", "4", "--num-workers", "1",
+        "--device", model_device()]   # HEXZ_TEST_DEVICE, default cpu
 
 pytestmark = pytest.mark.slow
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import model_device
 from pyhexz.game.board import POLICY_SIZE
 from pyhexz.infra.atomicfile import atomic_write_bytes, atomic_writer
 from pyhexz.nn import (
@@ -29,6 +30,8 @@ from pyhexz.nn import (
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 HEXZ_MODEL = FIXTURES / "hexz_conv2d_scriptmodule.pt"
+# The networks' device: cpu unless HEXZ_TEST_DEVICE says otherwise (benchmarks/gpu_check.sh).
+DEVICE = torch.device(model_device())
 
 
 def tiny() -> HexzNet:
@@ -43,13 +46,17 @@ def random_batch(n: int, seed: int = 0, p_legal: float = 0.3) -> tuple[np.ndarra
     return boards, masks
 
 
+def tensors(boards: np.ndarray, masks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """A numpy batch as tensors on the tests' device."""
+    return torch.from_numpy(boards).to(DEVICE), torch.from_numpy(masks).to(DEVICE)
+
+
 @pytest.fixture
 def trained_net() -> HexzNet:
     """A tiny net whose BN statistics and weights moved away from their init."""
     torch.manual_seed(0)
-    net = tiny()
-    boards, masks = random_batch(8)
-    b, m = torch.from_numpy(boards), torch.from_numpy(masks)
+    net = tiny().to(DEVICE)
+    b, m = tensors(*random_batch(8))
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     for _ in range(2):
         logits, value = net(b, m)
@@ -67,12 +74,12 @@ def trained_net() -> HexzNet:
 
 def test_forward_shapes_and_masking() -> None:
     torch.manual_seed(1)
-    net = tiny().eval()
+    net = tiny().to(DEVICE).eval()
     boards, masks = random_batch(5)
-    logits, value = net(torch.from_numpy(boards), torch.from_numpy(masks))
+    logits, value = net(*tensors(boards, masks))
     assert logits.shape == (5, POLICY_SIZE) and logits.dtype == torch.float32
     assert value.shape == (5, 1) and value.dtype == torch.float32
-    flat = torch.from_numpy(masks.reshape(5, -1))
+    flat = torch.from_numpy(masks.reshape(5, -1)).to(DEVICE)
     assert torch.all(logits[~flat] == ILLEGAL_LOGIT)
     assert torch.all(logits[flat] > -1e30)
 
@@ -114,13 +121,12 @@ def test_scripted_matches_eager(trained_net: HexzNet, tmp_path: Path) -> None:
     scripted = export_torchscript(trained_net, path)
     assert trained_net.training, "export must not change the caller's model mode"
     trained_net.eval()
-    loaded = load_model(path)
+    loaded = load_model(path, DEVICE)
     assert isinstance(loaded, torch.jit.ScriptModule) and not loaded.training
-    boards, masks = random_batch(4, seed=3)
-    b, m = torch.from_numpy(boards), torch.from_numpy(masks)
+    b, m = tensors(*random_batch(4, seed=3))
     with torch.inference_mode():
         want = trained_net(b, m)
-        for module in (scripted, loaded):
+        for module in (scripted.to(DEVICE), loaded):
             got = module(b, m)
             torch.testing.assert_close(got[0], want[0])
             torch.testing.assert_close(got[1], want[1])
@@ -130,8 +136,7 @@ def test_score_head_is_beside_the_hexz_interface(trained_net: HexzNet, tmp_path:
     """forward keeps the hexz signature (logits, value); forward_with_score adds the score
     head's output and agrees with forward on the other two. The TorchScript export has only
     the hexz forward."""
-    boards, masks = random_batch(5, seed=4)
-    b, m = torch.from_numpy(boards), torch.from_numpy(masks)
+    b, m = tensors(*random_batch(5, seed=4))
     with torch.inference_mode():
         out = trained_net(b, m)
         logits, value, score = trained_net.forward_with_score(b, m)
@@ -182,12 +187,11 @@ def test_checkpoint_from_before_the_score_head_loads_with_a_fresh_one(
     raw["model_state"] = {k: v for k, v in raw["model_state"].items()
                           if not k.startswith("score_head.")}
     old = _write_raw(tmp_path / "old.pt", raw)
-    ckpt = load_checkpoint(old)
+    ckpt = load_checkpoint(old, DEVICE)
     assert ckpt.fresh and all(k.startswith("score_head.") for k in ckpt.fresh)
     assert {k for k, _ in trained_net.named_parameters() if k.startswith("score_head.")} \
         <= set(ckpt.fresh)
-    boards, masks = random_batch(4, seed=6)
-    b, m = torch.from_numpy(boards), torch.from_numpy(masks)
+    b, m = tensors(*random_batch(4, seed=6))
     with torch.inference_mode():
         for got, want in zip(ckpt.model(b, m), trained_net(b, m), strict=True):
             torch.testing.assert_close(got, want)
@@ -204,10 +208,9 @@ def test_checkpoint_from_before_the_score_head_loads_with_a_fresh_one(
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(4)
-    net = tiny()
+    net = tiny().to(DEVICE)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    boards, masks = random_batch(4)
-    logits, value = net(torch.from_numpy(boards), torch.from_numpy(masks))
+    logits, value = net(*tensors(*random_batch(4)))
     (value.sum() - torch.log_softmax(logits, 1)[:, 0].sum()).backward()
     opt.step()
 
@@ -215,7 +218,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     meta = {"model_name": "test", "checkpoint": 7, "examples": 12345, "lr": 1e-3,
             "tags": ("a", "b")}
     save_checkpoint(path, net, opt, **meta)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, DEVICE)
 
     assert isinstance(ckpt, Checkpoint)
     assert ckpt.params == {"blocks": 2, "filters": 16}
@@ -435,7 +438,7 @@ def _check_probs(probs: np.ndarray, values: np.ndarray, masks: np.ndarray) -> No
 
 
 def test_predictor_tiny(trained_net: HexzNet) -> None:
-    pred = Predictor(trained_net)
+    pred = Predictor(trained_net, DEVICE)
     boards, masks = random_batch(6, seed=6)
     masks[5] = False  # no legal move at all: all-zero row, not a uniform one
     probs, values = pred(boards, masks)
@@ -444,14 +447,14 @@ def test_predictor_tiny(trained_net: HexzNet) -> None:
 
     # Same numbers as the module itself.
     with torch.inference_mode():
-        logits, value = trained_net(torch.from_numpy(boards), torch.from_numpy(masks))
-    np.testing.assert_allclose(probs[:5], torch.softmax(logits[:5], 1).numpy(), rtol=1e-5,
-                               atol=1e-7)
-    np.testing.assert_allclose(values, value.flatten().numpy(), rtol=1e-6)
+        logits, value = trained_net(*tensors(boards, masks))
+    np.testing.assert_allclose(probs[:5], torch.softmax(logits[:5], 1).cpu().numpy(),
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(values, value.flatten().cpu().numpy(), rtol=1e-6)
 
 
 def test_predictor_odd_inputs(trained_net: HexzNet) -> None:
-    pred = Predictor(trained_net)
+    pred = Predictor(trained_net, DEVICE)
     boards, masks = random_batch(4, seed=7)
     want_p, want_v = pred(boards, masks)
 
@@ -486,7 +489,7 @@ def test_predictor_odd_inputs(trained_net: HexzNet) -> None:
     ],
 )
 def test_predictor_rejects_bad_input(boards: object, masks: object, match: str) -> None:
-    pred = Predictor(tiny())
+    pred = Predictor(tiny(), DEVICE)
     with pytest.raises(ValueError, match=match):
         pred(boards, masks)  # type: ignore[arg-type]
 
@@ -498,7 +501,7 @@ def test_predictor_rejects_bad_input(boards: object, masks: object, match: str) 
 
 @pytest.mark.skipif(not HEXZ_MODEL.exists(), reason=f"hexz fixture model not found at {HEXZ_MODEL}")
 def test_hexz_fixture_model() -> None:
-    module = load_model(HEXZ_MODEL)
+    module = load_model(HEXZ_MODEL, DEVICE)
     # The file was saved in training mode; load_model must switch every submodule.
     assert not any(m.training for m in module.modules())
 
@@ -506,11 +509,11 @@ def test_hexz_fixture_model() -> None:
     masks[2] = False
     masks[2, 1, 7, 3] = True  # a single legal move
     with torch.inference_mode():
-        logits, value = module(torch.from_numpy(boards), torch.from_numpy(masks))
+        logits, value = module(*tensors(boards, masks))
     assert logits.shape == (5, POLICY_SIZE) and value.shape == (5, 1)
-    assert torch.all(logits[~torch.from_numpy(masks.reshape(5, -1))] == ILLEGAL_LOGIT)
+    assert torch.all(logits[~torch.from_numpy(masks.reshape(5, -1)).to(DEVICE)] == ILLEGAL_LOGIT)
 
-    pred = Predictor.from_path(HEXZ_MODEL, "cpu")
+    pred = Predictor.from_path(HEXZ_MODEL, DEVICE)
     probs, values = pred(boards, masks)
     _check_probs(probs, values, masks)
     assert probs[2, 110 + 7 * 10 + 3] == pytest.approx(1.0)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import model_device
 from pyhexz import hexz_pb2 as pb
 from pyhexz.game.board import Board, policy_index, policy_move_tuple
 from pyhexz.game.examples import decode
@@ -25,7 +26,7 @@ RUNS = 8
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
     torch.manual_seed(0)
-    return Predictor(HexzNet(2, 16))
+    return Predictor(HexzNet(2, 16), model_device())   # HEXZ_TEST_DEVICE, default cpu
 
 
 class _RecordingBoard:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import model_device
 from pyhexz import hexz_pb2 as pb
 from pyhexz.game.examples import Arrays, InvalidExampleError, decode, encode_array
 from pyhexz.game.symmetry import transform
@@ -42,7 +43,18 @@ from pyhexz.train.trainer import (
     trained_game_names,
 )
 
-CPU = torch.device("cpu")
+# The networks' device: cpu unless HEXZ_TEST_DEVICE says otherwise (benchmarks/gpu_check.sh).
+DEVICE = torch.device(model_device())
+
+
+def net_on_device() -> HexzNet:
+    return HexzNet(2, 16).to(DEVICE)
+
+
+def tensors(a: Arrays, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n boards and masks of `a` as tensors on the tests' device."""
+    return (torch.from_numpy(a.boards[:n]).to(DEVICE),
+            torch.from_numpy(a.masks[:n]).to(DEVICE))
 
 
 @pytest.fixture(scope="module")
@@ -163,14 +175,14 @@ def test_window_grows_with_the_run_as_katago_s() -> None:
 
 def test_losses_match_hand_computed(data: Arrays) -> None:
     torch.manual_seed(1)
-    net = HexzNet(2, 16).eval()
+    net = net_on_device().eval()
     batch = Arrays(data.boards[:6], data.masks[:6], data.probs[:6], data.results[:6])
     batch.results[:] = [1, -1, 0, 1, -1, 1]
     with torch.no_grad():
-        p_loss, v_loss, _ = losses(net, batch, CPU)
-        logits, value = net(torch.from_numpy(batch.boards), torch.from_numpy(batch.masks))
-    logits = logits.double().numpy()
-    value = value.double().numpy()[:, 0]
+        p_loss, v_loss, _ = losses(net, batch, DEVICE)
+        logits, value = net(*tensors(batch))
+    logits = logits.double().cpu().numpy()
+    value = value.double().cpu().numpy()[:, 0]
     target = batch.probs.reshape(6, -1).astype(np.float64)
     legal = batch.masks.reshape(6, -1)
     want_p = 0.0
@@ -187,35 +199,34 @@ def test_losses_match_hand_computed(data: Arrays) -> None:
 
 def test_policy_loss_of_one_hot_target_is_minus_log_prob(data: Arrays) -> None:
     torch.manual_seed(2)
-    net = HexzNet(2, 16).eval()
+    net = net_on_device().eval()
     b = Arrays(data.boards[:1].copy(), data.masks[:1].copy(), np.zeros_like(data.probs[:1]),
                data.results[:1].copy())
     idx = np.flatnonzero(b.masks[0].reshape(-1))[0]
     b.probs.reshape(1, -1)[0, idx] = 1.0
     with torch.no_grad():
-        p_loss = losses(net, b, CPU).policy
-        logits, _ = net(torch.from_numpy(b.boards), torch.from_numpy(b.masks))
+        p_loss = losses(net, b, DEVICE).policy
+        logits, _ = net(*tensors(b))
     assert p_loss.item() == pytest.approx(-torch.log_softmax(logits, 1)[0, idx].item(), rel=1e-5)
 
 
 def test_score_loss_is_huber_over_the_known_scores(data: Arrays) -> None:
     torch.manual_seed(3)
-    net = HexzNet(2, 16).eval()
+    net = net_on_device().eval()
     batch = data[np.arange(4)]
     batch.scores[:] = [10.0, np.nan, -25.0, np.nan]
     with torch.no_grad():
-        _, _, s_loss = losses(net, batch, CPU, score=True)
-        predicted = net.forward_with_score(torch.from_numpy(batch.boards),
-                                           torch.from_numpy(batch.masks))[2][:, 0].double()
-    err = predicted.numpy()[[0, 2]] - np.array([10.0, -25.0]) / SCORE_SCALE
+        _, _, s_loss = losses(net, batch, DEVICE, score=True)
+        predicted = net.forward_with_score(*tensors(batch))[2][:, 0].double()
+    err = predicted.cpu().numpy()[[0, 2]] - np.array([10.0, -25.0]) / SCORE_SCALE
     huber = np.where(np.abs(err) <= 1, 0.5 * err**2, np.abs(err) - 0.5)
     assert s_loss.item() == pytest.approx(huber.mean(), rel=1e-5)
     # No score known (examples from before scores were recorded): no score loss.
     batch.scores[:] = np.nan
     with torch.no_grad():
-        assert losses(net, batch, CPU, score=True).score.item() == 0.0
+        assert losses(net, batch, DEVICE, score=True).score.item() == 0.0
     # Not asked for: zero, and the score head is not run.
-    assert losses(net, batch, CPU).score.item() == 0.0
+    assert losses(net, batch, DEVICE).score.item() == 0.0
 
 
 def test_score_weight_trains_the_score_head_and_only_then(data: Arrays) -> None:
@@ -225,13 +236,13 @@ def test_score_weight_trains_the_score_head_and_only_then(data: Arrays) -> None:
 
     def run(score_weight: float):
         torch.manual_seed(0)
-        net = HexzNet(2, 16)
+        net = net_on_device()
         head = {k: v.clone() for k, v in net.score_head.state_dict().items()}
         opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
-        before = losses(net.eval(), data, CPU, score=True).score.item()
-        stats = [train_steps(net, opt, w, 256, 64, np.random.default_rng(i), CPU,
+        before = losses(net.eval(), data, DEVICE, score=True).score.item()
+        stats = [train_steps(net, opt, w, 256, 64, np.random.default_rng(i), DEVICE,
                              score_weight=score_weight) for i in range(6)]
-        after = losses(net.eval(), data, CPU, score=True).score.item()
+        after = losses(net.eval(), data, DEVICE, score=True).score.item()
         moved = not state_equal(head, net.score_head.state_dict())
         return before, after, moved, stats
     before, after, moved, stats = run(1.0)
@@ -243,7 +254,7 @@ def test_score_weight_trains_the_score_head_and_only_then(data: Arrays) -> None:
 def eval_loss(net, a: Arrays) -> float:
     net.eval()
     with torch.no_grad():
-        p, v, _ = losses(net, a, CPU)
+        p, v, _ = losses(net, a, DEVICE)
     return p.item() + v.item()
 
 
@@ -258,14 +269,14 @@ def test_train_steps_lowers_loss(data: Arrays, augment: bool) -> None:
         return float(np.mean([eval_loss(net, d) for d in images]))
 
     torch.manual_seed(3)
-    net = HexzNet(2, 16)
+    net = net_on_device()
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
     w = ReplayWindow(1000)
     w.add(data)
     before = mean_loss()
     rng = np.random.default_rng(0)
     for _ in range(5 if not augment else 12):
-        stats = train_steps(net, opt, w, 128, 64, rng, CPU, augment=augment)
+        stats = train_steps(net, opt, w, 128, 64, rng, DEVICE, augment=augment)
         assert stats["steps"] == 2 and stats["samples"] == 128
         assert np.isfinite(stats["policy_loss"]) and np.isfinite(stats["value_loss"])
     assert not net.training  # left in eval mode
@@ -292,11 +303,11 @@ class _PoisonWindow(ReplayWindow):
 def _trained(data: Arrays, seed: int = 4):
     """A net + AdamW that have taken some steps (so the optimizer has state)."""
     torch.manual_seed(seed)
-    net = HexzNet(2, 16)
+    net = net_on_device()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
     w = ReplayWindow(1000)
     w.add(data)
-    train_steps(net, opt, w, 64, 32, np.random.default_rng(seed), CPU)
+    train_steps(net, opt, w, 64, 32, np.random.default_rng(seed), DEVICE)
     return net, opt
 
 
@@ -314,7 +325,7 @@ def test_nan_result_raises_and_restores(data: Arrays) -> None:
 
     w = _PoisonWindow(data, k=3, poison=poison)  # two good steps first, then NaN
     with pytest.raises(NonFiniteError, match="loss is nan"):
-        train_steps(net, opt, w, 32 * 5, 32, np.random.default_rng(0), CPU)
+        train_steps(net, opt, w, 32 * 5, 32, np.random.default_rng(0), DEVICE)
     assert w.calls == 3
     assert state_equal(net.state_dict(), before[0])
     assert state_equal(opt.state_dict(), before[1])
@@ -323,7 +334,7 @@ def test_nan_result_raises_and_restores(data: Arrays) -> None:
     # And training goes on normally afterwards.
     good = ReplayWindow(1000)
     good.add(data)
-    train_steps(net, opt, good, 32, 32, np.random.default_rng(1), CPU)
+    train_steps(net, opt, good, 32, 32, np.random.default_rng(1), DEVICE)
     assert _step_count(opt) == steps_before + 1
 
 
@@ -338,7 +349,7 @@ def test_inf_weight_mid_run_raises_and_restores(data: Arrays) -> None:
 
     w = _PoisonWindow(data, k=2, poison=poison)
     with pytest.raises(NonFiniteError, match="loss is nan"):
-        train_steps(net, opt, w, 32 * 4, 32, np.random.default_rng(0), CPU)
+        train_steps(net, opt, w, 32 * 4, 32, np.random.default_rng(0), DEVICE)
     assert state_equal(net.state_dict(), before[0])
     assert state_equal(opt.state_dict(), before[1])
     assert torch.isfinite(param).all()
@@ -353,7 +364,7 @@ def test_huge_learning_rate_raises_and_restores(data: Arrays) -> None:
     w = ReplayWindow(1000)
     w.add(data)
     with pytest.raises(NonFiniteError, match="loss is nan"):
-        train_steps(net, opt, w, 32 * 3, 32, np.random.default_rng(0), CPU)
+        train_steps(net, opt, w, 32 * 3, 32, np.random.default_rng(0), DEVICE)
     assert state_equal(net.state_dict(), before[0])
     assert state_equal(opt.state_dict(), before[1])
     assert all(torch.isfinite(p).all() and p.abs().max() < 100 for p in net.parameters())
@@ -377,7 +388,7 @@ def test_non_finite_weights_after_last_step_restored(data: Arrays) -> None:
     w.add(data)
     try:
         with pytest.raises(NonFiniteError, match=r"non-finite weights in value_head\.6\.bias"):
-            train_steps(net, opt, w, 32, 32, np.random.default_rng(0), CPU)
+            train_steps(net, opt, w, 32, 32, np.random.default_rng(0), DEVICE)
     finally:
         del opt.step
     assert state_equal(net.state_dict(), before[0])
@@ -391,7 +402,7 @@ def test_overflowing_learning_rate_restores(data: Arrays) -> None:
                                                    for g in opt.param_groups])
     overflow = "loss is (nan|inf)|cannot be converted to type float without overflow"
     with pytest.raises((NonFiniteError, RuntimeError), match=overflow):
-        train_steps(net, opt, w, 32 * 3, 32, np.random.default_rng(0), CPU)
+        train_steps(net, opt, w, 32 * 3, 32, np.random.default_rng(0), DEVICE)
     for g, g0 in zip(opt.param_groups, before[1]["param_groups"], strict=True):
         g["lr"] = g0["lr"]
     assert state_equal(net.state_dict(), before[0])
@@ -400,12 +411,12 @@ def test_overflowing_learning_rate_restores(data: Arrays) -> None:
 
 def test_non_finite_on_fresh_optimizer_restores_empty_state(data: Arrays) -> None:
     torch.manual_seed(7)
-    net = HexzNet(2, 16)
+    net = net_on_device()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     before = snapshot(net, opt)
     w = _PoisonWindow(data, k=2, poison=lambda b: b.results.__setitem__(0, np.inf))
     with pytest.raises(NonFiniteError, match="loss is inf"):
-        train_steps(net, opt, w, 96, 32, np.random.default_rng(0), CPU)
+        train_steps(net, opt, w, 96, 32, np.random.default_rng(0), DEVICE)
     assert state_equal(net.state_dict(), before[0])
     assert opt.state_dict()["state"] == {}
 
@@ -449,7 +460,7 @@ def feed(trainer: Trainer, games, prefix: str) -> list[str]:
 
 def test_trainer_lifecycle_publish_and_resume(tmp_path: Path, games, data: Arrays) -> None:
     repo = repo_at(tmp_path)
-    t = Trainer(repo, cfg())
+    t = Trainer(repo, cfg(), DEVICE)
     # An empty repository gets checkpoint 0.
     assert repo.checkpoints() == [0] and t.checkpoint == 0
     meta0 = check_meta_hashes(repo, 0)
@@ -474,20 +485,20 @@ def test_trainer_lifecycle_publish_and_resume(tmp_path: Path, games, data: Array
     assert [n for n, _ in archive] == names1 and [r for _, r in archive] == list(games[:3])
 
     # model.pt and scriptmodule.pt hold the trainer's weights.
-    ckpt = load_checkpoint(tmp_path / repo.key(1, MODEL_FILE))
+    ckpt = load_checkpoint(tmp_path / repo.key(1, MODEL_FILE), DEVICE)
     assert ckpt.params == {"blocks": 2, "filters": 16}
     assert state_equal(ckpt.model.state_dict(), t.net.state_dict())
     steps1 = stats["steps"]
     assert float(ckpt.optimizer_state["state"][0]["step"]) == steps1
-    script = load_model(tmp_path / repo.key(1, SCRIPT_FILE))
+    script = load_model(tmp_path / repo.key(1, SCRIPT_FILE), DEVICE)
     assert isinstance(script, torch.jit.ScriptModule)
-    b, m = torch.from_numpy(data.boards[:4]), torch.from_numpy(data.masks[:4])
+    b, m = tensors(data, 4)
     with torch.no_grad():
         for x, y in zip(script(b, m), t.net.eval()(b, m), strict=True):
             torch.testing.assert_close(x, y)
 
     # Resume: weights, optimizer state, examples trained and the window come back.
-    t2 = Trainer(repo, cfg())
+    t2 = Trainer(repo, cfg(), DEVICE)
     assert t2.checkpoint == 1 and t2.examples_trained == n1
     assert state_equal(t2.net.state_dict(), t.net.state_dict())
     assert state_equal(t2.optimizer.state_dict(), t.optimizer.state_dict())
@@ -512,11 +523,11 @@ def _old_checkpoint(repo: CheckpointRepo, games) -> dict:
     """Checkpoint 0 as pyhexz wrote it before the score head: no score_head weights, and Adam
     state over the other parameters only (one step taken). Returns that optimizer state."""
     torch.manual_seed(1)
-    net = HexzNet(2, 16)
+    net = net_on_device()
     old_params = [p for k, p in net.named_parameters() if not k.startswith("score_head.")]
     opt = torch.optim.AdamW(old_params, lr=1e-3)
     a = decode(list(games[0].examples))
-    p_loss, v_loss, _ = losses(net, a, CPU)
+    p_loss, v_loss, _ = losses(net, a, DEVICE)
     (p_loss + v_loss).backward()
     opt.step()
     with tempfile.TemporaryDirectory() as d:
@@ -535,7 +546,7 @@ def test_trainer_resumes_a_checkpoint_from_before_the_score_head(tmp_path: Path,
     moments; training with the score on publishes a checkpoint that has the head."""
     repo = repo_at(tmp_path)
     old_state = _old_checkpoint(repo, games)
-    t = Trainer(repo, cfg(score_weight=1.0))
+    t = Trainer(repo, cfg(score_weight=1.0), DEVICE)
     assert t.checkpoint == 0
     state = t.optimizer.state_dict()
     assert state_equal(state["state"], old_state["state"])   # moments of the old parameters
@@ -543,17 +554,18 @@ def test_trainer_resumes_a_checkpoint_from_before_the_score_head(tmp_path: Path,
     feed(t, games[:2], "a")
     stats = t.train_and_publish()
     assert np.isfinite(stats["score_loss"])
-    ckpt = load_checkpoint(tmp_path / repo.key(1, MODEL_FILE))
+    ckpt = load_checkpoint(tmp_path / repo.key(1, MODEL_FILE), DEVICE)
     assert ckpt.fresh == [] and state_equal(ckpt.model.state_dict(), t.net.state_dict())
     # Every parameter, the score head's too, now has Adam state, and it resumes as it is.
     assert len(ckpt.optimizer_state["state"]) == len(list(t.net.parameters()))
-    assert state_equal(Trainer(repo, cfg()).optimizer.state_dict(), t.optimizer.state_dict())
+    resumed = Trainer(repo, cfg(), DEVICE)
+    assert state_equal(resumed.optimizer.state_dict(), t.optimizer.state_dict())
 
 
 def test_trainer_window_growth_and_global_pooling(tmp_path: Path, games) -> None:
     repo = repo_at(tmp_path)
     c = cfg(replay_window_start=50, global_pooling=True)
-    t = Trainer(repo, c)
+    t = Trainer(repo, c, DEVICE)
     assert repo.meta(0)["params"] == {"blocks": 2, "filters": 16, "global_pooling": True}
     names = feed(t, games[:3], "a")
     stats = t.train_and_publish()
@@ -562,13 +574,13 @@ def test_trainer_window_growth_and_global_pooling(tmp_path: Path, games) -> None
     assert repo.meta(1)["game_names"] == names
     # The architecture is the checkpoint's: a resumed run keeps global pooling whatever the
     # configuration says now, as it keeps blocks and filters.
-    t2 = Trainer(repo, cfg())
+    t2 = Trainer(repo, cfg(), DEVICE)
     assert t2.net.global_pooling and state_equal(t2.net.state_dict(), t.net.state_dict())
 
 
 def test_trainer_non_finite_publishes_nothing(tmp_path: Path, games, data: Arrays) -> None:
     repo = repo_at(tmp_path)
-    t = Trainer(repo, cfg(replay_window=len(data)))
+    t = Trainer(repo, cfg(replay_window=len(data)), DEVICE)
     names = feed(t, games[:2], "a")
     # Every row of the window gets a NaN result (decode never lets one in; this is the guard
     # behind it).
@@ -588,21 +600,21 @@ def test_trainer_non_finite_publishes_nothing(tmp_path: Path, games, data: Array
 
 def test_resume_window_keeps_newest(tmp_path: Path, games) -> None:
     repo = repo_at(tmp_path)
-    t = Trainer(repo, cfg())
+    t = Trainer(repo, cfg(), DEVICE)
     feed(t, games[:3], "a")
     t.train_and_publish()
     feed(t, games[3:], "b")
     t.train_and_publish()
     all_arrays = Arrays.concat([decode(list(g.examples)) for g in games])
     cap = len(all_arrays) - len(games[0].examples) - 5  # spans both checkpoints' archives
-    t2 = Trainer(repo, cfg(replay_window=cap))
+    t2 = Trainer(repo, cfg(replay_window=cap), DEVICE)
     assert len(t2.window) == cap
     for f in ("boards", "masks", "probs", "results", "scores"):
         np.testing.assert_array_equal(getattr(t2.window.data, f), getattr(all_arrays, f)[-cap:])
 
 
 def test_trainer_add_rejects_invalid_game(tmp_path: Path, games) -> None:
-    t = Trainer(repo_at(tmp_path), cfg())
+    t = Trainer(repo_at(tmp_path), cfg(), DEVICE)
     bad = pb.AddTrainingExamplesRequest()
     bad.CopyFrom(games[0])
     bad.examples[3].result = 2.0
@@ -616,7 +628,7 @@ def test_trainer_learning_rate_schedule(tmp_path: Path, games) -> None:
     assert c.lr_at(0) == pytest.approx(3e-4)
     assert c.lr_at(100) == pytest.approx(2e-4)
     assert c.lr_at(200) == pytest.approx(1e-4) and c.lr_at(5000) == pytest.approx(1e-4)
-    t = Trainer(repo_at(tmp_path), c)
+    t = Trainer(repo_at(tmp_path), c, DEVICE)
     feed(t, games[:2], "a")
     t.train_and_publish()
     assert t.optimizer.param_groups[0]["lr"] == pytest.approx(c.lr_at(1))
@@ -632,7 +644,7 @@ def test_train_config_rejects(kw) -> None:
 
 def test_trainers_reproducible_from_seed(tmp_path: Path, games) -> None:
     def run(sub: str, seed: int) -> Trainer:
-        t = Trainer(repo_at(tmp_path / sub), cfg(seed=seed))
+        t = Trainer(repo_at(tmp_path / sub), cfg(seed=seed), DEVICE)
         feed(t, games[:3], "a")
         t.train_and_publish()
         return t
@@ -646,7 +658,7 @@ def test_trainers_reproducible_from_seed(tmp_path: Path, games) -> None:
 
 def test_read_verified_detects_corruption(tmp_path: Path) -> None:
     repo = repo_at(tmp_path)
-    Trainer(repo, cfg())
+    Trainer(repo, cfg(), DEVICE)
     path = tmp_path / repo.key(0, MODEL_FILE)
     data = bytearray(path.read_bytes())
     assert repo.read_verified(0, MODEL_FILE) == bytes(data)
@@ -656,7 +668,7 @@ def test_read_verified_detects_corruption(tmp_path: Path) -> None:
         repo.read_verified(0, MODEL_FILE)
     # A trainer refuses to resume from it.
     with pytest.raises(StorageError, match="SHA-256 mismatch"):
-        Trainer(repo, cfg())
+        Trainer(repo, cfg(), DEVICE)
 
 
 def test_checkpoint_without_meta_does_not_exist(tmp_path: Path) -> None:
@@ -751,7 +763,7 @@ def test_validate_model_name_accepts(name: str) -> None:
 
 def test_meta_json_is_plain_json(tmp_path: Path) -> None:
     repo = repo_at(tmp_path)
-    Trainer(repo, cfg())
+    Trainer(repo, cfg(), DEVICE)
     meta = json.loads((tmp_path / repo.key(0, META_FILE)).read_text())
     assert meta["params"] == {"blocks": 2, "filters": 16}
     assert meta["config"]["seed"] == 0

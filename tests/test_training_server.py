@@ -157,7 +157,7 @@ def test_ingest_train_publish_to_gcs_and_redis(serve, games, gcs_emulator, redis
                            train=TrainConfig(trigger_examples=200, **TINY)))
     # Checkpoint 0 is in storage and Redis from the start.
     assert status(s.url)["checkpoint"] == 0
-    wait_for(lambda: bus.latest() == 0, 15)
+    wait_for(lambda: bus.latest() == 0, 120)
     sent = [keyed(g, name, 0, f"g{i}") for i, g in enumerate(games[:4])]
     for i, req in enumerate(sent):
         r, resp = post(s.url, req, gzip_body=i % 2 == 0)
@@ -165,7 +165,7 @@ def test_ingest_train_publish_to_gcs_and_redis(serve, games, gcs_emulator, redis
         assert (resp.latest_model.name, resp.latest_model.checkpoint) == (name, 0)
     total = sum(len(g.examples) for g in sent)
     assert total >= 200
-    wait_for(lambda: status(s.url)["checkpoint"] == 1, 60)
+    wait_for(lambda: status(s.url)["checkpoint"] == 1, 120)
     listener.join(30)
     assert announced == [0, 1]  # checkpoint 0 when the server created it
 
@@ -211,6 +211,8 @@ def test_ingest_train_publish_to_gcs_and_redis(serve, games, gcs_emulator, redis
     assert metrics["pyhexz_requests_total", labels(model=name, status="ACCEPTED")] == 5
     assert metrics["pyhexz_examples_received_total", labels(model=name)] == \
         st["examples"]["received"]
+    assert st["games"]["received"] == 5   # one upload is one game
+    assert metrics["pyhexz_games_received_total", labels(model=name)] == 5
     # The ingestion-latency histogram has seen each of the five uploads, once.
     accepted = labels(model=name, status="ACCEPTED")
     assert metrics["pyhexz_ingest_seconds_count", accepted] == 5
@@ -237,7 +239,7 @@ def test_training_goes_on_while_redis_is_down_and_redis_catches_up(serve, games,
                            redis_url=redis_server.url, redis_sync_seconds=0.2,
                            train=TrainConfig(trigger_examples=90, **TINY)))
     bus = ModelBus(redis_server.url, name)
-    wait_for(lambda: bus.latest() == 0, 15)
+    wait_for(lambda: bus.latest() == 0, 120)
     redis_server.stop()
     for g in games[:2]:
         assert post(s.url, keyed(g, name, 0))[1].status == Resp.ACCEPTED
@@ -246,7 +248,7 @@ def test_training_goes_on_while_redis_is_down_and_redis_catches_up(serve, games,
     assert st["ready"] and st["redis"]["checkpoint"] == 0
     assert requests.get(f"{s.url}/healthz", timeout=10).status_code == 200
     redis_server.start()
-    wait_for(lambda: status(s.url)["redis"]["checkpoint"] == 1, 30)
+    wait_for(lambda: status(s.url)["redis"]["checkpoint"] == 1, 120)
     repo = CheckpointRepo(open_storage(tmp_path / "store"), name)
     assert bus.latest() == 1 and bus.fetch(1).data == repo.read_verified(1, "scriptmodule.pt")
 
@@ -402,7 +404,7 @@ def test_kill_9_during_training_then_restart_recovers(games, tmp_path):
     url = f"http://127.0.0.1:{port}"
     proc = _gunicorn(env, port, log)
     try:
-        wait_for(lambda: _healthy(url), 60, step=0.2)
+        wait_for(lambda: _healthy(url), 120, step=0.2)
         # A second server on the same state directory refuses to start.
         second = subprocess.run(
             [sys.executable, "-m", "pyhexz", "server", "--port", str(free_port())],
@@ -412,7 +414,7 @@ def test_kill_9_during_training_then_restart_recovers(games, tmp_path):
         for req in sent:
             r, resp = post(url, req, headers=auth)
             assert resp.status == Resp.ACCEPTED, (r.status_code, resp.error_message)
-        wait_for(lambda: status(url, token)["training"]["in_progress"], 30, step=0.05)
+        wait_for(lambda: status(url, token)["training"]["in_progress"], 120, step=0.05)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
         repo = CheckpointRepo(open_storage(tmp_path / "store"), name)
@@ -420,8 +422,8 @@ def test_kill_9_during_training_then_restart_recovers(games, tmp_path):
 
         # Restart with a short run: the three requests are pending again and get trained.
         proc = _gunicorn({**env, "HEXZ_SAMPLES_PER_EXAMPLE": "0.5"}, port, log)
-        wait_for(lambda: _healthy(url), 60, step=0.2)
-        wait_for(lambda: status(url, token)["checkpoint"] == 1, 60)
+        wait_for(lambda: _healthy(url), 120, step=0.2)
+        wait_for(lambda: status(url, token)["checkpoint"] == 1, 120)
         st = status(url, token)
         total = sum(len(g.examples) for g in sent)
         assert st["examples"]["recovered"] == total and st["examples"]["pending"] == 0
@@ -548,6 +550,20 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(serve, games, tmp_pat
     assert requests.get(f"{s.url}/healthz", timeout=10).status_code == 200
 
 
+def test_rates_count_the_last_minute_on_their_clock():
+    """Rate: events per second over its window, on an injected clock (no waiting)."""
+    from pyhexz.training_server.status import Rate
+    now = [1000.0]
+    r = Rate(60.0, clock=lambda: now[0])
+    r.add(30)
+    now[0] += 30
+    r.add(90)
+    assert r.rate(uptime=10.0) == 12.0          # 120 in 10 s of uptime
+    assert r.rate(uptime=3600.0) == 2.0         # 120 in the last minute
+    now[0] += 45                                # the first event is older than a minute
+    assert r.rate(uptime=3600.0) == 1.5
+
+
 def test_decode_takes_other_npy_layouts_too():
     """Arrays saved in another layout (Fortran order) take decode's slow path, same values."""
     from pyhexz.game.board import Board
@@ -599,6 +615,14 @@ def test_web_ui_status_workers_and_checkpoint_matches(serve, games, tmp_path):
             requests.get(f"{s.url}/ui/api/checkpoints", headers=auth, timeout=10)
             .json()["checkpoints"]), 120, step=1)
         assert rows[1]["matches"]["rollout"]["games"] == 2
+        # The Training page's summary, worded on the server from the same facts.
+        o = requests.get(f"{s.url}/ui/api/overview", headers=auth, timeout=10).json()
+        items = {i["id"]: i for i in o["summary"]}
+        assert o["model"] == name and o["state"] == "running" and o["failures"] == []
+        assert items["workers"]["text"] == "1"
+        assert items["games_per_second"]["note"].endswith("2 games since start")
+        assert items["strength"]["text"].endswith("% score")   # checkpoint 1 is evaluated
+        assert requests.get(f"{s.url}/ui/api/overview", timeout=10).status_code == 401
         opps = requests.get(f"{s.url}/ui/api/play/opponents", headers=auth, timeout=10).json()
         assert opps["opponents"][0]["id"] == "checkpoint:1"
     finally:

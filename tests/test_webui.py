@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 
 from pyhexz.game.board import Board
-from pyhexz.infra.storage import CheckpointRepo
+from pyhexz.infra.storage import CheckpointRepo, LocalStorage
 from pyhexz.train.evaluation import (
     EVAL_FILE,
     EvalConfig,
@@ -20,6 +20,7 @@ from pyhexz.train.evaluation import (
     next_to_evaluate,
 )
 from pyhexz.web.charts import Series, line_chart, nice_ticks
+from pyhexz.web.overview import fmt_duration, fmt_number, overview
 from pyhexz.web.ui import RepoOpponents, init_ui, initial_board_from_planes, replay
 
 
@@ -49,6 +50,115 @@ def test_pages_are_served_with_their_scripts(client):
     assert client.get("/ui/static/../webui.py").status_code == 404
     pages = ["training", "checkpoints", "games", "play"]
     assert client.get("/ui/api/pages").json == {"pages": pages}
+
+
+# A training server's status, as training_server/status.py writes it.
+LIVE_STATUS = {
+    "model": "uitest", "checkpoint": 2, "ready": True, "failure": None,
+    "examples": {"received": 5000, "recovered": 0, "pending": 1024, "trained": 4000,
+                 "minibatch": 4096, "max_pending": 40960, "per_second": 123.4},
+    "games": {"received": 40, "per_second": 0.0125},
+    "training": {"in_progress": False, "runs": 2, "failures": 0, "window": 4000,
+                 "last": {"policy_loss": 9.0, "value_loss": 9.0}},
+    "requests": {"ACCEPTED": 40},
+    "workers": {"active": 3, "window_seconds": 300.0},
+    "wal": {"id": "0f" * 16, "first": 0, "end": 123456, "trained_position": 1000,
+            "segments": 2, "commits": 41},
+    "redis": None, "uptime_seconds": 3725.0,
+}
+
+
+def _overview_client(repo, status: dict, now: float):
+    app = Flask(__name__)
+    init_ui(app, repo=repo, status=lambda: status, clock=lambda: now)
+    return app.test_client()
+
+
+def test_overview_summarises_the_run_in_words(repo):
+    """GET /ui/api/overview: the questions a person watching a run asks first, answered from
+    the live status and the checkpoints, with labels and units; every status field follows,
+    labelled, in `details`."""
+    meta = repo.meta(2)
+    c = _overview_client(repo, LIVE_STATUS, now=meta["created"] + 185)
+    o = c.get("/ui/api/overview").json
+    assert o["model"] == "uitest" and o["state"] == "running" and o["failures"] == []
+    items = {i["id"]: i for i in o["summary"]}
+    assert [i["label"] for i in o["summary"]] == [
+        "Latest checkpoint", "Age of the latest checkpoint", "Examples for the next checkpoint",
+        "Examples per second", "Games per second", "Connected workers", "Policy loss",
+        "Value loss", "Strength vs the rollout baseline"]
+    assert items["checkpoint"]["text"] == "2"
+    assert items["checkpoint"]["note"] == f"{meta['examples_trained']:,} examples trained"
+    assert items["checkpoint_age"]["text"] == "3 min 5 s"
+    assert items["checkpoint_age"]["value"] == 185
+    assert items["next_checkpoint"]["text"] == "1,024 / 4,096"
+    assert items["next_checkpoint"]["note"] == "examples, 25% of what it needs"
+    assert items["examples_per_second"]["text"] == "123 examples/s"
+    assert items["games_per_second"]["text"] == "0.0125 games/s"
+    assert items["games_per_second"]["note"] == "0.75 games/min; 40 games since start"
+    assert (items["workers"]["text"], items["workers"]["note"]) == \
+        ("3", "uploaded a game in the last 5 min")
+    # Losses are the latest checkpoint's (its meta.json), not the stub's live 9.0.
+    assert items["policy_loss"]["value"] == pytest.approx(meta["stats"]["policy_loss"])
+    assert items["policy_loss"]["note"] == "checkpoint 2"
+    assert items["strength"]["level"] == "idle" or items["strength"]["text"].endswith("% score")
+    details = {d["key"]: d for d in o["details"]}
+    assert details["wal.end"] == {"key": "wal.end", "label": "Write-ahead log end offset",
+                                  "text": "123,456 B"}
+    assert details["uptime_seconds"]["text"] == "1 h 2 min"
+    assert details["requests.ACCEPTED"]["label"] == "requests ACCEPTED"   # unlisted: its path
+    assert details["redis"]["text"] == "–"
+
+
+def test_overview_names_failures_and_what_is_not_known_yet(repo, tmp_path):
+    """A failing trainer and discarded runs are said in words at the top; a status without a
+    field (another host, a server starting) gives '–', never an error."""
+    failing = dict(LIVE_STATUS, ready=False, failure="trainer stopped: OSError: disk full",
+                   training=dict(LIVE_STATUS["training"], failures=2))
+    o = _overview_client(repo, failing, now=0).get("/ui/api/overview").json
+    assert o["state"] == "failing"
+    assert o["failures"] == ["Trainer: trainer stopped: OSError: disk full",
+                             "2 training runs discarded since start (see the server log)"]
+    assert {i["id"]: i for i in o["summary"]}["checkpoint_age"]["text"] == "0 s"   # clock skew
+    empty = CheckpointRepo(LocalStorage(tmp_path), "empty")
+    o = _overview_client(empty, {"ready": False}, now=0).get("/ui/api/overview").json
+    assert o["state"] == "starting" and o["failures"] == []
+    items = {i["id"]: i for i in o["summary"]}
+    assert items["checkpoint"]["text"] == "none yet"
+    assert all(items[k]["text"] == "–" and items[k]["level"] == "idle" for k in (
+        "checkpoint_age", "examples_per_second", "games_per_second", "workers", "policy_loss"))
+    assert items["strength"]["text"] == "not measured yet"
+
+
+def test_overview_strength_and_evaluation_errors():
+    rows = [{"checkpoint": 0, "created": 100.0, "matches": {"rollout": {
+                "score": 0.25, "wins": 1, "draws": 0, "losses": 3}}, "elo": 0.0},
+            {"checkpoint": 1, "created": 200.0, "matches": {"rollout": {
+                "score": 0.625, "wins": 2, "draws": 1, "losses": 1}}, "elo": 87.6},
+            {"checkpoint": 2, "created": 300.0, "matches": {}, "eval_error": "out of memory"}]
+    o = overview({}, rows, now=lambda: 360.0)
+    s = {i["id"]: i for i in o["summary"]}["strength"]
+    assert (s["text"], s["value"]) == ("62% score", 0.625)
+    assert s["note"] == "checkpoint 1: 2 wins, 1 draw, 1 loss; Elo +88 vs checkpoint 0"
+    assert o["failures"] == ["Evaluation of checkpoint 2 failed: out of memory"]
+    assert {i["id"]: i for i in o["summary"]}["checkpoint_age"]["text"] == "1 min"
+
+
+@pytest.mark.parametrize("value, unit, text", [
+    (None, "x", "–"), (12345, "", "12,345"), (123.4, "examples/s", "123 examples/s"),
+    (2.0, "", "2"), (0.0125, "games/s", "0.0125 games/s"), (0.0, "", "0"), (True, "", "yes"),
+    (float("nan"), "", "–"), (1234.0, "B", "1,234 B"), (1.23456, "", "1.23"),
+])
+def test_fmt_number(value, unit, text):
+    assert fmt_number(value, unit) == text
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (None, "–"), (0, "0 s"), (42.4, "42 s"), (180, "3 min"), (185, "3 min 5 s"),
+    (3725, "1 h 2 min"), (90061, "1 d 1 h"), (-5, "0 s"),
+])
+def test_fmt_duration(seconds, text):
+    assert fmt_duration(seconds) == text
 
 
 def test_checkpoints_listing_and_downloads(client, repo):
@@ -244,6 +354,10 @@ def test_evaluation_writes_eval_json_and_chains_elo(repo, client):
     rows = {r["checkpoint"]: r for r in client.get("/ui/api/checkpoints").json["checkpoints"]}
     assert rows[2]["matches"]["previous"]["score"] == m["score"]
     assert rows[2]["elo"] == curve[1]["elo"] and rows[1]["elo"] is None
+    # The overview now states checkpoint 2's strength against the baseline.
+    strength = {i["id"]: i for i in client.get("/ui/api/overview").json["summary"]}["strength"]
+    assert strength["value"] == second["matches"]["rollout"]["score"]
+    assert strength["note"].startswith("checkpoint 2: ")
     # The charts now draw the evaluated checkpoints 0 and 2.
     for chart in ("elo", "rollout"):
         svg = client.get(f"/ui/api/charts/{chart}.svg").data.decode()

@@ -5,7 +5,7 @@
     pyhexz worker --server-url URL      self-play streamed to a training server (Cloud Run)
     pyhexz server --storage DIR|gs://B  the training server (Flask on waitress)
     pyhexz arena P1 P2                  a match over the fixture openings, both seats
-    pyhexz export CHECKPOINT OUT        a checkpoint as a hexz TorchScript file
+    pyhexz export CHECKPOINT OUT        a checkpoint as a hexz TorchScript (or ONNX) file
     pyhexz cpu-server [--model-path M]  the remote CPU player service (gunicorn)
     pyhexz ship-model CHECKPOINT ...    ship a trained checkpoint as the default model
 
@@ -14,6 +14,11 @@ the flag: --runs-per-move is HEXZ_RUNS_PER_MOVE. A flag on the command line wins
 variables, defaults and checks all come from the config dataclasses (SearchConfig, TrainConfig,
 LocalConfig, WorkerConfig, ServerConfig, CpuServerConfig and the small ones below) through
 pyhexz.infra.config; `pyhexz CMD --help` lists them.
+
+A mistake in what a command is given (a path that is not a directory, a model file that is
+missing or corrupt, a bad setting) ends it at once with one line, `pyhexz CMD: error: ...`, and
+exit status 2 (`main`; with --log-level DEBUG the traceback too); a self-play process that fails
+is said once and stops the command with status 1.
 """
 
 from __future__ import annotations
@@ -35,9 +40,11 @@ STARTED = time.monotonic()
 
 from pyhexz.cpu.config import CpuServerConfig  # noqa: E402
 from pyhexz.infra.config import (  # noqa: E402
+    Check,
     ConfigParser,
     above,
     at_least,
+    backend_setting,
     check_settings,
     environ_for,
     setting,
@@ -62,9 +69,8 @@ class ProcessSettings:
     """The global flags, before the command: they apply to every process it starts."""
 
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING")
-    # HEXZ_TORCH_THREADS: the variable gunicorn processes read too (infra/process.setup_torch).
-    threads: int = setting(1, "torch threads per process", check=at_least(1),
-                           env="HEXZ_TORCH_THREADS")
+    # HEXZ_THREADS: the variable gunicorn processes read too (infra/process.setup_torch).
+    threads: int = setting(1, "torch threads per process", check=at_least(1))
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -85,6 +91,7 @@ class SelfPlayJob:
     parallel_games: int = setting(32, "games each process plays at once (the network's batch "
                                   "size)", check=at_least(1))
     device: str = setting("cpu", "torch device: cpu, cuda, cuda:1, mps")
+    backend: str = backend_setting()
     search: SearchConfig = field(default_factory=SearchConfig)
 
     def __post_init__(self) -> None:
@@ -101,6 +108,7 @@ class ArenaJob:
     openings: Path | None = setting(None, "JSONL openings (none: the hexz fixture)")
     json: bool = setting(False, "print the result as JSON")
     device: str = setting("cpu", "torch device for neural players")
+    backend: str = backend_setting()
     seed: int = setting(0, "seed for random and rollout players")
     tree: TreeConfig = field(default_factory=TreeConfig)   # neural players' tree options
 
@@ -108,10 +116,21 @@ class ArenaJob:
         check_settings(self)
 
 
+EXPORT_FORMATS = ("torchscript", "onnx")
+
+
 @dataclass
 class ExportJob:
-    checkpoint: str = setting(help="pyhexz checkpoint file or model directory", positional=True)
-    output: Path = setting(help="TorchScript file to write", positional=True)
+    checkpoint: str = setting(help="pyhexz checkpoint file or model directory (onnx: a hexz "
+                              "TorchScript file too)", positional=True)
+    output: Path = setting(help="file to write", positional=True)
+    format: str = setting("torchscript", "torchscript (the hexz signature) or onnx (the same "
+                          "inputs and outputs, dynamic batch axis)",
+                          check=Check(lambda v: v in EXPORT_FORMATS,
+                                      "one of " + ", ".join(EXPORT_FORMATS)))
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 @dataclass
@@ -207,9 +226,41 @@ def build_parser() -> ConfigParser:
     return parser
 
 
+def _directory(path: Path, flag: str) -> Path:
+    """The folder a command writes to, created if missing: one clear error for a path that is
+    a file (the command would otherwise fail deep inside, on some file below it)."""
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{flag} {path}: not a directory")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _device(spec: str) -> str:
+    """The --device, checked before processes start: a name torch knows, and a GPU that is
+    there (asked without creating a CUDA context in this process)."""
+    import torch
+    try:
+        device = torch.device(spec)
+    except RuntimeError as e:
+        raise ValueError(f"--device {spec!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {spec!r}: CUDA is not available on this machine")
+    return spec
+
+
+def _user_error(e: BaseException) -> bool:
+    """Whether `e` is a mistake in what the command was given rather than a bug: a bad value
+    (ValueError, which ModelLoadError is), a path or file (OSError: missing, not a directory,
+    not readable), a corrupt or unusable checkpoint or state directory."""
+    from pyhexz.infra.storage import StorageError
+    from pyhexz.training_server.wal import WALError
+    return isinstance(e, (ValueError, OSError, StorageError, WALError))
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     from pyhexz.train import local
     cfg = a.config
+    _directory(cfg.dir, "--dir")
     n = local.run(cfg, shlex.join(["pyhexz", *a.argv]))
     print(f"model {cfg.name}: checkpoint {n} in {cfg.dir}/models/flagz/{cfg.name}/checkpoints/{n}")
     return 0
@@ -220,11 +271,27 @@ def cmd_train(a: argparse.Namespace) -> int:
 SELFPLAY_OVERRUN_SECONDS = 5.0
 
 
-def _selfplay_process(model: str | None, search, parallel_games: int, device: str,
-                      max_games: int | None, end: float | None, output_dir: str,
+def _selfplay_process(index: int, model: str | None, search, parallel_games: int, device: str,
+                      backend: str, max_games: int | None, end: float | None, output_dir: str,
                       seed: int | None, progress, stop) -> None:
+    """One self-play process of `selfplay`: ("game", examples) per game, then ("done", games
+    cut off), or ("failed", index, message) for an error, which the parent says once (no
+    traceback from the child for a known mistake, such as a model that does not load)."""
     from pyhexz.infra.process import init_worker_process
     init_worker_process()
+    try:
+        _selfplay_games(model, search, parallel_games, device, backend, max_games, end,
+                        output_dir, seed, progress, stop)
+    except Exception as e:
+        if not _user_error(e):
+            log.exception("selfplay process failed")   # a bug: its traceback helps
+        progress.put(("failed", index, f"{type(e).__name__}: {e}"))
+        sys.exit(1)
+
+
+def _selfplay_games(model: str | None, search, parallel_games: int, device: str, backend: str,
+                    max_games: int | None, end: float | None, output_dir: str,
+                    seed: int | None, progress, stop) -> None:
     import torch
 
     from pyhexz import hexz_pb2 as pb
@@ -234,18 +301,18 @@ def _selfplay_process(model: str | None, search, parallel_games: int, device: st
     from pyhexz.train.selfplay import run_selfplay, wind_down_before
     if model:
         path = resolve_model_path(model)
-        predictor = Predictor.from_path(path, device)
+        predictor = Predictor.from_path(path, device, backend)
         name, n = model_key_for_path(path)
         key = pb.ModelKey(name=name, checkpoint=n)
     else:
         torch.manual_seed(seed or 0)
-        predictor = Predictor(HexzNet(), device)
+        predictor = Predictor(HexzNet(), device, backend)
         key = pb.ModelKey(name="random-init", checkpoint=0)
     out = Path(output_dir)
 
     def sink(req) -> None:
         write_game_file(out / f"{req.execution_id}-{req.game_id}{GAME_FILE_SUFFIX}", req)
-        progress.put(len(req.examples))
+        progress.put(("game", len(req.examples)))
 
     # `end` is the parent's time.monotonic() deadline (the clock is system-wide): the budget
     # counts from the command's start, this process's start-up included.
@@ -259,9 +326,15 @@ def _selfplay_process(model: str | None, search, parallel_games: int, device: st
 
 
 def cmd_selfplay(a: argparse.Namespace) -> int:
-    from pyhexz.infra.process import spawn_context
+    from pyhexz.infra.process import sigterm_as_ctrl_c, spawn_context
     job: SelfPlayJob = a.config
-    job.output_dir.mkdir(parents=True, exist_ok=True)
+    _directory(job.output_dir, "--output-dir")
+    _device(job.device)
+    if job.model:
+        # A model that is missing or does not load fails here, before any process starts.
+        from pyhexz.nn import load_model
+        from pyhexz.search.players import resolve_model_path
+        load_model(resolve_model_path(job.model), "cpu")
     ctx = spawn_context()
     progress = ctx.Queue()
     stop = ctx.Event()
@@ -270,33 +343,56 @@ def cmd_selfplay(a: argparse.Namespace) -> int:
     per = None if job.max_games is None else [job.max_games // n + (i < job.max_games % n)
                                               for i in range(n)]
     procs = [ctx.Process(target=_selfplay_process, daemon=True, args=(
-        job.model, job.search, job.parallel_games, job.device, None if per is None else per[i],
-        end, str(job.output_dir), None if job.seed is None else job.seed + i, progress, stop))
+        i, job.model, job.search, job.parallel_games, job.device, job.backend,
+        None if per is None else per[i], end, str(job.output_dir),
+        None if job.seed is None else job.seed + i, progress, stop))
         for i in range(n) if per is None or per[i] > 0]
     for p in procs:
         p.start()
+    sigterm_as_ctrl_c()
     t0 = last = time.monotonic()
     games = examples = done = cut_off = 0
+    failed: str | None = None
     overran = False
     import pickle
     import queue
+
+    def take(item) -> None:
+        nonlocal games, examples, done, cut_off, failed
+        if item is None:
+            return
+        if item[0] == "failed":
+            failed = failed or f"self-play process {item[1]} failed: {item[2]}"
+        elif item[0] == "done":
+            done += 1
+            cut_off += item[1]
+        else:
+            games += 1
+            examples += item[1]
+
     try:
-        while done < len(procs):
+        while done < len(procs) and failed is None:
             try:
                 item = progress.get(timeout=1)
+            except (EOFError, pickle.UnpicklingError):
+                item = None   # torn: a process died while it sent (it is found below)
             except queue.Empty:
-                if not any(p.is_alive() for p in procs):
-                    break
                 item = None
+                died = [i for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
+                if died:
+                    # Its last words may still be on their way; else it was killed (a signal,
+                    # out of memory) without one.
+                    try:
+                        item = progress.get(timeout=5)
+                    except queue.Empty:
+                        failed = (f"self-play process {died[0]} exited with status "
+                                  f"{procs[died[0]].exitcode}")
+                elif not any(p.is_alive() for p in procs):
+                    break
+            take(item)
             if end is not None and time.monotonic() >= end + SELFPLAY_OVERRUN_SECONDS:
                 overran = True
                 break
-            if isinstance(item, tuple):
-                done += 1
-                cut_off += item[1]
-            elif item is not None:
-                games += 1
-                examples += item
             if time.monotonic() - last >= 10:
                 last = time.monotonic()
                 el = last - t0
@@ -304,23 +400,27 @@ def cmd_selfplay(a: argparse.Namespace) -> int:
                          el, games, examples, examples / el)
     except KeyboardInterrupt:
         log.info("selfplay interrupted; finished games are in %s", job.output_dir)
+    if failed is not None:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join()
+        print(f"pyhexz selfplay: error: {failed} ({games} games in {job.output_dir})",
+              file=sys.stderr)
+        return 1
     stop.set()   # between two network batches, each process stops and reports
+    ended = []   # processes still starting (or stuck) after the budget: ended here, no failure
     for p in procs:
         p.join(timeout=5)
         if p.is_alive():
             p.terminate()
             p.join()
+            ended.append(p)
     while True:   # what the processes sent after the loop
         try:
-            item = progress.get_nowait()
+            take(progress.get_nowait())
         except (queue.Empty, EOFError, OSError, pickle.UnpicklingError):
             break
-        if isinstance(item, tuple):
-            done += 1
-            cut_off += item[1]
-        else:
-            games += 1
-            examples += item
     if overran and done < len(procs):
         log.warning("selfplay: %d of %d processes ended without a report, still running %.0f s "
                     "past --max-seconds (starting up?)", len(procs) - done, len(procs),
@@ -329,7 +429,7 @@ def cmd_selfplay(a: argparse.Namespace) -> int:
     print(f"selfplay: {games} games, {examples} examples in {el:.0f} s "
           f"({examples / max(el, 1e-9):.1f} examples/s), {cut_off} games cut off unfinished "
           f"-> {job.output_dir}")
-    return 0 if all(p.exitcode == 0 for p in procs) else 1
+    return 0 if all(p.exitcode == 0 or p in ended for p in procs) else 1
 
 
 def cmd_worker(a: argparse.Namespace) -> int:
@@ -346,9 +446,9 @@ def cmd_arena(a: argparse.Namespace) -> int:
         openings = openings[:job.games]
     n = len(openings)
     p1 = make_player(job.player1, device=job.device, seed=job.seed, max_games=2 * n,
-                     tree=job.tree)
+                     tree=job.tree, backend=job.backend)
     p2 = make_player(job.player2, device=job.device, seed=job.seed + 1, max_games=2 * n,
-                     tree=job.tree)
+                     tree=job.tree, backend=job.backend)
     result = play_match(p1, p2, openings, progress=True)
     print(result_json(result) if job.json else result.summary())
     return 0
@@ -356,12 +456,7 @@ def cmd_arena(a: argparse.Namespace) -> int:
 
 def cmd_server(a: argparse.Namespace) -> int:
     from pyhexz.training_server.app import serve
-    from pyhexz.training_server.wal import WALError
-    try:
-        serve(a.config, a.serving)
-    except WALError as e:  # e.g. another server owns the state directory
-        print(f"pyhexz server: error: {e}", file=sys.stderr)
-        return 2
+    serve(a.config, a.serving)   # a WALError (another server owns the state directory): main
     return 0
 
 
@@ -370,6 +465,10 @@ def cmd_cpu_server(a: argparse.Namespace) -> int:
     # extra), not in gunicorn after the exec.
     import flask  # noqa: F401
     import gunicorn  # noqa: F401
+
+    from pyhexz.cpu.app import load_model_path
+    # A model path that does not load fails here in one line (main), not in a gunicorn worker.
+    load_model_path(a.config)
     # The service (and infra/process for logging and threads) reads its settings from HEXZ_*
     # variables under gunicorn: hand them over, checked already (bad settings fail here,
     # before gunicorn starts).
@@ -395,8 +494,19 @@ def cmd_export(a: argparse.Namespace) -> int:
     from pyhexz.search.players import resolve_model_path
     job: ExportJob = a.config
     path = resolve_model_path(job.checkpoint)
-    export_torchscript(load_checkpoint(path).model, job.output)
-    print(f"exported {path} -> {job.output}")
+    if job.format == "torchscript":
+        export_torchscript(load_checkpoint(path).model, job.output)
+        print(f"exported {path} -> {job.output}")
+        return 0
+    from pyhexz.nn import load_model
+    from pyhexz.nn.onnxfile import opset_of, write_onnx
+    module = load_model(path)
+    try:
+        data = write_onnx(module, job.output)
+    except Exception as e:   # noqa: BLE001 - torch's exporter raises many kinds
+        raise ValueError(f"{path} cannot be exported to ONNX: "
+                         f"{type(e).__name__}: {str(e).strip()[:200]}") from None
+    print(f"exported {path} -> {job.output} (onnx, opset {opset_of(data)}, dynamic batch)")
     return 0
 
 
@@ -438,7 +548,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(message, file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError) as e:
+    except KeyboardInterrupt:   # Ctrl-C before the command's own handling of it (starting up)
+        print(f"pyhexz {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if not _user_error(e):
+            raise
+        log.debug("pyhexz %s failed", args.command, exc_info=True)
         print(f"pyhexz {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,12 +1,17 @@
 """The 2023 command form, kept working: `python3 -m pyhexz.hexz --mode=selfplay --model=...`.
 
 `--mode=NAME` picks the subcommand of `pyhexz` (pyhexz.cli); every other flag is passed on.
+`--help` without a mode prints this form's usage and then pyhexz's full help (the commands);
+`--mode=NAME --help` the command's flags.
 """
 
 import sys
 from collections.abc import Sequence
 
+from pyhexz.cli import build_parser
 from pyhexz.cli import main as cli_main
+
+USAGE = "usage: python -m pyhexz.hexz --mode=selfplay|train|arena|export [flags]"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,8 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             rest.append(arg)
     if not mode:
-        print("usage: python -m pyhexz.hexz --mode=selfplay|train|arena|export [flags]",
-              file=sys.stderr)
+        if "-h" in rest or "--help" in rest:
+            print(USAGE + "\n(--mode=NAME is the command NAME of `pyhexz`; "
+                  "--mode=NAME --help lists its flags)\n")
+            build_parser().print_help()
+            return 0
+        print(USAGE, file=sys.stderr)
         return 2
     return cli_main([mode] + rest)
 

@@ -20,6 +20,9 @@ The think time runs from the moment the handler starts, before the body is read,
 search stops `think_margin_ms` early for the answer's way back, so the caller's wall time
 tracks the think time. An `X-Request-Deadline` header (RFC 3339, as the hexz Go client sends
 it) shortens the think time further. Waiting for a free search slot counts against it too.
+Every move's answer says what happened in headers: X-Hexz-Budget-Ms (the time the search was
+given: the think time as capped and shortened, less the margin), X-Hexz-Search-Ms (what it
+took), X-Hexz-Iterations (simulations) and X-Hexz-Model (which model played).
 
 The routes are one module-level blueprint (`routes`); create_app builds the player and keeps
 it, with the settings and the request log, in app.extensions[CPU_EXTENSION] for the views.
@@ -78,7 +81,7 @@ from pyhexz.infra.httpbody import BadRequest as BadInput
 from pyhexz.infra.httpbody import gunzip, read_body
 from pyhexz.infra.modelbus import ModelBus
 from pyhexz.infra.redact import redact_url
-from pyhexz.nn.follow import LiveModel, ModelFetcher
+from pyhexz.nn.follow import LiveModel, LoadedModel, ModelFetcher
 from pyhexz.search.timed import SearchResult
 from pyhexz.web.ui import cpu_player_opponents, init_ui
 
@@ -241,7 +244,9 @@ def _quantiles(xs: list[float]) -> dict | None:
 
 
 class RequestLog:
-    """Counts answers by status and keeps the think times of the latest suggestions."""
+    """Counts the answers to suggest requests by status (`served`: those answered 200; /status,
+    /healthz and the UI are not what the service serves) and keeps the think times of the
+    latest suggestions."""
 
     def __init__(self, keep: int = 1000) -> None:
         self._lock = threading.Lock()
@@ -281,15 +286,8 @@ def build_player(cfg: CpuServerConfig, shipped_root: Path | None = None) -> CpuP
     for. A shipped model that is missing or fails its SHA-256 check means rollout MCTS, with
     one loud log line saying why. A followed training run's models replace either as they come.
     """
-    model = None   # the model path's
     following = bool(cfg.redis_url or cfg.server_url)
-    if cfg.model_path:
-        try:
-            model = load_served_model(cfg.model_path, cfg.model_name, cfg.device, shipped_root)
-        except NoModelYet as e:
-            if not following:
-                raise
-            log.info("no model yet error=%r; the training run has not published one", str(e))
+    model = load_model_path(cfg, shipped_root)
     follower = ModelFollower(_live_model(cfg), model) if following else None
     playing = model
     if model is not None:
@@ -297,7 +295,7 @@ def build_player(cfg: CpuServerConfig, shipped_root: Path | None = None) -> CpuP
     elif cfg.rollout:
         why = "rollout MCTS, as asked for (rollout setting)"
     else:
-        playing, why = shipped_or_rollout(cfg.device, shipped_root)
+        playing, why = shipped_or_rollout(cfg.device, shipped_root, cfg.backend)
     if following and model is None:
         why += "; until the followed training run publishes a model"
     options = SearchOptions(slots=cfg.search_slots, leaves_per_round=cfg.leaves_per_round,
@@ -310,14 +308,32 @@ def build_player(cfg: CpuServerConfig, shipped_root: Path | None = None) -> CpuP
     return player
 
 
+def load_model_path(cfg: CpuServerConfig,
+                    shipped_root: Path | None = None) -> LoadedModel | None:
+    """The model the model path names; None without a model path, or when it has no checkpoint
+    yet and a followed training run will publish one. Raises what load_served_model raises for
+    one that cannot be used (`pyhexz cpu-server` calls it before it starts gunicorn, so that a
+    bad model path is one line, not a worker's traceback)."""
+    if not cfg.model_path:
+        return None
+    try:
+        return load_served_model(cfg.model_path, cfg.model_name, cfg.device, shipped_root,
+                                 cfg.backend)
+    except NoModelYet as e:
+        if not (cfg.redis_url or cfg.server_url):
+            raise
+        log.info("no model yet error=%r; the training run has not published one", str(e))
+        return None
+
+
 def _live_model(cfg: CpuServerConfig):
     """A LiveModel over Redis and/or the training server."""
     # CpuServerConfig requires a model name with a Redis URL.
     bus = ModelBus(cfg.redis_url, cfg.model_name) if cfg.redis_url and cfg.model_name else None
     token = cfg.server_auth_token or cfg.auth_token
     client = ServerClient(cfg.server_url, token) if cfg.server_url else None
-    return LiveModel(ModelFetcher(client, bus, cfg.device, cfg.model_name),
-                     poll_seconds=cfg.model_poll_seconds)
+    return LiveModel(ModelFetcher(client, bus, cfg.device, cfg.model_name, cfg.backend),
+                     poll_seconds=cfg.model_poll_seconds, role="cpu player")
 
 
 @dataclass
@@ -371,7 +387,8 @@ def internal_error(e: Exception) -> Response:
 
 @routes.after_app_request
 def count(resp: Response) -> Response:
-    _server().requests.count(resp.status_code)
+    if request.path == SUGGEST_PATH:
+        _server().requests.count(resp.status_code)
     return resp
 
 
@@ -415,6 +432,9 @@ def suggest() -> Response:
     resp = (json_response if mimetype == JSON else proto_response)(result, req.board)
     resp.headers["X-Hexz-Iterations"] = str(result.iterations)
     resp.headers["X-Hexz-Search-Ms"] = f"{result.seconds * 1000:.1f}"
+    # The time the search was given (think time, capped, shortened by X-Request-Deadline,
+    # less the margin): what the server decided, whatever the machine's speed made of it.
+    resp.headers["X-Hexz-Budget-Ms"] = f"{(deadline - t0) * 1000:.1f}"
     resp.headers["X-Hexz-Model"] = model
     server.requests.suggestion(0 if req.think_ms == 0 else think_ms,
                                (time.monotonic() - t0) * 1000, result)
@@ -476,5 +496,5 @@ def create_app(config: CpuServerConfig | None = None,
     return app
 
 
-__all__ = ["CpuServerConfig", "create_app", "build_player", "parse_json_request",
-           "parse_proto_request", "SUGGEST_PATH"]
+__all__ = ["CpuServerConfig", "create_app", "build_player", "load_model_path",
+           "parse_json_request", "parse_proto_request", "SUGGEST_PATH"]

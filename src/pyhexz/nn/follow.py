@@ -31,6 +31,12 @@ class ModelUnavailable(RuntimeError):
     """The model asked for is not there (yet): no server, no such checkpoint."""
 
 
+class TokenRefused(ModelUnavailable):
+    """The training server refused our auth token (HTTP 401/403). Waiting does not help: a
+    first model is not waited for (LiveModel.wait_first raises it), the watcher keeps trying,
+    as the token may be rotated on the server."""
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     predictor: Predictor
@@ -61,12 +67,13 @@ class ModelFetcher:
     REDIS_PAUSE_SECONDS = 5.0
 
     def __init__(self, client: ServerClient | None, bus: ModelBus | None,
-                 device: str = "cpu", name: str | None = None) -> None:
+                 device: str = "cpu", name: str | None = None, backend: str = "torch") -> None:
         if client is None and bus is None:
             raise ValueError("a model fetcher needs a training server or a Redis model bus")
         self.client = client
         self.bus = bus
         self.device = device
+        self.backend = backend
         self.name = name   # the model this worker plays for; None: whatever the server trains
         self._bus_paused_until = 0.0
 
@@ -155,7 +162,7 @@ class ModelFetcher:
 
     def _build(self, data: bytes, digest: str, key: pb.ModelKey, source: str) -> LoadedModel:
         module = load_model_bytes(data, self.device, source=source)
-        return LoadedModel(Predictor(module, self.device), pb.ModelKey(name=key.name,
+        return LoadedModel(Predictor(module, self.device, self.backend), pb.ModelKey(name=key.name,
                            checkpoint=key.checkpoint), digest, source)
 
 
@@ -168,6 +175,9 @@ def _exists(bus: ModelBus, redis_key: str) -> bool:
 
 
 def _raise_for_status(r: requests.Response, what: str) -> None:
+    if r.status_code in (401, 403):
+        raise TokenRefused(f"{what}: HTTP {r.status_code}: the server refused the auth token "
+                           f"(--auth-token, HEXZ_AUTH_TOKEN) {r.text[:200]!r}")
     if r.status_code != 200:
         raise ModelUnavailable(f"{what}: HTTP {r.status_code} {r.text[:200]!r}")
 
@@ -182,12 +192,15 @@ class LiveModel:
     """The model self-play runs now, and the watcher thread that swaps in newer ones.
 
     `current()` is what self-play calls before every move: it only reads one reference, so a
-    swap costs self-play nothing; loading and checking happen on the watcher thread.
+    swap costs self-play nothing; loading and checking happen on the watcher thread. `role`
+    names the follower in its log lines ("worker", "cpu player").
     """
 
     def __init__(self, fetcher: ModelFetcher, *, poll_seconds: float = 30.0,
-                 tick_seconds: float = 1.0, backoff: Backoff | None = None) -> None:
+                 tick_seconds: float = 1.0, backoff: Backoff | None = None,
+                 role: str = "worker") -> None:
         self.fetcher = fetcher
+        self.role = role
         self.poll_seconds = poll_seconds
         self.tick_seconds = tick_seconds
         self.backoff = backoff if backoff is not None else Backoff(0.5, 5.0)
@@ -214,7 +227,8 @@ class LiveModel:
         return m.predictor, m.key
 
     def wait_first(self, stop: threading.Event, backoff: Backoff | None = None) -> bool:
-        """Loads the newest model, waiting with backoff while there is none; False if stopped."""
+        """Loads the newest model, waiting with backoff while there is none; False if stopped.
+        TokenRefused (the server refused the auth token) is raised at once: no wait fixes it."""
         if backoff is None:
             backoff = Backoff(1.0, 15.0)
         attempt = 0
@@ -225,11 +239,13 @@ class LiveModel:
                     self._install(self.fetcher.load(key))
                     return True
                 reason = "no model published yet"
+            except TokenRefused:
+                raise
             except _LOAD_ERRORS + (redis.RedisError,) as e:
                 reason = short_error(e)
             delay = backoff.delay(attempt)
             attempt += 1
-            log.info("worker waiting for a model reason=%r retry_in=%.1fs", reason, delay)
+            log.info("%s waiting for a model reason=%r retry_in=%.1fs", self.role, reason, delay)
             stop.wait(delay)
         return False
 
@@ -279,7 +295,9 @@ class LiveModel:
                     if signal_ is _CONNECTED or now >= self._next_check:
                         self._next_check = now + self.poll_seconds
                         self._check_latest()
-                    elif isinstance(signal_, int):
+                    # Not elif: an announcement that arrives when a poll is due is still
+                    # taken (the pointer may not name it: a republished or forced key).
+                    if isinstance(signal_, int):
                         # Only the bus announces numbers (_signals), so there is a bus.
                         bus = self.fetcher.bus
                         assert bus is not None
@@ -381,8 +399,9 @@ class LiveModel:
         old, self.model = self.model, loaded
         if old is not None:
             self.swaps += 1
-        log.info("worker model=%s sha256=%s... source=%s previous=%s", loaded.label,
+        log.info("%s model=%s sha256=%s... source=%s previous=%s", self.role, loaded.label,
                  loaded.sha256[:12], loaded.source, old.label if old else "none")
 
 
-__all__ = ["LiveModel", "LoadedModel", "ModelFetcher", "ModelUnavailable", "WATCHER_THREAD"]
+__all__ = ["LiveModel", "LoadedModel", "ModelFetcher", "ModelUnavailable", "TokenRefused",
+           "WATCHER_THREAD"]

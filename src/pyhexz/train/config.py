@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyhexz.infra.config import above, at_least, check_settings, setting
+from pyhexz.infra.config import above, at_least, backend_setting, check_settings, setting
 from pyhexz.search.driver import SearchConfig
 
 
@@ -110,6 +110,7 @@ class LocalConfig:
                                "time a game ends, up to --parallel-games (so that the first "
                                "games end within a minute or two)", check=at_least(1))
     device: str = setting("cpu", "torch device: cpu, cuda, cuda:1, mps")
+    backend: str = backend_setting()
     minutes: float | None = setting(None, "stop after this many minutes", check=above(0))
     checkpoints: int | None = setting(None, "stop after this many new checkpoints",
                                          check=at_least(1))

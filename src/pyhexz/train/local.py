@@ -65,7 +65,7 @@ def _publish(published, index: int, stats: SelfPlayStats) -> None:
 
 
 def _selfplay_worker(root: str, name: str, search: SearchConfig, parallel_games: int,
-                     start_games: int, device: str, latest, stop, out, seed: int,
+                     start_games: int, device: str, backend: str, latest, stop, out, seed: int,
                      end: float | None, published, index: int, resume: list[bytes]) -> None:
     init_worker_process()
     repo = CheckpointRepo(LocalStorage(root), name)
@@ -74,7 +74,7 @@ def _selfplay_worker(root: str, name: str, search: SearchConfig, parallel_games:
     def model():
         n = latest.value
         if n != current["n"]:
-            current.update(n=n, predictor=load_predictor(repo, n, device),
+            current.update(n=n, predictor=load_predictor(repo, n, device, backend),
                            key=pb.ModelKey(name=name, checkpoint=n))
             log.info("selfplay model=%s checkpoint=%d", name, n)
         return current["predictor"], current["key"]
@@ -147,7 +147,7 @@ def run(cfg: LocalConfig, command: str | None = None) -> int:
     published = ctx.Array("q", len(_PUBLISHED) * cfg.num_workers, lock=False)
     workers = [ctx.Process(target=_selfplay_worker, name=f"selfplay-{i}", daemon=True, args=(
         str(root), cfg.name, cfg.search, cfg.parallel_games, cfg.start_games, cfg.device,
-        latest, stop, games_q,
+        cfg.backend, latest, stop, games_q,
         # Fresh entropy: a restart from the same checkpoint must not replay the same games.
         int.from_bytes(os.urandom(8), "little"), end, published, i,
         resume[i::cfg.num_workers])) for i in range(cfg.num_workers)]

@@ -96,7 +96,9 @@ class ExampleLedger:
         self.pending = 0              # accepted (or recovered), not yet in a checkpoint
         self.received = 0             # examples accepted since start
         self.recovered = 0            # examples replayed from the WAL at start
-        self.rate = Rate()
+        self.rate = Rate()            # examples accepted per second
+        self.games_received = 0       # games accepted since start (one upload is one game)
+        self.game_rate = Rate()
         # game_id -> True once durable (False while its WAL write is in flight): a worker that
         # resends a game whose answer it never got (server crash, timeout) is answered
         # ACCEPTED without storing it again, so no game is trained twice.
@@ -131,7 +133,9 @@ class ExampleLedger:
             if game:
                 self._games[game] = True
             self.received += n
+            self.games_received += 1
         self.rate.add(n)
+        self.game_rate.add(1)
 
     def recovered_examples(self, n: int) -> None:
         """Examples replayed from the WAL at start: pending again."""

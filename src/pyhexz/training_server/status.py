@@ -1,11 +1,12 @@
 """The training server's state as one dict (GET /status, the UI, /metrics, the progress log),
-and the two counters behind its rates: examples per second and active workers."""
+and the counters behind its rates: examples and games per second, and active workers."""
 
 from __future__ import annotations
 
 import collections
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -15,19 +16,22 @@ WORKER_ACTIVE_SECONDS = 300.0
 
 
 class Rate:
-    """Examples per second over the last `seconds`."""
+    """Events (examples, games) per second over the last `seconds`; `clock` is injectable so
+    tests need not wait."""
 
-    def __init__(self, seconds: float = 60.0) -> None:
+    def __init__(self, seconds: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.seconds = seconds
+        self.clock = clock
         self.events: collections.deque[tuple[float, int]] = collections.deque()
         self.lock = threading.Lock()
 
     def add(self, n: int) -> None:
         with self.lock:
-            self.events.append((time.monotonic(), n))
+            self.events.append((self.clock(), n))
 
     def rate(self, uptime: float) -> float:
-        now = time.monotonic()
+        now = self.clock()
         with self.lock:
             while self.events and self.events[0][0] < now - self.seconds:
                 self.events.popleft()
@@ -73,6 +77,8 @@ def service_status(service: TrainingService) -> dict:
                      "minibatch": cfg.train.trigger_examples,
                      "max_pending": cfg.max_pending,
                      "per_second": round(ledger.rate.rate(uptime), 1)},
+        "games": {"received": ledger.games_received,
+                  "per_second": round(ledger.game_rate.rate(uptime), 3)},
         "training": {"in_progress": trainer_thread.training, "runs": trainer_thread.runs,
                      "failures": trainer_thread.failures,
                      "window": len(t.window) if t else 0,

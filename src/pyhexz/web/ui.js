@@ -2,11 +2,41 @@
 "use strict";
 
 const TOKEN_KEY = "pyhexzToken";
+let tokenAsked = null;   // the one open question for the token, shared by every waiting request
 
-// Every request carries the bearer token a person typed once (the host server may require one).
+// Asks for the token once, in a small form on the page (not window.prompt): every request
+// that met a 401 meanwhile waits for the same answer. The token stays in this tab's
+// sessionStorage, so it is not asked again on the next page, nor kept once the tab is closed.
+function askToken(refused) {
+  if (!tokenAsked) {
+    tokenAsked = new Promise(resolve => {
+      const form = document.createElement("form");
+      form.id = "token-form";
+      form.className = "token-form";
+      form.innerHTML = `<label>This server needs an access token:
+        <input type="password" name="token" autocomplete="current-password" required></label>
+        <button type="submit">Continue</button><span class="err"></span>`;
+      if (refused) form.querySelector(".err").textContent = "The server refused that token.";
+      form.addEventListener("submit", ev => {
+        ev.preventDefault();
+        const t = form.elements.token.value.trim();
+        if (!t) return;
+        sessionStorage.setItem(TOKEN_KEY, t);
+        form.remove();
+        tokenAsked = null;
+        resolve();
+      });
+      (document.querySelector("main") || document.body).prepend(form);
+      form.elements.token.focus();
+    });
+  }
+  return tokenAsked;
+}
+
+// Every request carries the bearer token the person gave (the host server may require one).
 async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
-  const token = localStorage.getItem(TOKEN_KEY);
+  const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers["Authorization"] = "Bearer " + token;
   if (options.json !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -14,8 +44,9 @@ async function api(path, options = {}) {
   }
   const resp = await fetch(path, Object.assign({}, options, { headers }));
   if (resp.status === 401) {
-    const t = prompt("This server needs an access token:");
-    if (t) { localStorage.setItem(TOKEN_KEY, t); return api(path, options); }
+    // A token given while this request was under way is tried first; else ask (once).
+    if (sessionStorage.getItem(TOKEN_KEY) === token) await askToken(token !== null);
+    return api(path, options);
   }
   if (!resp.ok) {
     let msg = resp.status + " " + resp.statusText;

@@ -6,11 +6,12 @@ checkpoints, status and opponents) into app.extensions, where the views read it.
 static HTML shipped in the package (`web/`); their scripts fetch the JSON endpoints below and
 redraw, so nothing needs a build step, a CDN or the internet. Charts are
 SVG drawn on the server (charts.py). Every request goes through `fetch` with the bearer token a
-person typed once (kept in the browser's localStorage), so the host app's token check covers the
-UI as it covers the API.
+person typed once, in a small form on the page (kept in the tab's sessionStorage), so the host
+app's token check covers the UI as it covers the API.
 
     GET  /ui/ , /ui/training , /ui/checkpoints , /ui/games , /ui/play      pages
     GET  /ui/api/status                         live state of the host server
+    GET  /ui/api/overview                       the Training page's summary (overview.py)
     GET  /ui/api/checkpoints                    every checkpoint: meta, sizes, matches, Elo
     GET  /ui/api/charts/{loss,throughput,elo,rollout}.svg
     GET  /ui/api/checkpoints/{N}/files/{file}   a checkpoint file, SHA-256 checked
@@ -57,7 +58,7 @@ from pyhexz.infra.httpbody import read_body
 from pyhexz.infra.storage import CheckpointRepo, StorageError
 from pyhexz.search.timed import SearchResult, TimedSearch, think
 from pyhexz.train.evaluation import elo_curve, read_eval, with_eval
-from pyhexz.web import charts
+from pyhexz.web import charts, overview
 
 if TYPE_CHECKING:
     from pyhexz.cpu.player import CpuPlayer
@@ -330,10 +331,12 @@ class UiState:
     """What the UI's views read, kept by the host app in app.extensions[UI_EXTENSION]."""
 
     def __init__(self, repo: CheckpointRepo | None, status: Callable[[], dict],
-                 opponents: Callable[[], list[Opponent]]) -> None:
+                 opponents: Callable[[], list[Opponent]],
+                 clock: Callable[[], float] = time.time) -> None:
         self.repo = repo            # the run's checkpoints (None on a CPU server: only Play)
         self.status = status        # the host's live state
         self.opponents = opponents  # who can be played
+        self.clock = clock          # wall clock, for checkpoint ages (tests inject one)
         self.table = CheckpointTable(repo) if repo is not None else None
         # Archives never change; a few keep memory flat.
         self.archive = functools.lru_cache(maxsize=4)(self._read_archive)
@@ -359,12 +362,13 @@ class UiState:
 
 def init_ui(app: Flask, *, repo: CheckpointRepo | None = None,
             status: Callable[[], dict] = dict,
-            opponents: Callable[[], list[Opponent]] = list, url_prefix: str = "/ui") -> None:
+            opponents: Callable[[], list[Opponent]] = list, url_prefix: str = "/ui",
+            clock: Callable[[], float] = time.time) -> None:
     """Mounts the UI on `app` (Flask's init_app pattern): its state goes into app.extensions,
     where the views of the module-level `ui` blueprint read it. `repo`: the run's checkpoints
     (None on a CPU server, which then shows only Play); `status`: the host's live state;
-    `opponents`: who can be played."""
-    app.extensions[UI_EXTENSION] = UiState(repo, status, opponents)
+    `opponents`: who can be played; `clock`: the wall clock."""
+    app.extensions[UI_EXTENSION] = UiState(repo, status, opponents, clock)
     app.register_blueprint(ui, url_prefix=url_prefix)
 
 
@@ -402,6 +406,12 @@ def api_pages():
 @ui.get("/api/status")
 def api_status():
     return jsonify(_state().status())
+
+
+@ui.get("/api/overview")
+def api_overview():
+    st = _state()
+    return jsonify(overview.overview(st.status(), st.need_table().rows(), st.clock))
 
 
 @ui.get("/api/checkpoints")

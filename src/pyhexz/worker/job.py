@@ -32,6 +32,7 @@ import dataclasses
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -44,7 +45,7 @@ from pyhexz.infra.http import ServerClient
 from pyhexz.infra.modelbus import ModelBus
 from pyhexz.infra.process import init_worker_process, spawn_context
 from pyhexz.infra.redact import redact_url
-from pyhexz.nn.follow import WATCHER_THREAD, LiveModel, ModelFetcher
+from pyhexz.nn.follow import WATCHER_THREAD, LiveModel, ModelFetcher, TokenRefused
 from pyhexz.train.selfplay import run_selfplay, wind_down_before
 from pyhexz.worker.config import WorkerConfig
 from pyhexz.worker.uploader import Uploader, UploadStats
@@ -92,7 +93,7 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
     # WorkerConfig requires a model name with a Redis URL.
     bus = ModelBus(cfg.redis_url, cfg.model_name) if cfg.redis_url and cfg.model_name else None
     fetcher = ModelFetcher(ServerClient(cfg.server_url, cfg.auth_token), bus, cfg.device,
-                           cfg.model_name)
+                           cfg.model_name, cfg.backend)
     live = LiveModel(fetcher, poll_seconds=cfg.model_poll_seconds)
     stats = WorkerStats()
 
@@ -173,6 +174,17 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
     return stats
 
 
+def _play(cfg: WorkerConfig, stop: threading.Event, execution_id: str) -> int:
+    """run_worker, as an exit code: 0, or 2 when the server refused the auth token (said in
+    one ERROR line; no retry fixes a wrong token, so the worker stops at once)."""
+    try:
+        run_worker(cfg, stop, execution_id)
+    except TokenRefused as e:
+        log.error("worker stopping: token refused by the training server error=%r", str(e))
+        return 2
+    return 0
+
+
 def _exit_if_a_load_is_running(code: int) -> None:
     """Ends the process at once (logs flushed) if the model watcher is still inside a load
     begun before the stop: the interpreter's exit under a thread in torch can abort ("terminate
@@ -200,8 +212,9 @@ def _child(cfg: WorkerConfig, stop, index: int, log_level: int) -> None:
         event.set()
     threading.Thread(target=relay_stop, daemon=True).start()
     seed = None if cfg.seed is None else cfg.seed + index
-    run_worker(dataclasses.replace(cfg, seed=seed, num_workers=1), event, _execution_id(index))
-    _exit_if_a_load_is_running(0)
+    code = _play(dataclasses.replace(cfg, seed=seed, num_workers=1), event, _execution_id(index))
+    _exit_if_a_load_is_running(code)
+    sys.exit(code)
 
 
 def run(cfg: WorkerConfig) -> int:
@@ -217,9 +230,9 @@ def run(cfg: WorkerConfig) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         if cfg.num_workers == 1:
-            run_worker(cfg, stop, _execution_id(0))
-            _exit_if_a_load_is_running(0)
-            return 0
+            code = _play(cfg, stop, _execution_id(0))
+            _exit_if_a_load_is_running(code)
+            return code
         ctx = spawn_context()
         shared_stop = ctx.Event()
         level = logging.getLogger("pyhexz").getEffectiveLevel()
@@ -230,6 +243,10 @@ def run(cfg: WorkerConfig) -> int:
         while any(p.is_alive() for p in procs):
             if stop.wait(0.1):   # the children's grace periods start when they hear it
                 shared_stop.set()
+            if any(p.exitcode not in (None, 0) for p in procs) and not shared_stop.is_set():
+                log.error("worker stopping: a worker process failed exit_codes=%s",
+                          [p.exitcode for p in procs])
+                shared_stop.set()   # the others wind down (they upload what they finished)
             for p in procs:
                 p.join(timeout=0)
         return 0 if all(p.exitcode == 0 for p in procs) else 1
