@@ -73,7 +73,8 @@ def measure(extra: list[str], timeout: float) -> dict:
                                    estimate_first_checkpoint=m[2])
                     if m and "first_estimate_s" not in out and m[2] != "?":
                         out.update(first_estimate_s=now, estimated_first_games=m[1],
-                                   estimated_first_checkpoint=m[2])
+                                   estimated_first_checkpoint=m[2],
+                                   first_estimate_line=line[line.index("progress "):].strip())
                     if CHECKPOINT_1.search(line):
                         out["checkpoint_1_s"] = now
                 if "first_game_s" not in out and incoming.is_dir() and any(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
@@ -461,6 +462,13 @@ def test_cut_off_games_are_played_on_from_where_they_stopped() -> None:
     cut = first.unfinished
     assert len(cut) == 2 and all(len(g.examples) == g.plies > 0 for g in cut)
     before = {g.game_id: [ex.SerializeToString() for ex in g.examples] for g in cut}
+
+    # One slot for two games, and play stops after one: the other is handed back, not lost.
+    one_slot = run_selfplay(lambda: (uniform, pb.ModelKey(name="u")), [].append,
+                            SearchConfig(runs_per_move=4), parallel_games=1, max_games=1,
+                            resume=copy.deepcopy(cut), seed=7)
+    assert one_slot.resumed == 1 and one_slot.games == 1
+    assert [g.game_id for g in one_slot.unfinished] == [cut[1].game_id]
 
     games: list[pb.AddTrainingExamplesRequest] = []
     stats = run_selfplay(lambda: (uniform, pb.ModelKey(name="u")), games.append,

@@ -66,3 +66,13 @@ def test_the_line_says_moves_and_when_the_first_games_and_checkpoint_come() -> N
     clock.now += 200
     line = p.line(later, checkpoint=1, examples=1800, pending=1800, trigger=4096)
     assert "first_games_in" not in line and "next_checkpoint_in=~" in line
+    # After a checkpoint, the next estimate adds the last training run's time.
+    rate = p.moves_per_second(later.moves)
+    assert rate is not None
+    _, nxt = estimate(later, rate, pending=1800, trigger=4096)
+    assert nxt is not None
+    with_training = p.line(later, checkpoint=1, examples=1800, pending=1800, trigger=4096,
+                           train_seconds=300.0)
+    assert f"next_checkpoint_in=~{(nxt + 300) / 60:.0f}min" in with_training
+    assert f"next_checkpoint_in=~{nxt / 60:.0f}min" in line
+    assert f"~{nxt / 60:.0f}min" != f"~{(nxt + 300) / 60:.0f}min"

@@ -49,8 +49,10 @@ def test_save_then_take_hands_each_game_back_once(tmp_path: Path, cut_off: list[
     assert list(d.iterdir()) == [] and unfinished.take(d) == []
 
 
+# Fixed ids: gzip output holds the time, and xdist's workers must collect the same names.
 @pytest.mark.parametrize("content", [b"", b"not gzip", gzip.compress(b"other data"),
-                                     gzip.compress(unfinished.MAGIC + b"\x01\x00")])
+                                     gzip.compress(unfinished.MAGIC + b"\x01\x00")],
+                         ids=["empty", "not-gzip", "other-data", "short-header"])
 def test_a_file_that_is_no_game_is_skipped_with_a_warning(tmp_path: Path, cut_off, caplog,
                                                           content: bytes) -> None:
     unfinished.save(tmp_path, cut_off[:1])

@@ -161,6 +161,7 @@ def run(cfg: LocalConfig, command: str | None = None) -> int:
     games = examples = 0
     last_report = t0
     progress = Progress()
+    train_seconds = 0.0   # the last training run's (the next checkpoint's estimate adds it)
 
     def receive(data: bytes | None) -> None:
         nonlocal games, examples
@@ -210,6 +211,7 @@ def run(cfg: LocalConfig, command: str | None = None) -> int:
             if trainer.ready():
                 trained = [name for name, _ in trainer.pending]
                 stats = trainer.train_and_publish(session)
+                train_seconds = stats["seconds"]
                 latest.value = trainer.checkpoint
                 for name in trained:
                     (spool / name).unlink(missing_ok=True)
@@ -225,7 +227,7 @@ def run(cfg: LocalConfig, command: str | None = None) -> int:
                 log.info("progress %s examples_per_s=%.1f window=%d", progress.line(
                     work, checkpoint=trainer.checkpoint, examples=examples,
                     pending=trainer.pending_examples, trigger=cfg.train.trigger_examples,
-                    full_fraction=cfg.search.full_search_fraction),
+                    full_fraction=cfg.search.full_search_fraction, train_seconds=train_seconds),
                     examples / (now - t0), len(trainer.window))
     except KeyboardInterrupt:
         log.info("train stopping reason=signal (again)")

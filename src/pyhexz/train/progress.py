@@ -12,6 +12,7 @@ the line estimates from the measured moves per second:
 - the next checkpoint: it waits for `trigger - pending` more examples, and every move played
   becomes one (a `full_search_fraction` share of them, with playout caps), the moves of the
   games under way among them; the games must end first, so never before the first games.
+  Then the training run: as long as the last one took (unknown before the first).
 
 The expected game length is the mean of the games ended so far, or before any, the mean of
 learn3's 11,339 games (BENCHMARKS.md). The clock is injected, so tests need no waiting.
@@ -63,7 +64,7 @@ class Progress:
         return (moves - first) / (now - when) if now > when and moves > first else None
 
     def line(self, work: Work, *, checkpoint: int, examples: int, pending: int, trigger: int,
-             full_fraction: float = 1.0) -> str:
+             full_fraction: float = 1.0, train_seconds: float = 0.0) -> str:
         """key=value fields of the progress line."""
         rate = self.moves_per_second(work.moves)
         fields = [f"elapsed={self.clock() - self.started:.0f}s", f"moves={work.moves}",
@@ -73,6 +74,7 @@ class Progress:
                   f"pending={pending}/{trigger}"]
         first, nxt = estimate(work, rate, pending=pending, trigger=trigger,
                               full_fraction=full_fraction)
+        nxt = None if nxt is None else nxt + train_seconds
         if work.games == 0:
             fields.append(f"first_games_in={_eta(first)}")
         fields.append(f"{'first' if checkpoint == 0 else 'next'}_checkpoint_in={_eta(nxt)}")

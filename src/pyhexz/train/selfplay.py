@@ -85,7 +85,8 @@ class SelfPlayStats:
     under_way: int = 0
     plies_under_way: int = 0
     longest_under_way: int = 0
-    unfinished: list[Game] = field(default_factory=list)   # cut off when play stopped
+    # Cut off when play stopped (with the games of `resume` not reached).
+    unfinished: list[Game] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -269,7 +270,8 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None
             opened += 1
         _count_under_way(games, stats)
         on_progress(stats)
-    stats.unfinished = [g for g in games if g is not None]
+    # Resumed games not started again (fewer slots than games handed in) are not lost either.
+    stats.unfinished = [g for g in games if g is not None] + waiting
     _count_under_way(games, stats)
     return stats
 
