@@ -77,10 +77,12 @@ def test_selfplay_with_a_corrupt_model(tmp_path: Path, corrupt_model: Path) -> N
     assert "corrupt.pt" in line
 
 
-def test_selfplay_with_a_device_that_is_not_there(tmp_path: Path) -> None:
-    line = one_line_error(pyhexz("selfplay", "--output-dir", "out", "--device", "nope",
-                                 cwd=tmp_path))
-    assert line.startswith("pyhexz selfplay: error: --device 'nope'"), line
+@pytest.mark.parametrize("argv", [["selfplay", "--output-dir", "out"], ["train", "--dir", "run"]],
+                         ids=["selfplay", "train"])
+def test_a_device_that_is_not_there(tmp_path: Path, argv: list[str]) -> None:
+    """Checked once, in main, for every command with a --device, before any process starts."""
+    line = one_line_error(pyhexz(*argv, "--device", "nope", cwd=tmp_path))
+    assert line.startswith(f"pyhexz {argv[0]}: error: --device 'nope'"), line
 
 
 def test_train_dir_with_a_corrupt_checkpoint(tmp_path: Path) -> None:
