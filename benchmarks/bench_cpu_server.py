@@ -4,12 +4,19 @@
     python benchmarks/bench_cpu_server.py throughput [--model PATH] [--clients 8] [--think-ms 100]
     python benchmarks/bench_cpu_server.py strength   --model PATH [--seconds-per-move 1]
                                                      [--openings 128] [--processes 16]
+    python benchmarks/bench_cpu_server.py backends   [--model PATH | --net 5x64]
+                                                     [--backend torch onnx int8 auto]
 
 overhead and throughput run the service as it is deployed (gunicorn, one worker process, 8
 threads; `pyhexz.cpu_server:create_app()`) and time real HTTP requests (protobuf) from this
 process: overhead = the client's wall time less the requested think time, sequential requests;
 throughput = requests/s with N clients asking at once, next to 1 client. `--model` none plays
 rollout MCTS. Positions: fixture openings and positions 10 to 50 random plies into them.
+
+backends measures the CPU player's simulations within a think (1 s) for each inference
+backend, in this process with the service's search (TimedSearch, one position at a time, up
+to --leaves network leaves a round: batches of 1 to 8), side by side in turns, as ratios to
+the first backend.
 
 strength plays the service's players in this process (the same TimedSearch, no HTTP): neural
 MCTS with the model against rollout MCTS, each thinking `--seconds-per-move`, over the first
@@ -217,6 +224,42 @@ def cmd_strength(a: argparse.Namespace) -> None:
           f"{statistics.median(r[4] for r in results):,.0f}")
 
 
+def cmd_backends(a: argparse.Namespace) -> None:
+    benchlib.pin_to_one_core()
+    import torch
+
+    from pyhexz.nn import HexzNet, Predictor
+    from pyhexz.search.timed import TimedSearch, think
+    if a.model:
+        from pyhexz.search.players import resolve_model_path
+        path = resolve_model_path(a.model)
+        predictors = {b: Predictor.from_path(path, backend=b) for b in a.backend}
+        what = str(path)
+    else:
+        blocks, _, filters = a.net.partition("x")
+        torch.manual_seed(0)
+        net = HexzNet(int(blocks), int(filters))
+        predictors = {b: Predictor(net, backend=b) for b in a.backend}
+        what = f"a fresh {a.net} network"
+    boards = positions(a.positions, seed=1)
+    print(f"# CPU player simulations in a {a.think_ms} ms think, {what}, {len(boards)} "
+          f"positions, one core")
+    print(f"| leaves a round | backend (runs as) | simulations/s, median | vs {a.backend[0]} |\n"
+          f"|---:|---|---:|---:|")
+    for leaves in a.leaves:
+        rates: dict[str, list[float]] = {b: [] for b in a.backend}
+        for board in boards:
+            for b, predictor in predictors.items():
+                searcher = TimedSearch(1, predictor, leaves_per_round=leaves, seed=0)
+                r = think(searcher, board, a.think_ms / 1000)
+                rates[b].append(r.iterations / r.seconds)
+        base = statistics.median(rates[a.backend[0]])
+        for b in a.backend:
+            rate = statistics.median(rates[b])
+            print(f"| {leaves} | {b} ({predictors[b].backend.name}) | {rate:,.0f} | "
+                  f"{rate / base:.2f}x |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -240,6 +283,16 @@ def main() -> None:
     p.add_argument("--max-tree-nodes", type=int, default=4_000_000,
                    help="the service's default (HEXZ_MAX_TREE_NODES)")
     p.set_defaults(func=cmd_strength)
+    p = sub.add_parser("backends")
+    p.add_argument("--model", help="checkpoint, TorchScript file or directory")
+    p.add_argument("--net", default="5x64", help="BLOCKSxFILTERS of a fresh net (no --model)")
+    p.add_argument("--backend", nargs="+", default=["torch", "onnx", "int8", "auto"],
+                   choices=["torch", "onnx", "int8", "auto"])
+    p.add_argument("--leaves", type=int, nargs="+", default=[1, 8],
+                   help="network leaves per round (the service's --leaves-per-round)")
+    p.add_argument("--think-ms", type=int, default=1000)
+    p.add_argument("--positions", type=int, default=6)
+    p.set_defaults(func=cmd_backends)
     a = ap.parse_args()
     import torch
     torch.set_num_threads(1)

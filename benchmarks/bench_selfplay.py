@@ -1,12 +1,15 @@
-"""Self-play speed on one core: examples/s and the share of wall time in the network.
+"""Self-play speed on one core: examples/s and the share of wall time in the network, for
+each inference backend side by side.
 
-    python benchmarks/bench_selfplay.py [--seconds 60] [--runs-per-move 200] [--parallel-games 32]
+    python benchmarks/bench_selfplay.py [--seconds 60] [--runs-per-move 200 800]
+        [--nets 5x64 3x32] [--backend torch onnx int8 auto] [--parallel-games 32]
 
-Plays self-play games with a fresh 5 x 64 network (speed does not depend on the weights) and
-reports examples/s and the share of wall time spent inside the network call (the Predictor:
-tensor conversion, forward pass, softmax). The rest is the search, encoding and bookkeeping;
-the target is >= 85% in the network. Examples are counted per finished game, so the run
-continues until `--seconds` have passed and at least one round of games has finished.
+Plays self-play games with fresh networks (speed does not depend on the weights) and reports
+examples/s and the share of wall time spent inside the network call (the Predictor:
+conversion, forward pass, softmax). The rest is the search, encoding and bookkeeping. With
+several backends the repeats take turns (torch, onnx, ..., torch, onnx, ...), so a machine
+whose speed drifts treats them alike, and the table gives each as a ratio to torch in the same
+run. Every searched position counts as an example, finished game or not: the work is the same.
 """
 
 from __future__ import annotations
@@ -18,13 +21,21 @@ import statistics
 import benchlib  # noqa: E402,F401  (puts src/ on the path)
 
 
+def net_size(text: str) -> tuple[int, int]:
+    blocks, _, filters = text.partition("x")
+    return int(blocks), int(filters)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60)
-    ap.add_argument("--runs-per-move", type=int, default=200)
+    ap.add_argument("--runs-per-move", type=int, nargs="+", default=[200])
     ap.add_argument("--parallel-games", type=int, default=32)
-    ap.add_argument("--blocks", type=int, default=5)
-    ap.add_argument("--filters", type=int, default=64)
+    ap.add_argument("--nets", type=net_size, nargs="+", default=[(5, 64)],
+                    help="network sizes, BLOCKSxFILTERS")
+    ap.add_argument("--backend", nargs="+", default=["torch"],
+                    choices=["torch", "onnx", "int8", "auto"],
+                    help="inference backends to compare (nn/backends.py)")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
@@ -37,27 +48,36 @@ def main() -> None:
     from pyhexz.train.selfplay import run_selfplay
 
     print(f"# self-play benchmark: python {platform.python_version()}, torch {torch.__version__}, "
-          f"net {args.blocks}x{args.filters}, {args.parallel_games} games at once, "
-          f"{args.runs_per_move} runs/move, {pinned}")
-    torch.manual_seed(0)
-    predictor = Predictor(HexzNet(args.blocks, args.filters))
+          f"{args.parallel_games} games at once, {args.seconds:g} s a repeat, {pinned}")
     key = pb.ModelKey(name="bench", checkpoint=0)
-    config = SearchConfig(runs_per_move=args.runs_per_move)
-    rates, shares, sims = [], [], []
-    for r in range(args.repeats):
-        stats = run_selfplay(lambda: (predictor, key), lambda req: None, config,
-                             parallel_games=args.parallel_games,
-                             max_seconds=args.seconds, seed=r)
-        # Every searched position counts, finished game or not: the work is the same.
-        rates.append(stats.positions / stats.seconds)
-        shares.append(stats.nn_share)
-        sims.append(stats.simulations / stats.seconds)
-        print(f"repeat {r}: {rates[-1]:.1f} examples/s, {sims[-1]:.0f} simulations/s, "
-              f"network share {shares[-1]:.1%}, {stats.nn_calls} network calls, "
-              f"{stats.games} games finished")
-    print(f"median: {statistics.median(rates):.1f} examples/s (searched positions/s), "
-          f"{statistics.median(sims):.0f} simulations/s, network share "
-          f"{statistics.median(shares):.1%} (target >= 85%)")
+    table = []
+    for blocks, filters in args.nets:
+        torch.manual_seed(0)
+        net = HexzNet(blocks, filters)
+        predictors = {b: Predictor(net, backend=b) for b in args.backend}
+        chosen = {b: p.backend.name for b, p in predictors.items()}
+        for runs in args.runs_per_move:
+            config = SearchConfig(runs_per_move=runs)
+            rates: dict[str, list[float]] = {b: [] for b in args.backend}
+            shares: dict[str, list[float]] = {b: [] for b in args.backend}
+            for r in range(args.repeats):
+                for b, predictor in predictors.items():
+                    stats = run_selfplay(lambda p=predictor: (p, key), lambda req: None, config,
+                                         parallel_games=args.parallel_games,
+                                         max_seconds=args.seconds, seed=r)
+                    rates[b].append(stats.positions / stats.seconds)
+                    shares[b].append(stats.nn_share)
+                    print(f"{blocks}x{filters} {runs} runs/move {b} ({chosen[b]}) repeat {r}: "
+                          f"{rates[b][-1]:.1f} examples/s, network share {shares[b][-1]:.1%}, "
+                          f"{stats.games} games finished", flush=True)
+            base = statistics.median(rates[args.backend[0]])
+            for b in args.backend:
+                rate = statistics.median(rates[b])
+                table.append(f"| {blocks}x{filters} | {runs} | {b} ({chosen[b]}) | {rate:.1f} | "
+                             f"{rate / base:.2f}x | {statistics.median(shares[b]):.0%} |")
+    print(f"\n| net | runs/move | backend (runs as) | examples/s, median | vs "
+          f"{args.backend[0]} | network share |\n|---|---:|---|---:|---:|---:|")
+    print("\n".join(table))
 
 
 if __name__ == "__main__":

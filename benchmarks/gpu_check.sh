@@ -112,7 +112,9 @@ run_tests() {
     local log
     log=$(mktemp)
     # A hung test must not cost the figures (or the 8 minutes): the tests get 4 at most.
+    # -o addopts=: in this process, one GPU, whether or not pytest-xdist is installed there.
     HEXZ_TEST_DEVICE="$device" timeout -k 10 240 "$py" -m pytest -q -p no:cacheprovider \
+        -o addopts="--strict-markers" \
         "${files[@]}" "${select[@]}" 2>&1 | tee "$log"
     local rc=${PIPESTATUS[0]}
     record "FIGURE tests device=$device rc=$rc $(tail -n 1 "$log" | tr -s ' =' ' ' | sed 's/^ //')"

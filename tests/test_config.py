@@ -170,7 +170,9 @@ def test_commands_get_their_configs() -> None:
     assert isinstance(s.config, ServerConfig) and s.config.segment_bytes == 4096
     assert (s.serving.host, s.serving.port, s.serving.request_timeout) == ("127.0.0.1", 9, 30.0)
     w = parse("worker", "--server-url", "http://x", "--runs-per-move", "3")
-    assert w.config == WorkerConfig(server_url="http://x", search=SearchConfig(runs_per_move=3))
+    # --backend's command default is auto; the dataclass's (library callers) is torch.
+    assert w.config == WorkerConfig(server_url="http://x", search=SearchConfig(runs_per_move=3),
+                                    backend="auto")
     assert parse("--threads", "2", "arena", "a", "b").process.threads == 2
     assert parse("export", "a", "b").config == cli.ExportJob("a", Path("b"))
     assert isinstance(t.config.train, TrainConfig)
@@ -183,7 +185,11 @@ def test_per_command_defaults() -> None:
         (100, 20, Path("runs/local"), "local")
     assert (t.train.trigger_examples, t.train.replay_window, t.train.samples_per_example,
             t.train.learning_rate, t.train.seed) == (4096, 100_000, 8.0, 1e-3, 0)
-    assert t.num_workers == max(1, (os.cpu_count() or 2) - 1) and t.parallel_games == 32
+    # Issue 17: the best two-core run's network (3 x 32) and one self-play process per core;
+    # 8 games at once at first.
+    assert (t.train.blocks, t.train.filters) == (3, 32)
+    assert t.num_workers == len(os.sched_getaffinity(0)) and t.parallel_games == 32
+    assert t.start_games == 8
     sp = parse("selfplay", "--output-dir", "x").config
     assert (sp.search.runs_per_move, sp.search.sample_plies, sp.num_workers, sp.seed) == \
         (800, None, 1, None)

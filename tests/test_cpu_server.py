@@ -326,21 +326,20 @@ def test_server_maximum_iterations_caps_requests(openings) -> None:
             assert r.headers["X-Hexz-Iterations"] == str(min(asked or 30, 30))
 
 
-def test_concurrent_requests_share_the_search_fairly(openings) -> None:
-    """Six requests for the same position at once, four search slots: all are answered, those
-    searched side by side get about the same number of simulations (the search steps its
-    slots in turn), and waiting for a slot counts against a request's think time. (Wall
-    times under concurrency: BENCHMARKS.md, "CPU player".)"""
+def test_concurrent_requests_share_the_search(openings) -> None:
+    """Six requests for the same position at once, four search slots: all are answered, each
+    with the budget of its think time (waiting for a slot counts against it). That the slots
+    searched side by side share the rounds evenly is TimedSearch's (the test below); wall
+    times under concurrency are in BENCHMARKS.md, "CPU player"."""
     b = openings[10]
     with served(CpuServerConfig(max_think_ms=2000, search_slots=4, rollout=True)) as url:
         with ThreadPoolExecutor(6) as ex:
             results = list(ex.map(
                 lambda _: post_proto(url, suggest_request(b, think_ms=300)), range(6)))
-    assert all(r.status_code == 200 for r in results)
+        served_now = requests.get(url + "/status", timeout=30).json()
     assert all(budget_ms(r) == 300 - MARGIN_MS for r in results)
-    its = sorted(int(r.headers["X-Hexz-Iterations"]) for r in results)
-    full = its[2:]                             # the four searched from the start
-    assert full[0] >= 0.5 * full[-1], its
+    assert all(int(r.headers["X-Hexz-Iterations"]) >= 1 for r in results)
+    assert served_now["requests"]["served"] >= 6, served_now["requests"]
 
 
 def test_timed_search_interleaves_neural_positions_in_one_batch(openings) -> None:

@@ -67,6 +67,7 @@ class Job:
     def __init__(self, d: Path, name: str = "local") -> None:
         self.repo = CheckpointRepo(LocalStorage(d), name)
         self.incoming = d / "models" / "flagz" / name / "incoming"
+        self.unfinished = d / "models" / "flagz" / name / "unfinished"
 
     def games_in_incoming(self) -> set[str]:
         try:
@@ -287,6 +288,65 @@ def test_signal_stops_gracefully_and_keeps_finished_games(tmp_path: Path, sig: i
             kill_group(proc)
     assert "reason=signal" in tail(log)
     assert before <= job.games_in_incoming() | job.all_trained()
+    # The two games under way were kept, not thrown away.
+    assert re.search(r"train stopped .* unfinished_kept=2\b", tail(log)), tail(log)
+    assert len(list(job.unfinished.glob("*.unfinished.gz"))) == 2
+
+
+def start_train(d: Path, log: Path, *extra: str) -> subprocess.Popen:
+    with log.open("ab") as err:
+        return subprocess.Popen(train_cmd(d, *extra), cwd=REPO_ROOT, env=env(),
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+
+
+def wait_for(what: str, log: Path, proc: subprocess.Popen, done, limit: float = 120) -> None:
+    """Polls `done()` until true; fails (with the log) if the job exits or `limit` s pass.
+    The limit is only a guard against a hung job, far above what the step takes."""
+    deadline = time.monotonic() + limit
+    while not done():
+        assert proc.poll() is None, f"train exited before {what}:\n{tail(log)}"
+        assert time.monotonic() < deadline, f"no {what} in {limit} s:\n{tail(log)}"
+        time.sleep(0.1)
+
+
+def test_ctrl_c_keeps_the_games_under_way_and_the_next_start_plays_them_on(
+        tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    log = tmp_path / "train.log"
+    job = Job(d)
+    args = ("--parallel-games", "4", "--start-games", "2", "--minibatch-size", "1000000")
+    proc = start_train(d, log, *args)
+    try:
+        wait_for("finished game", log, proc, job.games_in_incoming)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0, tail(log)
+    finally:
+        kill_group(proc)
+    kept = {p.name.split(".")[0] for p in job.unfinished.glob("*.unfinished.gz")}
+    # One slot more per game ended, from two: at least three games were under way.
+    assert len(kept) >= 3, tail(log)
+    assert re.search(rf"train stopped .* unfinished_kept={len(kept)}\b", tail(log))
+
+    log.write_text(log.read_text(errors="replace") + "\n--- restart ---\n")
+    proc = start_train(d, log, *args)
+
+    def resumed_game_finished() -> bool:
+        return any(name.split(".")[0].split("-", 1)[1] in kept
+                   for name in job.games_in_incoming())
+    try:
+        wait_for("resumed game finished", log, proc, resumed_game_finished)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, tail(log)
+    finally:
+        kill_group(proc)
+    restart_log = log.read_text(errors="replace").split("--- restart ---")[-1]
+    assert f"resuming unfinished games={len(kept)} " in restart_log
+    resumed = sum(int(n) for n in re.findall(r"selfplay done .* resumed=(\d+) ", restart_log))
+    assert resumed == len(kept), restart_log
+    # A resumed game is one game: its file holds its moves from the start, numbered 0, 1, ...
+    for name in job.games_in_incoming():
+        req = read_game_file(job.incoming / name)
+        assert [ex.move.move for ex in req.examples] == list(range(len(req.examples)))
 
 
 def test_minutes_winds_down_so_no_game_under_way_is_dropped(tmp_path: Path) -> None:
@@ -302,7 +362,7 @@ def test_minutes_winds_down_so_no_game_under_way_is_dropped(tmp_path: Path) -> N
     text = tail(log, 100_000)
     assert res.returncode == 0, text[-4000:]
     assert "selfplay winding down" in text and "reason=minutes" in text
-    done = re.findall(r"selfplay done games=(\d+) examples=\d+ dropped_unfinished=(\d+)", text)
+    done = re.findall(r"selfplay done games=(\d+) examples=\d+ resumed=0 cut_off=(\d+)", text)
     assert len(done) == 1 and done[0][1] == "0", text[-4000:]
     assert len(job.games_in_incoming()) == int(done[0][0]) > 0
     # The interpreter's start and the last uploads come on top of the 24 s.

@@ -193,37 +193,41 @@ class _Clock:
         return getattr(time, name)
 
 
-def test_max_seconds_stops_and_drops_unfinished(monkeypatch) -> None:
+def test_max_seconds_is_kept_within_one_network_batch(monkeypatch) -> None:
     clock = _Clock()
     monkeypatch.setattr(selfplay, "time", clock)
 
     def ticking(planes, masks):
-        clock.now += 0.01   # each network call "takes" 10 ms
+        clock.now += 1 / 64   # each network call "takes" 1/64 s (exact in binary)
         return uniform(planes, masks)
 
     games = []
     stats = run_selfplay(lambda: (ticking, pb.ModelKey(name="u")), games.append,
-                         SearchConfig(runs_per_move=16), parallel_games=2, max_seconds=0.3, seed=1)
-    # One call expands the two roots, then 16 calls (0.16 s) a move. The deadline is checked
-    # before each move, so the second is the last one started (0.17 < 0.3 <= 0.33); both games
-    # are cut off and none is half-sent.
-    assert stats.nn_calls == 1 + 2 * 16 and stats.positions == 2 * 2
-    assert games == [] and stats.games == 0 and stats.dropped == 2
+                         SearchConfig(runs_per_move=16), parallel_games=2, max_seconds=0.5, seed=1)
+    # One call expands the two roots, then 16 calls a move. The deadline is checked between
+    # the network batches of a search, so play stops right after the 32nd call (0.5 s), in the
+    # middle of the second move's search, not at the end of it; that move is not played.
+    assert stats.nn_calls == 32 and stats.positions == 2
+    # Both games are cut off, none half-sent; they come back with their example so far.
+    assert games == [] and stats.games == 0 and stats.cut_off == 2
+    assert [len(g.examples) for g in stats.unfinished] == [1, 1]
+    assert all(g.plies == 1 and g.board.move == 1 for g in stats.unfinished)
 
 
-def test_should_stop_stops() -> None:
-    asked = []
+def test_should_stop_stops_within_a_search() -> None:
+    calls = []
 
-    def should_stop() -> bool:
-        asked.append(1)
-        return len(asked) > 30
+    def counting(planes, masks):
+        calls.append(len(planes))
+        return uniform(planes, masks)
 
     games = []
-    stats = run_selfplay(lambda: (uniform, pb.ModelKey(name="u")), games.append,
-                         SearchConfig(runs_per_move=2), parallel_games=2, should_stop=should_stop,
-                         seed=2)
-    assert games == [] and stats.games == 0
-    assert 30 < len(asked) < 40
+    stats = run_selfplay(lambda: (counting, pb.ModelKey(name="u")), games.append,
+                         SearchConfig(runs_per_move=50), parallel_games=2,
+                         should_stop=lambda: len(calls) >= 10, seed=2)
+    # A round of moves is 50 network calls; the stop is heard after the 10th, not the 50th.
+    assert len(calls) == 10 and stats.positions == 0
+    assert games == [] and stats.games == 0 and stats.cut_off == 2
 
 
 def test_should_stop_before_start_plays_nothing() -> None:
@@ -425,3 +429,89 @@ def test_playout_cap_settings_are_checked() -> None:
         SearchConfig(runs_per_move=100, cheap_runs_per_move=200)
     with pytest.raises(ValueError, match="cheap_runs_per_move must be >= 1"):
         SearchConfig(cheap_runs_per_move=0)
+
+
+# ---------------------------------------------------------------------------
+# Starting few games at once, and playing on unfinished ones
+
+
+def test_start_games_opens_one_more_slot_each_time_a_game_ends() -> None:
+    rounds: list[tuple[int, int]] = []   # (games finished, games under way) after each round
+    games: list[pb.AddTrainingExamplesRequest] = []
+    stats = run_selfplay(lambda: (uniform, pb.ModelKey()), games.append,
+                         SearchConfig(runs_per_move=2), parallel_games=4, start_games=1,
+                         max_games=8, seed=4,
+                         on_progress=lambda s: rounds.append((s.games, s.under_way)))
+    assert stats.games == len(games) == 8
+    assert rounds[0] == (0, 1)
+    # Never more at once than the games started: one, plus one per game ended, at most four.
+    assert all(under_way <= min(4, 1 + finished) for finished, under_way in rounds)
+    assert max(under_way for _, under_way in rounds) == 4
+
+
+def test_cut_off_games_are_played_on_from_where_they_stopped() -> None:
+    calls = []
+
+    def counting(planes, masks):
+        calls.append(1)
+        return uniform(planes, masks)
+    first = run_selfplay(lambda: (counting, pb.ModelKey(name="u")), [].append,
+                         SearchConfig(runs_per_move=4), parallel_games=2,
+                         should_stop=lambda: len(calls) >= 4 * 5, seed=6)
+    cut = first.unfinished
+    assert len(cut) == 2 and all(len(g.examples) == g.plies > 0 for g in cut)
+    before = {g.game_id: [ex.SerializeToString() for ex in g.examples] for g in cut}
+
+    games: list[pb.AddTrainingExamplesRequest] = []
+    stats = run_selfplay(lambda: (uniform, pb.ModelKey(name="u")), games.append,
+                         SearchConfig(runs_per_move=4), parallel_games=2, max_games=2,
+                         resume=cut, seed=7)
+    assert stats.resumed == 2 and stats.games == 2
+    assert {g.game_id for g in games} == set(before)
+    for g in games:
+        earlier = before[g.game_id]
+        assert len(g.examples) > len(earlier)
+        # The earlier moves come first, then the game goes on from the position they left.
+        for old, ex in zip(earlier, g.examples, strict=False):
+            assert pb.TrainingExample.FromString(old).move == ex.move
+        assert [ex.move.move for ex in g.examples] == list(range(len(g.examples)))
+        assert {ex.result for ex in g.examples} <= {-1.0, 0.0, 1.0}
+
+
+# ---------------------------------------------------------------------------
+# The `selfplay` command's time budget
+
+
+@pytest.mark.slow
+def test_selfplay_command_keeps_its_budget_in_the_middle_of_a_search(tmp_path) -> None:
+    """`--max-seconds=N` (the 2023 form, two processes of two games): a move of ten million
+    simulations cannot end within any budget, so a process only reports (exit 0, well before
+    the guard timeout) if its search heeds the budget between network batches; then both its
+    games are cut off. A process still starting at the budget's end is ended instead, and
+    said so. How many started in time depends on the machine's speed; that the count of
+    games cut off is told, and right, does not."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import child_env
+    out = tmp_path / "games"
+    r = subprocess.run(
+        [sys.executable, "-m", "pyhexz.hexz", "--mode=selfplay", "--num-workers=2",
+         "--max-seconds=10", "--runs-per-move=10000000", "--parallel-games=2",
+         f"--output-dir={out}"],
+        cwd=Path(__file__).resolve().parents[1], env=child_env(), capture_output=True,
+        text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = re.search(r"selfplay: 0 games, 0 examples in \d+ s .*, (\d+) games cut off "
+                        r"unfinished", r.stdout)
+    assert summary, r.stdout + r.stderr[-3000:]
+    # Each process that reported says how many it cut off: all of its games, or none when
+    # the budget ran out before it started playing.
+    reported = [int(n) for n in re.findall(r"selfplay done games=0 examples=0 cut_off=(\d+)",
+                                           r.stderr)]
+    assert set(reported) <= {0, 2} and sum(reported) == int(summary[1]), r.stderr[-3000:]
+    ended = re.search(r"(\d) of 2 processes ended without a report", r.stderr)
+    assert len(reported) + (int(ended[1]) if ended else 0) == 2, r.stderr[-3000:]
+    assert list(out.iterdir()) == []

@@ -20,7 +20,7 @@ import tomllib
 import torch
 
 from pyhexz import cli
-from pyhexz.infra.storage import MODEL_FILE, SCRIPT_FILE, sha256
+from pyhexz.infra.storage import MODEL_FILE, ONNX_FILE, SCRIPT_FILE, sha256
 from pyhexz.nn import load_checkpoint, load_model
 from pyhexz.nn import shipped as shipped_mod
 from pyhexz.nn.shipped import (
@@ -70,9 +70,11 @@ def net_outputs(module, boards: np.ndarray, masks: np.ndarray):
 
 def test_ship_model_writes_the_files_their_checksums_and_the_record(run, root) -> None:
     target = ship(run, root)
-    assert sorted(p.name for p in target.iterdir()) == ["meta.json", MODEL_FILE, SCRIPT_FILE]
+    # The trainer writes model.onnx into every checkpoint (tests/test_export.py): it ships too.
+    shipped = {MODEL_FILE, SCRIPT_FILE, ONNX_FILE}
+    assert sorted(p.name for p in target.iterdir()) == sorted({"meta.json"} | shipped)
     meta = json.loads((target / "meta.json").read_text())
-    assert set(meta["files"]) == {MODEL_FILE, SCRIPT_FILE}
+    assert set(meta["files"]) == shipped
     for f, e in meta["files"].items():
         data = (target / f).read_bytes()
         assert e == {"sha256": sha256(data), "size": len(data)}
@@ -116,7 +118,7 @@ def test_every_shipped_file_is_package_data(run, root) -> None:
     patterns = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())[
         "tool"]["setuptools"]["package-data"]["pyhexz"]
     written = [p for p in root.rglob("*") if p.is_file()]
-    assert len(written) == 4
+    assert len(written) == 5   # default.json, meta.json, model.pt, scriptmodule.pt, model.onnx
     for p in written:
         rel = "models/" + p.relative_to(root).as_posix()
         assert any(fnmatch.fnmatch(rel, pat) for pat in patterns), rel

@@ -462,6 +462,42 @@ def test_the_budget_counts_from_the_given_start():
     assert stats.games == 0 and time.monotonic() - t0 < 3
 
 
+def test_a_stop_in_the_middle_of_a_move_is_kept_and_the_games_cut_off_are_counted(
+        redis_url, name, tmp_path, caplog, monkeypatch):
+    """A move of a million simulations never ends by itself: the worker stops because
+    self-play checks the stop between network batches, and its done line counts the games
+    it cut off."""
+    from pyhexz.worker import job
+    from pyhexz.worker.job import StopSignal, run_worker
+
+    searching = threading.Event()
+    real = job.run_selfplay
+
+    def spy(model, *args, **kwargs):
+        def source():
+            evaluate, key = model()
+
+            def noted(planes, masks):
+                searching.set()
+                return evaluate(planes, masks)
+            return noted, key
+        return real(source, *args, **kwargs)
+    monkeypatch.setattr(job, "run_selfplay", spy)
+
+    ModelBus(redis_url, name).publish(0, script_bytes(tmp_path, 0))
+    stop = StopSignal()
+    stopper = threading.Thread(target=lambda: searching.wait(120) and stop.set(), daemon=True)
+    stopper.start()
+    with serve_app(ScriptedServer([]).app) as url, caplog.at_level(logging.INFO, "pyhexz"):
+        cfg = WorkerConfig(server_url=url, redis_url=redis_url, model_name=name,
+                           grace_seconds=1, parallel_games=3,
+                           search=SearchConfig(runs_per_move=1_000_000), seed=0)
+        stats = run_worker(cfg, stop)
+    stopper.join(5)
+    assert searching.is_set() and stats.games == 0 and stats.cut_off == 3
+    assert "worker done " in caplog.text and " games=0 cut_off=3 " in caplog.text
+
+
 def test_stop_under_back_pressure_sends_every_finished_game_and_loads_no_model(
         redis_url, name, tmp_path, caplog):
     """The issue's scenario: the server answers at capacity, the worker gets SIGTERM. Self-play

@@ -5,7 +5,7 @@
     pyhexz worker --server-url URL      self-play streamed to a training server (Cloud Run)
     pyhexz server --storage DIR|gs://B  the training server (Flask on waitress)
     pyhexz arena P1 P2                  a match over the fixture openings, both seats
-    pyhexz export CHECKPOINT OUT        a checkpoint as a hexz TorchScript file
+    pyhexz export CHECKPOINT OUT        a checkpoint as a hexz TorchScript (or ONNX) file
     pyhexz cpu-server [--model-path M]  the remote CPU player service (gunicorn)
     pyhexz ship-model CHECKPOINT ...    ship a trained checkpoint as the default model
 
@@ -40,9 +40,11 @@ STARTED = time.monotonic()
 
 from pyhexz.cpu.config import CpuServerConfig  # noqa: E402
 from pyhexz.infra.config import (  # noqa: E402
+    Check,
     ConfigParser,
     above,
     at_least,
+    backend_setting,
     check_settings,
     environ_for,
     setting,
@@ -82,11 +84,14 @@ class SelfPlayJob:
     num_workers: int = setting(1, "self-play processes", check=at_least(1))
     max_games: int | None = setting(None, "stop after this many games in total",
                                        check=at_least(1))
-    max_seconds: float | None = setting(None, "stop after this many seconds", check=above(0))
+    max_seconds: float | None = setting(None, "stop after this many seconds, counted from the "
+                                        "command's start; games under way are cut off",
+                                        check=above(0))
     seed: int | None = setting(None, "random seed (process i uses seed + i)")
     parallel_games: int = setting(32, "games each process plays at once (the network's batch "
                                   "size)", check=at_least(1))
     device: str = setting("cpu", "torch device: cpu, cuda, cuda:1, mps")
+    backend: str = backend_setting()
     search: SearchConfig = field(default_factory=SearchConfig)
 
     def __post_init__(self) -> None:
@@ -103,6 +108,7 @@ class ArenaJob:
     openings: Path | None = setting(None, "JSONL openings (none: the hexz fixture)")
     json: bool = setting(False, "print the result as JSON")
     device: str = setting("cpu", "torch device for neural players")
+    backend: str = backend_setting()
     seed: int = setting(0, "seed for random and rollout players")
     tree: TreeConfig = field(default_factory=TreeConfig)   # neural players' tree options
 
@@ -110,10 +116,21 @@ class ArenaJob:
         check_settings(self)
 
 
+EXPORT_FORMATS = ("torchscript", "onnx")
+
+
 @dataclass
 class ExportJob:
-    checkpoint: str = setting(help="pyhexz checkpoint file or model directory", positional=True)
-    output: Path = setting(help="TorchScript file to write", positional=True)
+    checkpoint: str = setting(help="pyhexz checkpoint file or model directory (onnx: a hexz "
+                              "TorchScript file too)", positional=True)
+    output: Path = setting(help="file to write", positional=True)
+    format: str = setting("torchscript", "torchscript (the hexz signature) or onnx (the same "
+                          "inputs and outputs, dynamic batch axis)",
+                          check=Check(lambda v: v in EXPORT_FORMATS,
+                                      "one of " + ", ".join(EXPORT_FORMATS)))
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 @dataclass
@@ -248,17 +265,22 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+# How long after its --max-seconds `selfplay` ends a process that has not stopped by itself
+# (one still starting, say): each checks the budget between network batches, well within it.
+SELFPLAY_OVERRUN_SECONDS = 5.0
+
+
 def _selfplay_process(index: int, model: str | None, search, parallel_games: int, device: str,
-                      max_games: int | None, max_seconds: float | None, output_dir: str,
-                      seed: int | None, progress) -> None:
-    """One self-play process of `selfplay`: ("game", examples) per game, then ("done", share),
-    or ("failed", index, message) for an error, which the parent says once (no traceback from
-    the child for a known mistake, such as a model that does not load)."""
+                      backend: str, max_games: int | None, end: float | None, output_dir: str,
+                      seed: int | None, progress, stop) -> None:
+    """One self-play process of `selfplay`: ("game", examples) per game, then ("done", games
+    cut off), or ("failed", index, message) for an error, which the parent says once (no
+    traceback from the child for a known mistake, such as a model that does not load)."""
     from pyhexz.infra.process import init_worker_process
     init_worker_process()
     try:
-        _selfplay_games(model, search, parallel_games, device, max_games, max_seconds,
-                        output_dir, seed, progress)
+        _selfplay_games(model, search, parallel_games, device, backend, max_games, end,
+                        output_dir, seed, progress, stop)
     except Exception as e:
         if not _user_error(e):
             log.exception("selfplay process failed")   # a bug: its traceback helps
@@ -266,24 +288,24 @@ def _selfplay_process(index: int, model: str | None, search, parallel_games: int
         sys.exit(1)
 
 
-def _selfplay_games(model: str | None, search, parallel_games: int, device: str,
-                    max_games: int | None, max_seconds: float | None, output_dir: str,
-                    seed: int | None, progress) -> None:
+def _selfplay_games(model: str | None, search, parallel_games: int, device: str, backend: str,
+                    max_games: int | None, end: float | None, output_dir: str,
+                    seed: int | None, progress, stop) -> None:
     import torch
 
     from pyhexz import hexz_pb2 as pb
     from pyhexz.game.examples import GAME_FILE_SUFFIX, write_game_file
     from pyhexz.nn import HexzNet, Predictor
     from pyhexz.search.players import model_key_for_path, resolve_model_path
-    from pyhexz.train.selfplay import run_selfplay
+    from pyhexz.train.selfplay import run_selfplay, wind_down_before
     if model:
         path = resolve_model_path(model)
-        predictor = Predictor.from_path(path, device)
+        predictor = Predictor.from_path(path, device, backend)
         name, n = model_key_for_path(path)
         key = pb.ModelKey(name=name, checkpoint=n)
     else:
         torch.manual_seed(seed or 0)
-        predictor = Predictor(HexzNet(), device)
+        predictor = Predictor(HexzNet(), device, backend)
         key = pb.ModelKey(name="random-init", checkpoint=0)
     out = Path(output_dir)
 
@@ -291,9 +313,15 @@ def _selfplay_games(model: str | None, search, parallel_games: int, device: str,
         write_game_file(out / f"{req.execution_id}-{req.game_id}{GAME_FILE_SUFFIX}", req)
         progress.put(("game", len(req.examples)))
 
+    # `end` is the parent's time.monotonic() deadline (the clock is system-wide): the budget
+    # counts from the command's start, this process's start-up included.
     stats = run_selfplay(lambda: (predictor, key), sink, search, parallel_games=parallel_games,
-                         max_games=max_games, max_seconds=max_seconds, seed=seed)
-    progress.put(("done", stats.nn_share))
+                         max_games=max_games, seed=seed, should_stop=stop.is_set,
+                         max_seconds=None if end is None else end - time.monotonic(),
+                         should_start=wind_down_before(end, "selfplay"))
+    logging.getLogger("pyhexz.selfplay").info("selfplay done games=%d examples=%d cut_off=%d",
+                                              stats.games, stats.examples, stats.cut_off)
+    progress.put(("done", stats.cut_off))
 
 
 def cmd_selfplay(a: argparse.Namespace) -> int:
@@ -307,22 +335,39 @@ def cmd_selfplay(a: argparse.Namespace) -> int:
         load_model(resolve_model_path(job.model), "cpu")
     ctx = spawn_context()
     progress = ctx.Queue()
+    stop = ctx.Event()
+    end = None if job.max_seconds is None else STARTED + job.max_seconds
     n = job.num_workers
     per = None if job.max_games is None else [job.max_games // n + (i < job.max_games % n)
                                               for i in range(n)]
     procs = [ctx.Process(target=_selfplay_process, daemon=True, args=(
-        i, job.model, job.search, job.parallel_games, job.device, None if per is None else per[i],
-        job.max_seconds, str(job.output_dir), None if job.seed is None else job.seed + i,
-        progress))
+        i, job.model, job.search, job.parallel_games, job.device, job.backend,
+        None if per is None else per[i], end, str(job.output_dir),
+        None if job.seed is None else job.seed + i, progress, stop))
         for i in range(n) if per is None or per[i] > 0]
     for p in procs:
         p.start()
     sigterm_as_ctrl_c()
     t0 = last = time.monotonic()
-    games = examples = done = 0
+    games = examples = done = cut_off = 0
     failed: str | None = None
+    overran = False
     import pickle
     import queue
+
+    def take(item) -> None:
+        nonlocal games, examples, done, cut_off, failed
+        if item is None:
+            return
+        if item[0] == "failed":
+            failed = failed or f"self-play process {item[1]} failed: {item[2]}"
+        elif item[0] == "done":
+            done += 1
+            cut_off += item[1]
+        else:
+            games += 1
+            examples += item[1]
+
     try:
         while done < len(procs) and failed is None:
             try:
@@ -330,6 +375,7 @@ def cmd_selfplay(a: argparse.Namespace) -> int:
             except (EOFError, pickle.UnpicklingError):
                 item = None   # torn: a process died while it sent (it is found below)
             except queue.Empty:
+                item = None
                 died = [i for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
                 if died:
                     # Its last words may still be on their way; else it was killed (a signal,
@@ -339,20 +385,12 @@ def cmd_selfplay(a: argparse.Namespace) -> int:
                     except queue.Empty:
                         failed = (f"self-play process {died[0]} exited with status "
                                   f"{procs[died[0]].exitcode}")
-                        item = None
                 elif not any(p.is_alive() for p in procs):
                     break
-                else:
-                    item = None
-            if item is None:
-                pass
-            elif item[0] == "failed":
-                failed = f"self-play process {item[1]} failed: {item[2]}"
-            elif item[0] == "done":
-                done += 1
-            else:
-                games += 1
-                examples += item[1]
+            take(item)
+            if end is not None and time.monotonic() >= end + SELFPLAY_OVERRUN_SECONDS:
+                overran = True
+                break
             if time.monotonic() - last >= 10:
                 last = time.monotonic()
                 el = last - t0
@@ -368,11 +406,25 @@ def cmd_selfplay(a: argparse.Namespace) -> int:
         print(f"pyhexz selfplay: error: {failed} ({games} games in {job.output_dir})",
               file=sys.stderr)
         return 1
+    stop.set()   # between two network batches, each process stops and reports
     for p in procs:
         p.join(timeout=5)
-    el = time.monotonic() - t0
+        if p.is_alive():
+            p.terminate()
+            p.join()
+    while True:   # what the processes sent after the loop
+        try:
+            take(progress.get_nowait())
+        except (queue.Empty, EOFError, OSError, pickle.UnpicklingError):
+            break
+    if overran and done < len(procs):
+        log.warning("selfplay: %d of %d processes ended without a report, still running %.0f s "
+                    "past --max-seconds (starting up?)", len(procs) - done, len(procs),
+                    SELFPLAY_OVERRUN_SECONDS)
+    el = time.monotonic() - STARTED
     print(f"selfplay: {games} games, {examples} examples in {el:.0f} s "
-          f"({examples / max(el, 1e-9):.1f} examples/s) -> {job.output_dir}")
+          f"({examples / max(el, 1e-9):.1f} examples/s), {cut_off} games cut off unfinished "
+          f"-> {job.output_dir}")
     return 0 if all(p.exitcode == 0 for p in procs) else 1
 
 
@@ -390,9 +442,9 @@ def cmd_arena(a: argparse.Namespace) -> int:
         openings = openings[:job.games]
     n = len(openings)
     p1 = make_player(job.player1, device=job.device, seed=job.seed, max_games=2 * n,
-                     tree=job.tree)
+                     tree=job.tree, backend=job.backend)
     p2 = make_player(job.player2, device=job.device, seed=job.seed + 1, max_games=2 * n,
-                     tree=job.tree)
+                     tree=job.tree, backend=job.backend)
     result = play_match(p1, p2, openings, progress=True)
     print(result_json(result) if job.json else result.summary())
     return 0
@@ -438,8 +490,19 @@ def cmd_export(a: argparse.Namespace) -> int:
     from pyhexz.search.players import resolve_model_path
     job: ExportJob = a.config
     path = resolve_model_path(job.checkpoint)
-    export_torchscript(load_checkpoint(path).model, job.output)
-    print(f"exported {path} -> {job.output}")
+    if job.format == "torchscript":
+        export_torchscript(load_checkpoint(path).model, job.output)
+        print(f"exported {path} -> {job.output}")
+        return 0
+    from pyhexz.nn import load_model
+    from pyhexz.nn.onnxfile import opset_of, write_onnx
+    module = load_model(path)
+    try:
+        data = write_onnx(module, job.output)
+    except Exception as e:   # noqa: BLE001 - torch's exporter raises many kinds
+        raise ValueError(f"{path} cannot be exported to ONNX: "
+                         f"{type(e).__name__}: {str(e).strip()[:200]}") from None
+    print(f"exported {path} -> {job.output} (onnx, opset {opset_of(data)}, dynamic batch)")
     return 0
 
 

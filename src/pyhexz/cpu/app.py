@@ -295,7 +295,7 @@ def build_player(cfg: CpuServerConfig, shipped_root: Path | None = None) -> CpuP
     elif cfg.rollout:
         why = "rollout MCTS, as asked for (rollout setting)"
     else:
-        playing, why = shipped_or_rollout(cfg.device, shipped_root)
+        playing, why = shipped_or_rollout(cfg.device, shipped_root, cfg.backend)
     if following and model is None:
         why += "; until the followed training run publishes a model"
     options = SearchOptions(slots=cfg.search_slots, leaves_per_round=cfg.leaves_per_round,
@@ -317,7 +317,8 @@ def load_model_path(cfg: CpuServerConfig,
     if not cfg.model_path:
         return None
     try:
-        return load_served_model(cfg.model_path, cfg.model_name, cfg.device, shipped_root)
+        return load_served_model(cfg.model_path, cfg.model_name, cfg.device, shipped_root,
+                                 cfg.backend)
     except NoModelYet as e:
         if not (cfg.redis_url or cfg.server_url):
             raise
@@ -331,7 +332,7 @@ def _live_model(cfg: CpuServerConfig):
     bus = ModelBus(cfg.redis_url, cfg.model_name) if cfg.redis_url and cfg.model_name else None
     token = cfg.server_auth_token or cfg.auth_token
     client = ServerClient(cfg.server_url, token) if cfg.server_url else None
-    return LiveModel(ModelFetcher(client, bus, cfg.device, cfg.model_name),
+    return LiveModel(ModelFetcher(client, bus, cfg.device, cfg.model_name, cfg.backend),
                      poll_seconds=cfg.model_poll_seconds, role="cpu player")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pyhexz.infra.config import FromEnv, above, at_least, check_settings, setting
+from pyhexz.infra.config import FromEnv, above, at_least, backend_setting, check_settings, setting
 from pyhexz.search.driver import TreeConfig
 
 
@@ -36,6 +36,7 @@ class CpuServerConfig(FromEnv):
     server_auth_token: str | None = setting(
         None, "bearer token for the training server of --server-url (none: --auth-token)")
     device: str = setting("cpu", "torch device: cpu, cuda, cuda:1, mps")
+    backend: str = backend_setting()
     max_think_ms: int = setting(10_000, "longest think time a request may ask for",
                                 check=at_least(1))
     default_think_ms: int = setting(1_000, "think time of a request that asks for none (0)",

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pyhexz import hexz_pb2 as pb
 from pyhexz.game.board import Board
-from pyhexz.infra.storage import MODEL_FILE, CheckpointRepo, open_storage, sha256
+from pyhexz.infra.storage import MODEL_FILE, ONNX_FILE, CheckpointRepo, open_storage, sha256
 from pyhexz.nn import ModelLoadError, Predictor, load_model
 from pyhexz.nn.follow import LiveModel, LoadedModel, TokenRefused
 from pyhexz.nn.shipped import DEFAULT_SPEC, NoShippedModel, ShippedModelError, default_model
@@ -63,34 +63,37 @@ def _split_storage_url(url: str, name: str | None) -> tuple[str, str]:
     return root, name
 
 
-def _load_from_repo(repo: CheckpointRepo, device: str, n: int | None = None) -> LoadedModel:
+def _load_from_repo(repo: CheckpointRepo, device: str, n: int | None = None,
+                    backend: str = "torch") -> LoadedModel:
     n = repo.latest() if n is None else n
     if n is None:
         raise NoModelYet(f"{repo.storage}: model {repo.name} has no published checkpoint yet")
-    predictor = load_predictor(repo, n, device)
+    predictor = load_predictor(repo, n, device, backend)
     digest = repo.meta(n)["sha256"].get(MODEL_FILE, "")
     return LoadedModel(predictor, pb.ModelKey(name=repo.name, checkpoint=n), digest,
                        f"{repo.storage} {repo.key(n, MODEL_FILE)}")
 
 
 def load_served_model(path: str, name: str | None = None, device: str = "cpu",
-                      shipped_root: Path | None = None) -> LoadedModel:
+                      shipped_root: Path | None = None, backend: str = "torch") -> LoadedModel:
     """The model HEXZ_MODEL_PATH names (see the module docstring); the newest where there are
     several. Raises NoModelYet for a source without checkpoints, FileNotFoundError,
     ValueError (ModelLoadError) or StorageError for one that cannot be used. "default" is
     the shipped model (load_shipped_model; `shipped_root`: its models folder)."""
     if path == DEFAULT_SPEC:
-        return load_shipped_model(device, shipped_root)
+        return load_shipped_model(device, shipped_root, backend)
     if "://" in path:
         root, model = _split_storage_url(path, name)
-        return _load_from_repo(CheckpointRepo(open_storage(root), model), device)
+        return _load_from_repo(CheckpointRepo(open_storage(root), model), device,
+                               backend=backend)
     p = Path(path)
     if (p / _MODELS_DIR).is_dir():
         # A storage directory (a `train --dir`): the named model, or its only one.
         models = sorted(d.name for d in (p / _MODELS_DIR).iterdir() if d.is_dir())
         if not name and len(models) != 1:
             raise ValueError(f"{p} holds models {models}: set the model name (HEXZ_MODEL_NAME)")
-        return _load_from_repo(CheckpointRepo(open_storage(p), name or models[0]), device)
+        return _load_from_repo(CheckpointRepo(open_storage(p), name or models[0]), device,
+                               backend=backend)
     try:
         file = resolve_model_path(p)
     except FileNotFoundError as e:
@@ -100,30 +103,34 @@ def load_served_model(path: str, name: str | None = None, device: str = "cpu",
     if published is not None:
         # A published checkpoint: load it through the repository, checked against meta.json.
         repo, n = published
-        return _load_from_repo(repo, device, n)
+        return _load_from_repo(repo, device, n, backend)
     key_name, n = model_key_for_path(file)
-    return LoadedModel(Predictor(load_model(file, device), device),
+    return LoadedModel(Predictor.from_path(file, device, backend),
                        pb.ModelKey(name=key_name, checkpoint=n), sha256(file.read_bytes()),
                        str(file))
 
 
-def load_shipped_model(device: str = "cpu", root: Path | None = None) -> LoadedModel:
+def load_shipped_model(device: str = "cpu", root: Path | None = None,
+                       backend: str = "torch") -> LoadedModel:
     """The default shipped model (nn/shipped.py), its file checked against its SHA-256.
     NoShippedModel when none ships; ShippedModelError or ModelLoadError when it cannot be
     trusted or loaded."""
     m = default_model(root)
     path = m.path(MODEL_FILE)
-    return LoadedModel(Predictor(load_model(path, device), device),
+    # Its model.onnx, where it ships one, checked against its SHA-256 as model.pt is.
+    onnx = m.path(ONNX_FILE).read_bytes() if backend != "torch" and ONNX_FILE in m.files \
+        else None
+    return LoadedModel(Predictor(load_model(path, device), device, backend, onnx),
                        pb.ModelKey(name=m.name, checkpoint=m.checkpoint),
                        m.files[MODEL_FILE]["sha256"], f"{m.label}: {path}")
 
 
-def shipped_or_rollout(device: str = "cpu",
-                       root: Path | None = None) -> tuple[LoadedModel | None, str]:
+def shipped_or_rollout(device: str = "cpu", root: Path | None = None,
+                       backend: str = "torch") -> tuple[LoadedModel | None, str]:
     """The shipped model and why it plays, or None (rollout MCTS) and why not, said loudly
     in the log: a CPU player that is weaker than it should be must not go unnoticed."""
     try:
-        m = load_shipped_model(device, root)
+        m = load_shipped_model(device, root, backend)
     except NoShippedModel as e:
         log.warning("cpu player plays rollout MCTS: no model path is given and %s", e)
         return None, f"rollout MCTS: no model path is given and {e}"

@@ -114,6 +114,20 @@ def plies(text: str) -> int | None:
     return None if text == "all" else int(text)
 
 
+# The inference backends (pyhexz.nn.backends), named here so that configs need no torch.
+BACKENDS = ("auto", "torch", "onnx", "int8")
+
+
+def backend_setting() -> Any:
+    """The --backend setting (HEXZ_BACKEND), declared once for every config that plays: it sits
+    beside each `device`. `auto` on the command line; library callers and tests get torch,
+    the reference."""
+    return setting("torch", "inference backend: auto (the fastest one exact enough, measured "
+                   "at start-up), torch, onnx (onnxruntime), int8 (onnxruntime, quantized)",
+                   check=Check(lambda v: v in BACKENDS, "one of " + ", ".join(BACKENDS)),
+                   command_default="auto")
+
+
 # --------------------------------------------------------------------------
 # The settings of a dataclass tree, flattened
 # --------------------------------------------------------------------------
@@ -397,6 +411,6 @@ class ConfigParser(argparse.ArgumentParser):
         return ns, rest
 
 
-__all__ = ["Check", "ConfigParser", "FromEnv", "Option", "Setting", "above", "at_least",
-           "check_settings", "environ_for", "from_env", "options", "parse_bool", "plies",
-           "setting"]
+__all__ = ["BACKENDS", "Check", "ConfigParser", "FromEnv", "Option", "Setting", "above",
+           "at_least", "backend_setting", "check_settings", "environ_for", "from_env", "options",
+           "parse_bool", "plies", "setting"]

@@ -40,6 +40,7 @@ from pyhexz.infra.atomicfile import atomic_write_bytes
 
 MODEL_FILE = "model.pt"
 SCRIPT_FILE = "scriptmodule.pt"
+ONNX_FILE = "model.onnx"   # the same network for onnxruntime (nn/onnxfile.py)
 META_FILE = "meta.json"
 CLAIM_FILE = ".claim"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -67,12 +67,13 @@ class ModelFetcher:
     REDIS_PAUSE_SECONDS = 5.0
 
     def __init__(self, client: ServerClient | None, bus: ModelBus | None,
-                 device: str = "cpu", name: str | None = None) -> None:
+                 device: str = "cpu", name: str | None = None, backend: str = "torch") -> None:
         if client is None and bus is None:
             raise ValueError("a model fetcher needs a training server or a Redis model bus")
         self.client = client
         self.bus = bus
         self.device = device
+        self.backend = backend
         self.name = name   # the model this worker plays for; None: whatever the server trains
         self._bus_paused_until = 0.0
 
@@ -161,7 +162,7 @@ class ModelFetcher:
 
     def _build(self, data: bytes, digest: str, key: pb.ModelKey, source: str) -> LoadedModel:
         module = load_model_bytes(data, self.device, source=source)
-        return LoadedModel(Predictor(module, self.device), pb.ModelKey(name=key.name,
+        return LoadedModel(Predictor(module, self.device, self.backend), pb.ModelKey(name=key.name,
                            checkpoint=key.checkpoint), digest, source)
 
 

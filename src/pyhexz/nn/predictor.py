@@ -1,10 +1,10 @@
 """Batched inference for the search.
 
-``Predictor`` is the search's hot path: it validates the numpy batch cheaply,
-wraps it with ``torch.from_numpy`` (no copy on CPU), runs under
-``torch.inference_mode`` and returns move probabilities and values as numpy
-arrays. It is safe to share between threads (eval mode, no mutable state).
-This module never calls ``torch.set_num_threads``; the CLI owns process setup.
+``Predictor`` is the search's hot path: it validates the numpy batch cheaply and hands it to
+its backend (nn/backends.py: torch, onnxruntime, int8, or the fastest exact one), which
+returns move probabilities and values as numpy arrays. It is safe to share between threads
+(eval mode, no mutable state). This module never calls ``torch.set_num_threads``; the CLI owns
+process setup.
 """
 
 import os
@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from pyhexz.game.board import BOARD_SHAPE, MASK_SHAPE, POLICY_SIZE
+from pyhexz.nn.backends import Backend, make_backend
 from pyhexz.nn.checkpoint import load_model
 
 __all__ = ["Predictor"]
@@ -27,14 +28,6 @@ def _describe(a: Any) -> str:
     return type(a).__name__
 
 
-def _as_tensor(a: np.ndarray) -> torch.Tensor:
-    # from_numpy shares memory. It rejects negative strides and warns on
-    # read-only arrays, so only those rare inputs pay for a copy.
-    if not a.flags.writeable or any(s < 0 for s in a.strides):
-        a = np.array(a, order="C")
-    return torch.from_numpy(a)
-
-
 class Predictor:
     """Batched inference for the search: numpy in, numpy out.
 
@@ -44,19 +37,30 @@ class Predictor:
     a row without any legal move) and ``values`` float32 (N,).
 
     The constructor moves ``module`` to ``device`` and sets it to eval mode in
-    place; pass a copy if the same object is still being trained.
+    place; pass a copy if the same object is still being trained. ``backend``: one of
+    BACKENDS (nn/backends.py); torch, the reference, unless asked. ``onnx``: the network's
+    ONNX bytes when at hand (a checkpoint's model.onnx), so the onnx backends need not
+    convert it.
     """
 
-    __slots__ = ("module", "device")
+    __slots__ = ("module", "device", "backend")
 
-    def __init__(self, module: nn.Module, device: str | torch.device = "cpu") -> None:
+    def __init__(self, module: nn.Module, device: str | torch.device = "cpu",
+                 backend: str = "torch", onnx: bytes | None = None) -> None:
         self.device = torch.device(device)
         self.module = module.to(self.device).eval()
+        self.backend: Backend = make_backend(self.module, self.device, backend, onnx)
 
     @classmethod
-    def from_path(cls, path: StrPath, device: str | torch.device = "cpu") -> "Predictor":
-        """Load a checkpoint or TorchScript file (see ``load_model``)."""
-        return cls(load_model(path, device), device)
+    def from_path(cls, path: StrPath, device: str | torch.device = "cpu",
+                  backend: str = "torch") -> "Predictor":
+        """Load a checkpoint or TorchScript file (see ``load_model``); for a backend other
+        than torch, the checkpoint's model.onnx when it has a valid one."""
+        onnx = None
+        if backend != "torch":
+            from pyhexz.nn.onnxfile import onnx_beside
+            onnx = onnx_beside(path)
+        return cls(load_model(path, device), device, backend, onnx)
 
     def __call__(self, boards: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not (
@@ -83,15 +87,4 @@ class Predictor:
                 f"boards and masks have different batch sizes: {n} vs {masks.shape[0]}")
         if n == 0:
             return np.zeros((0, POLICY_SIZE), np.float32), np.zeros((0,), np.float32)
-
-        with torch.inference_mode():
-            # .to() is a no-op (no copy) when the device is the CPU.
-            board_t = _as_tensor(boards).to(self.device)
-            mask_t = _as_tensor(masks).to(self.device)
-            logits, value = self.module(board_t, mask_t)
-            probs = torch.softmax(logits.float(), dim=1)
-            # exp(-1e32 - max) already underflows to 0 for illegal moves; this
-            # only matters for rows with no legal move, where softmax would
-            # spread mass uniformly over illegal ones.
-            probs.masked_fill_(~mask_t.reshape(n, POLICY_SIZE), 0.0)
-            return probs.cpu().numpy(), value.float().reshape(n).cpu().numpy()
+        return self.backend(boards, masks)

@@ -127,11 +127,32 @@ def uniform_evaluator(planes: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray
 
 
 def search(mcts: MCTS, evaluate: Evaluator, planes: np.ndarray, masks: np.ndarray,
-           stats: SelfPlayStats | None = None) -> None:
-    """Runs the scheduled simulations of every tree, one network call per batch of leaves."""
+           stats: SelfPlayStats | None = None,
+           should_stop: Callable[[], bool] | None = None) -> bool:
+    """Runs the scheduled simulations of every tree, one network call per batch of leaves.
+
+    `should_stop` is asked after every batch: one round of moves can take a minute (800
+    simulations of 32 games on a busy core), and a time budget or Ctrl-C must be kept within
+    a batch, not a round. Returns False when it said stop before the simulations were done;
+    the trees then hold a partial search, and only `set_root` makes them usable again.
+    """
     masks_u8 = masks.view(np.uint8)
     hits, solves, failures = mcts.transposition_hits, mcts.solves, mcts.solver_failures
+    try:
+        return _run_batches(mcts, evaluate, planes, masks, masks_u8, stats, should_stop)
+    finally:
+        if stats is not None:
+            stats.transposition_hits += mcts.transposition_hits - hits
+            stats.solves += mcts.solves - solves
+            stats.solver_failures += mcts.solver_failures - failures
+
+
+def _run_batches(mcts: MCTS, evaluate: Evaluator, planes: np.ndarray, masks: np.ndarray,
+                 masks_u8: np.ndarray, stats: SelfPlayStats | None,
+                 should_stop: Callable[[], bool] | None) -> bool:
     while mcts.busy():
+        if should_stop is not None and should_stop():
+            return False
         n = mcts.collect(planes, masks_u8)
         if n == 0:
             continue
@@ -143,10 +164,7 @@ def search(mcts: MCTS, evaluate: Evaluator, planes: np.ndarray, masks: np.ndarra
             stats.simulations += n
         mcts.apply(np.ascontiguousarray(probs, np.float32),
                    np.ascontiguousarray(values, np.float32))
-    if stats is not None:
-        stats.transposition_hits += mcts.transposition_hits - hits
-        stats.solves += mcts.solves - solves
-        stats.solver_failures += mcts.solver_failures - failures
+    return True
 
 
 def new_buffers(mcts: MCTS) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ the leaves of all its games into one network batch. Players are named by a spec 
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -27,6 +28,8 @@ from pyhexz.search.mcts import MCTS
 
 if TYPE_CHECKING:
     from pyhexz.infra.storage import CheckpointRepo
+
+log = logging.getLogger(__name__)
 
 Move = tuple[int, int, int]
 
@@ -134,12 +137,20 @@ def model_key_for_path(path: str | os.PathLike) -> tuple[str, int]:
     return p.stem, 0
 
 
-def load_predictor(repo: CheckpointRepo, n: int, device: str = "cpu"):
-    """A Predictor for checkpoint n of a repository, its file checked against its SHA-256."""
-    from pyhexz.infra.storage import MODEL_FILE
-    from pyhexz.nn import Predictor
+def load_predictor(repo: CheckpointRepo, n: int, device: str = "cpu", backend: str = "torch"):
+    """A Predictor for checkpoint n of a repository, its file checked against its SHA-256;
+    for a backend other than torch, with the checkpoint's model.onnx when it has one."""
+    from pyhexz.infra.storage import MODEL_FILE, ONNX_FILE, StorageError
+    from pyhexz.nn import Predictor, load_model
     with repo.verified_copy(n, MODEL_FILE) as path:
-        return Predictor.from_path(path, device)
+        module = load_model(path, device)
+    onnx = None
+    if backend != "torch" and ONNX_FILE in repo.meta(n).get("sha256", {}):
+        try:
+            onnx = repo.read_verified(n, ONNX_FILE)
+        except (StorageError, OSError) as e:
+            log.warning("onnx file ignored checkpoint=%s:%d reason=%r", repo.name, n, str(e))
+    return Predictor(module, device, backend, onnx)
 
 
 def _think_time(spec: str) -> tuple[str, float] | None:
@@ -159,7 +170,8 @@ def _think_time(spec: str) -> tuple[str, float] | None:
 
 
 def make_player(spec: str, *, device: str = "cpu", seed: int | None = None,
-                max_games: int = 64, tree: TreeConfig | None = None) -> Player:
+                max_games: int = 64, tree: TreeConfig | None = None,
+                backend: str = "torch") -> Player:
     """A player from its spec string (see the module docstring); a neural one searches with
     the options of `tree`."""
     if spec == "random":
@@ -171,7 +183,7 @@ def make_player(spec: str, *, device: str = "cpu", seed: int | None = None,
         evaluate = None
         if base != "rollout":
             from pyhexz.nn import Predictor
-            evaluate = Predictor.from_path(resolve_model_path(base), device)
+            evaluate = Predictor.from_path(resolve_model_path(base), device, backend)
         return TimedPlayer(seconds, evaluate, name=spec, seed=seed)
     if spec.startswith("rollout"):
         _, _, runs = spec.partition(":")
@@ -180,7 +192,7 @@ def make_player(spec: str, *, device: str = "cpu", seed: int | None = None,
     if not sep or not runs.isdigit():
         path, runs = spec, "200"
     from pyhexz.nn import Predictor
-    predictor = Predictor.from_path(resolve_model_path(path), device)
+    predictor = Predictor.from_path(resolve_model_path(path), device, backend)
     return NeuralPlayer(predictor, int(runs), name=spec, max_games=max_games, tree=tree)
 
 

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyhexz.infra.config import above, at_least, check_settings, setting
+from pyhexz.infra.config import above, at_least, backend_setting, check_settings, setting
 from pyhexz.search.driver import SearchConfig
 
 
@@ -20,6 +20,14 @@ def count_or_none(text: str) -> int | None:
 
 
 count_or_none.__name__ = "count or 'none'"   # what a bad value's message calls it
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: `taskset`, a container's cpuset), not
+    the machine's: one self-play process per usable core."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 @dataclass
@@ -81,22 +89,28 @@ class LocalConfig:
     """The settings of `pyhexz train` (its flags and HEXZ_* variables, infra/config.py)."""
 
     dir: Path = setting(Path("runs/local"), "where checkpoints and games live")
-    # The settings of the best run on two cores (BENCHMARKS.md, learn3), bar the network size.
+    # The settings of the best run on two cores (BENCHMARKS.md, learn3): a 3 x 32 network, 100
+    # simulations a move, greedy after ply 20, and (num_workers) one self-play process a core.
     search: SearchConfig = field(
         default_factory=lambda: SearchConfig(runs_per_move=100, sample_plies=20))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        trigger_examples=4096, replay_window=100_000, samples_per_example=8.0,
-        learning_rate=1e-3))
+        blocks=3, filters=32, trigger_examples=4096, replay_window=100_000,
+        samples_per_example=8.0, learning_rate=1e-3))
     name: str = setting("local", "model name (a plain name)", flag="--model-name")
     init: str | None = setting(
         None, "start a new run from this model instead of random weights: 'default' (the "
         "model that ships with pyhexz) or a pyhexz checkpoint (its optimizer state too, where "
         "it has one); a DIR with checkpoints resumes and ignores it")
-    num_workers: int = setting(max(1, (os.cpu_count() or 2) - 1), "self-play processes",
+    num_workers: int = setting(usable_cores(), "self-play processes (one per core, as "
+                               "in the best two-core run, BENCHMARKS.md learn3)",
                                check=at_least(1))
     parallel_games: int = setting(32, "games each process plays at once (the network's batch "
                                   "size)", check=at_least(1))
+    start_games: int = setting(8, "games each process plays at once at first; one more each "
+                               "time a game ends, up to --parallel-games (so that the first "
+                               "games end within a minute or two)", check=at_least(1))
     device: str = setting("cpu", "torch device: cpu, cuda, cuda:1, mps")
+    backend: str = backend_setting()
     minutes: float | None = setting(None, "stop after this many minutes", check=above(0))
     checkpoints: int | None = setting(None, "stop after this many new checkpoints",
                                          check=at_least(1))

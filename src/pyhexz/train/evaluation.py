@@ -46,6 +46,7 @@ class EvalConfig:
     runs: int = 64           # neural MCTS simulations per move
     rollout_runs: int = 200  # the baseline's simulations per move
     device: str = "cpu"
+    backend: str = "torch"   # nn/backends.py
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -103,12 +104,14 @@ def evaluate(repo: CheckpointRepo, n: int, cfg: EvalConfig | None = None,
 
     openings = load_openings()[:cfg.openings]
     done = evaluated(repo) if done is None else done
-    player = NeuralPlayer(load_predictor(repo, n, cfg.device), cfg.runs, name=f"{repo.name}:{n}",
+    player = NeuralPlayer(load_predictor(repo, n, cfg.device, cfg.backend), cfg.runs,
+                          name=f"{repo.name}:{n}",
                           max_games=2 * len(openings))
     matches = {}
     previous = max((m for m, e in done.items() if m < n and _ok(e)), default=None)
     if previous is not None:
-        other = NeuralPlayer(load_predictor(repo, previous, cfg.device), cfg.runs,
+        other = NeuralPlayer(load_predictor(repo, previous, cfg.device, cfg.backend),
+                             cfg.runs,
                              name=f"{repo.name}:{previous}", max_games=2 * len(openings))
         matches["previous"] = _match_dict(play_match(player, other, openings))
     baseline = RolloutPlayer(cfg.rollout_runs, seed=cfg.seed)

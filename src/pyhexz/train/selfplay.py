@@ -28,6 +28,12 @@ target of the network's score head.
 With the Gumbel root (`--gumbel`) the move is the search's own survivor instead, and with it or
 forced playouts (`--forced-playouts`) the policy recorded is `MCTS.policy_target`, not the
 raw visits (search/mcts.pyx says why).
+
+Stopping (a time budget, `should_stop`) is checked between the network batches of a search,
+not only between moves: a round of 800 simulations for 32 games takes a minute on a busy core,
+and a budget is a promise. The games cut off are returned (`SelfPlayStats.unfinished`), board
+and examples so far, so that a caller can keep them and hand them back (`resume`) to be
+played on later; train/unfinished.py stores them.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,8 +79,19 @@ class SelfPlayStats:
     solves: int = 0               # leaves the endgame solver proved
     solver_failures: int = 0      # ... and those it gave up on (its budget ran out)
     game_seconds: float = 0.0   # wall time of the finished games, start to end, summed
-    dropped: int = 0            # games cut off unfinished when play stopped
+    resumed: int = 0            # games handed in unfinished (`resume`) and played on
+    # The games under way, after every round of moves: how many, and their plies (the
+    # progress line's estimate of when the first games end, train/progress.py).
+    under_way: int = 0
+    plies_under_way: int = 0
+    longest_under_way: int = 0
+    unfinished: list[Game] = field(default_factory=list)   # cut off when play stopped
     started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def cut_off(self) -> int:
+        """Games still being played when play stopped (in `unfinished`)."""
+        return len(self.unfinished)
 
     @property
     def seconds(self) -> float:
@@ -135,7 +152,10 @@ def choose_move(visits: np.ndarray, ply: int, config: SearchConfig,
 
 
 @dataclass
-class _Game:
+class Game:
+    """A game under way: its position, and its examples so far (their results come at the
+    end). `plies`: moves played in it, recorded or not (the temperature drop counts them)."""
+
     board: Board
     game_id: str
     examples: list = field(default_factory=list)
@@ -155,14 +175,19 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None
                  should_stop: Callable[[], bool] = lambda: False,
                  should_start: Callable[[SelfPlayStats], bool] = lambda stats: True,
                  seed: int | None = None, execution_id: str | None = None,
-                 on_progress: Callable[[SelfPlayStats], None] = lambda s: None) -> SelfPlayStats:
+                 on_progress: Callable[[SelfPlayStats], None] = lambda s: None,
+                 resume: Sequence[Game] = (), start_games: int | None = None) -> SelfPlayStats:
     """Plays games until `max_games` have finished, `max_seconds` passed or `should_stop()`.
 
     Finished games go to `sink` as one AddTrainingExamplesRequest each. Games still running when
-    time is up are dropped: an unfinished game has no result to learn from. `should_start(stats)`
-    is asked before each new game; a caller with a hard deadline says no once a game would not
-    fit, and the games under way finish instead of being thrown away. No `config`: the
-    defaults of SearchConfig.
+    play stops have no result to learn from: they are returned in `stats.unfinished`.
+    `should_start(stats)` is asked before each new game; a caller with a hard deadline says no
+    once a game would not fit, and the games under way finish instead of being cut off.
+    `resume`: unfinished games of an earlier run, played on first (they count as started).
+    `start_games`: play only this many at once at first, and one more each time a game ends,
+    up to `parallel_games`, so that the first games end soon (a game's length is its plies
+    times the time of a round, and a round of fewer games is shorter). `on_progress` is called
+    after every round of moves. No `config`: the defaults of SearchConfig.
     """
     config = config if config is not None else SearchConfig()
     rng = np.random.default_rng(seed)
@@ -173,30 +198,43 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     started = 0
     full = _full_search(config, rng)   # this round's searches are full ones
+    waiting = list(resume)
+
+    def stop_now() -> bool:
+        return should_stop() or (deadline is not None and time.monotonic() >= deadline)
 
     def may_start() -> bool:
-        return ((max_games is None or started < max_games) and not should_stop()
-                and (deadline is None or time.monotonic() < deadline) and should_start(stats))
+        return ((max_games is None or started < max_games) and not stop_now()
+                and should_start(stats))
 
-    def new_game(t: int) -> _Game | None:
+    def new_game(t: int) -> Game | None:
         nonlocal started
         if not may_start():
             return None
         started += 1
-        g = _Game(Board.new(int(rng.integers(2**63))), uuid.uuid4().hex)
+        if waiting:
+            g = waiting.pop(0)
+            stats.resumed += 1
+        else:
+            g = Game(Board.new(int(rng.integers(2**63))), uuid.uuid4().hex)
         mcts.set_root(t, g.board, noise=full)
         return g
 
-    games: list[_Game | None] = [new_game(t) for t in range(parallel_games)]
+    opened = parallel_games if start_games is None else min(
+        parallel_games, max(start_games, len(waiting)))
+    games: list[Game | None] = [new_game(t) if t < opened else None
+                                for t in range(parallel_games)]
     while any(games):
-        if should_stop() or (deadline is not None and time.monotonic() >= deadline):
+        if stop_now():
             break
         evaluate, key = model()
         for t, g in enumerate(games):
             if g is not None:
                 mcts.start(t, config.runs_per_move if full else config.cheap_runs)
-        search(mcts, evaluate, planes, masks, stats)
+        if not search(mcts, evaluate, planes, masks, stats, should_stop=stop_now):
+            break   # cut off mid-search: no move from a partial search
         recorded, full = full, _full_search(config, rng)   # full: the next round's
+        more = 0
         for t, g in enumerate(games):
             if g is None:
                 continue
@@ -222,13 +260,27 @@ def run_selfplay(model: ModelSource, sink: GameSink, config: SearchConfig | None
                 stats.games += 1
                 stats.examples += len(g.examples)
                 stats.game_seconds += time.perf_counter() - g.started
-                on_progress(stats)
                 games[t] = new_game(t)
-    stats.dropped = sum(g is not None for g in games)
+                more += games[t] is not None
+        # The ramp: one more game at once for each that ended (after the loop above, which
+        # reads only the trees searched this round).
+        for _ in range(min(more, parallel_games - opened)):
+            games[opened] = new_game(opened)
+            opened += 1
+        _count_under_way(games, stats)
+        on_progress(stats)
+    stats.unfinished = [g for g in games if g is not None]
+    _count_under_way(games, stats)
     return stats
 
 
-def _finish(g: _Game, execution_id: str, sink: GameSink) -> None:
+def _count_under_way(games: list[Game | None], stats: SelfPlayStats) -> None:
+    plies = [g.plies for g in games if g is not None]
+    stats.under_way, stats.plies_under_way = len(plies), sum(plies)
+    stats.longest_under_way = max(plies, default=0)
+
+
+def _finish(g: Game, execution_id: str, sink: GameSink) -> None:
     """Fills in each example's result and score and hands the game to the sink (unless it
     has no example: every move was a cheap one)."""
     winner = g.board.winner

@@ -39,6 +39,7 @@ from pyhexz.infra.atomicfile import atomic_write_bytes
 from pyhexz.infra.storage import (
     META_FILE,
     MODEL_FILE,
+    ONNX_FILE,
     SCRIPT_FILE,
     CheckpointRepo,
     StorageError,
@@ -58,7 +59,6 @@ from pyhexz.search.players import published_checkpoint, resolve_model_path
 
 log = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
 MAX_SHIPPED_BYTES = 20 * 1024 * 1024
 JOB_META = "job"   # the meta.json entry in which `pyhexz train` records its session
 

@@ -38,7 +38,7 @@ from pyhexz import hexz_pb2 as pb
 from pyhexz import nn as modellib
 from pyhexz.game import symmetry
 from pyhexz.game.examples import Arrays, decode
-from pyhexz.infra.storage import MODEL_FILE, SCRIPT_FILE, CheckpointRepo
+from pyhexz.infra.storage import MODEL_FILE, ONNX_FILE, SCRIPT_FILE, CheckpointRepo
 from pyhexz.nn.network import SCORE_SCALE
 from pyhexz.train.config import TrainConfig
 
@@ -337,6 +337,9 @@ class Trainer:
                                      checkpoint=n)
             modellib.export_torchscript(self.net, spath)
             files = {MODEL_FILE: mpath.read_bytes(), SCRIPT_FILE: spath.read_bytes()}
+        onnx = _onnx_bytes(self.net)
+        if onnx is not None:
+            files[ONNX_FILE] = onnx
         if games:
             files[f"examples/{n:06d}.zip"] = examples_archive(games)
         meta = self.repo.publish(n, files, dict(extra or {}, **{
@@ -349,6 +352,18 @@ class Trainer:
         self.checkpoint = n
         if self.on_published is not None:
             self.on_published(n, files, meta)
+
+
+def _onnx_bytes(net: torch.nn.Module) -> bytes | None:
+    """model.onnx for a checkpoint (workers and the CPU player run it with onnxruntime),
+    or None with one log line where it cannot be made (no `onnx` extra): the checkpoint is
+    published without it and they convert the network themselves or run torch."""
+    try:
+        from pyhexz.nn.onnxfile import export_onnx
+        return export_onnx(net)
+    except Exception as e:   # noqa: BLE001 - model.onnx is an optimisation, never a failure
+        log.warning("checkpoint without %s: %s", ONNX_FILE, f"{type(e).__name__}: {e}"[:200])
+        return None
 
 
 def _with_fresh_params(state: dict, net: torch.nn.Module, fresh: list[str]) -> dict:

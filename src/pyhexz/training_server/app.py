@@ -76,7 +76,8 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     if config.eval_openings:
         from pyhexz.train.evaluation import EvalConfig, start_evaluator
         proc, stop = start_evaluator(config.storage, config.model_name, EvalConfig(
-            openings=config.eval_openings, runs=config.eval_runs, device=config.device))
+            openings=config.eval_openings, runs=config.eval_runs, device=config.device,
+            backend=config.backend))
         atexit.register(lambda: (stop.set(), proc.join(5)))
         app.config["evaluator"] = (proc, stop)
     return app

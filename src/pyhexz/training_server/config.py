@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyhexz.infra.config import FromEnv, above, at_least, check_settings, setting
+from pyhexz.infra.config import FromEnv, above, at_least, backend_setting, check_settings, setting
 from pyhexz.infra.storage import validate_model_name
 from pyhexz.train.config import TrainConfig
 
@@ -26,6 +26,7 @@ class ServerConfig(FromEnv):
         None, "require 'Authorization: Bearer TOKEN' (prefer the environment variable: flags "
         "show in ps)")
     device: str = setting("cpu", "torch device: cpu, cuda, cuda:1, mps")
+    backend: str = backend_setting()
     train: TrainConfig = field(default_factory=lambda: TrainConfig(trigger_examples=4096))
     max_model_age: int = setting(5, "accept examples from the latest checkpoint and this many "
                                  "before it", check=at_least(0))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pyhexz.infra.config import above, at_least, check_settings, setting
+from pyhexz.infra.config import above, at_least, backend_setting, check_settings, setting
 from pyhexz.infra.storage import validate_model_name
 from pyhexz.search.driver import SearchConfig
 
@@ -26,6 +26,7 @@ class WorkerConfig:
                                   "size)", check=at_least(1))
     search: SearchConfig = field(default_factory=SearchConfig)
     device: str = setting("cpu", "torch device: cpu, cuda, cuda:1, mps")
+    backend: str = backend_setting()
     auth_token: str | None = setting(None, "bearer token the training server expects")
     num_workers: int = setting(1, "self-play processes", check=at_least(1))
     grace_seconds: float = setting(8.0, "time to send finished games after SIGTERM or before "

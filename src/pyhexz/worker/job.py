@@ -14,10 +14,12 @@ Lifecycle (docs/worker.md):
    channel, from the pointer (re-read on every (re)connect and every `model_poll_seconds`,
    because pub/sub delivers at most once), and from the latest model named in every upload
    answer. Bytes that fail their checksum or do not load are never run: the old model stays.
-4. Stop: on SIGTERM/SIGINT, or `grace_seconds` before `max_seconds` is up, no new search step
-   starts, no new model is loaded, the finished games are sent until `grace_seconds` after the
+4. Stop: on SIGTERM/SIGINT, or `grace_seconds` before `max_seconds` is up, no new network
+   batch starts (self-play checks between batches, in the middle of a move's search), no new
+   model is loaded, the finished games are sent until `grace_seconds` after the
    signal (Cloud Run allows 10 s after SIGTERM), and the process exits 0. Games still being
-   played are dropped: they have no result. So that few are, the worker winds down first: once
+   played are dropped (the done line counts them, `cut_off`): they have no result. So that few
+   are, the worker winds down first: once
    the time left before that point is less than 1.5 mean game lengths, it starts no new games
    and lets those under way finish. So that the finished ones can all be sent, self-play waits
    while the upload buffer holds what the server can take in half the grace period
@@ -51,10 +53,6 @@ from pyhexz.worker.uploader import Uploader, UploadStats
 log = logging.getLogger(__name__)
 
 
-class _Stopped(Exception):
-    """Raised from the evaluator to end a search step at once when the worker must stop."""
-
-
 class StopSignal(threading.Event):
     """The worker's stop: an Event that remembers when it was first set, because the grace
     period runs from the signal, not from when self-play noticed it."""
@@ -71,6 +69,7 @@ class StopSignal(threading.Event):
 class WorkerStats:
     games: int = 0
     examples: int = 0
+    cut_off: int = 0            # games under way when play stopped, dropped
     simulations: int = 0        # leaves the network evaluated: the work, finished games or not
     model: str = ""
     swaps: int = 0
@@ -94,7 +93,7 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
     # WorkerConfig requires a model name with a Redis URL.
     bus = ModelBus(cfg.redis_url, cfg.model_name) if cfg.redis_url and cfg.model_name else None
     fetcher = ModelFetcher(ServerClient(cfg.server_url, cfg.auth_token), bus, cfg.device,
-                           cfg.model_name)
+                           cfg.model_name, cfg.backend)
     live = LiveModel(fetcher, poll_seconds=cfg.model_poll_seconds)
     stats = WorkerStats()
 
@@ -121,13 +120,14 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
     def report(final: bool = False) -> None:
         u = uploader.stats
         play = stats.play_seconds or time.monotonic() - play_start
-        log.info("worker %s elapsed=%.0fs games=%d examples=%d examples_per_s=%.2f model=%s "
-                 "swaps=%d uploaded=%d uploaded_examples=%d buffered=%d upload_retries=%d "
-                 "at_capacity=%d wrong_model_dropped=%d rejected=%d lost=%d self_play_waited=%.0fs",
-                 "done" if final else "progress", time.monotonic() - t0, stats.games,
-                 stats.examples, stats.examples / max(play, 1e-9), live.label, live.swaps,
-                 u.games, u.examples, uploader.pending, u.retries, u.at_capacity, u.wrong_model,
-                 u.rejected, u.lost, u.waited)
+        log.info("worker %s elapsed=%.0fs games=%d cut_off=%d examples=%d examples_per_s=%.2f "
+                 "model=%s swaps=%d uploaded=%d uploaded_examples=%d buffered=%d "
+                 "upload_retries=%d at_capacity=%d wrong_model_dropped=%d rejected=%d lost=%d "
+                 "self_play_waited=%.0fs", "done" if final else "progress",
+                 time.monotonic() - t0, stats.games, stats.cut_off, stats.examples,
+                 stats.examples / max(play, 1e-9), live.label, live.swaps, u.games, u.examples,
+                 uploader.pending, u.retries, u.at_capacity, u.wrong_model, u.rejected, u.lost,
+                 u.waited)
 
     def model_source():
         nonlocal last_report
@@ -137,8 +137,6 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
         predictor, key = live.current()
 
         def evaluate(planes: np.ndarray, masks: np.ndarray):
-            if stopping():
-                raise _Stopped
             stats.simulations += len(planes)
             return predictor(planes, masks)
         return evaluate, key
@@ -152,11 +150,11 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
              "max_seconds=%s", redact_url(cfg.server_url), "yes" if bus else "no", live.label,
              cfg.parallel_games, cfg.search.runs_per_move, cfg.max_seconds)
     try:
-        run_selfplay(model_source, sink, cfg.search, parallel_games=cfg.parallel_games,
-                     should_stop=stopping, should_start=wind_down_before(stop_at, "worker"),
-                     seed=cfg.seed, execution_id=execution_id)
-    except _Stopped:
-        pass
+        played = run_selfplay(model_source, sink, cfg.search, parallel_games=cfg.parallel_games,
+                              should_stop=stopping,
+                              should_start=wind_down_before(stop_at, "worker"),
+                              seed=cfg.seed, execution_id=execution_id)
+        stats.cut_off = played.cut_off
     finally:
         stats.play_seconds = time.monotonic() - play_start
         stop.set()
