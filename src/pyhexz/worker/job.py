@@ -85,7 +85,8 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
 
     `stop` is set by the caller's signal handler (a StopSignal: the grace period counts from
     when it was set). The time budget sets it too, `grace_seconds` before `max_seconds`, so
-    the last uploads fit in the budget.
+    the last uploads fit in the budget. TokenRefused when the server refuses the auth token
+    (for a first model at once; for an upload after the worker has stopped).
     """
     stop = stop or StopSignal()
     t0 = time.monotonic() if cfg.started is None else cfg.started
@@ -112,9 +113,14 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
         log.info("worker stopped before any model arrived")
         return stats
     live.start()
+    refused: list[str] = []   # the server refused the token for an upload: stop, then raise
+
+    def token_refused(message: str) -> None:
+        refused.append(message)
+        stop.set()
     uploader = Uploader(ServerClient(cfg.server_url, cfg.auth_token),
                         buffer_games=cfg.upload_buffer, on_model=live.offer,
-                        grace_seconds=cfg.grace_seconds).start()
+                        on_token_refused=token_refused, grace_seconds=cfg.grace_seconds).start()
     last_report = play_start = time.monotonic()
 
     def report(final: bool = False) -> None:
@@ -171,6 +177,8 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
     stats.model, stats.swaps, stats.refused = live.label, live.swaps, live.refused
     stats.seconds, stats.upload = time.monotonic() - t0, uploader.stats
     report(final=True)
+    if refused:   # with Redis the models come without a token: the first upload is the test
+        raise TokenRefused(refused[0])
     return stats
 
 
