@@ -113,13 +113,18 @@ def test_worker_with_a_refused_token_says_so_and_stops(tmp_path: Path) -> None:
                                   auth_token="secret", train=TrainConfig(blocks=1, filters=8)))
     try:
         with serve_app(app) as url:
-            r = pyhexz("--log-level", "WARNING", "worker", "--server-url", url, "--auth-token",
-                       "wrong", "--max-seconds", "600", cwd=tmp_path)
+            argv = ["--log-level", "WARNING", "worker", "--server-url", url, "--auth-token",
+                    "wrong", "--max-seconds", "600"]
+            r = pyhexz(*argv, cwd=tmp_path)
+            r2 = pyhexz(*argv, "--num-workers", "2", cwd=tmp_path)
     finally:
         app.config["service"].close()
     line = one_line_error(r)
     assert " ERROR " in line and "token refused" in line and "HTTP 401" in line, line
     assert "wrong" not in line   # the token itself is not logged
+    # Two processes: each says it, and the command's status is theirs.
+    assert r2.returncode == 2 and "Traceback" not in r2.stderr, r2.stderr
+    assert r2.stderr.count("token refused") == 2, r2.stderr
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")

@@ -210,13 +210,20 @@ def _execution_id(index: int) -> str:
     return f"{base}-{index}"
 
 
+# How often a worker process looks at the parent's stop flag. A flag, not a multiprocessing
+# Event: a process that ends inside an Event's wait() (its play over, a refused token) leaves
+# the Event's next set() waiting for it forever, and that set() is the parent's.
+RELAY_SECONDS = 0.1
+
+
 def _child(cfg: WorkerConfig, stop, index: int, log_level: int) -> None:
     init_worker_process(log_level=log_level)
     event = StopSignal()
     signal.signal(signal.SIGTERM, lambda s, f: event.set())
 
-    def relay_stop() -> None:   # the parent's stop, as this process's own event
-        stop.wait()
+    def relay_stop() -> None:   # the parent's stop (a shared flag), as this process's own event
+        while not stop.value:
+            time.sleep(RELAY_SECONDS)
         event.set()
     threading.Thread(target=relay_stop, daemon=True).start()
     seed = None if cfg.seed is None else cfg.seed + index
@@ -242,7 +249,7 @@ def run(cfg: WorkerConfig) -> int:
             _exit_if_a_load_is_running(code)
             return code
         ctx = spawn_context()
-        shared_stop = ctx.Event()
+        shared_stop = ctx.RawValue("b", 0)   # see RELAY_SECONDS
         level = logging.getLogger("pyhexz").getEffectiveLevel()
         procs = [ctx.Process(target=_child, args=(cfg, shared_stop, i, level), name=f"worker-{i}")
                  for i in range(cfg.num_workers)]
@@ -250,14 +257,17 @@ def run(cfg: WorkerConfig) -> int:
             p.start()
         while any(p.is_alive() for p in procs):
             if stop.wait(0.1):   # the children's grace periods start when they hear it
-                shared_stop.set()
-            if any(p.exitcode not in (None, 0) for p in procs) and not shared_stop.is_set():
+                shared_stop.value = 1
+            if any(p.exitcode not in (None, 0) for p in procs) and not shared_stop.value:
                 log.error("worker stopping: a worker process failed exit_codes=%s",
                           [p.exitcode for p in procs])
-                shared_stop.set()   # the others wind down (they upload what they finished)
+                shared_stop.value = 1   # the others wind down (they upload what they finished)
             for p in procs:
                 p.join(timeout=0)
-        return 0 if all(p.exitcode == 0 for p in procs) else 1
+        codes = [p.exitcode for p in procs]
+        if all(c == 0 for c in codes):
+            return 0
+        return 2 if 2 in codes else 1   # 2: a refused token (_play), as with one process
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
