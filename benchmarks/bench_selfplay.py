@@ -10,6 +10,10 @@ conversion, forward pass, softmax). The rest is the search, encoding and bookkee
 several backends the repeats take turns (torch, onnx, ..., torch, onnx, ...), so a machine
 whose speed drifts treats them alike, and the table gives each as a ratio to torch in the same
 run. Every searched position counts as an example, finished game or not: the work is the same.
+A position is counted when its move is made, all 32 games' moves at once, so a short repeat
+counts positions coarsely; the ratios are therefore taken from network leaves per second
+(continuous, and proportional to examples/s for a given search), and examples/s are given
+beside them.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ def main() -> None:
         for runs in args.runs_per_move:
             config = SearchConfig(runs_per_move=runs)
             rates: dict[str, list[float]] = {b: [] for b in args.backend}
+            leaves: dict[str, list[float]] = {b: [] for b in args.backend}
             shares: dict[str, list[float]] = {b: [] for b in args.backend}
             for r in range(args.repeats):
                 for b, predictor in predictors.items():
@@ -66,17 +71,20 @@ def main() -> None:
                                          parallel_games=args.parallel_games,
                                          max_seconds=args.seconds, seed=r)
                     rates[b].append(stats.positions / stats.seconds)
+                    leaves[b].append(stats.simulations / stats.seconds)
                     shares[b].append(stats.nn_share)
                     print(f"{blocks}x{filters} {runs} runs/move {b} ({chosen[b]}) repeat {r}: "
-                          f"{rates[b][-1]:.1f} examples/s, network share {shares[b][-1]:.1%}, "
+                          f"{rates[b][-1]:.1f} examples/s, {leaves[b][-1]:.0f} leaves/s, "
+                          f"network share {shares[b][-1]:.1%}, "
                           f"{stats.games} games finished", flush=True)
-            base = statistics.median(rates[args.backend[0]])
+            base = statistics.median(leaves[args.backend[0]])
             for b in args.backend:
-                rate = statistics.median(rates[b])
-                table.append(f"| {blocks}x{filters} | {runs} | {b} ({chosen[b]}) | {rate:.1f} | "
+                rate = statistics.median(leaves[b])
+                table.append(f"| {blocks}x{filters} | {runs} | {b} ({chosen[b]}) | "
+                             f"{statistics.median(rates[b]):.1f} | {rate:.0f} | "
                              f"{rate / base:.2f}x | {statistics.median(shares[b]):.0%} |")
-    print(f"\n| net | runs/move | backend (runs as) | examples/s, median | vs "
-          f"{args.backend[0]} | network share |\n|---|---:|---|---:|---:|---:|")
+    print(f"\n| net | runs/move | backend (runs as) | examples/s, median | leaves/s, median | "
+          f"vs {args.backend[0]} | network share |\n|---|---:|---|---:|---:|---:|---:|")
     print("\n".join(table))
 
 

@@ -355,15 +355,12 @@ def test_minutes_winds_down_so_no_game_under_way_is_dropped(tmp_path: Path) -> N
     d = tmp_path / "run"
     log = tmp_path / "train.log"
     job = Job(d)
-    t0 = time.monotonic()
     res = run_train(d, log, "--minutes", "0.4", "--parallel-games", "4",
                     "--minibatch-size", "1000000")
-    elapsed = time.monotonic() - t0
     text = tail(log, 100_000)
     assert res.returncode == 0, text[-4000:]
     assert "selfplay winding down" in text and "reason=minutes" in text
     done = re.findall(r"selfplay done games=(\d+) examples=\d+ resumed=0 cut_off=(\d+)", text)
     assert len(done) == 1 and done[0][1] == "0", text[-4000:]
     assert len(job.games_in_incoming()) == int(done[0][0]) > 0
-    # The interpreter's start and the last uploads come on top of the 24 s.
-    assert elapsed < 24 + 15, elapsed
+    # (How far past its 24 s the command ends depends on the machine: BENCHMARKS.md.)

@@ -219,12 +219,6 @@ def lab(tmp_path):
         lab.close()
 
 
-def _buffered(text: str) -> int:
-    """Games the worker held at its last progress line."""
-    found = re.findall(r"worker progress .* buffered=(\d+) ", text)
-    return int(found[-1]) if found else 0
-
-
 def _first_accepted_after(worker: Worker, mark: int, seconds: float, what: str) -> float:
     """Seconds until `worker` has a game accepted after log offset `mark`."""
     t0 = time.monotonic()
@@ -267,14 +261,17 @@ def test_latency_loss_partition_and_outages_lose_nothing_acknowledged(lab):
     lab.nft(faulty.ns, "delete table inet cut")
     assert control.accepted(control_mark), "the control worker stalled during the partition"
     healed = len(faulty.text())
-    held = _buffered(faulty.text())
     recover = _first_accepted_after(faulty, healed, 180, "worker 0 after the partition")
-    # What it held at the heal is sent: as many answers as games held (its buffer need not
-    # empty: self-play that outruns a 200 ms link keeps it full, held at the back-pressure
-    # limit). The games played cut off from new models may be too old for the server by
-    # now (it trains a checkpoint every few seconds here): refused, not lost; counted.
-    wait_for(lambda: len(ANSWERED.findall(faulty.text()[healed:])) >= held, 180,
-             f"worker 0 to send the {held} games it held", step=0.5)
+    # What it held at the heal is sent: every game it had played by its first progress line
+    # after the heal gets its answer (its buffer need not empty: self-play that outruns a
+    # 200 ms link keeps it full, held at the back-pressure limit). The games played cut off
+    # from new models may be too old for the server by now (it trains a checkpoint every few
+    # seconds here): refused, not lost; counted.
+    played = int(wait_for(lambda: re.search(r"worker progress .* games=(\d+) ",
+                                            faulty.text()[healed:]), 180,
+                          "worker 0's progress after the partition", step=0.5)[1])
+    wait_for(lambda: len(ANSWERED.findall(faulty.text())) >= played, 180,
+             f"worker 0 to get answers for the {played} games it had played", step=0.5)
     stale = faulty.text()[mark:].count("reason=wrong_model")
     rows.append(Row(f"30 s partition (worker 0; {stale} games played meanwhile refused as too "
                     "old afterwards)", len(faulty.accepted(mark)), recover_seconds=recover))

@@ -18,6 +18,7 @@ from pyhexz.game.symmetry import transform
 from pyhexz.infra.storage import (
     META_FILE,
     MODEL_FILE,
+    ONNX_FILE,
     SCRIPT_FILE,
     CheckpointExistsError,
     CheckpointRepo,
@@ -464,7 +465,7 @@ def test_trainer_lifecycle_publish_and_resume(tmp_path: Path, games, data: Array
     # An empty repository gets checkpoint 0.
     assert repo.checkpoints() == [0] and t.checkpoint == 0
     meta0 = check_meta_hashes(repo, 0)
-    assert set(meta0["sha256"]) == {MODEL_FILE, SCRIPT_FILE}
+    assert set(meta0["sha256"]) == {MODEL_FILE, SCRIPT_FILE, ONNX_FILE}
     assert meta0["examples_trained"] == 0 and meta0["game_names"] == []
     assert t.model_key() == pb.ModelKey(name="unit", checkpoint=0)
 
@@ -476,7 +477,7 @@ def test_trainer_lifecycle_publish_and_resume(tmp_path: Path, games, data: Array
     assert repo.checkpoints() == [0, 1] and repo.latest() == 1 and t.checkpoint == 1
     assert t.pending == [] and t.pending_examples == 0 and not t.ready()
     meta1 = check_meta_hashes(repo, 1)
-    assert set(meta1["sha256"]) == {MODEL_FILE, SCRIPT_FILE, "examples/000001.zip"}
+    assert set(meta1["sha256"]) == {MODEL_FILE, SCRIPT_FILE, ONNX_FILE, "examples/000001.zip"}
     assert meta1["game_names"] == names1
     assert meta1["games"] == 3 and meta1["new_examples"] == n1 and meta1["examples_trained"] == n1
     assert trained_game_names(repo, 1) == set(names1) and trained_game_names(repo, None) == set()

@@ -174,7 +174,8 @@ def test_ingest_train_publish_to_gcs_and_redis(serve, games, gcs_emulator, redis
     meta = repo.meta(1)
     assert meta["examples_trained"] == total and meta["new_examples"] == total
     assert meta["wal"]["position"] > 0
-    assert set(meta["sha256"]) == {"model.pt", "scriptmodule.pt", "examples/000001.zip"}
+    assert set(meta["sha256"]) == {"model.pt", "scriptmodule.pt", "model.onnx",
+                                   "examples/000001.zip"}
     # The archive holds exactly the requests sent, byte for byte (gzip or not on the wire).
     assert sorted(r.SerializeToString() for r in archived(repo, 1)) == \
         sorted(r.SerializeToString() for r in sent)

@@ -407,11 +407,13 @@ def cmd_selfplay(a: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     stop.set()   # between two network batches, each process stops and reports
+    ended = []   # processes still starting (or stuck) after the budget: ended here, no failure
     for p in procs:
         p.join(timeout=5)
         if p.is_alive():
             p.terminate()
             p.join()
+            ended.append(p)
     while True:   # what the processes sent after the loop
         try:
             take(progress.get_nowait())
@@ -425,7 +427,7 @@ def cmd_selfplay(a: argparse.Namespace) -> int:
     print(f"selfplay: {games} games, {examples} examples in {el:.0f} s "
           f"({examples / max(el, 1e-9):.1f} examples/s), {cut_off} games cut off unfinished "
           f"-> {job.output_dir}")
-    return 0 if all(p.exitcode == 0 for p in procs) else 1
+    return 0 if all(p.exitcode == 0 or p in ended for p in procs) else 1
 
 
 def cmd_worker(a: argparse.Namespace) -> int:

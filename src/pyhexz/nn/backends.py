@@ -33,14 +33,16 @@ from torch import nn
 
 from pyhexz.game.board import POLICY_SIZE
 from pyhexz.infra.config import BACKENDS
+from pyhexz.nn.checkpoint import _short
 
 __all__ = ["BACKENDS", "INT8_IN_AUTO", "Backend", "OnnxBackend", "TorchBackend",
            "calibration_positions", "choose_backend", "make_backend", "masked_softmax"]
 
 log = logging.getLogger(__name__)
 
-# Whether `auto` may pick int8. False: the int8-vs-fp32 match (BENCHMARKS.md, "int8 strength")
-# did not show int8 to be as strong, so auto stays on fp32 backends.
+# Whether `auto` may pick int8. False: in the int8-vs-fp32 match (BENCHMARKS.md, "int8
+# strength": 256 games, Elo -40 [-83, +3]) int8 could not rule out a loss of 35 Elo, so auto
+# stays on fp32 backends.
 INT8_IN_AUTO = False
 # Largest difference from torch (probabilities and values) that a backend may show on the
 # calibration positions: fp32 backends differ only by summation order; int8 by quantization,
@@ -212,11 +214,6 @@ def _built(build: Callable[[], Backend]) -> Backend | None:
         log.warning("backend %s cannot be built, using torch: %s",
                     getattr(build, "backend_name", "?"), _short(e))
         return None
-
-
-def _short(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
 
 
 class _Builders:
