@@ -77,10 +77,12 @@ def test_selfplay_with_a_corrupt_model(tmp_path: Path, corrupt_model: Path) -> N
     assert "corrupt.pt" in line
 
 
-def test_selfplay_with_a_device_that_is_not_there(tmp_path: Path) -> None:
-    line = one_line_error(pyhexz("selfplay", "--output-dir", "out", "--device", "nope",
-                                 cwd=tmp_path))
-    assert line.startswith("pyhexz selfplay: error: --device 'nope'"), line
+@pytest.mark.parametrize("argv", [["selfplay", "--output-dir", "out"], ["train", "--dir", "run"]],
+                         ids=["selfplay", "train"])
+def test_a_device_that_is_not_there(tmp_path: Path, argv: list[str]) -> None:
+    """Checked once, in main, for every command with a --device, before any process starts."""
+    line = one_line_error(pyhexz(*argv, "--device", "nope", cwd=tmp_path))
+    assert line.startswith(f"pyhexz {argv[0]}: error: --device 'nope'"), line
 
 
 def test_train_dir_with_a_corrupt_checkpoint(tmp_path: Path) -> None:
@@ -111,13 +113,18 @@ def test_worker_with_a_refused_token_says_so_and_stops(tmp_path: Path) -> None:
                                   auth_token="secret", train=TrainConfig(blocks=1, filters=8)))
     try:
         with serve_app(app) as url:
-            r = pyhexz("--log-level", "WARNING", "worker", "--server-url", url, "--auth-token",
-                       "wrong", "--max-seconds", "600", cwd=tmp_path)
+            argv = ["--log-level", "WARNING", "worker", "--server-url", url, "--auth-token",
+                    "wrong", "--max-seconds", "600"]
+            r = pyhexz(*argv, cwd=tmp_path)
+            r2 = pyhexz(*argv, "--num-workers", "2", cwd=tmp_path)
     finally:
         app.config["service"].close()
     line = one_line_error(r)
     assert " ERROR " in line and "token refused" in line and "HTTP 401" in line, line
     assert "wrong" not in line   # the token itself is not logged
+    # Two processes: each says it, and the command's status is theirs.
+    assert r2.returncode == 2 and "Traceback" not in r2.stderr, r2.stderr
+    assert r2.stderr.count("token refused") == 2, r2.stderr
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")

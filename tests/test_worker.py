@@ -538,3 +538,36 @@ def test_stop_under_back_pressure_sends_every_finished_game_and_loads_no_model(
     assert stats.games >= 1 and stats.upload.lost == 0
     assert stats.upload.games == stats.games == len(accepted_ids)
     assert f"worker model={name}:1" not in caplog.text   # no load in the grace period
+
+
+# --- a refused token ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code", [401, 403])
+def test_an_upload_refused_for_the_token_is_told_to_the_worker(code):
+    server = ScriptedServer([(code, b"missing or wrong bearer token")])
+    told: list[str] = []
+    with serve_app(server.app) as url:
+        up = Uploader(ServerClient(url, "wrong"), backoff=FAST, on_token_refused=told.append)
+        up.start()
+        assert up.put(game("g1"))
+        wait_for(lambda: told, what="the refusal")
+        up.close(1.0)
+    assert up.stats.rejected == 1 and f"HTTP {code}" in told[0] and "wrong" not in told[0]
+
+
+def test_with_redis_a_refused_token_stops_the_worker_at_its_first_upload(redis_url, name,
+                                                                         tmp_path):
+    """With Redis the models come without the token, so the first upload is where a wrong
+    token shows: the worker stops there (TokenRefused) instead of playing on for nothing."""
+    from pyhexz.nn.follow import TokenRefused
+    from pyhexz.worker.job import run_worker
+
+    ModelBus(redis_url, name).publish(0, script_bytes(tmp_path, 0))
+    server = ScriptedServer([(401, b"missing or wrong bearer token")] * 1000)
+    with serve_app(server.app) as url:
+        cfg = WorkerConfig(server_url=url, redis_url=redis_url, model_name=name, max_seconds=3600,
+                           grace_seconds=1, parallel_games=1, auth_token="wrong",
+                           search=SearchConfig(runs_per_move=2), seed=0)
+        with pytest.raises(TokenRefused, match="HTTP 401"):
+            run_worker(cfg)
+    assert server.received   # a game was sent, and refused

@@ -235,9 +235,9 @@ def _directory(path: Path, flag: str) -> Path:
     return path
 
 
-def _device(spec: str) -> str:
-    """The --device, checked before processes start: a name torch knows, and a GPU that is
-    there (asked without creating a CUDA context in this process)."""
+def _check_device(spec: str) -> None:
+    """A command's --device, checked before it starts anything (main): a name torch knows, and
+    a GPU that is there (asked without creating a CUDA context in this process)."""
     import torch
     try:
         device = torch.device(spec)
@@ -245,7 +245,6 @@ def _device(spec: str) -> str:
         raise ValueError(f"--device {spec!r}: {e}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {spec!r}: CUDA is not available on this machine")
-    return spec
 
 
 def _user_error(e: BaseException) -> bool:
@@ -329,7 +328,6 @@ def cmd_selfplay(a: argparse.Namespace) -> int:
     from pyhexz.infra.process import sigterm_as_ctrl_c, spawn_context
     job: SelfPlayJob = a.config
     _directory(job.output_dir, "--output-dir")
-    _device(job.device)
     if job.model:
         # A model that is missing or does not load fails here, before any process starts.
         from pyhexz.nn import load_model
@@ -542,6 +540,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The processes a command starts (spawned, gunicorn's) read these from their environment.
     os.environ.update({k: v for k, v in environ_for(args.process).items() if v is not None})
     try:
+        device = getattr(args.config, "device", None)
+        if isinstance(device, str):
+            _check_device(device)
         return args.func(args)
     except ModuleNotFoundError as e:
         # A service command on an install without its extra: one line that names the extra.

@@ -85,7 +85,8 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
 
     `stop` is set by the caller's signal handler (a StopSignal: the grace period counts from
     when it was set). The time budget sets it too, `grace_seconds` before `max_seconds`, so
-    the last uploads fit in the budget.
+    the last uploads fit in the budget. TokenRefused when the server refuses the auth token
+    (for a first model at once; for an upload after the worker has stopped).
     """
     stop = stop or StopSignal()
     t0 = time.monotonic() if cfg.started is None else cfg.started
@@ -112,9 +113,14 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
         log.info("worker stopped before any model arrived")
         return stats
     live.start()
+    refused: list[str] = []   # the server refused the token for an upload: stop, then raise
+
+    def token_refused(message: str) -> None:
+        refused.append(message)
+        stop.set()
     uploader = Uploader(ServerClient(cfg.server_url, cfg.auth_token),
                         buffer_games=cfg.upload_buffer, on_model=live.offer,
-                        grace_seconds=cfg.grace_seconds).start()
+                        on_token_refused=token_refused, grace_seconds=cfg.grace_seconds).start()
     last_report = play_start = time.monotonic()
 
     def report(final: bool = False) -> None:
@@ -171,6 +177,8 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None,
     stats.model, stats.swaps, stats.refused = live.label, live.swaps, live.refused
     stats.seconds, stats.upload = time.monotonic() - t0, uploader.stats
     report(final=True)
+    if refused:   # with Redis the models come without a token: the first upload is the test
+        raise TokenRefused(refused[0])
     return stats
 
 
@@ -202,13 +210,20 @@ def _execution_id(index: int) -> str:
     return f"{base}-{index}"
 
 
+# How often a worker process looks at the parent's stop flag. A flag, not a multiprocessing
+# Event: a process that ends inside an Event's wait() (its play over, a refused token) leaves
+# the Event's next set() waiting for it forever, and that set() is the parent's.
+RELAY_SECONDS = 0.1
+
+
 def _child(cfg: WorkerConfig, stop, index: int, log_level: int) -> None:
     init_worker_process(log_level=log_level)
     event = StopSignal()
     signal.signal(signal.SIGTERM, lambda s, f: event.set())
 
-    def relay_stop() -> None:   # the parent's stop, as this process's own event
-        stop.wait()
+    def relay_stop() -> None:   # the parent's stop (a shared flag), as this process's own event
+        while not stop.value:
+            time.sleep(RELAY_SECONDS)
         event.set()
     threading.Thread(target=relay_stop, daemon=True).start()
     seed = None if cfg.seed is None else cfg.seed + index
@@ -234,7 +249,7 @@ def run(cfg: WorkerConfig) -> int:
             _exit_if_a_load_is_running(code)
             return code
         ctx = spawn_context()
-        shared_stop = ctx.Event()
+        shared_stop = ctx.RawValue("b", 0)   # see RELAY_SECONDS
         level = logging.getLogger("pyhexz").getEffectiveLevel()
         procs = [ctx.Process(target=_child, args=(cfg, shared_stop, i, level), name=f"worker-{i}")
                  for i in range(cfg.num_workers)]
@@ -242,14 +257,17 @@ def run(cfg: WorkerConfig) -> int:
             p.start()
         while any(p.is_alive() for p in procs):
             if stop.wait(0.1):   # the children's grace periods start when they hear it
-                shared_stop.set()
-            if any(p.exitcode not in (None, 0) for p in procs) and not shared_stop.is_set():
+                shared_stop.value = 1
+            if any(p.exitcode not in (None, 0) for p in procs) and not shared_stop.value:
                 log.error("worker stopping: a worker process failed exit_codes=%s",
                           [p.exitcode for p in procs])
-                shared_stop.set()   # the others wind down (they upload what they finished)
+                shared_stop.value = 1   # the others wind down (they upload what they finished)
             for p in procs:
                 p.join(timeout=0)
-        return 0 if all(p.exitcode == 0 for p in procs) else 1
+        codes = [p.exitcode for p in procs]
+        if all(c == 0 for c in codes):
+            return 0
+        return 2 if 2 in codes else 1   # 2: a refused token (_play), as with one process
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -85,11 +85,14 @@ class Uploader:
 
     def __init__(self, client: ServerClient, *, buffer_games: int = 64,
                  on_model: ModelHint = lambda key, force: None,
+                 on_token_refused: Callable[[str], object] = lambda message: None,
                  backoff: Backoff | None = None, grace_seconds: float | None = None) -> None:
         if buffer_games < 1:
             raise ValueError(f"buffer_games must be >= 1, got {buffer_games}")
         self.client = client
         self.on_model = on_model
+        # HTTP 401/403: no upload will land until the token is fixed (the worker stops).
+        self.on_token_refused = on_token_refused
         self.backoff = backoff if backoff is not None else Backoff()
         self.buffer_games = buffer_games
         # The buffer must be sendable within half of it (None: no time-based limit, only the
@@ -280,6 +283,9 @@ class Uploader:
                   else "(no message)")
         log.error("upload rejected game=%s examples=%d http=%d reason=%r; game dropped "
                   "(resending it cannot help)", game.game_id, game.examples, http, reason[:300])
+        if http in (401, 403):
+            self.on_token_refused(f"POST examples: HTTP {http}: the server refused the auth "
+                                  f"token (--auth-token, HEXZ_AUTH_TOKEN)")
         return _DROP
 
 
