@@ -348,8 +348,11 @@ def test_latency_loss_partition_and_outages_lose_nothing_acknowledged(lab):
     duplicated = len(archived) - len(set(archived))
     for row in rows:
         row.duplicated = duplicated
-    assert trained + pending == sum(acked.values())
-    assert duplicated == 0 and set(archived) <= set(acked)
+    # Every acknowledged example is in the server. It may hold a game more than the workers
+    # saw acknowledged: one stored whose answer never came back (the worker's grace period
+    # ended first, or it gave the game up as lost), which is at-least-once, not a loss.
+    assert trained + pending >= sum(acked.values())
+    assert duplicated == 0
     assert "Traceback" not in server.log.read_text()
     for w in workers:
         assert "Traceback" not in w.text(), w.text()[-3000:]
