@@ -226,10 +226,12 @@ def _assert_sent_everything(w: Worker, processes: int) -> None:
 def test_two_processes_without_redis_follow_the_server_and_keep_the_time_budget(tmp_path):
     server = Server(tmp_path, None, minibatch=600)
     server.start()
+    workers: list[Worker] = []   # killed at the end whatever happened: no process left behind
     try:
         # 1. Two processes without Redis follow the server's checkpoints (upload answers and
         # /models/latest) as far as checkpoint 2, each on its own; then SIGTERM.
         w = Worker(tmp_path, 0, server.url, "--model-poll-seconds", "2", "--num-workers", "2")
+        workers.append(w)
 
         def per_process() -> dict[str, list[tuple[int, str]]]:
             loads: dict[str, list[tuple[int, str]]] = {}
@@ -251,6 +253,7 @@ def test_two_processes_without_redis_follow_the_server_and_keep_the_time_budget(
         # processes: each stops for it by itself, nothing lost. (How soon after the budget:
         # BENCHMARKS.md; it depends on the machine.)
         b = Worker(tmp_path, 1, server.url, "--max-seconds", "10", "--num-workers", "2")
+        workers.append(b)
         assert b.proc.wait(300) == 0
         # Each process winds down for the budget (no new games once the last would not end
         # in time) or, if it is reached mid-game, stops there.
@@ -262,4 +265,6 @@ def test_two_processes_without_redis_follow_the_server_and_keep_the_time_budget(
                     re.findall(r"upload accepted game=\w+ examples=(\d+)", log.text()))
         assert sum(_settled_totals(server)) == acked
     finally:
+        for worker in workers:
+            worker.kill()
         server.stop()
