@@ -122,9 +122,10 @@ def test_worker_with_a_refused_token_says_so_and_stops(tmp_path: Path) -> None:
     line = one_line_error(r)
     assert " ERROR " in line and "token refused" in line and "HTTP 401" in line, line
     assert "wrong" not in line   # the token itself is not logged
-    # Two processes: each says it, and the command's status is theirs.
+    # Two processes: the first refused says it and the command's status is its; the other
+    # says it too, unless the stop that follows reaches it before its own first request.
     assert r2.returncode == 2 and "Traceback" not in r2.stderr, r2.stderr
-    assert r2.stderr.count("token refused") == 2, r2.stderr
+    assert 1 <= r2.stderr.count("token refused") <= 2, r2.stderr
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
