@@ -111,6 +111,20 @@ def fixture_states(fixture_records: list) -> list:
     return [state for _, state in fixture_records]
 
 
+def network_positions(fixture_states: list, real: int):
+    """(boards, masks) for comparing network backends: the first 32 hexz fixture positions and
+    `real` positions further into games (nn.backends.calibration_positions)."""
+    import numpy as np
+
+    from pyhexz.game.board import Board
+    from pyhexz.nn.backends import calibration_positions
+    boards, masks = zip(*(Board.from_proto(s).encode() for s in fixture_states[:32]),
+                        strict=True)
+    cb, cm = calibration_positions()
+    return (np.concatenate([np.stack(boards), cb[:real]]),
+            np.concatenate([np.stack(masks), cm[:real]]))
+
+
 def wait_for(cond, seconds: float = 60.0, what: str = "", *, step: float = 0.05):
     """Polls cond() until it returns something truthy, which is returned; fails after
     `seconds` naming `what` (default: the condition itself)."""

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import network_positions
 from pyhexz import cli
-from pyhexz.game.board import Board
 from pyhexz.nn import HexzNet, Predictor
 from pyhexz.nn import backends as be
-from pyhexz.nn.backends import TOLERANCE, TorchBackend, calibration_positions, choose_backend
+from pyhexz.nn.backends import TOLERANCE, TorchBackend, choose_backend
 
 pytest.importorskip("onnxruntime")
 
@@ -39,11 +39,7 @@ def trained_like(seed: int = 0, blocks: int = 2, filters: int = 16) -> HexzNet:
 @pytest.fixture(scope="module")
 def positions(fixture_states) -> tuple[np.ndarray, np.ndarray]:
     """The hexz fixture positions and real positions further into games."""
-    boards, masks = zip(*(Board.from_proto(s).encode() for s in fixture_states[:32]),
-                        strict=True)
-    cb, cm = calibration_positions()
-    return np.concatenate([np.stack(boards), cb[:64]]), np.concatenate([np.stack(masks),
-                                                                        cm[:64]])
+    return network_positions(fixture_states, 64)
 
 
 def warnings_from_backends(caplog) -> list[str]:

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import network_positions
 from pyhexz import cli
-from pyhexz.game.board import Board
 from pyhexz.infra.storage import MODEL_FILE, ONNX_FILE, CheckpointRepo, LocalStorage
 from pyhexz.nn import HexzNet, load_model, save_checkpoint
 from pyhexz.nn import onnxfile as onnxlib
-from pyhexz.nn.backends import calibration_positions
 from pyhexz.search.players import load_predictor
 from pyhexz.train.config import TrainConfig
 from pyhexz.train.trainer import Trainer
@@ -28,11 +27,7 @@ pytest.importorskip("onnx")
 
 @pytest.fixture(scope="module")
 def positions(fixture_states) -> tuple[np.ndarray, np.ndarray]:
-    boards, masks = zip(*(Board.from_proto(s).encode() for s in fixture_states[:32]),
-                        strict=True)
-    cb, cm = calibration_positions()
-    return np.concatenate([np.stack(boards), cb[:32]]), np.concatenate([np.stack(masks),
-                                                                        cm[:32]])
+    return network_positions(fixture_states, 32)
 
 
 def session(path: Path):
