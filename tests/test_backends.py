@@ -87,6 +87,24 @@ def test_int8_is_close_and_keeps_illegal_moves_at_zero(positions) -> None:
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_int8_leaves_the_value_head_in_fp32() -> None:
+    """The value is what the search backs up: its head is not quantized (FP32_PREFIXES),
+    the tower and the policy head are."""
+    import onnx
+
+    from pyhexz.nn.onnxfile import POLICY_HEAD, VALUE_HEAD, export_onnx, quantize_int8
+    graph = onnx.load_from_string(quantize_int8(
+        export_onnx(trained_like()), *be.calibration_positions(64))).graph
+    quantized = {i for n in graph.node if n.op_type == "DequantizeLinear" for i in n.output}
+
+    def reads_quantized(prefix: str) -> list[str]:   # its weights (input 1) are int8
+        return [n.name for n in graph.node if n.name.startswith(prefix)
+                and n.op_type in ("Conv", "Gemm") and n.input[1] in quantized]
+
+    assert reads_quantized(VALUE_HEAD) == []
+    assert reads_quantized(POLICY_HEAD) and reads_quantized("/tower/")
+
+
 def test_hexz_torchscript_model_runs_on_onnx(fixtures_dir, positions) -> None:
     from pyhexz.nn import load_model
     path = fixtures_dir / "hexz_conv2d_scriptmodule.pt"
