@@ -81,3 +81,15 @@ def test_unreachable_redis_fails_fast():
     bus = ModelBus("redis://127.0.0.1:1/0", "cain", timeout=0.5)
     with pytest.raises(redis.ConnectionError, match="Connection refused"):
         bus.latest()
+
+
+def test_onnx_bytes_travel_with_the_model_and_are_checked(bus, caplog):
+    bus.publish(4, b"torchscript", onnx=b"onnx bytes")
+    assert bus.fetch(4).onnx == b"onnx bytes"
+    bus.publish(5, b"torchscript five")
+    assert bus.fetch(5).onnx is None          # a checkpoint without model.onnx
+    # ONNX bytes that fail their check are dropped, the model itself still loads.
+    bus.redis.hset(bus.checkpoint_key(4), "onnx", b"tampered")
+    m = bus.fetch(4)
+    assert (m.data, m.onnx) == (b"torchscript", None)
+    assert "onnx bytes ignored" in caplog.text and "SHA-256 mismatch" in caplog.text

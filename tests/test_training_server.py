@@ -182,6 +182,7 @@ def test_ingest_train_publish_to_gcs_and_redis(serve, games, gcs_emulator, redis
     script = repo.read_verified(1, "scriptmodule.pt")
     m = bus.fetch(1)
     assert m.data == script and m.sha256 == meta["sha256"]["scriptmodule.pt"] == sha256(script)
+    assert m.onnx == repo.read_verified(1, "model.onnx")   # workers need not convert it
     assert bus.latest() == 1
 
     r = requests.get(f"{s.url}/models/latest", timeout=30)
@@ -252,6 +253,7 @@ def test_training_goes_on_while_redis_is_down_and_redis_catches_up(serve, games,
     wait_for(lambda: status(s.url)["redis"]["checkpoint"] == 1, 120)
     repo = CheckpointRepo(open_storage(tmp_path / "store"), name)
     assert bus.latest() == 1 and bus.fetch(1).data == repo.read_verified(1, "scriptmodule.pt")
+    assert bus.fetch(1).onnx == repo.read_verified(1, "model.onnx")   # the sync brings it too
 
 
 # --------------------------------------------------------------------------

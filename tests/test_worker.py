@@ -571,3 +571,55 @@ def test_with_redis_a_refused_token_stops_the_worker_at_its_first_upload(redis_u
         with pytest.raises(TokenRefused, match="HTTP 401"):
             run_worker(cfg)
     assert server.received   # a game was sent, and refused
+
+
+@pytest.fixture
+def conversions(monkeypatch) -> list[int]:
+    """Counts the ONNX conversions of models (a model that came with its model.onnx needs
+    none)."""
+    pytest.importorskip("onnxruntime")
+    from pyhexz.nn import onnxfile
+    calls: list[int] = []
+    real = onnxfile.export_onnx
+
+    def counted(model):
+        calls.append(1)
+        return real(model)
+    monkeypatch.setattr(onnxfile, "export_onnx", counted)
+    return calls
+
+
+def test_a_model_with_its_onnx_in_redis_is_not_converted(redis_url, name, tmp_path,
+                                                         conversions):
+    from pyhexz.nn import load_model_bytes
+    from pyhexz.nn.onnxfile import export_onnx
+    bus = ModelBus(redis_url, name)
+    data = script_bytes(tmp_path, 3)
+    bus.publish(1, data, onnx=export_onnx(load_model_bytes(data, "cpu")))
+    bus.publish(2, script_bytes(tmp_path, 4))   # published without model.onnx
+    fetcher = ModelFetcher(None, bus, name=name, backend="onnx")
+    conversions.clear()
+    with_onnx = fetcher.load(pb.ModelKey(name=name, checkpoint=1))
+    assert with_onnx.predictor.backend.name == "onnx" and conversions == []
+    without = fetcher.load(pb.ModelKey(name=name, checkpoint=2))
+    assert without.predictor.backend.name == "onnx" and conversions == [1]
+
+
+def test_a_model_from_the_server_comes_with_its_onnx(name, tmp_path, trained_repo_factory,
+                                                      conversions):
+    repo = trained_repo_factory(name)
+    assert "model.onnx" in repo.meta(2)["sha256"]   # the trainer writes one (the onnx extra)
+    with training_server_over(repo, tmp_path / "wal") as url:
+        client = ServerClient(url, timeout=30)
+        r = client.request("GET", f"/models/{name}/checkpoints/2", params={"file": "model.onnx"})
+        assert r.status_code == 200 and r.content == repo.read_verified(2, "model.onnx")
+        conversions.clear()
+        loaded = ModelFetcher(client, None, name=name, backend="onnx").load(
+            pb.ModelKey(name=name, checkpoint=2))
+        assert loaded.predictor.backend.name == "onnx" and conversions == []
+        # torch has no use for it: not even asked for.
+        torch_model = ModelFetcher(client, None, name=name).load(
+            pb.ModelKey(name=name, checkpoint=2))
+        assert torch_model.predictor.backend.name == "torch"
+        r = client.request("GET", f"/models/{name}/checkpoints/2", params={"file": "x.bin"})
+        assert r.status_code == 400 and "model.onnx" in r.text

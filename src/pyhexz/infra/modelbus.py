@@ -6,6 +6,9 @@ storage is the truth. For a model `{name}` (validated, so no key escapes its pre
     pyhexz:models:{name}:latest        string  the latest checkpoint number N, as decimal
     pyhexz:models:{name}:ckpt:{N}      hash    data:    the TorchScript model (scriptmodule.pt)
                                                sha256:  hex SHA-256 of data
+                                               onnx, onnx_sha256: the same network as ONNX
+                                                        (model.onnx), where the checkpoint
+                                                        has one: readers skip the conversion
                                                examples_trained, created (unix seconds)
     pyhexz:models:{name}:announce      pub/sub channel; each message is a checkpoint number N
 
@@ -18,6 +21,7 @@ before a newer checkpoint arrived can still fetch the one it was told about.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -25,6 +29,8 @@ from dataclasses import dataclass
 import redis
 
 from pyhexz.infra.storage import sha256, validate_model_name
+
+log = logging.getLogger(__name__)
 
 RETAIN_SECONDS = 3600
 _TIMEOUT = 5.0
@@ -40,6 +46,7 @@ class BusModel:
     checkpoint: int
     data: bytes
     sha256: str
+    onnx: bytes | None = None   # checked against its own SHA-256; None when absent or bad
 
 
 def keys(name: str) -> dict[str, str]:
@@ -71,17 +78,23 @@ class ModelBus:
     def checkpoint_key(self, n: int) -> str:
         return self._ckpt_key.format(n=int(n))
 
-    def publish(self, n: int, data: bytes, *, examples_trained: int = 0) -> str:
-        """Stores checkpoint n's TorchScript bytes, moves the pointer and announces n.
+    def publish(self, n: int, data: bytes, *, examples_trained: int = 0,
+                onnx: bytes | None = None) -> str:
+        """Stores checkpoint n's TorchScript bytes (and its ONNX form, when given), moves the
+        pointer and announces n.
 
         Returns the SHA-256 stored with the bytes. One transaction: a reader that sees the
         pointer (or the announcement) finds the bytes.
         """
         digest = sha256(data)
         key = self.checkpoint_key(n)
+        fields: dict[str, bytes | str | int] = {
+            "data": data, "sha256": digest, "created": f"{time.time():.3f}",
+            "examples_trained": int(examples_trained)}
+        if onnx is not None:
+            fields.update(onnx=onnx, onnx_sha256=sha256(onnx))
         with self.redis.pipeline(transaction=True) as p:
-            p.hset(key, mapping={"data": data, "sha256": digest, "created": f"{time.time():.3f}",
-                                 "examples_trained": int(examples_trained)})
+            p.hset(key, mapping=fields)
             p.persist(key)
             previous = self.redis.get(self.latest_key)
             if previous is not None and int(previous) != int(n):
@@ -102,9 +115,12 @@ class ModelBus:
             raise ModelIntegrityError(f"{self.latest_key} holds {v[:40]!r}, not a number") from None
 
     def fetch(self, n: int) -> BusModel:
-        """Checkpoint n's model bytes, checked against their SHA-256."""
+        """Checkpoint n's model bytes, checked against their SHA-256. Its ONNX bytes come
+        along where they were published and pass their own check; ONNX bytes that fail it
+        are left out with one log line (the reader converts the TorchScript model instead)."""
         key = self.checkpoint_key(n)
-        data, digest = self.redis.hmget(key, ["data", "sha256"])
+        data, digest, onnx, onnx_digest = self.redis.hmget(
+            key, ["data", "sha256", "onnx", "onnx_sha256"])
         # bytes, as the client does not decode responses; None for a missing field.
         if not isinstance(data, bytes) or not isinstance(digest, bytes):
             raise ModelIntegrityError(f"{key} is missing (expired or never published)")
@@ -113,7 +129,11 @@ class ModelBus:
             raise ModelIntegrityError(
                 f"{key}: SHA-256 of the model bytes is {sha256(data)[:16]}..., "
                 f"expected {text[:16]}...; refusing the corrupt model")
-        return BusModel(self.name, int(n), data, text)
+        if onnx is not None and (not isinstance(onnx_digest, bytes)
+                                 or sha256(onnx) != onnx_digest.decode("ascii", "replace")):
+            log.warning("onnx bytes ignored key=%s reason='SHA-256 mismatch'", key)
+            onnx = None
+        return BusModel(self.name, int(n), data, text, onnx)
 
     def fetch_latest(self) -> BusModel | None:
         n = self.latest()

@@ -21,7 +21,7 @@ import requests
 from pyhexz import hexz_pb2 as pb
 from pyhexz.infra.http import Backoff, ServerClient, short_error
 from pyhexz.infra.modelbus import ModelBus, ModelIntegrityError
-from pyhexz.infra.storage import sha256
+from pyhexz.infra.storage import ONNX_FILE, sha256
 from pyhexz.nn import ModelLoadError, Predictor, load_model_bytes
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class ModelFetcher:
             ckpt_key = bus.checkpoint_key(key.checkpoint)
             try:
                 m = bus.fetch(key.checkpoint)
-                return self._build(m.data, m.sha256, key, f"redis {ckpt_key}")
+                return self._build(m.data, m.sha256, key, f"redis {ckpt_key}", m.onnx)
             except ModelIntegrityError as e:
                 if self.client is None:
                     raise
@@ -158,12 +158,32 @@ class ModelFetcher:
             raise ModelIntegrityError(
                 f"GET {path}: SHA-256 of the body is {digest[:16]}..., the server's X-Model-SHA256 "
                 f"header says {r.headers.get('X-Model-SHA256')!r}; refusing the model")
-        return self._build(r.content, digest, key, f"server {path}")
+        return self._build(r.content, digest, key, f"server {path}", self._server_onnx(path))
 
-    def _build(self, data: bytes, digest: str, key: pb.ModelKey, source: str) -> LoadedModel:
+    def _server_onnx(self, path: str) -> bytes | None:
+        """The checkpoint's model.onnx from the server, checked against its SHA-256, for the
+        onnx backends (torch has no use for it); None, and the network is converted here,
+        where the checkpoint has none or it does not arrive intact."""
+        if self.backend == "torch":
+            return None
+        assert self.client is not None
+        try:
+            r = self.client.request("GET", path, params={"file": ONNX_FILE})
+        except requests.RequestException as e:
+            log.info("model.onnx not fetched path=%s error=%s; converting", path, short_error(e))
+            return None
+        if r.status_code != 200:
+            return None
+        if r.headers.get("X-Model-SHA256") != sha256(r.content):
+            log.warning("model.onnx ignored path=%s reason='SHA-256 mismatch'", path)
+            return None
+        return r.content
+
+    def _build(self, data: bytes, digest: str, key: pb.ModelKey, source: str,
+               onnx: bytes | None = None) -> LoadedModel:
         module = load_model_bytes(data, self.device, source=source)
-        return LoadedModel(Predictor(module, self.device, self.backend), pb.ModelKey(name=key.name,
-                           checkpoint=key.checkpoint), digest, source)
+        return LoadedModel(Predictor(module, self.device, self.backend, onnx),
+                           pb.ModelKey(name=key.name, checkpoint=key.checkpoint), digest, source)
 
 
 def _exists(bus: ModelBus, redis_key: str) -> bool:

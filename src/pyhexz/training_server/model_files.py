@@ -54,9 +54,13 @@ class ModelFiles:
         if hit is None:
             repo = self.repo if name == own else CheckpointRepo(self.storage, name)
             try:
-                data = repo.read_verified(n, file)
+                repo.meta(n)
             except FileNotFoundError:
                 raise FileNotFoundError(f"model {name} has no checkpoint {n}") from None
+            try:
+                data = repo.read_verified(n, file)
+            except FileNotFoundError:   # model.onnx: made only where the `onnx` extra is
+                raise FileNotFoundError(f"checkpoint {n} of model {name} has no {file}") from None
             hit = (data, sha256(data))
             with self._lock:
                 self._put(key, hit)

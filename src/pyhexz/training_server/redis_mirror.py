@@ -13,7 +13,7 @@ import logging
 import redis
 
 from pyhexz.infra.modelbus import ModelBus
-from pyhexz.infra.storage import SCRIPT_FILE, CheckpointRepo
+from pyhexz.infra.storage import ONNX_FILE, SCRIPT_FILE, CheckpointRepo
 from pyhexz.training_server.model_files import ModelFiles
 
 log = logging.getLogger(__name__)
@@ -28,11 +28,12 @@ class RedisMirror:
         self.models = models
         self.checkpoint: int | None = None   # the newest checkpoint known to be in Redis
 
-    def publish(self, n: int, data: bytes, examples_trained: int) -> None:
-        """Copies checkpoint n's TorchScript bytes to Redis and announces it; a Redis error is
-        logged, and repaired by a later `sync`."""
+    def publish(self, n: int, data: bytes, examples_trained: int,
+                onnx: bytes | None = None) -> None:
+        """Copies checkpoint n's TorchScript bytes (and its model.onnx, where it has one) to
+        Redis and announces it; a Redis error is logged, and repaired by a later `sync`."""
         try:
-            self.bus.publish(n, data, examples_trained=examples_trained)
+            self.bus.publish(n, data, examples_trained=examples_trained, onnx=onnx)
             self.checkpoint = n
             log.info("redis published model=%s checkpoint=%d", self.repo.name, n)
         except redis.RedisError as e:
@@ -52,11 +53,14 @@ class RedisMirror:
             return
         try:
             _, n, data, _ = self.models.model_file(None, n, SCRIPT_FILE)
-            trained = int(self.repo.meta(n).get("examples_trained", 0))
+            meta = self.repo.meta(n)
+            trained = int(meta.get("examples_trained", 0))
+            onnx = (self.models.model_file(None, n, ONNX_FILE)[2]
+                    if ONNX_FILE in meta.get("sha256", {}) else None)
         except Exception as e:  # storage unreachable: try again at the next sync
             log.warning("cannot read checkpoint %d for redis: %s", n, e)
             return
-        self.publish(n, data, trained)
+        self.publish(n, data, trained, onnx)
 
     def status(self) -> dict:
         return {"checkpoint": self.checkpoint, "channel": self.bus.channel}

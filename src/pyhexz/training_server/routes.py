@@ -25,13 +25,15 @@ from werkzeug.wrappers import Response as BaseResponse
 from pyhexz import hexz_pb2 as pb
 from pyhexz.infra.httpauth import refuse_unauthorized
 from pyhexz.infra.httpbody import BadRequest, read_body
-from pyhexz.infra.storage import MODEL_FILE, SCRIPT_FILE, StorageError
+from pyhexz.infra.storage import MODEL_FILE, ONNX_FILE, SCRIPT_FILE, StorageError
 from pyhexz.training_server.metrics import CONTENT_TYPE, ServerMetrics
 from pyhexz.training_server.service import TrainingService
 
 log = logging.getLogger(__name__)
 
 PROTO = "application/x-protobuf"
+# The files of a checkpoint that GET /models/... serves (?file=; the TorchScript by default).
+SERVED_FILES = (SCRIPT_FILE, MODEL_FILE, ONNX_FILE)
 _PROTO_TYPES = {"", PROTO, "application/protobuf", "application/octet-stream",
                 "application/vnd.google.protobuf"}
 EXAMPLES_PATH = "/training/examples"
@@ -132,8 +134,8 @@ def add_examples() -> Response:
 
 def _send_model(name: str | None, n: int | None) -> Response:
     file = request.args.get("file", SCRIPT_FILE)
-    if file not in (SCRIPT_FILE, MODEL_FILE):
-        return error(400, f"file must be {SCRIPT_FILE} or {MODEL_FILE}, got {file!r}")
+    if file not in SERVED_FILES:
+        return error(400, f"file must be one of {', '.join(SERVED_FILES)}, got {file!r}")
     try:
         name, n, data, digest = _service().model_file(name, n, file)
     except ValueError as e:

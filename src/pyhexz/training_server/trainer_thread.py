@@ -25,7 +25,13 @@ from google.protobuf.message import DecodeError
 from pyhexz.game.examples import InvalidExampleError
 from pyhexz.infra.http import Backoff
 from pyhexz.infra.httpbody import BadRequest
-from pyhexz.infra.storage import MODEL_FILE, SCRIPT_FILE, CheckpointExistsError, CheckpointRepo
+from pyhexz.infra.storage import (
+    MODEL_FILE,
+    ONNX_FILE,
+    SCRIPT_FILE,
+    CheckpointExistsError,
+    CheckpointRepo,
+)
 from pyhexz.train.trainer import NonFiniteError, Trainer
 from pyhexz.training_server.config import ServerConfig
 from pyhexz.training_server.ingestion import ExampleLedger, decode_payload, game_key, game_name
@@ -284,9 +290,11 @@ class TrainerThread:
 
     def _on_published(self, n: int, files: dict, meta: dict) -> None:
         """Trainer hook: checkpoint n is in storage. Serve it, then copy it to Redis."""
-        for file in (SCRIPT_FILE, MODEL_FILE):  # their SHA-256s are in meta already
-            self.models.remember(self.config.model_name, n, file, files[file],
-                                 meta["sha256"][file])
+        for file in (SCRIPT_FILE, MODEL_FILE, ONNX_FILE):  # their SHA-256s are in meta already
+            if file in files:
+                self.models.remember(self.config.model_name, n, file, files[file],
+                                     meta["sha256"][file])
         self.latest = n
         if self.mirror is not None:
-            self.mirror.publish(n, files[SCRIPT_FILE], int(meta.get("examples_trained", 0)))
+            self.mirror.publish(n, files[SCRIPT_FILE], int(meta.get("examples_trained", 0)),
+                                files.get(ONNX_FILE))
