@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 
 import benchlib  # noqa: E402,F401  (puts src/ on the path)
 
@@ -34,15 +33,6 @@ def fx_int8(net, boards, masks):
         backend = TorchBackend(convert_fx(prepared), torch.device("cpu"))
     backend.name = "fx-int8"
     return backend
-
-
-def per_call(backend, boards, masks, seconds: float) -> float:
-    backend(boards, masks)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        backend(boards, masks)
-        n += 1
-    return (time.perf_counter() - t0) / n
 
 
 def main() -> None:
@@ -82,7 +72,7 @@ def main() -> None:
             for size in a.batches:
                 for name, be in backends.items():
                     times.setdefault((name, size), []).append(
-                        per_call(be, boards[:size], masks[:size], a.seconds))
+                        benchlib.per_call(be, boards[:size], masks[:size], seconds=a.seconds))
         for name, be in backends.items():
             cells = []
             for size in a.batches:

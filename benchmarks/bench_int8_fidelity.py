@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import benchlib  # noqa: E402,F401  (puts src/ on the path)
 
@@ -50,15 +49,6 @@ def test_positions(n: int):
     enc = [b.encode() for _, b in zip(range(n), random_positions(starts, plies, rng),
                                       strict=False)]
     return np.stack([e[0] for e in enc]), np.stack([e[1] for e in enc])
-
-
-def per_call(backend, boards, masks, seconds: float) -> float:
-    backend(boards, masks)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        backend(boards, masks)
-        n += 1
-    return (time.perf_counter() - t0) / n
 
 
 def main() -> None:
@@ -107,7 +97,7 @@ def main() -> None:
     b32, m32 = boards[:32], masks[:32]
     for _ in range(a.repeats):
         for name, backend in backends.items():
-            times[name].append(per_call(backend, b32, m32, a.seconds))
+            times[name].append(benchlib.per_call(backend, b32, m32, seconds=a.seconds))
     base = statistics.median(times["fp32"])
     print(f"# int8 fidelity: {path}, {a.positions} positions, batch-32 time vs fp32 (onnx) "
           f"{base * 1e3:.2f} ms")

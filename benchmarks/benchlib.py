@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 # Run from a checkout without installing: the compiled modules sit next to their sources.
@@ -75,3 +76,13 @@ def pin_to_one_core() -> str:
             return f"pinned to CPU {cpu} (CPU 0 not allowed)"
         except OSError as e:
             return f"not pinned: {e}"
+
+
+def per_call(fn, *args, seconds: float) -> float:
+    """Seconds per call of ``fn(*args)``, calling it for ``seconds`` after one warm-up call."""
+    fn(*args)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        fn(*args)
+        n += 1
+    return (time.perf_counter() - t0) / n
