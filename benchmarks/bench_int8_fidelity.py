@@ -23,12 +23,12 @@ def variants():
     """name -> keyword arguments of onnxfile.quantize_int8."""
     from onnxruntime.quantization import CalibrationMethod
 
-    from pyhexz.nn.onnxfile import POLICY_HEAD, VALUE_HEAD
-    # product: what the int8 backend does (the value head in fp32).
+    from pyhexz.nn.onnxfile import VALUE_HEAD
+    # product: what the int8 backend does (both heads in fp32).
     return {
         "product": {},
         "all-int8": {"fp32_prefixes": ()},
-        "heads-fp32": {"fp32_prefixes": (POLICY_HEAD, VALUE_HEAD)},
+        "value-head-fp32": {"fp32_prefixes": (VALUE_HEAD,)},
         "all-int8+reduce-range": {"fp32_prefixes": (), "reduce_range": True},
         "all-int8+percentile": {"fp32_prefixes": (), "method": CalibrationMethod.Percentile},
         "product+percentile": {"method": CalibrationMethod.Percentile},

@@ -35,7 +35,9 @@ def _part(model: str, runs: int, fp32: str, indices: list[int], q) -> None:
                         max_games=games)
     ref = NeuralPlayer(Predictor.from_path(path, backend=fp32), runs, name=f"fp32 ({fp32})",
                        max_games=games)
-    assert int8.predictor.backend.name == "int8", "int8 did not build (see the log)"
+    if int8.predictor.backend.name != "int8":
+        q.put("int8 did not build (see the log)")
+        return
     r = play_match(int8, ref, [openings[i] for i in indices])
     q.put(r.outcomes)
 
@@ -66,6 +68,8 @@ def main() -> None:
         results = [q.get() for _ in procs]
         for p in procs:
             p.join()
+        if any(isinstance(r, str) for r in results):
+            raise SystemExit(next(r for r in results if isinstance(r, str)))
         outcomes = [x for r in results for x in r]   # opening by opening: pairs stay together
         pooled += outcomes
         res = summarize("int8", f"fp32 ({a.fp32})", outcomes, time.monotonic() - t0,

@@ -87,9 +87,9 @@ def test_int8_is_close_and_keeps_illegal_moves_at_zero(positions) -> None:
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_int8_leaves_the_value_head_in_fp32() -> None:
-    """The value is what the search backs up: its head is not quantized (FP32_PREFIXES),
-    the tower and the policy head are."""
+def test_int8_leaves_the_heads_in_fp32() -> None:
+    """The heads, which the search reads directly, are not quantized (FP32_PREFIXES); the
+    tower, nearly all of the work, is."""
     import onnx
 
     from pyhexz.nn.onnxfile import POLICY_HEAD, VALUE_HEAD, export_onnx, quantize_int8
@@ -101,8 +101,8 @@ def test_int8_leaves_the_value_head_in_fp32() -> None:
         return [n.name for n in graph.node if n.name.startswith(prefix)
                 and n.op_type in ("Conv", "Gemm") and n.input[1] in quantized]
 
-    assert reads_quantized(VALUE_HEAD) == []
-    assert reads_quantized(POLICY_HEAD) and reads_quantized("/tower/")
+    assert reads_quantized(VALUE_HEAD) == reads_quantized(POLICY_HEAD) == []
+    assert reads_quantized("/tower/") and reads_quantized("/stem/")
 
 
 def test_hexz_torchscript_model_runs_on_onnx(fixtures_dir, positions) -> None:

@@ -47,7 +47,9 @@ INT8_IN_AUTO = False
 # Largest difference from torch (probabilities and values) that a backend may show on the
 # calibration positions: fp32 backends differ only by summation order; int8 by quantization,
 # and a larger error than this means the quantization broke the network.
-TOLERANCE = {"onnx": 1e-4, "int8": 0.1}
+# int8: the shipped model's largest value error over 1024 positions is 0.15 (mean 0.015;
+# BENCHMARKS.md, "int8 fidelity"); a broken quantization is off by far more.
+TOLERANCE = {"onnx": 1e-4, "int8": 0.25}
 CALIBRATION_POSITIONS = 256
 
 
