@@ -301,3 +301,17 @@ def test_package_ships_no_untrained_model() -> None:
     assert complete, f"{m.name} ships without a complete strength match"
     assert all(r["score"] > 0.5 for r in complete), f"{m.name} loses a match of its table"
     assert os.path.getsize(m.dir / MODEL_FILE) <= 20 * 2**20
+
+
+def test_the_players_of_default_use_its_model_onnx(run, root, monkeypatch) -> None:
+    """`default` as a player (arena, benchmarks) runs the shipped model.onnx, checked against
+    the shipped meta.json, instead of converting the network again."""
+    pytest.importorskip("onnxruntime")
+    from pyhexz.nn import Predictor, onnxfile
+    ship(run, root, n=2)
+
+    def no_export(_model):
+        raise AssertionError("converted although the shipped model has model.onnx")
+    monkeypatch.setattr(onnxfile, "export_onnx", no_export)
+    predictor = Predictor.from_path(resolve_model_path("default"), backend="onnx")
+    assert predictor.backend.name == "onnx"

@@ -81,15 +81,20 @@ def opset_of(data: bytes) -> int:
 
 
 def onnx_beside(model_file: str | os.PathLike[str]) -> bytes | None:
-    """The model.onnx of the published checkpoint that ``model_file`` belongs to, when its
-    meta.json lists it and its SHA-256 matches; None otherwise. A model.onnx that is there
-    but does not match is ignored with one log line (the network is converted instead)."""
+    """The model.onnx of the published checkpoint (or shipped model) that ``model_file``
+    belongs to, when its meta.json lists it and its SHA-256 matches; None otherwise. A
+    model.onnx that is there but does not match is ignored with one log line (the network is
+    converted instead)."""
     folder = Path(model_file).parent
     path = folder / ONNX_FILE
     if not path.is_file():
         return None
     try:
-        want = json.loads((folder / META_FILE).read_text())["sha256"][ONNX_FILE]
+        meta = json.loads((folder / META_FILE).read_text())
+        # A published checkpoint lists {"sha256": {file: hex}}, a shipped model (nn/shipped.py)
+        # {"files": {file: {"sha256": hex, ...}}}.
+        want = (meta["files"][ONNX_FILE]["sha256"] if "files" in meta
+                else meta["sha256"][ONNX_FILE])
     except (OSError, ValueError, KeyError, TypeError):
         log.warning("onnx file ignored path=%s reason='not listed in %s'", path, META_FILE)
         return None
