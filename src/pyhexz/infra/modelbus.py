@@ -88,13 +88,11 @@ class ModelBus:
         """
         digest = sha256(data)
         key = self.checkpoint_key(n)
-        fields: dict[str, bytes | str | int] = {
-            "data": data, "sha256": digest, "created": f"{time.time():.3f}",
-            "examples_trained": int(examples_trained)}
-        if onnx is not None:
-            fields.update(onnx=onnx, onnx_sha256=sha256(onnx))
         with self.redis.pipeline(transaction=True) as p:
-            p.hset(key, mapping=fields)
+            p.hset(key, mapping={"data": data, "sha256": digest, "created": f"{time.time():.3f}",
+                                 "examples_trained": int(examples_trained)})
+            if onnx is not None:
+                p.hset(key, mapping={"onnx": onnx, "onnx_sha256": sha256(onnx)})
             p.persist(key)
             previous = self.redis.get(self.latest_key)
             if previous is not None and int(previous) != int(n):
@@ -129,8 +127,10 @@ class ModelBus:
             raise ModelIntegrityError(
                 f"{key}: SHA-256 of the model bytes is {sha256(data)[:16]}..., "
                 f"expected {text[:16]}...; refusing the corrupt model")
-        if onnx is not None and (not isinstance(onnx_digest, bytes)
-                                 or sha256(onnx) != onnx_digest.decode("ascii", "replace")):
+        if not isinstance(onnx, bytes):
+            onnx = None
+        elif (not isinstance(onnx_digest, bytes)
+              or sha256(onnx) != onnx_digest.decode("ascii", "replace")):
             log.warning("onnx bytes ignored key=%s reason='SHA-256 mismatch'", key)
             onnx = None
         return BusModel(self.name, int(n), data, text, onnx)
