@@ -148,6 +148,10 @@ class Worker:
             "--server-url", f"http://127.0.0.1:{SERVER_PORT}",
             "--redis-url", f"redis://127.0.0.1:{REDIS_PORT}/0", "--model-name", NAME,
             "--runs-per-move", "8", "--parallel-games", "4", "--progress-seconds", "5",
+            # The scenario's timing (a checkpoint every ~30 games, Server.start) is set for
+            # fp32 self-play: int8, 2-3x faster, makes checkpoints come faster than a game
+            # waits behind the 200 ms link, and the ages it checks would measure that instead.
+            "--backend", "onnx",
             "--grace-seconds", "8", "--seed", str(i)], self.log)
 
     def text(self) -> str:
@@ -172,15 +176,17 @@ class Server:
         self.redis: subprocess.Popen | None = None
 
     def start(self) -> None:
-        # A checkpoint every ~30 games: a worker's game waits in its upload buffer (held at
+        # A checkpoint every ~120 games: a worker's game waits in its upload buffer (held at
         # the back-pressure limit behind the 200 ms link) for well under the server's
         # max-model-age of 5 checkpoints, while a worker that stopped following models for
-        # the 45 s Redis outage would fall further behind than that and lose games.
+        # the 45 s Redis outage would fall further behind than that and lose games. (At ~30
+        # games, an idle AVX-512 machine trained a checkpoint every 0.6 s, faster than a game
+        # crossed the slow link's buffer: every game of worker 0 arrived too old.)
         self.proc = self.lab.start(self.ns, [
             sys.executable, "-m", "pyhexz", "server", "--host", "0.0.0.0",
             "--port", str(SERVER_PORT)], self.log, {
             "HEXZ_MODEL_NAME": NAME, "HEXZ_STORAGE": str(self.store),
-            "HEXZ_REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0", "HEXZ_MINIBATCH_SIZE": "2400",
+            "HEXZ_REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0", "HEXZ_MINIBATCH_SIZE": "9600",
             "HEXZ_BLOCKS": "1", "HEXZ_FILTERS": "8", "HEXZ_BATCH_SIZE": "64",
             "HEXZ_SAMPLES_PER_EXAMPLE": "1", "HEXZ_MAX_PENDING": "40000",
             "HEXZ_EVAL_OPENINGS": "0", "HEXZ_WAL_SEGMENT_BYTES": str(1 << 20)})
