@@ -131,10 +131,12 @@ def test_worker_with_a_refused_token_says_so_and_stops(tmp_path: Path) -> None:
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_selfplay_stops_at_once_when_a_process_dies(tmp_path: Path) -> None:
     """A self-play process killed under it (out of memory, a signal) ends `selfplay` at once
-    with one line and status 1; the other process does not play on to the budget."""
+    with one line and status 1; the other process does not play on to the budget. One run per
+    move, so that the live process's games arrive several a second: the death must not hide
+    behind them (it did: it was looked for only when the queue was quiet for 1 s)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "pyhexz", "--log-level", "WARNING", "selfplay", "--output-dir",
-         "out", "--num-workers", "2", "--max-seconds", "3600", "--runs-per-move", "8"],
+         "out", "--num-workers", "2", "--max-seconds", "3600", "--runs-per-move", "1"],
         cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, start_new_session=True)
     try:

@@ -368,6 +368,7 @@ def cmd_selfplay(a: argparse.Namespace) -> int:
             games += 1
             examples += item[1]
 
+    died_seen: float | None = None   # when a process was first seen dead without a word
     try:
         while done < len(procs) and failed is None:
             try:
@@ -376,18 +377,19 @@ def cmd_selfplay(a: argparse.Namespace) -> int:
                 item = None   # torn: a process died while it sent (it is found below)
             except queue.Empty:
                 item = None
-                died = [i for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
-                if died:
-                    # Its last words may still be on their way; else it was killed (a signal,
-                    # out of memory) without one.
-                    try:
-                        item = progress.get(timeout=5)
-                    except queue.Empty:
-                        failed = (f"self-play process {died[0]} exited with status "
-                                  f"{procs[died[0]].exitcode}")
-                elif not any(p.is_alive() for p in procs):
-                    break
             take(item)
+            # Checked on every item, not only when the queue is quiet: the live processes'
+            # games can arrive faster than once a second and would hide a death forever.
+            died = [i for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
+            if died and failed is None:
+                died_seen = died_seen or time.monotonic()
+                if time.monotonic() - died_seen >= 5:
+                    # Its last words ("failed") had 5 s to arrive; else it was killed (a
+                    # signal, out of memory) without one.
+                    failed = (f"self-play process {died[0]} exited with status "
+                              f"{procs[died[0]].exitcode}")
+            elif item is None and not any(p.is_alive() for p in procs):
+                break
             if end is not None and time.monotonic() >= end + SELFPLAY_OVERRUN_SECONDS:
                 overran = True
                 break
