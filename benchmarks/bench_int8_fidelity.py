@@ -1,6 +1,6 @@
 """How exact is int8, per way of quantizing? Variants of onnxruntime's static quantization
 of one checkpoint, each compared with fp32 (onnxruntime) on real positions it was not
-calibrated on, and timed at batch 32.
+calibrated on (calibration_positions with another seed), and timed at batch 32.
 
     python benchmarks/bench_int8_fidelity.py --model PATH [--positions 1024]
         [--variants product all-int8 ...]
@@ -35,22 +35,6 @@ def variants():
     }
 
 
-def test_positions(n: int):
-    """n real positions from another seed than the calibration's."""
-    import random
-
-    import numpy as np
-
-    from pyhexz.train.arena import load_openings, random_positions
-    rng = random.Random(2026)
-    openings = load_openings()
-    starts = (openings[rng.randrange(len(openings))] for _ in range(10 * n))
-    plies = (rng.randint(0, 90) for _ in range(10 * n))
-    enc = [b.encode() for _, b in zip(range(n), random_positions(starts, plies, rng),
-                                      strict=False)]
-    return np.stack([e[0] for e in enc]), np.stack([e[1] for e in enc])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="checkpoint, TorchScript file or directory")
@@ -78,7 +62,7 @@ def main() -> None:
     fp32_bytes = export_onnx(net)
     cpu = torch.device("cpu")
     fp32 = OnnxBackend(fp32_bytes, cpu)
-    boards, masks = test_positions(a.positions)
+    boards, masks = calibration_positions(a.positions, seed=2026)   # unseen positions
     want_p, want_v = fp32(boards, masks)
     calib = calibration_positions()
     table = variants()

@@ -147,13 +147,15 @@ class OnnxBackend:
 
 
 @functools.cache
-def calibration_positions(n: int = CALIBRATION_POSITIONS) -> tuple[np.ndarray, np.ndarray]:
+def calibration_positions(n: int = CALIBRATION_POSITIONS, seed: int = 14
+                          ) -> tuple[np.ndarray, np.ndarray]:
     """(boards, masks) of ``n`` real positions: the fixture openings after 0-80 random plies,
-    the spread of a game's stages. Fixed seeds: every process calibrates on the same ones."""
+    the spread of a game's stages. Fixed seeds: every process calibrates on the same ones
+    (another ``seed``: positions the calibration never saw, for measuring it)."""
     import random
 
     from pyhexz.train.arena import load_openings, random_positions
-    rng = random.Random(14)
+    rng = random.Random(seed)
     openings = load_openings()
     plies = (rng.randint(0, 80) for _ in range(10 * n))
     starts = (openings[i % len(openings)] for i in range(10 * n))

@@ -7,7 +7,14 @@ import collections
 import threading
 from collections.abc import Callable
 
-from pyhexz.infra.storage import SCRIPT_FILE, CheckpointRepo, Storage, sha256, validate_model_name
+from pyhexz.infra.storage import (
+    META_FILE,
+    SCRIPT_FILE,
+    CheckpointRepo,
+    Storage,
+    sha256,
+    validate_model_name,
+)
 
 CACHED_FILES = 6
 
@@ -54,13 +61,14 @@ class ModelFiles:
         if hit is None:
             repo = self.repo if name == own else CheckpointRepo(self.storage, name)
             try:
-                repo.meta(n)
-            except FileNotFoundError:
-                raise FileNotFoundError(f"model {name} has no checkpoint {n}") from None
-            try:
                 data = repo.read_verified(n, file)
-            except FileNotFoundError:   # model.onnx: made only where the `onnx` extra is
-                raise FileNotFoundError(f"checkpoint {n} of model {name} has no {file}") from None
+            except FileNotFoundError:
+                # No checkpoint, or one without this file (model.onnx needs the `onnx` extra):
+                # the meta is read again only to say which.
+                what = (f"checkpoint {n} of model {name} has no {file}"
+                        if repo.storage.exists(repo.key(n, META_FILE))
+                        else f"model {name} has no checkpoint {n}")
+                raise FileNotFoundError(what) from None
             hit = (data, sha256(data))
             with self._lock:
                 self._put(key, hit)
