@@ -89,7 +89,8 @@ ALTERNATIVES = frozenset({"gumbel"})
 LEARN3: dict[str, Feature] = {
     "augment": Feature({"HEXZ_NO_AUGMENT": "0"}, {"HEXZ_NO_AUGMENT": "1"}),
     "temperature-drop": Feature({"HEXZ_SAMPLE_PLIES": "20"}, {"HEXZ_SAMPLE_PLIES": "all"}),
-    "samples-8": Feature({"HEXZ_SAMPLES_PER_EXAMPLE": "8"}, {"HEXZ_SAMPLES_PER_EXAMPLE": "1"}),
+    # 2 samples per new example (the default since flagz-v1); off: learn3's 8
+    "samples-2": Feature({"HEXZ_SAMPLES_PER_EXAMPLE": "2"}, {"HEXZ_SAMPLES_PER_EXAMPLE": "8"}),
     "lr-1e-3": Feature({"HEXZ_LEARNING_RATE": "1e-3"}, {"HEXZ_LEARNING_RATE": "1e-4"}),
 }
 BASES = ("defaults", "all")

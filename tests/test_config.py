@@ -184,7 +184,7 @@ def test_per_command_defaults() -> None:
     assert (t.search.runs_per_move, t.search.sample_plies, t.dir, t.name) == \
         (100, 20, Path("runs/local"), "local")
     assert (t.train.trigger_examples, t.train.replay_window, t.train.samples_per_example,
-            t.train.learning_rate, t.train.seed) == (4096, 100_000, 8.0, 1e-3, 0)
+            t.train.learning_rate, t.train.seed) == (4096, 100_000, 2.0, 1e-3, 0)
     # Issue 17: the best two-core run's network (3 x 32) and one self-play process per core;
     # 8 games at once at first.
     assert (t.train.blocks, t.train.filters) == (3, 32)

@@ -89,13 +89,15 @@ class LocalConfig:
     """The settings of `pyhexz train` (its flags and HEXZ_* variables, infra/config.py)."""
 
     dir: Path = setting(Path("runs/local"), "where checkpoints and games live")
-    # The settings of the best run on two cores (BENCHMARKS.md, learn3): a 3 x 32 network, 100
-    # simulations a move, greedy after ply 20, and (num_workers) one self-play process a core.
+    # The settings of the best runs on two cores (BENCHMARKS.md, learn3 and flagz-v1): a 3 x 32
+    # network, 100 simulations a move, greedy after ply 20, (num_workers) one self-play process
+    # a core, and 2 samples trained per new example (the 25-minute ablation: 1 scored 0.73
+    # against 8's 0.49; flagz-v1, at 2, kept climbing to 0.92 against rollout:2000).
     search: SearchConfig = field(
         default_factory=lambda: SearchConfig(runs_per_move=100, sample_plies=20))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         blocks=3, filters=32, trigger_examples=4096, replay_window=100_000,
-        samples_per_example=8.0, learning_rate=1e-3))
+        samples_per_example=2.0, learning_rate=1e-3))
     name: str = setting("local", "model name (a plain name)", flag="--model-name")
     init: str | None = setting(
         None, "start a new run from this model instead of random weights: 'default' (the "
