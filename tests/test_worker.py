@@ -61,15 +61,16 @@ def accepted(checkpoint: int = 0, name: str = "m") -> pb.AddTrainingExamplesResp
         status=Status.ACCEPTED, latest_model=pb.ModelKey(name=name, checkpoint=checkpoint))
 
 
-def game(game_id: str, n: int = 3) -> pb.AddTrainingExamplesRequest:
+def game(game_id: str, n: int = 3, checkpoint: int = 0) -> pb.AddTrainingExamplesRequest:
     import numpy as np
 
     from pyhexz.game.board import Board
     board = Board.new(1)
     planes, mask = board.encode()
     visits = mask.reshape(-1).astype(np.float32)
+    key = pb.ModelKey(name="m", checkpoint=checkpoint)
     examples = [make_example(planes, mask, visits, turn=board.turn, move=(0, 0, 5), move_number=i,
-                             model_key=pb.ModelKey(name="m", checkpoint=0)) for i in range(n)]
+                             model_key=key) for i in range(n)]
     return pb.AddTrainingExamplesRequest(examples=examples, execution_id="test", game_id=game_id)
 
 
@@ -94,15 +95,17 @@ def test_backoff_is_full_jitter_under_an_exponential_cap():
 # --- uploads ---------------------------------------------------------------------------------
 
 def upload_through(answers: list, game_ids: list[str], accepted_games: int, token: str = "",
-                   hints: list | None = None) -> tuple[ScriptedServer, Uploader]:
-    """Sends the games to a server answering `answers`, until `accepted_games` are accepted."""
+                   hints: list | None = None, checkpoints: dict[str, int] | None = None,
+                   ) -> tuple[ScriptedServer, Uploader]:
+    """Sends the games (played with model m:0, or as `checkpoints` says) to a server answering
+    `answers`, until `accepted_games` are accepted."""
     server = ScriptedServer(answers)
     on_model = (lambda key, force: hints.append((key.checkpoint, force))) if hints is not None \
         else (lambda key, force: None)
     with serve_app(server.app) as url:
         up = Uploader(ServerClient(url, token), on_model=on_model, backoff=FAST).start()
         for g in game_ids:
-            assert up.put(game(g))
+            assert up.put(game(g, checkpoint=(checkpoints or {}).get(g, 0)))
         wait_for(lambda: up.stats.games == accepted_games, what=f"{accepted_games} accepted games")
         assert up.close(1.0) == 0
     return server, up
@@ -133,11 +136,31 @@ def test_wrong_model_drops_the_game_and_forces_a_switch(caplog):
     hints: list = []
     with caplog.at_level(logging.INFO, "pyhexz"):
         server, up = upload_through([(200, wrong), (200, accepted(7))], ["old", "new"], 1,
-                                    hints=hints)
+                                    hints=hints, checkpoints={"new": 7})
     assert [r.game_id for r, _ in server.received] == ["old", "new"]
     assert (up.stats.wrong_model, up.stats.retries) == (1, 0)
     assert hints == [(7, True), (7, False)]
     assert "reason=wrong_model" in caplog.text and "game dropped" in caplog.text
+
+
+def test_a_game_too_old_drops_the_buffered_games_as_old_unsent_and_halves_the_buffer(caplog):
+    """A slow link's buffer outlasted the server's model window: the games behind the refused
+    one that are no newer would be refused too, so they are not sent; the buffer halves and
+    grows back by one per accepted game."""
+    wrong = pb.AddTrainingExamplesResponse(status=Status.REJECTED_WRONG_MODEL,
+                                           latest_model=pb.ModelKey(name="m", checkpoint=7))
+    server = ScriptedServer([(200, wrong)])
+    with serve_app(server.app) as url, caplog.at_level(logging.INFO, "pyhexz"):
+        up = Uploader(ServerClient(url), buffer_games=8, backoff=FAST)
+        for g, ckpt in [("a", 1), ("b", 1), ("c", 0), ("d", 5), ("e", 2)]:
+            assert up.put(game(g, checkpoint=ckpt))   # all five buffered before the first send
+        up.start()
+        wait_for(lambda: up.stats.games == 2, what="the two newer games accepted")
+        assert up.close(1.0) == 0
+    assert [r.game_id for r, _ in server.received] == ["a", "d", "e"]
+    assert (up.stats.wrong_model, up.stats.lost) == (3, 0)
+    assert up.limit() == 5 // 2 + 2   # halved from the five waiting, then one per acceptance
+    assert "dropped=2 games played with models up to 1 unsent; buffer limit now 2" in caplog.text
 
 
 @pytest.mark.parametrize("code, body", [

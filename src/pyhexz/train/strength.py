@@ -225,6 +225,14 @@ def play(out: Path, plan: Plan, workers: int = 1, openings_path: Path | None = N
             try:
                 record = results.get(timeout=5)
             except queue.Empty:
+                # A worker killed under us (out of memory, a signal) took its chunk with it:
+                # the others would finish theirs and wait for tasks forever.
+                killed = [p for p in procs if p.exitcode not in (None, 0)]
+                if killed:
+                    raise RuntimeError(
+                        f"strength worker {killed[0].name} exited with status "
+                        f"{killed[0].exitcode}; what finished is kept, run again to resume") \
+                        from None
                 if not any(p.is_alive() for p in procs):
                     raise RuntimeError("every strength worker has exited; see the log above") \
                         from None

@@ -12,7 +12,9 @@ Retry policy (docs/worker.md):
     response
     REJECTED_AT_CAPACITY or HTTP 429       back off the same way, then retry the same game
     REJECTED_WRONG_MODEL                   drop the game (the server no longer takes examples
-                                           from its model) and switch to the model it names
+                                           from its model) and switch to the model it names;
+                                           a game too old: drop the buffered games no newer
+                                           too, unsent, and halve the buffer
     REJECTED_OTHER, any other 4xx          drop the game with a log line: resending the same
                                            bytes cannot help
     ACCEPTED                               done; the answer's latest model may start a switch
@@ -24,7 +26,9 @@ half the grace period (from the latency of recent accepted uploads, or the time 
 under way has taken, if longer) waits in self-play until there is room; while an upload is
 failing (server down, at capacity) that is one game. Self-play
 that outruns what the server takes is wasted work, and whatever sits in the buffer at SIGTERM
-must go out within the grace period. When the worker stops, the games still to come are taken
+must go out within the grace period. A buffer that drains slower than the server makes
+checkpoints would hold only stale games: each game refused as too old halves the buffer's
+limit, each accepted one adds one back. When the worker stops, the games still to come are taken
 regardless and everything is sent until a deadline: the signal's time plus the grace period.
 """
 
@@ -106,6 +110,11 @@ class Uploader:
         self._failing = False                 # the last attempt failed and is being retried
         self._attempt_started: float | None = None   # when the attempt under way began
         self._deadline: float | None = None   # set by close(): give up after this
+        # Halved when a game waited in the buffer until the server no longer took its model,
+        # one more per accepted game: a buffer that drains slower than the server makes
+        # checkpoints must be shorter, or every game in it goes stale (additive increase,
+        # multiplicative decrease, as TCP finds a link's window).
+        self._stale_cap = buffer_games
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
 
@@ -122,14 +131,14 @@ class Uploader:
     def limit(self) -> int:
         """How many games (buffered or in flight) self-play may have waiting for the server."""
         if self.grace_seconds is None:
-            return self.buffer_games
+            return self._stale_cap
         if self._failing or self._latency is None:
             return 1   # nothing is getting through, or nothing is known yet
         # An upload under way for longer than the recent ones took (a partition: no error
         # until its timeout) counts as what an upload takes now.
         now = 0.0 if self._attempt_started is None else time.monotonic() - self._attempt_started
         fits = int(0.5 * self.grace_seconds / max(self._latency, now, 1e-3))
-        return max(1, min(self.buffer_games, fits))
+        return max(1, min(self._stale_cap, fits))
 
     def put(self, request: pb.AddTrainingExamplesRequest,
             stopping: Callable[[], bool] = lambda: False) -> bool:
@@ -261,6 +270,8 @@ class Uploader:
             return _RETRY
         self.stats.games += 1
         self.stats.examples += game.examples
+        with self._cv:
+            self._stale_cap = min(self.buffer_games, self._stale_cap + 1)
         log.debug("upload accepted game=%s examples=%d", game.game_id, game.examples)
         if answer is not None and answer.HasField("latest_model"):
             self.on_model(answer.latest_model, False)
@@ -276,6 +287,8 @@ class Uploader:
                         game.game_id, game.examples, game.oldest_model,
                         latest.name, latest.checkpoint)
             if answer.HasField("latest_model"):
+                if game.oldest_model <= latest.checkpoint:
+                    self._drop_as_old_as(game, latest)
                 self.on_model(latest, True)
             return _DROP
         self.stats.rejected += 1
@@ -287,6 +300,29 @@ class Uploader:
             self.on_token_refused(f"POST examples: HTTP {http}: the server refused the auth "
                                   f"token (--auth-token, HEXZ_AUTH_TOKEN)")
         return _DROP
+
+
+    def _drop_as_old_as(self, refused: _Game, latest: pb.ModelKey) -> None:
+        """A game refused as too old: the buffered games played with a model no newer would be
+        refused too, each after an upload the link can ill afford; they go now, and the buffer
+        is halved."""
+        with self._cv:
+            backlog = len(self._games) + 1
+            stale = [g for g in self._games if g.oldest_model <= refused.oldest_model]
+            if stale:
+                self._games = collections.deque(
+                    g for g in self._games if g.oldest_model > refused.oldest_model)
+                self.stats.wrong_model += len(stale)
+            self._stale_cap = max(1, backlog // 2)
+            self._cv.notify_all()
+        for g in stale:   # each one's final answer, as if it had been sent and refused
+            log.warning("upload rejected game=%s examples=%d reason=wrong_model game_model=%d "
+                        "server_model=%s:%d; game dropped unsent (no newer than game %s)",
+                        g.game_id, g.examples, g.oldest_model, latest.name, latest.checkpoint,
+                        refused.game_id)
+        log.warning("upload buffer too long for the server's checkpoints: dropped=%d games "
+                    "played with models up to %d unsent; buffer limit now %d games",
+                    len(stale), refused.oldest_model, self._stale_cap)
 
 
 def _parse_answer(body: bytes) -> pb.AddTrainingExamplesResponse | None:
