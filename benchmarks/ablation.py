@@ -5,7 +5,7 @@ defaults, and how strong each one's checkpoints are against rollout:800.
     python benchmarks/ablation.py run --out runs/ablation --minutes 30 --ablate all
     # chosen variants: the defaults, the defaults plus the score head, all minus playout caps
     python benchmarks/ablation.py run --out runs/ablation --minutes 30 \
-        --variants defaults defaults+score all-playout-caps
+        --variants defaults defaults-score all+gumbel
     # the issue's targets for one run's last checkpoint
     python benchmarks/ablation.py target --dir runs/t30 --model-name local
 
@@ -29,7 +29,7 @@ A variant is a base (`defaults`: `pyhexz train` as it is; `all`: every change in
 but the ALTERNATIVES, which replace another change: `all+gumbel` swaps the Gumbel root in)
 with at most one change added (`+NAME`) or taken away (`-NAME`): a change of FEATURES (issue
 15's) or of LEARN3 (the settings of the earlier ablation, on by default). The changes are set
-through their HEXZ_* variables, which mean the same whichever way a default points (a switch's
+through their HEXZ_* variables (a switch on by default is named for switching it off, as its
 flag flips between --x and --no-x with its default). Adding one is one entry in FEATURES.
 """
 
@@ -67,7 +67,8 @@ FEATURES: dict[str, Feature] = {
     "score": Feature({"HEXZ_SCORE_WEIGHT": "0.5"}, {"HEXZ_SCORE_WEIGHT": "0"}),
     "window-growth": Feature({"HEXZ_REPLAY_WINDOW_START": "20000"},
                              {"HEXZ_REPLAY_WINDOW_START": "none"}),
-    "global-pooling": Feature({"HEXZ_GLOBAL_POOLING": "1"}, {"HEXZ_GLOBAL_POOLING": "0"}),
+    # on by default in `pyhexz train`, so its variable is named for switching it off
+    "global-pooling": Feature({"HEXZ_NO_GLOBAL_POOLING": "0"}, {"HEXZ_NO_GLOBAL_POOLING": "1"}),
     # The search half (search/mcts.pyx, search/driver.py, search/evalcache.pyx, solver.pyx):
     # first play urgency reduction below the root (KataGo's 0.2; 0 at the root, which has noise)
     "fpu": Feature({"HEXZ_FPU_REDUCTION": "0.2", "HEXZ_FPU_REDUCTION_ROOT": "0"},
@@ -137,10 +138,10 @@ def settings(variant: str) -> dict[str, str]:
 
 
 def ablation(base: str) -> list[str]:
-    """The base, then the base without each change it has (or with each it lacks)."""
-    if base == "all":
-        return [base] + [f"all{'+' if name in ALTERNATIVES else '-'}{name}" for name in wired()]
-    return [base] + [f"{base}+{name}" for name in wired()]
+    """The base, then the base without each change (with each alternative swapped in). Since
+    the KataGo changes won at equal time they are `pyhexz train`'s defaults, so both bases
+    hold every change but the alternatives."""
+    return [base] + [f"{base}{'+' if name in ALTERNATIVES else '-'}{name}" for name in wired()]
 
 
 def dir_name(variant: str) -> str:
@@ -336,7 +337,7 @@ def cmd_target(args: argparse.Namespace) -> None:
         "rollout:800": match(f"{model}:{args.runs}", "rollout:800", args.openings, work,
                              args.processes),
         "equal think time": match(f"{model}@{args.think:g}s", f"rollout@{args.think:g}s",
-                                  args.openings, work, args.processes),
+                                  args.think_openings or args.openings, work, args.processes),
     }
     print("\n| match | openings x 2 seats | W/D/L, score [95% CI, paired], Elo | target | met |")
     print("|---|---:|---|---:|---|")
@@ -363,7 +364,7 @@ def main() -> None:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--variants", nargs="+", help="BASE, BASE+CHANGE or BASE-CHANGE")
     which.add_argument("--ablate", choices=BASES, default="all",
-                       help="the base and the base minus (or, for defaults, plus) each change")
+                       help="the base and the base minus each change (alternatives swapped in)")
     p.add_argument("--opponents", nargs="+", default=["rollout:800"])
     p.add_argument("--games", type=int, default=32, help="openings (each from both seats)")
     p.add_argument("--runs", type=int, default=200, help="simulations a move in the matches")
@@ -378,6 +379,9 @@ def main() -> None:
     p.add_argument("--openings", type=int, default=128)
     p.add_argument("--runs", type=int, default=200)
     p.add_argument("--think", type=float, default=0.5, help="seconds a move, both players")
+    p.add_argument("--think-openings", type=int, default=None,
+                   help="openings of the equal-think-time match (default: --openings; its "
+                   "128 x 2 games at 0.5 s a move take about 80 core-minutes)")
     p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     p.add_argument("--curve-minutes", type=float, default=5, help="0: no learning curve")
     p.add_argument("--curve-games", type=int, default=32)

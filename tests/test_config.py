@@ -190,7 +190,19 @@ def test_per_command_defaults() -> None:
     assert (t.train.blocks, t.train.filters) == (3, 32)
     assert t.num_workers == len(os.sched_getaffinity(0)) and t.parallel_games == 32
     assert t.start_games == 8
+    # Issue 15: the KataGo changes won at equal time and are train's defaults (self-play's
+    # search and training only: the match and CPU players keep theirs, below).
+    tree = t.search.tree
+    assert (t.search.full_search_fraction, t.search.forced_playouts, t.search.gumbel) == \
+        (0.25, 2.0, 0)
+    assert (tree.fpu_reduction, tree.fpu_reduction_root, tree.eval_cache, tree.solver_moves) == \
+        (0.2, 0.0, 8192, 12)
+    assert (t.train.score_weight, t.train.replay_window_start, t.train.global_pooling) == \
+        (0.5, 20_000, True)
+    assert parse("train", "--no-global-pooling").config.train.global_pooling is False
     sp = parse("selfplay", "--output-dir", "x").config
+    assert (sp.search.full_search_fraction, sp.search.forced_playouts,
+            sp.search.tree.eval_cache) == (1.0, 0.0, 0)
     assert (sp.search.runs_per_move, sp.search.sample_plies, sp.num_workers, sp.seed) == \
         (800, None, 1, None)
     w = parse("worker", "--server-url", "u").config
@@ -210,23 +222,25 @@ def test_per_command_defaults() -> None:
 
 def test_learning_switches_are_flags_and_variables(monkeypatch) -> None:
     """The switches of the training changes (playout caps, score head, growing window, global
-    pooling): off by default, on by flag or by HEXZ_* variable (benchmarks/ablation.py sets
-    them by variable, which reads the same whichever way a default points)."""
-    off = parse("train").config
+    pooling): on in `train` by default (issue 15's ablation), off by flag or by HEXZ_*
+    variable (benchmarks/ablation.py sets them by variable). A switch whose default is on is
+    named for switching it off: --no-global-pooling, HEXZ_NO_GLOBAL_POOLING."""
+    on = parse("train").config
+    assert (on.search.full_search_fraction, on.search.cheap_runs, on.train.score_weight,
+            on.train.replay_window_start, on.train.global_pooling) == (0.25, 25, 0.5, 20000, True)
+    off = parse("train", "--full-search-fraction", "1", "--score-weight", "0",
+                "--replay-window-start", "none", "--no-global-pooling").config
     assert (off.search.full_search_fraction, off.search.cheap_runs_per_move,
             off.train.score_weight, off.train.replay_window_start,
             off.train.global_pooling) == (1.0, None, 0.0, None, False)
-    on = parse("train", "--full-search-fraction", "0.25", "--cheap-runs-per-move", "20",
-               "--score-weight", "0.5", "--replay-window-start", "20000",
-               "--global-pooling").config
-    assert (on.search.full_search_fraction, on.search.cheap_runs, on.train.score_weight,
-            on.train.replay_window_start, on.train.global_pooling) == (0.25, 20, 0.5, 20000, True)
     for name, value in (("HEXZ_FULL_SEARCH_FRACTION", "0.5"), ("HEXZ_SCORE_WEIGHT", "1"),
-                        ("HEXZ_REPLAY_WINDOW_START", "5000"), ("HEXZ_GLOBAL_POOLING", "1")):
+                        ("HEXZ_REPLAY_WINDOW_START", "5000"), ("HEXZ_NO_GLOBAL_POOLING", "1")):
         monkeypatch.setenv(name, value)
     env = parse("train").config
     assert (env.search.full_search_fraction, env.train.score_weight,
-            env.train.replay_window_start, env.train.global_pooling) == (0.5, 1.0, 5000, True)
+            env.train.replay_window_start, env.train.global_pooling) == (0.5, 1.0, 5000, False)
+    # The server's network is plain unless asked: there the switch is --global-pooling.
+    assert parse("server").config.train.global_pooling is False
     # The worker's self-play searches with the same settings.
     assert parse("worker", "--server-url", "u").config.search.full_search_fraction == 0.5
 
@@ -239,7 +253,7 @@ def test_search_options_are_flags_of_the_commands_that_search(monkeypatch) -> No
             "--solver-moves", "12", "--solver-budget", "999"]
     want = TreeConfig(fpu_reduction=0.2, fpu_reduction_root=0.1, eval_cache=512,
                       solver_moves=12, solver_budget=999)
-    t = parse("train", *tree, "--gumbel", "16").config
+    t = parse("train", *tree, "--gumbel", "16", "--forced-playouts", "0").config
     assert t.search.tree == want and t.search.gumbel == 16 and t.search.forced_playouts == 0
     assert parse("selfplay", "--output-dir", "x", *tree).config.search.tree == want
     assert parse("worker", "--server-url", "u", "--forced-playouts", "2").config.search \
@@ -250,9 +264,11 @@ def test_search_options_are_flags_of_the_commands_that_search(monkeypatch) -> No
         parse("arena", "a", "b", "--gumbel", "16")
     monkeypatch.setenv("HEXZ_EVAL_CACHE", "64")
     monkeypatch.setenv("HEXZ_GUMBEL", "8")
+    monkeypatch.setenv("HEXZ_FORCED_PLAYOUTS", "0")
     t = parse("train").config
     assert (t.search.tree.eval_cache, t.search.gumbel) == (64, 8)
-    assert parse("train").config.search.tree.solver_moves == 0, "off unless asked for"
+    assert parse("selfplay", "--output-dir", "x").config.search.tree.solver_moves == 0, \
+        "off unless asked for, but in train (the ablation's winners)"
 
 
 def test_cpu_server_port_defaults_to_cloud_runs(monkeypatch) -> None:
@@ -319,6 +335,7 @@ def test_the_2023_form_prints_the_full_help(capsys) -> None:
     (["train", "--runs-per-move", "10", "--cheap-runs-per-move", "20"], {},
      "cheap_runs_per_move (20) must not exceed runs_per_move (10)"),
     (["train", "--gumbel", "16", "--forced-playouts", "2"], {}, "exclude each other"),
+    (["train", "--gumbel", "16"], {}, "with --gumbel, pass --forced-playouts 0"),
     (["arena", "a", "b"], {"HEXZ_SOLVER_BUDGET": "0"}, "solver_budget must be >= 1"),
 ])
 def test_bad_values_are_one_line_and_exit_2(argv, env, message) -> None:

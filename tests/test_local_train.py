@@ -198,7 +198,7 @@ def test_train_with_the_learning_switches_on(tmp_path: Path) -> None:
     job = Job(d)
     r = run_train(d, log, "--parallel-games", "8", "--minibatch-size", "256", "--checkpoints",
                   "2", "--full-search-fraction", "0.5", "--cheap-runs-per-move", "2",
-                  "--score-weight", "1", "--replay-window-start", "300", "--global-pooling")
+                  "--score-weight", "1", "--replay-window-start", "300")
     assert r.returncode == 0, tail(log)
     assert job.repo.checkpoints() == [0, 1, 2], tail(log)
     check_consistency(job)
@@ -317,7 +317,10 @@ def test_ctrl_c_keeps_the_games_under_way_and_the_next_start_plays_them_on(
     d = tmp_path / "run"
     log = tmp_path / "train.log"
     job = Job(d)
-    args = ("--parallel-games", "4", "--start-games", "2", "--minibatch-size", "1000000")
+    # Every move recorded (no playout caps), so that a resumed game's file can be checked
+    # move by move from the first.
+    args = ("--parallel-games", "4", "--start-games", "2", "--minibatch-size", "1000000",
+            "--full-search-fraction", "1")
     proc = start_train(d, log, *args)
     try:
         wait_for("finished game", log, proc, job.games_in_incoming)

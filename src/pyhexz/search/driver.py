@@ -99,7 +99,8 @@ class SearchConfig:
                              f"runs_per_move ({self.runs_per_move})")
         if self.gumbel and self.forced_playouts:
             raise ValueError("--gumbel and --forced-playouts exclude each other: forced "
-                             "playouts steer the PUCT root, which the Gumbel root replaces")
+                             "playouts steer the PUCT root, which the Gumbel root replaces "
+                             "(with --gumbel, pass --forced-playouts 0)")
 
     @property
     def cheap_runs(self) -> int:

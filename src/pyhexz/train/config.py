@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyhexz.infra.config import above, at_least, backend_setting, check_settings, setting
-from pyhexz.search.driver import SearchConfig
+from pyhexz.search.driver import SearchConfig, TreeConfig
 
 
 def count_or_none(text: str) -> int | None:
@@ -92,12 +92,19 @@ class LocalConfig:
     # The settings of the best runs on two cores (BENCHMARKS.md, learn3 and flagz-v1): a 3 x 32
     # network, 100 simulations a move, greedy after ply 20, (num_workers) one self-play process
     # a core, and 2 samples trained per new example (the 25-minute ablation: 1 scored 0.73
-    # against 8's 0.49; flagz-v1, at 2, kept climbing to 0.92 against rollout:2000).
-    search: SearchConfig = field(
-        default_factory=lambda: SearchConfig(runs_per_move=100, sample_plies=20))
+    # against 8's 0.49; flagz-v1, at 2, kept climbing to 0.92 against rollout:2000). And issue
+    # 15's changes, all on (KataGo's settings): at equal time on two cores they scored 0.68
+    # against rollout:800 after 30 minutes where the same run without them scored 0.38
+    # (BENCHMARKS.md, "Issue 15: the KataGo changes at equal time"). Self-play only: the
+    # players of arena and the CPU server keep their own defaults.
+    search: SearchConfig = field(default_factory=lambda: SearchConfig(
+        runs_per_move=100, sample_plies=20, full_search_fraction=0.25, forced_playouts=2.0,
+        tree=TreeConfig(fpu_reduction=0.2, fpu_reduction_root=0.0, eval_cache=8192,
+                        solver_moves=12)))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         blocks=3, filters=32, trigger_examples=4096, replay_window=100_000,
-        samples_per_example=2.0, learning_rate=1e-3))
+        samples_per_example=2.0, learning_rate=1e-3, score_weight=0.5,
+        replay_window_start=20_000, global_pooling=True))
     name: str = setting("local", "model name (a plain name)", flag="--model-name")
     init: str | None = setting(
         None, "start a new run from this model instead of random weights: 'default' (the "
