@@ -282,10 +282,7 @@ class Uploader:
         if answer is not None and answer.status == Status.REJECTED_WRONG_MODEL:
             self.stats.wrong_model += 1
             latest = answer.latest_model
-            log.warning("upload rejected game=%s examples=%d reason=wrong_model "
-                        "game_model=%d server_model=%s:%d; game dropped, switching model",
-                        game.game_id, game.examples, game.oldest_model,
-                        latest.name, latest.checkpoint)
+            _log_wrong_model(game, latest, "game dropped, switching model")
             if answer.HasField("latest_model"):
                 if game.oldest_model <= latest.checkpoint:
                     self._drop_as_old_as(game, latest)
@@ -301,7 +298,6 @@ class Uploader:
                                   f"token (--auth-token, HEXZ_AUTH_TOKEN)")
         return _DROP
 
-
     def _drop_as_old_as(self, refused: _Game, latest: pb.ModelKey) -> None:
         """A game refused as too old: the buffered games played with a model no newer would be
         refused too, each after an upload the link can ill afford; they go now, and the buffer
@@ -316,13 +312,18 @@ class Uploader:
             self._stale_cap = max(1, backlog // 2)
             self._cv.notify_all()
         for g in stale:   # each one's final answer, as if it had been sent and refused
-            log.warning("upload rejected game=%s examples=%d reason=wrong_model game_model=%d "
-                        "server_model=%s:%d; game dropped unsent (no newer than game %s)",
-                        g.game_id, g.examples, g.oldest_model, latest.name, latest.checkpoint,
-                        refused.game_id)
+            _log_wrong_model(g, latest, f"game dropped unsent (no newer than game "
+                                        f"{refused.game_id})")
         log.warning("upload buffer too long for the server's checkpoints: dropped=%d games "
                     "played with models up to %d unsent; buffer limit now %d games",
                     len(stale), refused.oldest_model, self._stale_cap)
+
+
+def _log_wrong_model(game: _Game, latest: pb.ModelKey, what: str) -> None:
+    """A game's final answer REJECTED_WRONG_MODEL, in the one format log readers count."""
+    log.warning("upload rejected game=%s examples=%d reason=wrong_model game_model=%d "
+                "server_model=%s:%d; %s", game.game_id, game.examples, game.oldest_model,
+                latest.name, latest.checkpoint, what)
 
 
 def _parse_answer(body: bytes) -> pb.AddTrainingExamplesResponse | None:
