@@ -105,6 +105,21 @@ def test_int8_leaves_the_heads_in_fp32() -> None:
     assert reads_quantized("/tower/") and reads_quantized("/stem/")
 
 
+def test_int8_of_a_global_pooling_network_logs_no_quantizer_warnings(caplog) -> None:
+    """onnxruntime's quantizer warns on the root logger about the rank-1 batch norm weights
+    beside global pooling (it quantizes them per tensor): 8 warning lines per model in every
+    self-play process of `train`, about nothing wrong. They are dropped; nothing else is."""
+    from pyhexz.nn.onnxfile import export_onnx, quantize_int8
+
+    torch.manual_seed(0)
+    net = HexzNet(2, 16, global_pooling=True).eval()
+    with caplog.at_level(logging.WARNING):
+        quantize_int8(export_onnx(net), *be.calibration_positions(32))
+        logging.getLogger().warning("another warning")
+    assert not [r for r in caplog.records if "out-of-range for weight" in r.getMessage()]
+    assert "another warning" in caplog.text
+
+
 def test_hexz_torchscript_model_runs_on_onnx(fixtures_dir, positions) -> None:
     from pyhexz.nn import load_model
     path = fixtures_dir / "hexz_conv2d_scriptmodule.pt"

@@ -14,12 +14,14 @@ HexzNet and a hexz TorchScript module, and needs the `onnx` package but not onnx
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -145,9 +147,31 @@ def quantize_int8(data: bytes, boards: np.ndarray, masks: np.ndarray, *,
         quant_pre_process(str(src), str(pre))
         exclude = [n.name for n in onnx.load(str(pre)).graph.node
                    if fp32_prefixes and n.name.startswith(fp32_prefixes)]
-        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        per_channel=True, reduce_range=reduce_range,
-                        calibrate_method=method or CalibrationMethod.MinMax,
-                        nodes_to_exclude=exclude)
+        with _quiet_rank1_warnings():
+            quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            per_channel=True, reduce_range=reduce_range,
+                            calibrate_method=method or CalibrationMethod.MinMax,
+                            nodes_to_exclude=exclude)
         return dst.read_bytes()
+
+
+class _DropRank1Warning(logging.Filter):
+    """onnxruntime's quantizer warns on the root logger, once per model and weight, that
+    axis 1 is out of range for a rank-1 weight (the batch norm beside global pooling, which
+    it cannot fold into a convolution) and quantizes that weight per tensor instead: expected
+    here, and 8 warning lines per hot-swapped model in every self-play process."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is out-of-range for weight" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_rank1_warnings() -> Iterator[None]:
+    root = logging.getLogger()
+    drop = _DropRank1Warning()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
