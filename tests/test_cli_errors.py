@@ -103,6 +103,20 @@ def test_cpu_server_with_a_corrupt_model_fails_before_gunicorn(tmp_path: Path,
     assert line.startswith("pyhexz cpu-server: error: cannot load model file"), line
 
 
+def test_the_2023_flask_command_with_a_corrupt_model_is_one_line(tmp_path: Path,
+                                                                 corrupt_model: Path) -> None:
+    """`flask --app pyhexz.server run` (the 2023 README's command) builds the app from HEXZ_*
+    variables: a model that cannot load is one ERROR line and exit status 3 (which also makes
+    gunicorn's arbiter stop rather than start the failing worker again), not Flask's traceback."""
+    pytest.importorskip("flask")
+    r = subprocess.run([sys.executable, "-m", "flask", "--app", "pyhexz.server", "run",
+                        "--port", "0"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=TIMEOUT, env=child_env(HEXZ_MODEL_PATH=str(corrupt_model)))
+    line = one_line_error(r, status=3)
+    assert "ERROR pyhexz.cpu.app" in line and "cpu player cannot start: cannot load model file" \
+        in line and "corrupt.pt" in line, line
+
+
 def test_worker_with_a_refused_token_says_so_and_stops(tmp_path: Path) -> None:
     """A wrong token is not a model that has not arrived yet: one ERROR line, exit at once."""
     pytest.importorskip("flask")

@@ -471,6 +471,22 @@ def root() -> BaseResponse:   # redirect() makes werkzeug's Response, not Flask'
     return redirect("/ui/play")
 
 
+# gunicorn's exit status for a worker that cannot boot: its arbiter then stops, instead of
+# starting the same failing worker again and again.
+WORKER_BOOT_ERROR = 3
+
+
+def _build_player_or_exit(cfg: CpuServerConfig) -> CpuPlayer:
+    """build_player, for the factory that `flask --app` and gunicorn call: a model path that
+    cannot be loaded (missing, corrupt, of another kind) is one error line and exit status 3,
+    not a traceback (`pyhexz cpu-server` checks the path before it starts gunicorn)."""
+    try:
+        return build_player(cfg)
+    except (ValueError, OSError) as e:   # ModelLoadError is a ValueError
+        log.error("cpu player cannot start: %s", e)
+        raise SystemExit(WORKER_BOOT_ERROR) from None
+
+
 def create_app(config: CpuServerConfig | None = None,
                player: CpuPlayer | None = None) -> Flask:
     """The Flask app (a gunicorn/flask factory). Without arguments it reads HEXZ_* variables
@@ -484,6 +500,7 @@ def create_app(config: CpuServerConfig | None = None,
         # keeps concurrent requests' wall times close to their think times.
         sys.setswitchinterval(0.001)
         config = CpuServerConfig.from_env()
+        player = player or _build_player_or_exit(config)
     cfg = config
     player = player or build_player(cfg)
     app = Flask("pyhexz.cpu")
