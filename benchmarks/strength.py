@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import benchlib
+from pyhexz.infra.config import BACKENDS
 
 
 def main() -> int:
@@ -50,6 +51,9 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                     help="processes, one core each (default: all cores)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--backend", default="auto", choices=BACKENDS,
+                    help="the neural players' inference backend, recorded per match in the "
+                         "plan (default: auto, as the CPU player serves)")
     ap.add_argument("--report", action="store_true", help="only print the table of OUT")
     ap.add_argument("--write-meta", type=Path, metavar="MODEL_DIR",
                     help="put the table into this shipped model's meta.json "
@@ -63,7 +67,8 @@ def main() -> int:
     setup_torch(1)
     try:
         if not a.report:
-            plan = strength.make_plan(a.model, a.previous, a.matches, a.openings, a.chunk)
+            plan = strength.make_plan(a.model, a.previous, a.matches, a.openings, a.chunk,
+                                      backend=a.backend)
             t0 = time.monotonic()
             played = strength.play(a.out, plan, a.workers, device=a.device)
             print(f"# played {played} chunks in {time.monotonic() - t0:.0f} s with "

@@ -540,6 +540,22 @@ def test_timed_players_think_for_their_time(checkpoint, capsys) -> None:
         make_player("no@where")
 
 
+def test_timed_neural_players_search_with_the_arenas_options(checkpoint) -> None:
+    """`MODEL@SECONDS` takes the search options (FPU reduction, cache, solver) as `MODEL:RUNS`
+    does; they were once dropped, so a match at equal think time searched without them."""
+    from pyhexz.search.driver import TreeConfig
+
+    path, _ = checkpoint
+    tree = TreeConfig(fpu_reduction=0.2, fpu_reduction_root=0.1, eval_cache=512,
+                      solver_moves=9)
+    for spec in (f"{path}@0.01s", f"{path}:3"):
+        p = make_player(spec, tree=tree)
+        mcts = p.searcher.mcts if hasattr(p, "searcher") else p.mcts
+        assert (mcts.fpu_reduction, mcts.fpu_reduction_root, mcts.eval_cache,
+                mcts.solver_moves) == pytest.approx((0.2, 0.1, 512, 9)), spec
+    assert make_player("rollout@0.01s", tree=tree).searcher.mcts.solver_moves == 0
+
+
 def test_arena_with_torchscript_and_directory_players(checkpoint, tmp_path: Path,
                                                       openings) -> None:
     path, _ = checkpoint

@@ -94,6 +94,24 @@ def test_results_of_another_model_are_refused(models, tmp_path) -> None:
         "budget-200", "budget-800", "time-1s"]
 
 
+def test_each_match_runs_on_the_backend_its_plan_records(models, tmp_path) -> None:
+    """The neural players run on the plan's backend (`auto` by default, as the CPU player
+    serves; at equal think time the backend is much of the strength), each result says which
+    ran, and a plan written before backends were recorded keeps torch, which it ran on."""
+    pytest.importorskip("onnxruntime")
+    new, _ = models
+    assert {m["backend"] for m in make_plan(new, None, None, 1, 1, QUICK).matches} == {"auto"}
+    plan = make_plan(new, None, ["budget", "time"], openings=1, chunk=1, matches=QUICK,
+                     backend="onnx")
+    assert [m["backend"] for m in plan.matches] == ["onnx", "onnx"]
+    old = make_plan(new, None, ["budget"], openings=1, chunk=1, matches=QUICK)
+    del old.matches[0]["backend"]
+    for out, p, want in ((tmp_path / "a", plan, ["onnx"]), (tmp_path / "b", old, ["torch"])):
+        play(out, p, workers=1)
+        assert [r["backends"] for r in read_results(out).values()] == [want] * len(p.matches)
+        assert [r["backends"] for r in table(out)["matches"]] == [want] * len(p.matches)
+
+
 def test_a_failing_match_stops_the_run_with_one_line(tmp_path, models) -> None:
     new, _ = models
     plan = make_plan(new, None, ["budget"], openings=1, chunk=1, matches=QUICK)

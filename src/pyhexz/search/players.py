@@ -172,8 +172,8 @@ def _think_time(spec: str) -> tuple[str, float] | None:
 def make_player(spec: str, *, device: str = "cpu", seed: int | None = None,
                 max_games: int = 64, tree: TreeConfig | None = None,
                 backend: str = "torch") -> Player:
-    """A player from its spec string (see the module docstring); a neural one searches with
-    the options of `tree`."""
+    """A player from its spec string (see the module docstring); a neural one, timed or not,
+    searches with the options of `tree` (the defaults of TreeConfig when None)."""
     if spec == "random":
         return RandomPlayer(seed)
     timed = _think_time(spec)
@@ -184,7 +184,9 @@ def make_player(spec: str, *, device: str = "cpu", seed: int | None = None,
         if base != "rollout":
             from pyhexz.nn import Predictor
             evaluate = Predictor.from_path(resolve_model_path(base), device, backend)
-        return TimedPlayer(seconds, evaluate, name=spec, seed=seed)
+        # Rollout MCTS has none of the neural search's options (FPU, cache, solver).
+        options = {} if evaluate is None else {"tree": tree}
+        return TimedPlayer(seconds, evaluate, name=spec, seed=seed, **options)
     if spec.startswith("rollout"):
         _, _, runs = spec.partition(":")
         return RolloutPlayer(int(runs or 800), seed=seed)

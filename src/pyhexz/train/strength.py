@@ -15,8 +15,13 @@ chunks of a few openings that worker processes take from a queue, one core each 
 player's think time is per core: run at most one worker per core). The parent appends each
 finished chunk to OUT/results.jsonl and fsyncs it; a rerun with the same OUT plays only the
 chunks that are missing, so a run can be stopped and continued, also on another machine with
-OUT copied along. OUT/plan.json pins the players and the SHA-256 of the models: results of
-another model cannot end up in this model's table.
+OUT copied along. OUT/plan.json pins the players, the SHA-256 of the models and each match's
+inference backend: results of another model cannot end up in this model's table.
+
+The neural players run on `auto` by default, the backend the CPU player serves with (int8 where
+it is exact enough): at equal think time the backend is a large part of the strength (about 4x
+the simulations of torch in a second, BENCHMARKS.md), so a timed match measures what a game
+server gets. Plans written before the backend was recorded ran torch, and keep it.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from pyhexz.train.arena import MatchResult, load_openings, play_match, summarize
 log = logging.getLogger(__name__)
 
 PLAN_FILE = "plan.json"
+# The backend of a match in a plan that does not name one (written before it was recorded).
+UNRECORDED_BACKEND = "torch"
 RESULTS_FILE = "results.jsonl"
 TABLE_FILE = "strength.json"
 
@@ -81,9 +88,10 @@ class Plan:
 
 
 def make_plan(model: str, previous: str | None, match_ids: list[str] | None, openings: int,
-              chunk: int, matches: tuple[Match, ...] = MATCHES) -> Plan:
+              chunk: int, matches: tuple[Match, ...] = MATCHES, backend: str = "auto") -> Plan:
     """The plan for `model` (a player spec's model: "default" or a path) over `matches`; the
-    `previous` match only with a previous model."""
+    `previous` match only with a previous model. `backend`: the neural players' inference
+    backend (nn/backends.py), recorded per match."""
     known = {m.id for m in matches}
     unknown = sorted(set(match_ids or []) - known)
     if unknown:
@@ -102,8 +110,8 @@ def make_plan(model: str, previous: str | None, match_ids: list[str] | None, ope
         return spec.format(model=model, previous=previous)
     return Plan(model, _model_sha256(model), previous,
                 _model_sha256(previous) if previous else None,
-                [dict(asdict(m), player1=fill(m.player1), player2=fill(m.player2))
-                 for m in chosen], openings, chunk)
+                [dict(asdict(m), player1=fill(m.player1), player2=fill(m.player2),
+                      backend=backend) for m in chosen], openings, chunk)
 
 
 def _model_sha256(spec: str) -> str:
@@ -163,8 +171,16 @@ def _chunk_seed(match_id: str, first: int) -> int:
     return zlib.crc32(match_id.encode()) + 1000 * first
 
 
-def _worker(tasks, results, players: dict[str, tuple[str, str]], openings_path: str | None,
-            device: str) -> None:
+def _backend_of(player: object) -> str | None:
+    """The inference backend a neural player runs on (None for rollout and random players):
+    what `auto` chose, or the fallback to torch if the asked one could not run."""
+    predictor = getattr(player, "predictor", None) or getattr(
+        getattr(player, "searcher", None), "evaluate", None)
+    return getattr(getattr(predictor, "backend", None), "name", None)
+
+
+def _worker(tasks, results, players: dict[str, tuple[str, str, str]],
+            openings_path: str | None, device: str) -> None:
     init_worker_process()
     boards = load_openings(Path(openings_path) if openings_path else None)
     while True:
@@ -174,14 +190,15 @@ def _worker(tasks, results, players: dict[str, tuple[str, str]], openings_path: 
         match_id, indices = task
         try:
             seed = _chunk_seed(match_id, indices[0])
-            spec1, spec2 = players[match_id]
+            spec1, spec2, backend = players[match_id]
             n = 2 * len(indices)
-            p1 = make_player(spec1, device=device, seed=seed, max_games=n)
-            p2 = make_player(spec2, device=device, seed=seed + 1, max_games=n)
+            p1 = make_player(spec1, device=device, seed=seed, max_games=n, backend=backend)
+            p2 = make_player(spec2, device=device, seed=seed + 1, max_games=n, backend=backend)
             t0 = time.perf_counter()
             r = play_match(p1, p2, [boards[i] for i in indices])
             record = {"match": match_id, "openings": list(indices), "outcomes": r.outcomes,
                       "seconds": round(time.perf_counter() - t0, 1)}
+            record["backends"] = sorted({b for b in map(_backend_of, (p1, p2)) if b})
             sims = [statistics.median(p.iterations) for p in (p1, p2)
                     if isinstance(p, TimedPlayer) and p.iterations]
             if sims:
@@ -212,7 +229,8 @@ def play(out: Path, plan: Plan, workers: int = 1, openings_path: Path | None = N
     n = max(1, min(workers, len(todo)))
     for _ in range(n):
         tasks.put(None)
-    players = {m["id"]: (m["player1"], m["player2"]) for m in plan.matches}
+    players = {m["id"]: (m["player1"], m["player2"], m.get("backend", UNRECORDED_BACKEND))
+               for m in plan.matches}
     procs = [ctx.Process(target=_worker, daemon=True, name=f"strength-{i}", args=(
         tasks, results, players, str(openings_path) if openings_path else None, device))
         for i in range(n)]
@@ -274,6 +292,9 @@ def table(out: Path) -> dict[str, Any]:
                           sum(c["seconds"] for c in chunks), games_per_opening=2)
             row.update(_figures(r))
             row["met"] = row["complete"] and r.score >= m["target"]
+            # What ran (auto's choice, a fallback): from the results; older ones lack it.
+            row["backends"] = sorted({b for c in chunks for b in c.get("backends", [])}) or [
+                m.get("backend", UNRECORDED_BACKEND)]
             sims = [c["simulations_per_move"] for c in chunks if "simulations_per_move" in c]
             if sims:
                 row["simulations_per_move"] = [statistics.median(s[i] for s in sims)
