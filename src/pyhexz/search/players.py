@@ -184,9 +184,8 @@ def make_player(spec: str, *, device: str = "cpu", seed: int | None = None,
         if base != "rollout":
             from pyhexz.nn import Predictor
             evaluate = Predictor.from_path(resolve_model_path(base), device, backend)
-        # Rollout MCTS has none of the neural search's options (FPU, cache, solver).
-        options = {} if evaluate is None else {"tree": tree}
-        return TimedPlayer(seconds, evaluate, name=spec, seed=seed, **options)
+        # TimedSearch gives `tree` to neural MCTS only; rollout MCTS has none of its options.
+        return TimedPlayer(seconds, evaluate, name=spec, seed=seed, tree=tree)
     if spec.startswith("rollout"):
         _, _, runs = spec.partition(":")
         return RolloutPlayer(int(runs or 800), seed=seed)
