@@ -16,9 +16,14 @@ its variant's settings on top of the defaults. Then the last checkpoint of each 
 matches at a time (one per core), and a learning curve takes the newest checkpoint at every
 `--curve-minutes` of each run against the first opponent. It prints a Markdown table per
 variant (with the minutes each took to reach a score of 0.5 and 0.9 on the curve) and the
-curves. Runs and matches are kept under `--out` (`*.json`): run it again and it does only what
-is missing, so an interrupted ablation resumes. The runs are sequential, so a machine that is
-busier for one of them biases it: the table gives each run's examples/s to show that.
+curves. Each variant's matches are played as soon as its run ends, and its summary with their
+results is kept in `--out` (VARIANT.json; the matches in matches/): run it again and it does
+only what is missing, so an interrupted ablation resumes. The folder's .gitignore leaves out the
+runs themselves, so the results can be committed and the ablation continued in another session
+(nine runs of 30 minutes do not fit one) on the same kind of machine: a variant refuses to
+train on another CPU than the earlier ones (`--any-machine` overrides). The runs are
+sequential, so a machine that is busier for one of them biases it: the table gives each run's
+examples/s to show that.
 
 `target`: the issue's targets for a run's last checkpoint, at `--runs` simulations a move
 against rollout:800 over all 128 openings from both seats, and at equal think time (0.5 s a
@@ -186,7 +191,8 @@ def train(out: Path, variant: str, minutes: float, extra: list[str]) -> dict:
     summary = {"variant": variant, "name": name, "settings": env, "minutes": minutes,
                "checkpoint": int(stopped[0]), "games": int(stopped[1]),
                "examples": int(stopped[2]),
-               "examples_per_s": float(progress[-1]) if progress else 0.0}
+               "examples_per_s": float(progress[-1]) if progress else 0.0,
+               "machine": machine()}
     done.write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -276,51 +282,107 @@ def model_file(run_dir: Path, name: str, n: int) -> Path:
 # --------------------------------------------------------------------------
 
 
+def machine() -> str:
+    """The machine a run trained on: equal-time runs compare only on the same kind (the
+    CPUs of these sessions differ 3x in a forward pass)."""
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next((ln for ln in f if ln.startswith("flags")), ":").split(":")[1].split())
+    except OSError:
+        pass
+    extra = [x for x in ("avx512_vnni", "amx_tile") if x in flags]
+    return f"{benchlib.cpu_model()}, {os.cpu_count()} cores" + (
+        f", {' '.join(extra)}" if extra else "")
+
+
+def measured_with(args: argparse.Namespace) -> dict:
+    """The match settings a variant's results hold (asked again with others, they are redone
+    while the run is still there)."""
+    return {"opponents": args.opponents, "games": args.games, "runs": args.runs,
+            "curve_minutes": args.curve_minutes, "curve_games": args.curve_games}
+
+
+def measure(args: argparse.Namespace, summary: dict) -> dict:
+    """Plays a finished run's matches (its last checkpoint against every opponent, the curve's
+    checkpoints against the first), two at a time, and puts the results into its summary."""
+    name = summary["name"]
+    run_dir = args.out / name
+    if not (run_dir / "models").is_dir():
+        sys.exit(f"[ablation] {summary['variant']}: its results were measured with other "
+                 f"match settings and its run folder {run_dir} is gone; measure with "
+                 f"{measured_with(args)} needs the run again (delete {args.out / name}.json)")
+    curve = curve_points(run_dir, name, args.curve_minutes)
+    jobs = {(opp, summary["checkpoint"], args.games) for opp in args.opponents}
+    jobs |= {(args.opponents[0], n, args.curve_games) for n, _ in curve}
+    work = args.out / "matches"
+    with ThreadPoolExecutor(2) as pool:   # one match per core, now that no training runs
+        futures = {job: pool.submit(match, f"{model_file(run_dir, name, job[1])}:{args.runs}",
+                                    job[0], job[2], work) for job in jobs}
+        results = {job: f.result() for job, f in futures.items()}
+    return {**summary, "measured_with": measured_with(args),
+            "last": {opp: results[opp, summary["checkpoint"], args.games]
+                     for opp in args.opponents},
+            "curve": [{"minutes": minutes, "checkpoint": n,
+                       "result": results[args.opponents[0], n, args.curve_games]}
+                      for n, minutes in curve]}
+
+
+# The results of an ablation are small and take sessions to collect (nine runs of 30 minutes),
+# so its folder is meant to be committed: everything but the runs themselves.
+GITIGNORE = "# written by benchmarks/ablation.py: keep the results, not the runs\n/*/\n!/matches/\n"
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     variants = args.variants or ablation(args.ablate)
     for v in variants:
         settings(v)   # every variant must be runnable before the first hour is spent
     args.out.mkdir(parents=True, exist_ok=True)
-    runs = {v: train(args.out, v, args.minutes, args.train_args) for v in variants}
-    curves = {v: curve_points(args.out / r["name"], r["name"], args.curve_minutes)
-              for v, r in runs.items()}
-    work = args.out / "matches"
-    jobs = {(v, opp, r["checkpoint"], args.games) for v, r in runs.items()
-            for opp in args.opponents}
-    jobs |= {(v, args.opponents[0], n, args.curve_games) for v in variants for n, _ in curves[v]}
-    # Two matches at a time: one per core, now that no training runs.
-    with ThreadPoolExecutor(2) as pool:
-        futures = {}
-        for job in jobs:
-            name = runs[job[0]]["name"]
-            futures[job] = pool.submit(match, f"{model_file(args.out / name, name, job[2])}"
-                                       f":{args.runs}", job[1], job[3], work)
-        results = {job: f.result() for job, f in futures.items()}
+    (args.out / ".gitignore").write_text(GITIGNORE)
+    here = machine()
+    runs = {}
+    for v in variants:
+        earlier = [json.loads(f.read_text()) for f in sorted(args.out.glob("*.json"))]
+        other = next((r for r in earlier if r.get("machine", here) != here), None)
+        done = args.out / f"{dir_name(v)}.json"
+        if other is not None and not done.exists() and not args.any_machine:
+            sys.exit(f"[ablation] {v}: this machine ({here}) is not the one that trained "
+                     f"{other['variant']} ({other['machine']}); equal-time runs compare only "
+                     "on one kind of machine (--any-machine to run anyway)")
+        summary = train(args.out, v, args.minutes, args.train_args)
+        if summary.get("measured_with") != measured_with(args):
+            summary = measure(args, summary)
+            done.write_text(json.dumps(summary, indent=1))
+        runs[v] = summary
+        print(f"[ablation] {v}: " + ", ".join(f"vs {o} {m['score']:.3f}"
+                                              for o, m in summary["last"].items()), flush=True)
+    print_table(args, runs)
 
-    print(f"\n{args.minutes:g} minutes each, `{' '.join(NETWORK + args.train_args)}`; last "
-          f"checkpoint at {args.runs} simulations a move, {args.games} openings x 2 seats; "
-          f"curve: every {args.curve_minutes:g} minutes against {args.opponents[0]}, "
-          f"{args.curve_games} openings x 2 seats\n")
+
+def print_table(args: argparse.Namespace, runs: dict[str, dict]) -> None:
+    """The ablation's Markdown table and curves, from the variants' summaries alone."""
+    machines = sorted({r.get("machine", "?") for r in runs.values()})
+    print(f"\n{args.minutes:g} minutes each, `{' '.join(NETWORK + args.train_args)}`, on "
+          f"{' / '.join(machines)}; last checkpoint at {args.runs} simulations a move, "
+          f"{args.games} openings x 2 seats; curve: every {args.curve_minutes:g} minutes "
+          f"against {args.opponents[0]}, {args.curve_games} openings x 2 seats\n")
     print("| variant | settings | checkpoints | games | examples | examples/s | "
           + " | ".join(f"vs {o}: W/D/L, score [95% CI, paired], Elo" for o in args.opponents)
           + " | " + " | ".join(f"minutes to {s}" for s in CURVE_MARKS) + " |")
     print("|---|---|---:|---:|---:|---:|" + "---|" * len(args.opponents)
           + "---:|" * len(CURVE_MARKS))
     for v, r in runs.items():
-        curve = [(minutes, results[v, args.opponents[0], n, args.curve_games])
-                 for n, minutes in curves[v]]
+        curve = [(p["minutes"], p["result"]) for p in r["curve"]]
         print(f"| {v} | `{shown(r['settings'])}` | {r['checkpoint']} | {r['games']} | "
               f"{r['examples']} | {r['examples_per_s']:.0f} | "
-              + " | ".join(cell(results[v, o, r["checkpoint"], args.games])
-                           for o in args.opponents) + " | "
+              + " | ".join(cell(r["last"][o]) for o in args.opponents) + " | "
               + " | ".join(first_reaching(curve, s) for s in CURVE_MARKS) + " |")
     if args.curve_minutes > 0:
         print(f"\nLearning curves: score against {args.opponents[0]} of the newest checkpoint "
               f"at each mark (minutes into the run: score)\n")
-        for v in variants:
-            points = ", ".join(
-                f"{minutes:.1f}: {results[v, args.opponents[0], n, args.curve_games]['score']:.2f}"
-                for n, minutes in curves[v])
+        for v, r in runs.items():
+            points = ", ".join(f"{p['minutes']:.1f}: {p['result']['score']:.2f}"
+                               for p in r["curve"])
             print(f"- {v}: {points}")
 
 
@@ -370,6 +432,8 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=200, help="simulations a move in the matches")
     p.add_argument("--curve-minutes", type=float, default=5, help="0: no learning curve")
     p.add_argument("--curve-games", type=int, default=32)
+    p.add_argument("--any-machine", action="store_true",
+                   help="run a variant on another kind of machine than the earlier ones")
     p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[],
                    help="more `pyhexz train` flags for every run (last on the line)")
     p.set_defaults(func=cmd_run)

@@ -6,6 +6,7 @@ with itself.)"""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -69,3 +70,51 @@ def test_a_bad_variant_says_what_is_wrong():
         ablation.settings("all-nope")
     with pytest.raises(ValueError, match="a variant is BASE"):
         ablation.settings("some")
+
+
+# An ablation takes several sessions (nine runs of 30 minutes), so what one session leaves is
+# the committed results folder: the variants' summaries and match results, not the runs.
+
+def run_args(out: Path, *variants: str) -> list[str]:
+    return ["ablation.py", "run", "--out", str(out), "--minutes", "30", "--variants", *variants,
+            "--games", "2", "--curve-minutes", "10", "--curve-games", "1"]
+
+
+def finished_variant(out: Path, variant: str, machine: str) -> None:
+    """The summary a finished, measured variant leaves in the results folder."""
+    from pyhexz.train.arena import result_json, summarize
+    last = json.loads(result_json(summarize("m:200", "rollout:800", [1, 1, 0.5, 0], 60, 2)))
+    early = json.loads(result_json(summarize("m:200", "rollout:800", [0, 0], 20, 2)))
+    summary = {"variant": variant, "name": ablation.dir_name(variant),
+               "settings": ablation.settings(variant), "minutes": 30.0, "checkpoint": 70,
+               "games": 15000, "examples": 300000, "examples_per_s": 165.0,
+               "machine": machine,
+               "measured_with": {"opponents": ["rollout:800"], "games": 2, "runs": 200,
+                                 "curve_minutes": 10.0, "curve_games": 1},
+               "last": {"rollout:800": last},
+               "curve": [{"minutes": 9.9, "checkpoint": 24, "result": early},
+                         {"minutes": 29.9, "checkpoint": 70, "result": last}]}
+    (out / f"{ablation.dir_name(variant)}.json").write_text(json.dumps(summary))
+
+
+def test_a_committed_ablation_prints_its_table_without_its_runs(tmp_path, monkeypatch, capsys):
+    for v in ("defaults", "defaults-score"):
+        finished_variant(tmp_path, v, ablation.machine())
+    monkeypatch.setattr(sys, "argv", run_args(tmp_path, "defaults", "defaults-score"))
+    ablation.main()
+    out = capsys.readouterr().out
+    rows = [ln for ln in out.splitlines() if ln.startswith("| defaults")]
+    assert len(rows) == 2 and "2/1/1, 0.625" in rows[1]
+    # minutes to 0.5 from the curve: not at 9.9 (0.0), at 29.9 (0.625); 0.9 never
+    assert rows[1].endswith("| 29.9 | - |")
+    assert "- defaults-score: 9.9: 0.00, 29.9: 0.62" in out
+    assert (tmp_path / ".gitignore").read_text().splitlines()[1:] == ["/*/", "!/matches/"]
+
+
+def test_a_variant_will_not_train_on_another_kind_of_machine(tmp_path, monkeypatch):
+    finished_variant(tmp_path, "defaults", "AMD EPYC 7B13, 2 cores")
+    monkeypatch.setattr(sys, "argv", run_args(tmp_path, "defaults", "defaults-score"))
+    with pytest.raises(SystemExit, match=r"defaults-score: this machine \(.*\) is not the one "
+                                         r"that trained defaults \(AMD EPYC 7B13, 2 cores\)"):
+        ablation.main()
+    assert not (tmp_path / "defaults-without-score").exists()   # nothing trained
