@@ -7,6 +7,8 @@ Real players and real processes; the matches are the issue's in form but tiny in
 from __future__ import annotations
 
 import json
+import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +142,18 @@ def test_the_benchmark_script_prints_the_table_and_writes_it(models, tmp_path) -
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
     assert r.stderr.startswith("strength: error:")
+
+
+def test_a_grown_plan_counts_only_its_own_chunks(models, tmp_path, caplog) -> None:
+    """`--matches time-1s` added to a folder that holds the budget matches: the progress
+    line counts the new match's chunks, not the folder's."""
+    new, _ = models
+    out = tmp_path / "out"
+    play(out, make_plan(new, None, ["budget"], openings=2, chunk=1, matches=QUICK))
+    with caplog.at_level(logging.INFO, logger="pyhexz.train.strength"):
+        assert play(out, make_plan(new, None, ["time"], openings=2, chunk=1, matches=QUICK),
+                    workers=1) == 2
+    said = [r.getMessage() for r in caplog.records if r.name == "pyhexz.train.strength"]
+    assert "chunks_done=0 chunks_todo=2" in said[0]
+    assert [re.search(r"chunks=(\d+/\d+)", m)[1] for m in said if "match=time" in m] == [
+        "1/2", "2/2"]

@@ -218,7 +218,9 @@ def play(out: Path, plan: Plan, workers: int = 1, openings_path: Path | None = N
     done = read_results(out)
     todo = [t for t in plan.tasks() if t not in done]
     total = len(plan.tasks())
-    log.info("strength out=%s chunks_done=%d chunks_todo=%d workers=%d", out, len(done),
+    # OUT may hold other matches' chunks too (a plan grown by --matches): count this plan's.
+    finished = total - len(todo)
+    log.info("strength out=%s chunks_done=%d chunks_todo=%d workers=%d", out, finished,
              len(todo), workers)
     if not todo:
         return 0
@@ -262,7 +264,7 @@ def play(out: Path, plan: Plan, workers: int = 1, openings_path: Path | None = N
             el = time.monotonic() - t0
             log.info("strength match=%s openings=%d-%d chunks=%d/%d elapsed=%.0fs eta=%.0fs",
                      record["match"], record["openings"][0], record["openings"][-1],
-                     len(done) + played, total, el, el / played * (len(todo) - played))
+                     finished + played, total, el, el / played * (len(todo) - played))
     finally:
         for p in procs:
             if p.is_alive():
