@@ -218,6 +218,11 @@ def test_per_command_defaults() -> None:
     c = parse("cpu-server")
     assert (c.gunicorn.http_threads, c.gunicorn.workers, c.gunicorn.listen.host) == \
         (8, 1, "127.0.0.1")
+    # The CPU player keeps an evaluation cache across its searches, and match players search
+    # as it serves (search/timed.py, served_tree_config).
+    from pyhexz.search.timed import SERVED_EVAL_CACHE
+    assert c.config.tree.eval_cache == a.config.tree.eval_cache == SERVED_EVAL_CACHE
+    assert c.config.tree.fpu_reduction == c.config.tree.solver_moves == 0
 
 
 def test_learning_switches_are_flags_and_variables(monkeypatch) -> None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pyhexz.game.board import Board
+from pyhexz.game.board import Board, policy_move_tuple
+from pyhexz.search.driver import TreeConfig
 from pyhexz.search.mcts import MCTS
+from pyhexz.search.timed import TimedSearch, think
 from test_mcts import EXCLUSIVE, buffers, hashed_eval, random_position, tiny
 
 # o plays alone in a region of 9 cells after x's move, so its moves transpose.
@@ -149,6 +151,58 @@ def test_set_root_starts_an_empty_cache():
     assert m.cache_entries(0) > 0
     m.set_root(0, Board.new(1))
     assert m.cache_entries(0) == 0
+
+
+def test_set_root_can_keep_the_cache_and_the_tree_is_still_exact():
+    """A searcher handed a game's positions one by one (the CPU player) keeps its cache:
+    what the search of one move evaluated below the next position is not evaluated again."""
+    board = random_position(3, 20)
+    m = MCTS(1, eval_cache=10_000)
+    m.set_root(0, board)
+    m.start(0, 300)
+    counting_drive(m)
+    nxt = board.copy()
+    for _ in range(2):   # the move it found, and the reply it looked at most below it
+        move = int(np.argmax(m.visits(0)))
+        nxt.play(*policy_move_tuple(move))
+        m.play(0, move, keep_stats=True)
+    plain, plain_leaves = search(nxt, 300)
+    m.set_root(0, nxt, keep_cache=True)
+    hits = m.transposition_hits
+    m.start(0, 300)
+    kept_leaves = counting_drive(m)
+    assert m.transposition_hits > hits
+    assert kept_leaves == plain_leaves - (m.transposition_hits - hits)
+    assert_same_tree(plain, m)
+
+
+def test_clear_caches_empties_every_tree():
+    m = MCTS(2, eval_cache=10_000)
+    for t, seed in enumerate((1, 2)):
+        m.set_root(t, random_position(seed, 10))
+        m.start(t, 50)
+    counting_drive(m)
+    assert m.cache_entries(0) > 0 and m.cache_entries(1) > 0
+    m.clear_caches()
+    assert m.cache_entries(0) == 0 and m.cache_entries(1) == 0
+
+
+def test_timed_search_keeps_its_cache_until_the_network_changes():
+    seen = []
+
+    def counting(planes, masks):
+        seen.append(len(planes))
+        return hashed_eval(planes, masks)
+    board = random_position(4, 12)
+    s = TimedSearch(1, counting, leaves_per_round=1, tree=TreeConfig(eval_cache=10_000))
+    think(s, board, 1e6, max_iterations=150)
+    first = sum(seen)
+    seen.clear()
+    think(s, board, 1e6, max_iterations=150)      # the same search again: all of it cached
+    assert first > 100 and sum(seen) == 0
+    s.evaluate = lambda planes, masks: counting(planes, masks)   # a new network
+    think(s, board, 1e6, max_iterations=150)
+    assert sum(seen) == first
 
 
 @pytest.mark.parametrize("leaves_per_tree", [1, 4])

@@ -19,6 +19,7 @@ import torch
 from conftest import child_env
 from pyhexz.infra.storage import sha256
 from pyhexz.nn import HexzNet, save_checkpoint
+from pyhexz.search.timed import SERVED_EVAL_CACHE
 from pyhexz.train import strength
 from pyhexz.train.strength import (
     RESULTS_FILE,
@@ -95,8 +96,10 @@ def test_results_of_another_model_are_refused(models, tmp_path) -> None:
     with pytest.raises(ValueError, match="unknown matches"):
         make_plan(new, None, ["nope"], openings=1, chunk=1, matches=QUICK)
     # Without a previous model its match is left out; the issue's matches are the default.
-    assert [m["id"] for m in make_plan(new, None, None, 128, 4).matches] == [
-        "budget-200", "budget-800", "time-1s"]
+    plan = make_plan(new, None, None, 128, 4)
+    assert [m["id"] for m in plan.matches] == ["budget-200", "budget-800", "time-1s"]
+    # Each match records its neural players' tree options: the CPU player's, with its cache.
+    assert {m["tree"]["eval_cache"] for m in plan.matches} == {SERVED_EVAL_CACHE}
 
 
 def test_each_match_runs_on_the_backend_its_plan_records(models, tmp_path) -> None:

@@ -52,6 +52,7 @@ from pyhexz.infra.config import (  # noqa: E402
 from pyhexz.infra.extras import missing_extra_message  # noqa: E402
 from pyhexz.infra.httpserver import HttpServing  # noqa: E402
 from pyhexz.search.driver import SearchConfig, TreeConfig  # noqa: E402
+from pyhexz.search.timed import served_tree_config  # noqa: E402
 from pyhexz.train.config import LocalConfig  # noqa: E402
 from pyhexz.training_server.config import ServerConfig  # noqa: E402
 from pyhexz.worker.config import WorkerConfig  # noqa: E402
@@ -110,7 +111,8 @@ class ArenaJob:
     device: str = setting("cpu", "torch device for neural players")
     backend: str = backend_setting()
     seed: int = setting(0, "seed for random and rollout players")
-    tree: TreeConfig = field(default_factory=TreeConfig)   # neural players' tree options
+    # neural players' tree options: by default the CPU player's (served_tree_config)
+    tree: TreeConfig = field(default_factory=served_tree_config)
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from pyhexz.infra.config import FromEnv, above, at_least, backend_setting, check_settings, setting
 from pyhexz.search.driver import TreeConfig
+from pyhexz.search.timed import served_tree_config
 
 
 @dataclass
@@ -52,7 +53,9 @@ class CpuServerConfig(FromEnv):
                                    "for the answer's way back", check=at_least(0))
     model_poll_seconds: float = setting(30.0, "re-read the model pointer this often when "
                                         "following (pub/sub can miss messages)", check=above(0))
-    tree: TreeConfig = field(default_factory=TreeConfig)   # the neural search's tree options
+    # The neural search's tree options (served_tree_config: an evaluation cache kept across
+    # searches).
+    tree: TreeConfig = field(default_factory=served_tree_config)
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -40,7 +40,7 @@ from pyhexz.search.players import (
     published_checkpoint,
     resolve_model_path,
 )
-from pyhexz.search.timed import SearchResult, TimedSearch
+from pyhexz.search.timed import SearchResult, TimedSearch, served_tree_config
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ class SearchOptions:
     max_tree_nodes: int = 4_000_000
     c_puct: float = 1.5
     uct_c: float = 1.0
-    tree: TreeConfig = field(default_factory=TreeConfig)
+    tree: TreeConfig = field(default_factory=served_tree_config)
 
 
 class CpuPlayer:

@@ -366,10 +366,14 @@ cdef class MCTS:
             raise IndexError(f"tree {t} out of range 0..{self.num_trees - 1}")
         return &self.trees[t]
 
-    def set_root(self, int t, Board board, bint noise=True) -> None:
-        """Starts a fresh tree for tree t at the given position (a new game: its evaluation
-        cache starts empty too). `noise`: its root's priors get Dirichlet noise (if the forest
-        has any); self-play's cheap searches have none."""
+    def set_root(self, int t, Board board, bint noise=True, bint keep_cache=False) -> None:
+        """Starts a fresh tree for tree t at the given position. `noise`: its root's priors get
+        Dirichlet noise (if the forest has any); self-play's cheap searches have none.
+        `keep_cache`: the evaluation cache keeps what earlier searches stored (a searcher that
+        is handed the positions of its games one by one, as the CPU player is, so that what
+        its last search evaluated below this position is not evaluated again); by default it
+        starts empty, as for a new game. Either way a hit is the same position (its hash and
+        its legal moves), so only a new network makes kept entries wrong (`clear_caches`)."""
         cdef Tree* tr = self._tree(t)
         self._check_no_batch()
         tr.noise = noise
@@ -377,11 +381,19 @@ cdef class MCTS:
         tr.size = 0
         tr.todo = 0
         tr.budget = 0
-        if tr.cache.keys != NULL:
-            cache_clear(&tr.cache)   # a new game: its positions are all new
+        if tr.cache.keys != NULL and not keep_cache:
+            cache_clear(&tr.cache)
         self._alloc(tr, 1)
         tr.nodes[0].turn = tr.root.turn
         tr.nodes[0].terminal = tr.root.over
+
+    def clear_caches(self) -> None:
+        """Empties every tree's evaluation cache: after the network changed, its entries
+        are another network's outputs."""
+        cdef int t
+        for t in range(self.num_trees):
+            if self.trees[t].cache.keys != NULL:
+                cache_clear(&self.trees[t].cache)
 
     def play(self, int t, int move, bint keep_stats=False, bint noise=True) -> None:
         """Advances tree t's root by a move (policy index), reusing the subtree below it.

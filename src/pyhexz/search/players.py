@@ -173,9 +173,12 @@ def make_player(spec: str, *, device: str = "cpu", seed: int | None = None,
                 max_games: int = 64, tree: TreeConfig | None = None,
                 backend: str = "torch") -> Player:
     """A player from its spec string (see the module docstring); a neural one, timed or not,
-    searches with the options of `tree` (the defaults of TreeConfig when None)."""
+    searches with the options of `tree` (when None: as the CPU player serves,
+    `served_tree_config`)."""
     if spec == "random":
         return RandomPlayer(seed)
+    from pyhexz.search.timed import served_tree_config
+    tree = served_tree_config() if tree is None else tree
     timed = _think_time(spec)
     if timed is not None:
         from pyhexz.search.timed import TimedPlayer

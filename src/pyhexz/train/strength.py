@@ -21,7 +21,10 @@ inference backend: results of another model cannot end up in this model's table.
 The neural players run on `auto` by default, the backend the CPU player serves with (int8 where
 it is exact enough): at equal think time the backend is a large part of the strength (about 4x
 the simulations of torch in a second, BENCHMARKS.md), so a timed match measures what a game
-server gets. Plans written before the backend was recorded ran torch, and keep it.
+server gets. Plans written before the backend was recorded ran torch, and keep it. The same
+for the neural players' tree options (`served_tree_config`: the CPU player's evaluation cache,
+which lets a timed search run about 2.5 times the simulations): recorded per match, and a
+plan written before they were searches without the cache, as it did.
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ from typing import Any
 
 from pyhexz.infra.process import init_worker_process, spawn_context
 from pyhexz.infra.storage import sha256
+from pyhexz.search.driver import TreeConfig
 from pyhexz.search.players import make_player, resolve_model_path
-from pyhexz.search.timed import TimedPlayer
+from pyhexz.search.timed import TimedPlayer, served_tree_config
 from pyhexz.train.arena import MatchResult, load_openings, play_match, summarize
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,8 @@ log = logging.getLogger(__name__)
 PLAN_FILE = "plan.json"
 # The backend of a match in a plan that does not name one (written before it was recorded).
 UNRECORDED_BACKEND = "torch"
+# ... and its neural players' tree options (before they were recorded: no evaluation cache).
+UNRECORDED_TREE: dict[str, Any] = {}
 RESULTS_FILE = "results.jsonl"
 TABLE_FILE = "strength.json"
 
@@ -111,7 +117,8 @@ def make_plan(model: str, previous: str | None, match_ids: list[str] | None, ope
     return Plan(model, _model_sha256(model), previous,
                 _model_sha256(previous) if previous else None,
                 [dict(asdict(m), player1=fill(m.player1), player2=fill(m.player2),
-                      backend=backend) for m in chosen], openings, chunk)
+                      backend=backend, tree=asdict(served_tree_config())) for m in chosen],
+                openings, chunk)
 
 
 def _model_sha256(spec: str) -> str:
@@ -190,10 +197,12 @@ def _worker(tasks, results, players: dict[str, tuple[str, str, str]],
         match_id, indices = task
         try:
             seed = _chunk_seed(match_id, indices[0])
-            spec1, spec2, backend = players[match_id]
+            spec1, spec2, backend, tree = players[match_id]
             n = 2 * len(indices)
-            p1 = make_player(spec1, device=device, seed=seed, max_games=n, backend=backend)
-            p2 = make_player(spec2, device=device, seed=seed + 1, max_games=n, backend=backend)
+            p1 = make_player(spec1, device=device, seed=seed, max_games=n, backend=backend,
+                             tree=tree)
+            p2 = make_player(spec2, device=device, seed=seed + 1, max_games=n, backend=backend,
+                             tree=tree)
             t0 = time.perf_counter()
             r = play_match(p1, p2, [boards[i] for i in indices])
             record = {"match": match_id, "openings": list(indices), "outcomes": r.outcomes,
@@ -231,8 +240,8 @@ def play(out: Path, plan: Plan, workers: int = 1, openings_path: Path | None = N
     n = max(1, min(workers, len(todo)))
     for _ in range(n):
         tasks.put(None)
-    players = {m["id"]: (m["player1"], m["player2"], m.get("backend", UNRECORDED_BACKEND))
-               for m in plan.matches}
+    players = {m["id"]: (m["player1"], m["player2"], m.get("backend", UNRECORDED_BACKEND),
+                         TreeConfig(**m.get("tree", UNRECORDED_TREE))) for m in plan.matches}
     procs = [ctx.Process(target=_worker, daemon=True, name=f"strength-{i}", args=(
         tasks, results, players, str(openings_path) if openings_path else None, device))
         for i in range(n)]
