@@ -6,6 +6,7 @@
                                                      [--openings 128] [--processes 16]
     python benchmarks/bench_cpu_server.py backends   [--model PATH | --net 5x64]
                                                      [--backend torch onnx int8 auto]
+    python benchmarks/bench_cpu_server.py cache      [--model default] [--games 2]
 
 overhead and throughput run the service as it is deployed (gunicorn, one worker process, 8
 threads; `pyhexz.cpu_server:create_app()`) and time real HTTP requests (protobuf) from this
@@ -17,6 +18,14 @@ backends measures the CPU player's simulations within a think (1 s) for each inf
 backend, in this process with the service's search (TimedSearch, one position at a time, up
 to --leaves network leaves a round: batches of 1 to 8), side by side in turns, as ratios to
 the first backend.
+
+cache measures what the evaluation cache kept across searches buys the CPU player in a game
+(search/timed.py, `served_tree_config`): the positions of one side of a game (the shipped model
+at 200 simulations against itself, from fixture openings), searched one after the other as the
+service is asked for them, each for --think-ms, by the service's search with the cache kept
+(as served), with a cache emptied before each search (transpositions within a search only) and
+with none; the three in turns, position by position. Prints simulations per move (median) and
+network evaluations per simulation.
 
 strength plays the service's players in this process (the same TimedSearch, no HTTP): neural
 MCTS with the model against rollout MCTS, each thinking `--seconds-per-move`, over the first
@@ -260,6 +269,51 @@ def cmd_backends(a: argparse.Namespace) -> None:
                   f"{rate / base:.2f}x |", flush=True)
 
 
+def cmd_cache(a: argparse.Namespace) -> None:
+    benchlib.pin_to_one_core()
+    from pyhexz.nn import Predictor
+    from pyhexz.search.driver import TreeConfig
+    from pyhexz.search.players import NeuralPlayer, resolve_model_path
+    from pyhexz.search.timed import SERVED_EVAL_CACHE, TimedSearch, think
+    from pyhexz.train.arena import load_openings
+    path = resolve_model_path(a.model)
+    predictor = Predictor.from_path(path, backend=a.backend)
+    rows = [0]
+
+    def counted(planes, masks):
+        rows[0] += len(planes)
+        return predictor(planes, masks)
+    variants = {"kept (served)": (SERVED_EVAL_CACHE, False), "emptied each search":
+                (SERVED_EVAL_CACHE, True), "none": (0, False)}
+    sims: dict[str, list[int]] = {v: [] for v in variants}
+    evals: dict[str, list[int]] = {v: [] for v in variants}
+    mover = NeuralPlayer(predictor, 200, max_games=1)
+    print(f"# CPU player in a game: {a.think_ms} ms a move, {path} "
+          f"({predictor.backend.name}), {a.games} games x {a.moves} moves of one side, one core")
+    for opening in load_openings()[:a.games]:
+        searchers = {v: TimedSearch(1, counted, seed=0, tree=TreeConfig(eval_cache=cache))
+                     for v, (cache, _) in variants.items()}
+        board, ply = opening.copy(), 0
+        while not board.is_over and ply < 2 * a.moves:
+            if ply % 2 == 0:
+                for v, s in searchers.items():
+                    if variants[v][1]:
+                        s.mcts.clear_caches()
+                    rows[0] = 0
+                    r = think(s, board, a.think_ms / 1000)
+                    sims[v].append(r.iterations)
+                    evals[v].append(rows[0])
+            board.play(*mover.choose([board])[0])
+            ply += 1
+    base = statistics.median(sims["none"])
+    print("| evaluation cache | simulations a move, median | vs none | network evaluations "
+          "per simulation |\n|---|---:|---:|---:|")
+    for v in variants:
+        med = statistics.median(sims[v])
+        print(f"| {v} | {med:,.0f} | {med / base:.2f}x | "
+              f"{sum(evals[v]) / max(sum(sims[v]), 1):.3f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -293,6 +347,13 @@ def main() -> None:
     p.add_argument("--think-ms", type=int, default=1000)
     p.add_argument("--positions", type=int, default=6)
     p.set_defaults(func=cmd_backends)
+    p = sub.add_parser("cache")
+    p.add_argument("--model", default="default", help="checkpoint, directory or default")
+    p.add_argument("--backend", default="auto", choices=["torch", "onnx", "int8", "auto"])
+    p.add_argument("--think-ms", type=int, default=1000)
+    p.add_argument("--games", type=int, default=2, help="fixture openings, one game each")
+    p.add_argument("--moves", type=int, default=20, help="searched moves a game (one side)")
+    p.set_defaults(func=cmd_cache)
     a = ap.parse_args()
     import torch
     torch.set_num_threads(1)
