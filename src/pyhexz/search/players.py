@@ -76,7 +76,11 @@ class NeuralPlayer:
         self.name = name
         self.runs = runs
         self.predictor = predictor
-        self.mcts = MCTS(max_games, c_puct=c_puct, **(tree or TreeConfig()).mcts_options())
+        options = (tree or TreeConfig()).mcts_options()
+        # Each move's search starts with an empty cache (set_root) and evaluates at most
+        # runs + 1 positions: a bigger cache would only cost memory, for every game at once.
+        options["eval_cache"] = min(options["eval_cache"], runs + 1)
+        self.mcts = MCTS(max_games, c_puct=c_puct, **options)
         self.planes, self.masks = new_buffers(self.mcts)
 
     def choose(self, boards: list[Board]) -> list[Move]:
