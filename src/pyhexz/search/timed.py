@@ -43,7 +43,7 @@ def served_tree_config() -> TreeConfig:
     """The tree options of the CPU player's search (cpu/config.py) and of timed match players,
     which play as it serves: an evaluation cache that outlives each search. In a game a search
     finds about 6 in 10 of its positions evaluated already, by another move order or by the
-    search of an earlier move, so it runs about 2.5 times the simulations of one without
+    search of an earlier move, so it runs about twice the simulations of one without
     (BENCHMARKS.md, "CPU player")."""
     return TreeConfig(eval_cache=SERVED_EVAL_CACHE)
 

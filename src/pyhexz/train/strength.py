@@ -23,7 +23,7 @@ it is exact enough): at equal think time the backend is a large part of the stre
 the simulations of torch in a second, BENCHMARKS.md), so a timed match measures what a game
 server gets. Plans written before the backend was recorded ran torch, and keep it. The same
 for the neural players' tree options (`served_tree_config`: the CPU player's evaluation cache,
-which lets a timed search run about 2.5 times the simulations): recorded per match, and a
+which lets a timed search run about twice the simulations): recorded per match, and a
 plan written before they were searches without the cache, as it did.
 """
 
@@ -186,7 +186,7 @@ def _backend_of(player: object) -> str | None:
     return getattr(getattr(predictor, "backend", None), "name", None)
 
 
-def _worker(tasks, results, players: dict[str, tuple[str, str, str]],
+def _worker(tasks, results, players: dict[str, tuple[str, str, str, TreeConfig]],
             openings_path: str | None, device: str) -> None:
     init_worker_process()
     boards = load_openings(Path(openings_path) if openings_path else None)
