@@ -377,7 +377,8 @@ def test_players_and_the_cpu_player_take_the_tree_options() -> None:
     board = random_position(12, 24)
     player = NeuralPlayer(uniform_evaluator, runs=16, tree=tree)
     assert player.choose([board])[0] in board.legal_moves()
-    assert (player.mcts.eval_cache, player.mcts.solver_moves) == (256, 12)
+    # (a budget player's cache, emptied every move, holds one search at most: runs + 1)
+    assert (player.mcts.eval_cache, player.mcts.solver_moves) == (17, 12)
     searcher = TimedSearch(1, uniform_evaluator, tree=tree)
     assert think(searcher, board, 60.0, max_iterations=16).iterations == 16
     assert searcher.mcts.fpu_reduction == pytest.approx(0.2)
