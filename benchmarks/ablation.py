@@ -164,10 +164,15 @@ def shown(env: dict[str, str]) -> str:
 # --------------------------------------------------------------------------
 
 
+def summary_file(out: Path, variant: str) -> Path:
+    """Where a variant's summary (its run, then its match results) is kept."""
+    return out / f"{dir_name(variant)}.json"
+
+
 def train(out: Path, variant: str, minutes: float, extra: list[str]) -> dict:
     """Runs (or finds, from an earlier call) the variant's training run; returns its summary."""
     name = dir_name(variant)
-    done = out / f"{name}.json"
+    done = summary_file(out, variant)
     env = settings(variant)
     if done.exists():
         summary = json.loads(done.read_text())
@@ -344,7 +349,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     for v in variants:
         earlier = [json.loads(f.read_text()) for f in sorted(args.out.glob("*.json"))]
         other = next((r for r in earlier if r.get("machine", here) != here), None)
-        done = args.out / f"{dir_name(v)}.json"
+        done = summary_file(args.out, v)
         if other is not None and not done.exists() and not args.any_machine:
             sys.exit(f"[ablation] {v}: this machine ({here}) is not the one that trained "
                      f"{other['variant']} ({other['machine']}); equal-time runs compare only "
