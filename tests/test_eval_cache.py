@@ -205,6 +205,39 @@ def test_timed_search_keeps_its_cache_until_the_network_changes():
     assert sum(seen) == first
 
 
+def test_budget_player_keeps_its_caches_across_moves():
+    """The arena's neural player: with kept caches it plays the moves of a player whose
+    caches are emptied every move, in every game, and asks the network for fewer leaves."""
+    from pyhexz.search.players import NeuralPlayer
+    from pyhexz.train.arena import play_match
+
+    class Recorded(NeuralPlayer):
+        """Records its moves and the leaves its network saw."""
+
+        def __init__(self, keep: bool) -> None:
+            super().__init__(self.counting, runs=40, tree=TreeConfig(eval_cache=10_000),
+                             keep_cache=keep)
+            self.leaves = 0
+            self.moves: list = []
+
+        def counting(self, planes, masks):
+            self.leaves += len(planes)
+            return hashed_eval(planes, masks)
+
+        def choose(self, boards):
+            moves = super().choose(boards)
+            self.moves.append(moves)
+            return moves
+    openings = [random_position(seed, 6) for seed in (7, 8)]
+    kept, emptied = Recorded(True), Recorded(False)
+    assert kept.mcts.eval_cache == 4 * 41 and emptied.mcts.eval_cache == 41
+    with_kept = play_match(kept, NeuralPlayer(hashed_eval, runs=40), openings)
+    with_emptied = play_match(emptied, NeuralPlayer(hashed_eval, runs=40), openings)
+    assert kept.moves == emptied.moves and len(kept.moves) > 10
+    assert with_kept.outcomes == with_emptied.outcomes
+    assert kept.leaves < 0.9 * emptied.leaves, (kept.leaves, emptied.leaves)
+
+
 @pytest.mark.parametrize("leaves_per_tree", [1, 4])
 def test_visits_add_up_in_a_batch_of_trees(leaves_per_tree):
     m = MCTS(3, leaves_per_tree=leaves_per_tree, eval_cache=2_000)

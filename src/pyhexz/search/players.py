@@ -67,19 +67,36 @@ class RolloutPlayer:
         return out
 
 
+# A budget player's cache holds about this many searches' worth of positions (at most
+# runs + 1 each): enough that what the search of a game's last move evaluated below the
+# position now on the board is still there, bounded for the up to 64 games it plays at once.
+KEPT_SEARCHES = 4
+
+
 class NeuralPlayer:
     """Neural MCTS playing the most visited move, all games searched in one forest, with the
-    tree options of `tree` (FPU reduction, evaluation cache, endgame solver)."""
+    tree options of `tree` (FPU reduction, evaluation cache, endgame solver).
+
+    With an evaluation cache, each tree keeps its cache from one call of `choose` to the next
+    (`keep_cache`): the i-th board of a call is searched in tree i, and a caller that hands a
+    player its games in a stable order (the arena does) gets the positions that the last
+    move's search evaluated below the new one without a network call. The moves stay those of
+    a search without the cache (a hit is the same position, evaluated by the same network);
+    a board that lands in another game's tree only finds no hits there."""
 
     def __init__(self, predictor, runs: int = 200, name: str = "neural", c_puct: float = 1.5,
-                 max_games: int = 64, tree: TreeConfig | None = None) -> None:
+                 max_games: int = 64, tree: TreeConfig | None = None,
+                 keep_cache: bool = True) -> None:
         self.name = name
         self.runs = runs
         self.predictor = predictor
+        self.keep_cache = keep_cache
         options = (tree or TreeConfig()).mcts_options()
-        # Each move's search starts with an empty cache (set_root) and evaluates at most
-        # runs + 1 positions: a bigger cache would only cost memory, for every game at once.
-        options["eval_cache"] = min(options["eval_cache"], runs + 1)
+        # A search evaluates at most runs + 1 positions: a cache emptied every move needs no
+        # more room than that, a kept one a few searches' worth (memory, for every game).
+        per_move = runs + 1
+        options["eval_cache"] = min(options["eval_cache"],
+                                    KEPT_SEARCHES * per_move if keep_cache else per_move)
         self.mcts = MCTS(max_games, c_puct=c_puct, **options)
         self.planes, self.masks = new_buffers(self.mcts)
 
@@ -89,7 +106,7 @@ class NeuralPlayer:
         for i in range(0, len(boards), step):
             chunk = boards[i:i + step]
             for t, b in enumerate(chunk):
-                self.mcts.set_root(t, b)
+                self.mcts.set_root(t, b, keep_cache=self.keep_cache)
                 self.mcts.start(t, self.runs)
             search(self.mcts, self.predictor, self.planes, self.masks)
             out += [policy_move_tuple(self.mcts.best_move(t)) for t in range(len(chunk))]
