@@ -4,8 +4,9 @@
     python benchmarks/strength.py --model runs/main/models/flagz/local --previous default \
         --out runs/strength-v2 --workers 16
     # stopped or on another machine with the folder copied along: the same command continues
-    python benchmarks/strength.py --model default --out runs/strength-v1 --report \
-        --write-meta src/pyhexz/models/flagz-v1
+    # a match added after shipping, on the shipped file, merged into its meta.json
+    python benchmarks/strength.py --model default --out training/flagz-v2/strength-1s \
+        --matches time-1s --write-meta src/pyhexz/models/flagz-v2
 
 Plays every fixture opening from both seats (128 openings, 256 games per match):
 `MODEL:200` vs `rollout:2000` and `MODEL:800` vs `rollout:8000` (10x the budget), `MODEL@1` vs

@@ -179,6 +179,27 @@ def test_a_strength_table_goes_into_the_record_of_the_model_it_measured(run, roo
         write_strength(target, dict(table, model_sha256="1" * 64))
 
 
+def test_strength_tables_measured_apart_add_up(run, root) -> None:
+    """The budget matches measured before shipping, time-1s afterwards on the shipped file
+    on another machine: meta.json holds both, each row saying what it measured and where."""
+    src_sha = sha256(run.read_verified(2, MODEL_FILE))
+    budget = {"model": "runs/x", "model_sha256": src_sha, "machine": {"cpu": "A"},
+              "matches": [{"match": "budget-200", "score": 0.95},
+                          {"match": "time-1s", "score": 0.5, "complete": False}]}
+    target = ship(run, root, strength=budget)
+    shipped_sha = sha256((target / MODEL_FILE).read_bytes())
+    timed = {"model": "default", "model_sha256": shipped_sha, "machine": {"cpu": "B"},
+             "matches": [{"match": "time-1s", "score": 0.9, "complete": True}]}
+    write_strength(target, timed)
+    t = json.loads((target / "meta.json").read_text())["strength"]
+    assert [(r["match"], r["score"]) for r in t["matches"]] == [("budget-200", 0.95),
+                                                                ("time-1s", 0.9)]
+    assert [r["measured"] for r in t["matches"]] == [
+        {"model": "runs/x", "model_sha256": src_sha, "machine": {"cpu": "A"}},
+        {"model": "default", "model_sha256": shipped_sha, "machine": {"cpu": "B"}}]
+    assert t["model_sha256"] == shipped_sha
+
+
 def test_a_shipped_file_that_fails_its_check_is_refused_loudly(run, root) -> None:
     with pytest.raises(NoShippedModel, match="no model ships"):
         default_model(root)

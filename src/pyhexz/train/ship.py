@@ -264,14 +264,34 @@ def check_strength(strength: dict, *model_sha256: str) -> None:
 
 def write_strength(model_dir: Path, strength: dict) -> None:
     """Puts a strength table into a shipped model's meta.json (benchmarks/strength.py), if it
-    measured this model."""
+    measured this model, beside the matches of the table already there (`merge_strength`)."""
     path = model_dir / META_FILE
     meta = json.loads(path.read_text(encoding="utf-8"))
     check_strength(strength, meta["files"][MODEL_FILE]["sha256"], meta["source"]["sha256"])
-    meta["strength"] = strength
+    meta["strength"] = merge_strength(meta.get("strength"), strength)
     atomic_write_bytes(path, (json.dumps(meta, indent=1) + "\n").encode())
 
 
+# What says where a table's matches were measured, copied into each row when tables merge.
+MEASURED_KEYS = ("model", "model_sha256", "machine", "written")
+
+
+def merge_strength(old: dict | None, new: dict) -> dict:
+    """One table from two measured apart (the budget matches of a model in one results folder
+    before it shipped, its time-1s match in another afterwards, on another machine): the new
+    table with the old one's other matches; a match in both is the new one's. Each row of a
+    merged table says which file it measured, where and when (`measured`)."""
+    if not old or not old.get("matches"):
+        return new
+    ids = {row["match"] for row in new["matches"]}
+
+    def stamped(row: dict, table: dict) -> dict:
+        return row if "measured" in row else dict(
+            row, measured={k: table[k] for k in MEASURED_KEYS if k in table})
+    return dict(new, matches=[stamped(r, old) for r in old["matches"] if r["match"] not in ids]
+                + [stamped(r, new) for r in new["matches"]])
+
+
 __all__ = ["ShipOptions", "ship_model", "read_source", "training_record", "write_strength",
-           "check_strength",
+           "check_strength", "merge_strength",
            "JOB_META", "MAX_SHIPPED_BYTES"]
