@@ -21,6 +21,11 @@ Two parts, each interleaving its variants so that every variant sees the same ma
    the seconds spent outside the network (the search's own work, the solver's included),
    next to the wall time per move (the median over the rounds).
 
+3. `--arena RUNS` (alone): a match's budget player (arena, benchmarks/strength.py), --model
+   against itself at RUNS simulations over the first --openings fixture openings, with each
+   tree's evaluation cache kept across moves against emptied every move: network leaves, the
+   match's wall time, and whether the games came out the same.
+
 Run from the repository root after building the extensions (python setup.py build_ext
 --build-lib=src).
 """
@@ -117,6 +122,49 @@ def selfplay_part(model: str, games: int, runs: int, repeats: int) -> None:
               f"{failures / n:>9.2f} {search_s / n:>9.4f} {statistics.median(walls[name]):>8.3f}")
 
 
+def arena_part(model: str, openings: int, runs: int, repeats: int) -> None:
+    """A match's budget player (arena, strength.py) with its trees' caches kept across moves
+    against emptied every move: the same games, fewer network leaves."""
+    import torch
+    torch.set_num_threads(1)
+    from pyhexz.nn import Predictor
+    from pyhexz.search.driver import TreeConfig
+    from pyhexz.search.players import NeuralPlayer, resolve_model_path
+    from pyhexz.search.timed import served_tree_config
+    from pyhexz.train.arena import load_openings, play_match
+
+    predictor = Predictor.from_path(resolve_model_path(model), backend="auto")
+    boards = load_openings()[:openings]
+    tree: TreeConfig = served_tree_config()
+    print(f"\n## 3. a match's budget player: {model} ({predictor.backend.name}) at {runs} "
+          f"simulations against itself, the first {openings} openings x 2 seats, "
+          f"{repeats} interleaved rounds, cache of {tree.eval_cache} as served")
+    leaves: dict[bool, int] = {True: 0, False: 0}
+    walls: dict[bool, list[float]] = {True: [], False: []}
+    moves: dict[bool, list] = {True: [], False: []}
+
+    def counted(keep: bool):
+        def evaluate(planes, masks):
+            leaves[keep] += len(planes)
+            return predictor(planes, masks)
+        return evaluate
+    for _ in range(repeats):
+        for keep in (True, False):
+            p1 = NeuralPlayer(counted(keep), runs, "a", tree=tree, keep_cache=keep)
+            p2 = NeuralPlayer(counted(keep), runs, "b", tree=tree, keep_cache=keep)
+            t0 = time.perf_counter()
+            result = play_match(p1, p2, boards)
+            walls[keep].append(time.perf_counter() - t0)
+            moves[keep].append(result.outcomes)
+    print(f"{'caches':<22} {'network leaves':>15} {'match wall s (median)':>22}")
+    for keep, name in ((False, "emptied every move"), (True, "kept across moves")):
+        wall = statistics.median(walls[keep])
+        print(f"{name:<22} {leaves[keep] / repeats:>15,.0f} {wall:>22.1f}")
+    print(f"leaves kept/emptied: {leaves[True] / max(leaves[False], 1):.3f}; wall: "
+          f"{statistics.median(walls[True]) / statistics.median(walls[False]):.3f}; "
+          f"same outcomes: {moves[True] == moves[False]}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(HEXZ_MODEL),
@@ -125,15 +173,23 @@ def main(argv=None) -> int:
     ap.add_argument("--runs-per-move", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3, help="rounds of parts 1 and 2")
     ap.add_argument("--skip-selfplay", action="store_true", help="part 1 only")
+    ap.add_argument("--arena", type=int, metavar="RUNS",
+                    help="part 3 only: a match of --model (a path or default) against itself "
+                         "at RUNS simulations, caches kept across moves against emptied")
+    ap.add_argument("--openings", type=int, default=4, help="part 3's fixture openings")
     args = ap.parse_args(argv)
     if args.games < 1 or args.runs_per_move < 1 or args.repeats < 1:
         ap.error("--games, --runs-per-move and --repeats must be >= 1")
-    if not args.skip_selfplay and args.model != "fresh" and not os.path.exists(args.model):
+    if (not args.skip_selfplay and args.model not in ("fresh", "default")
+            and not os.path.exists(args.model)):
         ap.error(f"--model {args.model}: no such file")
     pinned = pin_to_one_core()
     print("pyhexz search options benchmark (benchmarks/bench_search_options.py)")
     print(f"  date      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     print(f"  python    {platform.python_version()}, cpu {cpu_model()}, {pinned}")
+    if args.arena:
+        arena_part(args.model, args.openings, args.arena, args.repeats)
+        return 0
     tree_part(args.repeats, 64, 200)
     if not args.skip_selfplay:
         selfplay_part(args.model, args.games, args.runs_per_move, args.repeats)
