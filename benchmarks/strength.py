@@ -61,11 +61,12 @@ def main() -> int:
                          "(src/pyhexz/models/NAME)")
     a = ap.parse_args()
 
-    from pyhexz.infra.process import configure_logging, setup_torch
+    from pyhexz.infra.process import configure_logging, setup_torch, sigterm_as_ctrl_c
     from pyhexz.train import strength
     from pyhexz.train.ship import write_strength
     configure_logging()
     setup_torch(1)
+    sigterm_as_ctrl_c()   # `kill` or a background job's SIGINT: stop the workers, keep results
     try:
         if not a.report:
             plan = strength.make_plan(a.model, a.previous, a.matches, a.openings, a.chunk,
