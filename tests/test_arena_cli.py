@@ -548,10 +548,11 @@ def test_timed_neural_players_search_with_the_arenas_options(checkpoint) -> None
     path, _ = checkpoint
     tree = TreeConfig(fpu_reduction=0.2, fpu_reduction_root=0.1, eval_cache=512,
                       solver_moves=9)
-    for spec, cache in ((f"{path}@0.01s", 512), (f"{path}:3", 4)):
+    from pyhexz.search.players import KEPT_SEARCHES
+    for spec, cache in ((f"{path}@0.01s", 512), (f"{path}:3", KEPT_SEARCHES * 4)):
         p = make_player(spec, tree=tree)
         mcts = p.searcher.mcts if hasattr(p, "searcher") else p.mcts
-        # (a budget player's cache, emptied every move, holds at most one search: runs + 1)
+        # (a budget player's cache, kept across moves, holds a few searches: of runs + 1 each)
         assert (mcts.fpu_reduction, mcts.fpu_reduction_root, mcts.eval_cache,
                 mcts.solver_moves) == pytest.approx((0.2, 0.1, cache, 9)), spec
     assert make_player("rollout@0.01s", tree=tree).searcher.mcts.solver_moves == 0

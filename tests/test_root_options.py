@@ -371,14 +371,14 @@ def test_players_and_the_cpu_player_take_the_tree_options() -> None:
     from pyhexz.cpu.player import CpuPlayer, SearchOptions
     from pyhexz.nn.follow import LoadedModel
     from pyhexz.search.driver import uniform_evaluator
-    from pyhexz.search.players import NeuralPlayer
+    from pyhexz.search.players import KEPT_SEARCHES, NeuralPlayer
     from pyhexz.search.timed import TimedSearch, think
     tree = TreeConfig(fpu_reduction=0.2, eval_cache=256, solver_moves=12, solver_budget=500)
     board = random_position(12, 24)
     player = NeuralPlayer(uniform_evaluator, runs=16, tree=tree)
     assert player.choose([board])[0] in board.legal_moves()
-    # (a budget player's cache, emptied every move, holds one search at most: runs + 1)
-    assert (player.mcts.eval_cache, player.mcts.solver_moves) == (17, 12)
+    # (a budget player's cache, kept across moves, holds a few searches of runs + 1 each)
+    assert (player.mcts.eval_cache, player.mcts.solver_moves) == (KEPT_SEARCHES * 17, 12)
     searcher = TimedSearch(1, uniform_evaluator, tree=tree)
     assert think(searcher, board, 60.0, max_iterations=16).iterations == 16
     assert searcher.mcts.fpu_reduction == pytest.approx(0.2)
