@@ -141,7 +141,7 @@ def arena_part(model: str, openings: int, runs: int, repeats: int) -> None:
           f"{repeats} interleaved rounds, cache of {tree.eval_cache} as served")
     leaves: dict[bool, int] = {True: 0, False: 0}
     walls: dict[bool, list[float]] = {True: [], False: []}
-    moves: dict[bool, list] = {True: [], False: []}
+    outcomes: dict[bool, list] = {True: [], False: []}
 
     def counted(keep: bool):
         def evaluate(planes, masks):
@@ -155,14 +155,14 @@ def arena_part(model: str, openings: int, runs: int, repeats: int) -> None:
             t0 = time.perf_counter()
             result = play_match(p1, p2, boards)
             walls[keep].append(time.perf_counter() - t0)
-            moves[keep].append(result.outcomes)
+            outcomes[keep].append(result.outcomes)
     print(f"{'caches':<22} {'network leaves':>15} {'match wall s (median)':>22}")
     for keep, name in ((False, "emptied every move"), (True, "kept across moves")):
         wall = statistics.median(walls[keep])
         print(f"{name:<22} {leaves[keep] / repeats:>15,.0f} {wall:>22.1f}")
     print(f"leaves kept/emptied: {leaves[True] / max(leaves[False], 1):.3f}; wall: "
           f"{statistics.median(walls[True]) / statistics.median(walls[False]):.3f}; "
-          f"same outcomes: {moves[True] == moves[False]}")
+          f"same outcomes: {outcomes[True] == outcomes[False]}")
 
 
 def main(argv=None) -> int:
