@@ -57,7 +57,7 @@ class Sizes:
 
     @staticmethod
     def full(seconds: float) -> Sizes:
-        return Sizes(nets=((10, 128), (5, 64)), selfplay_batches=(256, 512, 1024),
+        return Sizes(nets=((10, 128), (5, 64), (3, 32)), selfplay_batches=(256, 512, 1024),
                      runs_per_move=100, train_batches=(256, 1024), onnx_batches=(256, 1024),
                      seconds=seconds)
 

@@ -4,8 +4,9 @@
 #      built in place);
 #   2. the model, self-play and training tests on the GPU (HEXZ_TEST_DEVICE, tests/conftest.py),
 #      and four short games of `pyhexz selfplay --device cuda`;
-#   3. benchmarks/gpu_bench.py: self-play examples/s at batch 256, 512 and 1024 with 10 x 128
-#      and 5 x 64 networks, training samples/s, torch vs onnxruntime-gpu.
+#   3. benchmarks/gpu_bench.py: self-play examples/s at batch 256, 512 and 1024 with 10 x 128,
+#      5 x 64 and 3 x 32 (the shipped model's size) networks, training samples/s, torch vs
+#      onnxruntime-gpu.
 # Every figure is a line that starts with FIGURE (SKIP, FAIL: what did not run). One H200:
 # about 5 minutes, under 8.
 #
@@ -112,9 +113,15 @@ run_tests() {
     local log
     log=$(mktemp)
     # A hung test must not cost the figures (or the 8 minutes): the tests get 4 at most.
-    # -o addopts=: in this process, one GPU, whether or not pytest-xdist is installed there.
+    # -o addopts=: pytest.ini's `-n auto` would start one process per core, each with its own
+    # CUDA context; where pytest-xdist is installed, 4 processes share the one GPU (the tests
+    # take over 4 minutes one at a time), else they run in this process.
+    local workers=()
+    if [ "$dry" = 0 ] && "$py" -c "import xdist" 2>/dev/null; then
+        workers=(-n 4 --dist worksteal)
+    fi
     HEXZ_TEST_DEVICE="$device" timeout -k 10 240 "$py" -m pytest -q -p no:cacheprovider \
-        -o addopts="--strict-markers" \
+        -o addopts="--strict-markers" "${workers[@]}" \
         "${files[@]}" "${select[@]}" 2>&1 | tee "$log"
     local rc=${PIPESTATUS[0]}
     record "FIGURE tests device=$device rc=$rc $(tail -n 1 "$log" | tr -s ' =' ' ' | sed 's/^ //')"
