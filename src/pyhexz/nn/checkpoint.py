@@ -247,7 +247,11 @@ def load_checkpoint(path: StrPath, map_location: str | torch.device = "cpu") -> 
         raise ModelLoadError(
             p, "this is a TorchScript model, not a training checkpoint (use load_model)")
     try:
-        obj = torch.load(p, map_location=map_location, weights_only=True)
+        # Onto the CPU, whatever map_location says: only the network moves there (below).
+        # Optimizer.load_state_dict moves the moments to their parameters' device itself but
+        # keeps each tensor 'step' where it finds it; a step on the GPU makes Adam read it
+        # back (one synchronisation per parameter per step) and differ from a fresh one's.
+        obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's own message suggests weights_only=False, which we must not do.
         raise ModelLoadError(
