@@ -197,9 +197,20 @@ def train(out: Path, variant: str, minutes: float, extra: list[str]) -> dict:
                "checkpoint": int(stopped[0]), "games": int(stopped[1]),
                "examples": int(stopped[2]),
                "examples_per_s": float(progress[-1]) if progress else 0.0,
-               "machine": machine()}
+               "machine": machine(), "forward": forward(text)}
     done.write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def forward(log_text: str) -> str:
+    """The forward pass the run's self-play measured when it chose its backend ("int8 0.90
+    ms"; the slowest process's): machines that print the same CPU model have differed 2x in
+    it, and an equal-time comparison is only fair between runs that agree on it."""
+    chosen = re.findall(r"backend auto chose (\w+) \([^)]*?\b\1=([\d.]+)ms", log_text)
+    if not chosen:
+        return "?"
+    backend, ms = max(chosen, key=lambda c: float(c[1]))
+    return f"{backend} {float(ms):.2f} ms"
 
 
 def repo_of(run_dir: Path, name: str):
@@ -371,14 +382,16 @@ def print_table(args: argparse.Namespace, runs: dict[str, dict]) -> None:
           f"{' / '.join(machines)}; last checkpoint at {args.runs} simulations a move, "
           f"{args.games} openings x 2 seats; curve: every {args.curve_minutes:g} minutes "
           f"against {args.opponents[0]}, {args.curve_games} openings x 2 seats\n")
-    print("| variant | settings | checkpoints | games | examples | examples/s | "
+    print("| variant | settings | forward | checkpoints | games | examples | examples/s | "
           + " | ".join(f"vs {o}: W/D/L, score [95% CI, paired], Elo" for o in args.opponents)
           + " | " + " | ".join(f"minutes to {s}" for s in CURVE_MARKS) + " |")
-    print("|---|---|---:|---:|---:|---:|" + "---|" * len(args.opponents)
+    print("|---|---|---|---:|---:|---:|---:|" + "---|" * len(args.opponents)
           + "---:|" * len(CURVE_MARKS))
     for v, r in runs.items():
         curve = [(p["minutes"], p["result"]) for p in r["curve"]]
-        print(f"| {v} | `{shown(r['settings'])}` | {r['checkpoint']} | {r['games']} | "
+        log = args.out / f"{r['name']}.log"   # summaries written before "forward" was kept
+        fwd = r.get("forward") or (forward(log.read_text()) if log.exists() else "?")
+        print(f"| {v} | `{shown(r['settings'])}` | {fwd} | {r['checkpoint']} | {r['games']} | "
               f"{r['examples']} | {r['examples_per_s']:.0f} | "
               + " | ".join(cell(r["last"][o]) for o in args.opponents) + " | "
               + " | ".join(first_reaching(curve, s) for s in CURVE_MARKS) + " |")

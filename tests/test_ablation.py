@@ -88,7 +88,7 @@ def finished_variant(out: Path, variant: str, machine: str) -> None:
     summary = {"variant": variant, "name": ablation.dir_name(variant),
                "settings": ablation.settings(variant), "minutes": 30.0, "checkpoint": 70,
                "games": 15000, "examples": 300000, "examples_per_s": 165.0,
-               "machine": machine,
+               "machine": machine, "forward": "int8 0.90 ms",
                "measured_with": {"opponents": ["rollout:800"], "games": 2, "runs": 200,
                                  "curve_minutes": 10.0, "curve_games": 1},
                "last": {"rollout:800": last},
@@ -104,11 +104,19 @@ def test_a_committed_ablation_prints_its_table_without_its_runs(tmp_path, monkey
     ablation.main()
     out = capsys.readouterr().out
     rows = [ln for ln in out.splitlines() if ln.startswith("| defaults")]
-    assert len(rows) == 2 and "2/1/1, 0.625" in rows[1]
+    assert len(rows) == 2 and "2/1/1, 0.625" in rows[1] and "| int8 0.90 ms |" in rows[1]
     # minutes to 0.5 from the curve: not at 9.9 (0.0), at 29.9 (0.625); 0.9 never
     assert rows[1].endswith("| 29.9 | - |")
     assert "- defaults-score: 9.9: 0.00, 29.9: 0.62" in out
     assert (tmp_path / ".gitignore").read_text().splitlines()[1:] == ["/*/", "!/matches/"]
+
+
+def test_a_run_keeps_the_forward_pass_its_slowest_self_play_process_measured():
+    log = ("... INFO pyhexz.nn.backends pid=1 backend auto chose int8 (torch=4.32ms onnx=2.16ms "
+           "int8=0.90ms)\n... INFO pyhexz.nn.backends pid=2 backend auto chose onnx "
+           "(torch=2.99ms onnx=1.14ms int8=1.89ms)\n")
+    assert ablation.forward(log) == "onnx 1.14 ms"
+    assert ablation.forward("a run with --backend torch says nothing\n") == "?"
 
 
 def test_a_variant_will_not_train_on_another_kind_of_machine(tmp_path, monkeypatch):
