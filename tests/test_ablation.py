@@ -89,9 +89,9 @@ def finished_variant(out: Path, variant: str, machine: str) -> None:
                "settings": ablation.settings(variant), "minutes": 30.0, "checkpoint": 70,
                "games": 15000, "examples": 300000, "examples_per_s": 165.0,
                "machine": machine, "forward": "int8 0.90 ms",
-               "measured_with": {"opponents": ["rollout:800"], "games": 2, "runs": 200,
-                                 "curve_minutes": 10.0, "curve_games": 1},
-               "last": {"rollout:800": last},
+               "measured_with": {"opponents": list(ablation.OPPONENTS), "games": 2,
+                                 "runs": 200, "curve_minutes": 10.0, "curve_games": 1},
+               "last": {"rollout:800": last, "rollout:8000": early},
                "curve": [{"minutes": 9.9, "checkpoint": 24, "result": early},
                          {"minutes": 29.9, "checkpoint": 70, "result": last}]}
     (out / f"{ablation.dir_name(variant)}.json").write_text(json.dumps(summary))
@@ -104,7 +104,8 @@ def test_a_committed_ablation_prints_its_table_without_its_runs(tmp_path, monkey
     ablation.main()
     out = capsys.readouterr().out
     rows = [ln for ln in out.splitlines() if ln.startswith("| defaults")]
-    assert len(rows) == 2 and "2/1/1, 0.625" in rows[1] and "| int8 0.90 ms |" in rows[1]
+    assert len(rows) == 2 and "| int8 0.90 ms |" in rows[1]
+    assert "| 2/1/1, 0.625 [" in rows[1] and "| 0/0/2, 0.000 [" in rows[1]   # both opponents
     # minutes to 0.5 from the curve: not at 9.9 (0.0), at 29.9 (0.625); 0.9 never
     assert rows[1].endswith("| 29.9 | - |")
     assert "- defaults-score: 9.9: 0.00, 29.9: 0.62" in out
