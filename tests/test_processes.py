@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import child_env, cmdline, descendant_pids, free_port, pid_gone, wait_for
-from pyhexz.infra.process import die_with_parent
+from pyhexz.infra.process import die_with_parent, start_processes
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="reads Linux /proc; die_with_parent is Linux's prctl")
@@ -143,3 +143,36 @@ def test_die_with_parent_on_a_parent_that_is_killed(tmp_path: Path) -> None:
         if parent.poll() is None:
             os.killpg(parent.pid, signal.SIGKILL)
             parent.wait()
+
+
+class _SignalledWhileStarting:
+    """A process whose start() is interrupted by a signal half way, as a Ctrl-C can come
+    while spawn is still writing a child's start-up data."""
+
+    def __init__(self, log: list[str], name: str, sig: int | None = None) -> None:
+        self.log, self.name, self.sig = log, name, sig
+
+    def start(self) -> None:
+        if self.sig is not None:
+            os.kill(os.getpid(), self.sig)
+        self.log.append(f"{self.name} started")
+
+
+def test_a_signal_during_start_is_acted_on_once_every_process_has_started():
+    log: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        start_processes([_SignalledWhileStarting(log, "a", signal.SIGINT),
+                         _SignalledWhileStarting(log, "b")])
+    assert log == ["a started", "b started"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # put back
+
+
+def test_a_held_back_sigterm_goes_to_the_handler_there_was():
+    log: list[str] = []
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: log.append(f"handled {signum}"))
+    try:
+        start_processes([_SignalledWhileStarting(log, "a", signal.SIGTERM),
+                         _SignalledWhileStarting(log, "b")])
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert log == ["a started", "b started", f"handled {int(signal.SIGTERM)}"]

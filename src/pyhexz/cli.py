@@ -327,7 +327,7 @@ def _selfplay_games(model: str | None, search, parallel_games: int, device: str,
 
 
 def cmd_selfplay(a: argparse.Namespace) -> int:
-    from pyhexz.infra.process import sigterm_as_ctrl_c, spawn_context
+    from pyhexz.infra.process import sigterm_as_ctrl_c, spawn_context, start_processes
     job: SelfPlayJob = a.config
     _directory(job.output_dir, "--output-dir")
     if job.model:
@@ -347,8 +347,7 @@ def cmd_selfplay(a: argparse.Namespace) -> int:
         None if per is None else per[i], end, str(job.output_dir),
         None if job.seed is None else job.seed + i, progress, stop))
         for i in range(n) if per is None or per[i] > 0]
-    for p in procs:
-        p.start()
+    start_processes(procs)
     sigterm_as_ctrl_c()
     t0 = last = time.monotonic()
     games = examples = done = cut_off = 0

@@ -19,6 +19,9 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
+from collections.abc import Iterable
+from multiprocessing.process import BaseProcess
 
 from pyhexz.infra.redact import redact_urls
 
@@ -98,3 +101,35 @@ def sigterm_as_ctrl_c() -> None:
 
 def spawn_context() -> multiprocessing.context.SpawnContext:
     return multiprocessing.get_context("spawn")
+
+
+def start_processes(procs: Iterable[BaseProcess]) -> None:
+    """Starts spawned processes with SIGINT and SIGTERM held back until the last one has
+    started, then acts on the first that came as this process would have.
+
+    `start()` execs the child and then writes its start-up data into a pipe; a Ctrl-C in
+    between raised KeyboardInterrupt in the middle of the write, and the child died reading
+    the half-written pipe with a traceback of its own (EOFError in spawn_main) beside the
+    parent's clean "interrupted". Held back only in Python (the handlers, not the signal
+    mask, which a child inherits across exec), and only in the main thread, the one Python
+    runs handlers in."""
+    procs = list(procs)
+    if threading.current_thread() is not threading.main_thread():
+        for p in procs:
+            p.start()
+        return
+    came: list[signal.Signals] = []
+    held = {s: signal.signal(s, lambda signum, frame: came.append(signal.Signals(signum)))
+            for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        for s, handler in held.items():
+            signal.signal(s, handler)
+    if came:
+        handler = held[came[0]]
+        if callable(handler):
+            handler(came[0], None)
+        elif handler == signal.SIG_DFL:
+            os.kill(os.getpid(), came[0])

@@ -182,11 +182,11 @@ def _evaluator_process(storage_url: str, name: str, cfg: EvalConfig, stop) -> No
 
 def start_evaluator(storage_url: str, name: str, cfg: EvalConfig):
     """Starts the evaluator in a spawned process; returns (process, stop_event)."""
-    from pyhexz.infra.process import spawn_context
+    from pyhexz.infra.process import spawn_context, start_processes
 
     ctx = spawn_context()
     stop = ctx.Event()
     proc = ctx.Process(target=_evaluator_process, args=(storage_url, name, cfg, stop),
                        name="pyhexz-evaluator", daemon=True)
-    proc.start()
+    start_processes([proc])
     return proc, stop

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from pyhexz import hexz_pb2 as pb
 from pyhexz.game.examples import GAME_FILE_SUFFIX, read_game_file, write_game_file
-from pyhexz.infra.process import init_worker_process, spawn_context
+from pyhexz.infra.process import init_worker_process, spawn_context, start_processes
 from pyhexz.infra.storage import CheckpointRepo, LocalStorage, sha256
 from pyhexz.search.driver import SearchConfig
 from pyhexz.search.players import load_predictor, resolve_model_path
@@ -151,8 +151,7 @@ def run(cfg: LocalConfig, command: str | None = None) -> int:
         # Fresh entropy: a restart from the same checkpoint must not replay the same games.
         int.from_bytes(os.urandom(8), "little"), end, published, i,
         resume[i::cfg.num_workers])) for i in range(cfg.num_workers)]
-    for w in workers:
-        w.start()
+    start_processes(workers)
     log.info("train dir=%s model=%s checkpoint=%d workers=%d runs_per_move=%d "
              "start_games=%d parallel_games=%d", root, cfg.name, trainer.checkpoint,
              cfg.num_workers, cfg.search.runs_per_move, cfg.start_games, cfg.parallel_games)

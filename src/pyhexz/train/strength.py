@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pyhexz.infra.process import init_worker_process, spawn_context
+from pyhexz.infra.process import init_worker_process, spawn_context, start_processes
 from pyhexz.infra.storage import sha256
 from pyhexz.search.driver import TreeConfig
 from pyhexz.search.players import make_player, resolve_model_path
@@ -245,8 +245,7 @@ def play(out: Path, plan: Plan, workers: int = 1, openings_path: Path | None = N
     procs = [ctx.Process(target=_worker, daemon=True, name=f"strength-{i}", args=(
         tasks, results, players, str(openings_path) if openings_path else None, device))
         for i in range(n)]
-    for p in procs:
-        p.start()
+    start_processes(procs)
     t0 = time.monotonic()
     played = 0
     try:

@@ -43,7 +43,7 @@ import numpy as np
 from pyhexz import hexz_pb2 as pb
 from pyhexz.infra.http import ServerClient
 from pyhexz.infra.modelbus import ModelBus
-from pyhexz.infra.process import init_worker_process, spawn_context
+from pyhexz.infra.process import init_worker_process, spawn_context, start_processes
 from pyhexz.infra.redact import redact_url
 from pyhexz.nn.follow import WATCHER_THREAD, LiveModel, ModelFetcher, TokenRefused
 from pyhexz.train.selfplay import run_selfplay, wind_down_before
@@ -253,8 +253,7 @@ def run(cfg: WorkerConfig) -> int:
         level = logging.getLogger("pyhexz").getEffectiveLevel()
         procs = [ctx.Process(target=_child, args=(cfg, shared_stop, i, level), name=f"worker-{i}")
                  for i in range(cfg.num_workers)]
-        for p in procs:
-            p.start()
+        start_processes(procs)
         while any(p.is_alive() for p in procs):
             if stop.wait(0.1):   # the children's grace periods start when they hear it
                 shared_stop.value = 1
