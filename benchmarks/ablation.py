@@ -208,7 +208,7 @@ def train(out: Path, variant: str, minutes: float, extra: list[str]) -> dict:
 
 def forward(log_text: str) -> str:
     """The forward pass the run's self-play measured when it chose its backend ("int8 0.90
-    ms"; the slowest process's): machines that print the same CPU model have differed 2x in
+    ms"; the slowest process's): machines that print the same CPU model have differed 6x in
     it, and an equal-time comparison is only fair between runs that agree on it."""
     chosen = re.findall(r"backend auto chose (\w+) \([^)]*?\b\1=([\d.]+)ms", log_text)
     if not chosen:
