@@ -393,9 +393,8 @@ def print_table(args: argparse.Namespace, runs: dict[str, dict]) -> None:
           + "---:|" * len(CURVE_MARKS))
     for v, r in runs.items():
         curve = [(p["minutes"], p["result"]) for p in r["curve"]]
-        log = args.out / f"{r['name']}.log"   # summaries written before "forward" was kept
-        fwd = r.get("forward") or (forward(log.read_text()) if log.exists() else "?")
-        print(f"| {v} | `{shown(r['settings'])}` | {fwd} | {r['checkpoint']} | {r['games']} | "
+        print(f"| {v} | `{shown(r['settings'])}` | {r.get('forward', '?')} | "
+              f"{r['checkpoint']} | {r['games']} | "
               f"{r['examples']} | {r['examples_per_s']:.0f} | "
               + " | ".join(cell(r["last"][o]) for o in args.opponents) + " | "
               + " | ".join(first_reaching(curve, s) for s in CURVE_MARKS) + " |")

@@ -113,7 +113,6 @@ def start_processes(procs: Iterable[BaseProcess]) -> None:
     parent's clean "interrupted". Held back only in Python (the handlers, not the signal
     mask, which a child inherits across exec), and only in the main thread, the one Python
     runs handlers in."""
-    procs = list(procs)
     if threading.current_thread() is not threading.main_thread():
         for p in procs:
             p.start()
