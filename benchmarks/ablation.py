@@ -14,7 +14,9 @@ defaults, and how strong each one's checkpoints are against rollout.
 its variant's settings on top of the defaults. Then the last checkpoint of each plays the first
 `--games` fixture openings from both seats against each opponent (200 simulations a move), two
 matches at a time (one per core), and a learning curve takes the newest checkpoint at every
-`--curve-minutes` of each run against the first opponent. It prints a Markdown table per
+`--curve-minutes` of each run against the first opponent. With `--head-to-head N` each variant's
+last checkpoint also plays its base's over N openings from both seats: where every variant beats
+rollout 0.9 of the time, only that match tells them apart. It prints a Markdown table per
 variant (with the minutes each took to reach a score of 0.5 and 0.9 on the curve) and the
 curves. Each variant's matches are played as soon as its run ends, and its summary with their
 results is kept in `--out` (VARIANT.json; the matches in matches/): run it again and it does
@@ -319,8 +321,24 @@ def machine() -> str:
 def measured_with(args: argparse.Namespace) -> dict:
     """The match settings a variant's results hold (asked again with others, they are redone
     while the run is still there)."""
-    return {"opponents": args.opponents, "games": args.games, "runs": args.runs,
+    done = {"opponents": args.opponents, "games": args.games, "runs": args.runs,
             "curve_minutes": args.curve_minutes, "curve_games": args.curve_games}
+    # only when asked for, so the summaries measured before it existed still count as done
+    return {**done, "head_to_head": args.head_to_head} if args.head_to_head else done
+
+
+def base_model(args: argparse.Namespace, variant: str) -> str | None:
+    """The last checkpoint of the variant's base, which the variant plays head to head; None
+    for the base itself."""
+    base = parse_variant(variant)[0]
+    if variant == base:
+        return None
+    done = summary_file(args.out, base)
+    if not done.exists():
+        sys.exit(f"[ablation] {variant}: --head-to-head plays it against {base}, which has not "
+                 f"run in {args.out} (put {base} first in --variants)")
+    n = json.loads(done.read_text())["checkpoint"]
+    return f"{model_file(args.out / dir_name(base), dir_name(base), n)}:{args.runs}"
 
 
 def measure(args: argparse.Namespace, summary: dict) -> dict:
@@ -336,11 +354,16 @@ def measure(args: argparse.Namespace, summary: dict) -> dict:
     jobs = {(opp, summary["checkpoint"], args.games) for opp in args.opponents}
     jobs |= {(args.opponents[0], n, args.curve_games) for n, _ in curve}
     work = args.out / "matches"
+    last = f"{model_file(run_dir, name, summary['checkpoint'])}:{args.runs}"
+    base = base_model(args, summary["variant"]) if args.head_to_head else None
     with ThreadPoolExecutor(2) as pool:   # one match per core, now that no training runs
         futures = {job: pool.submit(match, f"{model_file(run_dir, name, job[1])}:{args.runs}",
                                     job[0], job[2], work) for job in jobs}
+        # the base first: its score is what the change is worth (above 0.5: the change pays)
+        head = pool.submit(match, base, last, args.head_to_head, work) if base else None
         results = {job: f.result() for job, f in futures.items()}
-    return {**summary, "measured_with": measured_with(args),
+        extra = {"head_to_head": head.result()} if head else {}
+    return {**summary, **extra, "measured_with": measured_with(args),
             "last": {opp: results[opp, summary["checkpoint"], args.games]
                      for opp in args.opponents},
             "curve": [{"minutes": minutes, "checkpoint": n,
@@ -386,10 +409,12 @@ def print_table(args: argparse.Namespace, runs: dict[str, dict]) -> None:
           f"{' / '.join(machines)}; last checkpoint at {args.runs} simulations a move, "
           f"{args.games} openings x 2 seats; curve: every {args.curve_minutes:g} minutes "
           f"against {args.opponents[0]}, {args.curve_games} openings x 2 seats\n")
+    head = any("head_to_head" in r for r in runs.values())
     print("| variant | settings | forward | checkpoints | games | examples | examples/s | "
           + " | ".join(f"vs {o}: W/D/L, score [95% CI, paired], Elo" for o in args.opponents)
+          + (" | base vs it (above 0.5: the change pays)" if head else "")
           + " | " + " | ".join(f"minutes to {s}" for s in CURVE_MARKS) + " |")
-    print("|---|---|---|---:|---:|---:|---:|" + "---|" * len(args.opponents)
+    print("|---|---|---|---:|---:|---:|---:|" + "---|" * (len(args.opponents) + head)
           + "---:|" * len(CURVE_MARKS))
     for v, r in runs.items():
         curve = [(p["minutes"], p["result"]) for p in r["curve"]]
@@ -397,6 +422,7 @@ def print_table(args: argparse.Namespace, runs: dict[str, dict]) -> None:
               f"{r['checkpoint']} | {r['games']} | "
               f"{r['examples']} | {r['examples_per_s']:.0f} | "
               + " | ".join(cell(r["last"][o]) for o in args.opponents) + " | "
+              + (f"{cell(r['head_to_head']) if 'head_to_head' in r else '-'} | " if head else "")
               + " | ".join(first_reaching(curve, s) for s in CURVE_MARKS) + " |")
     if args.curve_minutes > 0:
         print(f"\nLearning curves: score against {args.opponents[0]} of the newest checkpoint "
@@ -438,7 +464,7 @@ def cmd_target(args: argparse.Namespace) -> None:
               + " (learn3: 45 to 0.5, 110 to 0.9)")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="equal-time training runs and their strength")
@@ -454,6 +480,9 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=200, help="simulations a move in the matches")
     p.add_argument("--curve-minutes", type=float, default=5, help="0: no learning curve")
     p.add_argument("--curve-games", type=int, default=32)
+    p.add_argument("--head-to-head", type=int, default=0, metavar="OPENINGS",
+                   help="also play each variant's last checkpoint against its base's over "
+                   "this many openings x 2 seats (0: none)")
     p.add_argument("--any-machine", action="store_true",
                    help="run a variant on another kind of machine than the earlier ones")
     p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[],
@@ -472,6 +501,11 @@ def main() -> None:
     p.add_argument("--curve-minutes", type=float, default=5, help="0: no learning curve")
     p.add_argument("--curve-games", type=int, default=32)
     p.set_defaults(func=cmd_target)
+    return ap
+
+
+def main() -> None:
+    ap = build_parser()
     args = ap.parse_args()
     try:
         if args.command == "run":

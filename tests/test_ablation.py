@@ -80,8 +80,9 @@ def run_args(out: Path, *variants: str) -> list[str]:
             "--games", "2", "--curve-minutes", "10", "--curve-games", "1"]
 
 
-def finished_variant(out: Path, variant: str, machine: str) -> None:
-    """The summary a finished, measured variant leaves in the results folder."""
+def finished_variant(out: Path, variant: str, machine: str, head_to_head: int = 0) -> None:
+    """The summary a finished, measured variant leaves in the results folder (with its match
+    against its base when `head_to_head` openings were asked for)."""
     from pyhexz.train.arena import result_json, summarize
     last = json.loads(result_json(summarize("m:200", "rollout:800", [1, 1, 0.5, 0], 60, 2)))
     early = json.loads(result_json(summarize("m:200", "rollout:800", [0, 0], 20, 2)))
@@ -94,6 +95,11 @@ def finished_variant(out: Path, variant: str, machine: str) -> None:
                "last": {"rollout:800": last, "rollout:8000": early},
                "curve": [{"minutes": 9.9, "checkpoint": 24, "result": early},
                          {"minutes": 29.9, "checkpoint": 70, "result": last}]}
+    if head_to_head:
+        summary["measured_with"]["head_to_head"] = head_to_head
+        if variant != ablation.parse_variant(variant)[0]:
+            summary["head_to_head"] = json.loads(result_json(summarize(
+                "base:200", "it:200", [1, 0.5, 1, 1], 60, 2)))
     (out / f"{ablation.dir_name(variant)}.json").write_text(json.dumps(summary))
 
 
@@ -110,6 +116,27 @@ def test_a_committed_ablation_prints_its_table_without_its_runs(tmp_path, monkey
     assert rows[1].endswith("| 29.9 | - |")
     assert "- defaults-score: 9.9: 0.00, 29.9: 0.62" in out
     assert (tmp_path / ".gitignore").read_text().splitlines()[1:] == ["/*/", "!/matches/"]
+
+
+def test_the_head_to_head_column_gives_the_bases_score_against_each_variant(
+        tmp_path, monkeypatch, capsys):
+    for v in ("defaults", "defaults-score"):
+        finished_variant(tmp_path, v, ablation.machine(), head_to_head=2)
+    monkeypatch.setattr(sys, "argv", [*run_args(tmp_path, "defaults", "defaults-score"),
+                                      "--head-to-head", "2"])
+    ablation.main()
+    out = capsys.readouterr().out
+    assert "| base vs it (above 0.5: the change pays) |" in out
+    base, variant = [ln for ln in out.splitlines() if ln.startswith("| defaults")]
+    assert "| 3/1/0, 0.875 [" in variant and "| - | 29.9 | - |" in base
+
+
+def test_a_head_to_head_needs_its_base_run_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [*run_args(tmp_path, "defaults-score"), "--head-to-head", "2"])
+    args = ablation.build_parser().parse_args(sys.argv[1:])
+    with pytest.raises(SystemExit, match="plays it against defaults, which has not run"):
+        ablation.base_model(args, "defaults-score")
+    assert ablation.base_model(args, "defaults") is None
 
 
 def test_a_run_keeps_the_forward_pass_its_slowest_self_play_process_measured():
