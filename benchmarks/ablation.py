@@ -359,8 +359,9 @@ def measure(args: argparse.Namespace, summary: dict) -> dict:
     with ThreadPoolExecutor(2) as pool:   # one match per core, now that no training runs
         futures = {job: pool.submit(match, f"{model_file(run_dir, name, job[1])}:{args.runs}",
                                     job[0], job[2], work) for job in jobs}
-        # the base first: its score is what the change is worth (above 0.5: the change pays)
-        head = pool.submit(match, base, last, args.head_to_head, work) if base else None
+        # The base first: its score is what the change is worth (above 0.5: the change pays).
+        # Split over both cores: on a rerun that adds it, it is the only match left to play.
+        head = pool.submit(match, base, last, args.head_to_head, work, 2) if base else None
         results = {job: f.result() for job, f in futures.items()}
         extra = {"head_to_head": head.result()} if head else {}
     return {**summary, **extra, "measured_with": measured_with(args),
