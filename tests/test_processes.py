@@ -160,11 +160,29 @@ class _SignalledWhileStarting:
 
 def test_a_signal_during_start_is_acted_on_once_every_process_has_started():
     log: list[str] = []
-    with pytest.raises(KeyboardInterrupt):
+    # Ctrl-C's handler, set here: a test run started in the background (`cmd &`) inherits
+    # SIGINT ignored, and then there is nothing to act on (the next test).
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            start_processes([_SignalledWhileStarting(log, "a", signal.SIGINT),
+                             _SignalledWhileStarting(log, "b")])
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # put back
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert log == ["a started", "b started"]
+
+
+def test_a_signal_this_process_ignores_stays_ignored_during_start():
+    log: list[str] = []
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
         start_processes([_SignalledWhileStarting(log, "a", signal.SIGINT),
                          _SignalledWhileStarting(log, "b")])
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert log == ["a started", "b started"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # put back
 
 
 def test_a_held_back_sigterm_goes_to_the_handler_there_was():
