@@ -299,6 +299,11 @@ def model_file(run_dir: Path, name: str, n: int) -> Path:
     return run_dir / repo_of(run_dir, name).key(n, "model.pt")
 
 
+def neural_player(run_dir: Path, name: str, n: int, runs: int) -> str:
+    """The arena spec of checkpoint n searching `runs` simulations a move."""
+    return f"{model_file(run_dir, name, n)}:{runs}"
+
+
 # --------------------------------------------------------------------------
 # Commands
 # --------------------------------------------------------------------------
@@ -338,7 +343,7 @@ def base_model(args: argparse.Namespace, variant: str) -> str | None:
         sys.exit(f"[ablation] {variant}: --head-to-head plays it against {base}, which has not "
                  f"run in {args.out} (put {base} first in --variants)")
     n = json.loads(done.read_text())["checkpoint"]
-    return f"{model_file(args.out / dir_name(base), dir_name(base), n)}:{args.runs}"
+    return neural_player(args.out / dir_name(base), dir_name(base), n, args.runs)
 
 
 def measure(args: argparse.Namespace, summary: dict) -> dict:
@@ -354,14 +359,15 @@ def measure(args: argparse.Namespace, summary: dict) -> dict:
     jobs = {(opp, summary["checkpoint"], args.games) for opp in args.opponents}
     jobs |= {(args.opponents[0], n, args.curve_games) for n, _ in curve}
     work = args.out / "matches"
-    last = f"{model_file(run_dir, name, summary['checkpoint'])}:{args.runs}"
     base = base_model(args, summary["variant"]) if args.head_to_head else None
     with ThreadPoolExecutor(2) as pool:   # one match per core, now that no training runs
-        futures = {job: pool.submit(match, f"{model_file(run_dir, name, job[1])}:{args.runs}",
+        futures = {job: pool.submit(match, neural_player(run_dir, name, job[1], args.runs),
                                     job[0], job[2], work) for job in jobs}
         # The base first: its score is what the change is worth (above 0.5: the change pays).
         # Split over both cores: on a rerun that adds it, it is the only match left to play.
-        head = pool.submit(match, base, last, args.head_to_head, work, 2) if base else None
+        head = pool.submit(match, base, neural_player(run_dir, name, summary["checkpoint"],
+                                                      args.runs),
+                           args.head_to_head, work, 2) if base else None
         results = {job: f.result() for job, f in futures.items()}
         extra = {"head_to_head": head.result()} if head else {}
     return {**summary, **extra, "measured_with": measured_with(args),
@@ -444,8 +450,8 @@ def cmd_target(args: argparse.Namespace) -> None:
     print(f"# {args.model_name} checkpoint {n} ({model}), "
           f"{learning_curve.minutes_into_run(repo, n):.1f} minutes into its run", flush=True)
     against = {
-        "rollout:800": match(f"{model}:{args.runs}", "rollout:800", args.openings, work,
-                             args.processes),
+        "rollout:800": match(neural_player(args.dir, args.model_name, n, args.runs),
+                             "rollout:800", args.openings, work, args.processes),
         "equal think time": match(f"{model}@{args.think:g}s", f"rollout@{args.think:g}s",
                                   args.think_openings or args.openings, work, args.processes),
     }
@@ -456,7 +462,7 @@ def cmd_target(args: argparse.Namespace) -> None:
         print(f"| `{m['player1']}` vs `{m['player2']}` | {m['openings']} | {cell(m)} | "
               f">= {target:.2f} | {'yes' if m['score'] >= target else 'no'} |")
     if args.curve_minutes > 0:
-        curve = [(minutes, match(f"{model_file(args.dir, args.model_name, k)}:{args.runs}",
+        curve = [(minutes, match(neural_player(args.dir, args.model_name, k, args.runs),
                                  "rollout:800", args.curve_games, work, args.processes))
                  for k, minutes in curve_points(args.dir, args.model_name, args.curve_minutes)]
         print(f"\nLearning curve against rollout:800 ({args.curve_games} openings x 2 seats): "
